@@ -1,0 +1,97 @@
+"""costtrace's own errors: logged, counted, flagged, never raised into the host app.
+
+Every run-time path of costtrace (recording a call, ending a task, pricing, counting tokens) goes
+through :func:`guarded` or :func:`report_internal_error`. The user's own code is never run inside a
+guarded block, so its return values and exceptions pass through untouched.
+
+Under the test suite (``COSTTRACE_RAISE_INTERNAL_ERRORS=1``, set by ``tests/conftest.py``) internal
+errors are re-raised so bugs surface instead of hiding in a log.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+logger = logging.getLogger("costtrace")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_LOG_INTERVAL_S = 60.0
+"""At most one log line per error site and interval, so a hot loop cannot flood the app's logs."""
+
+_lock = threading.Lock()
+_counts: dict[str, int] = {}
+_last_logged: dict[str, float] = {}
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a fork while another thread held it must not deadlock the child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _raise_enabled() -> bool:
+    return os.environ.get("COSTTRACE_RAISE_INTERNAL_ERRORS", "") not in ("", "0", "false", "False")
+
+
+def report_internal_error(where: str, exc: BaseException) -> None:
+    """Log and count an internal error at ``where``; re-raise it only under the test suite."""
+    with _lock:
+        _counts[where] = _counts.get(where, 0) + 1
+        now = time.monotonic()
+        last = _last_logged.get(where)
+        should_log = last is None or now - last >= _LOG_INTERVAL_S
+        if should_log:
+            _last_logged[where] = now
+    if should_log:
+        logger.error(
+            "costtrace internal error in %s (your code is still running fine; this data point may be incomplete)",
+            where,
+            exc_info=exc,
+        )
+    if _raise_enabled():
+        raise exc
+
+
+def guarded(where: str, default: Any = None) -> Callable[[_F], _F]:
+    """Decorate an internal function so that its exceptions are reported, not raised.
+
+    Example:
+        >>> @guarded("example.parse")
+        ... def parse(x):
+        ...     return int(x)
+    """
+
+    def decorate(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                report_internal_error(where, exc)
+                return default
+
+        return cast(_F, wrapper)
+
+    return decorate
+
+
+def internal_error_counts() -> dict[str, int]:
+    """A copy of the internal error counters, by site."""
+    with _lock:
+        return dict(_counts)
+
+
+def _reset_for_tests() -> None:
+    with _lock:
+        _counts.clear()
+        _last_logged.clear()

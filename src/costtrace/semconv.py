@@ -1,0 +1,129 @@
+"""Every attribute, event and metric name costtrace emits, in one place.
+
+``gen_ai.*`` names follow the OpenTelemetry GenAI semantic conventions (semantic-conventions v1.41,
+"Development" status). Names of our own carry the ``costtrace.`` prefix. Money is in USD.
+
+Rollup attributes (``costtrace.task.*``) live only on task spans and count only the task's own calls;
+call-level cost lives only on call spans. Summing ``costtrace.call.cost_usd`` over call spans, or
+``costtrace.task.cost_usd`` over task spans, never counts a call twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- GenAI semantic conventions -------------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+
+OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
+
+# --- costtrace: dimensions (on task spans and on every call span inside the task) ----------
+TASK_ID: Final = "costtrace.task.id"
+TASK_NAME: Final = "costtrace.task.name"
+TASK_PARENT_ID: Final = "costtrace.task.parent_id"
+FEATURE: Final = "costtrace.feature"
+TEAM: Final = "costtrace.team"
+CUSTOMER: Final = "costtrace.customer"
+USER: Final = "costtrace.user"
+DIMENSION_PREFIX: Final = "costtrace.dimension."
+"""Prefix for user-defined low-cardinality dimensions: ``costtrace.dimension.<key>``."""
+
+# --- costtrace: one LLM call ---------------------------------------------------------------
+CALL_ID: Final = "costtrace.call.id"
+CALL_ATTEMPT: Final = "costtrace.call.attempt"
+CALL_COST_USD: Final = "costtrace.call.cost_usd"
+CALL_INPUT_COST_USD: Final = "costtrace.call.cost.input_usd"
+CALL_CACHE_READ_COST_USD: Final = "costtrace.call.cost.cache_read_usd"
+CALL_CACHE_WRITE_COST_USD: Final = "costtrace.call.cost.cache_write_usd"
+CALL_OUTPUT_COST_USD: Final = "costtrace.call.cost.output_usd"
+CALL_REASONING_COST_USD: Final = "costtrace.call.cost.reasoning_usd"
+CALL_OTHER_COST_USD: Final = "costtrace.call.cost.other_usd"
+CALL_CACHE_SAVINGS_USD: Final = "costtrace.call.cache_savings_usd"
+CALL_PRICED: Final = "costtrace.call.priced"
+CALL_UNPRICED_REASON: Final = "costtrace.call.unpriced_reason"
+PRICE_SOURCE: Final = "costtrace.price.source"
+PRICE_DATE: Final = "costtrace.price.date"
+PRICE_MODEL_ID: Final = "costtrace.price.model_id"
+USAGE_SOURCE: Final = "costtrace.usage.source"
+"""``provider`` | ``estimated`` | ``heuristic`` | ``unknown`` (see ``costtrace.usage.UsageSource``)."""
+CACHE_WRITE_1H_INPUT_TOKENS: Final = "costtrace.usage.cache_write_1h.input_tokens"
+INTERNAL_ERROR: Final = "costtrace.internal_error"
+"""Set when costtrace itself failed while recording this span: the numbers on it may be incomplete."""
+
+# --- costtrace: task rollups (task spans only; the task's own calls, never its subtasks') ----
+TASK_OUTCOME: Final = "costtrace.task.outcome"
+TASK_OUTCOME_REASON: Final = "costtrace.task.outcome_reason"
+TASK_FIRST_PASS: Final = "costtrace.task.first_pass"
+TASK_COST_USD: Final = "costtrace.task.cost_usd"
+TASK_WASTED_COST_USD: Final = "costtrace.task.wasted_cost_usd"
+TASK_CACHE_SAVINGS_USD: Final = "costtrace.task.cache_savings_usd"
+TASK_SUBTASKS_COST_USD: Final = "costtrace.task.subtasks.cost_usd"
+"""Cost of finished subtasks (their own plus theirs): a separate number, never folded into ``cost_usd``."""
+TASK_INPUT_TOKENS: Final = "costtrace.task.input_tokens"
+TASK_OUTPUT_TOKENS: Final = "costtrace.task.output_tokens"
+TASK_CACHE_READ_INPUT_TOKENS: Final = "costtrace.task.cache_read.input_tokens"
+TASK_CACHE_WRITE_INPUT_TOKENS: Final = "costtrace.task.cache_write.input_tokens"
+TASK_REASONING_OUTPUT_TOKENS: Final = "costtrace.task.reasoning.output_tokens"
+TASK_LLM_CALLS: Final = "costtrace.task.llm_calls"
+TASK_FAILED_CALLS: Final = "costtrace.task.failed_calls"
+TASK_ATTEMPTS: Final = "costtrace.task.attempts"
+TASK_RETRIES: Final = "costtrace.task.retries"
+TASK_ESCALATIONS: Final = "costtrace.task.escalations"
+TASK_UNPRICED_CALLS: Final = "costtrace.task.unpriced_calls"
+TASK_ESTIMATED_CALLS: Final = "costtrace.task.estimated_calls"
+TASK_COST_COMPLETE: Final = "costtrace.task.cost_complete"
+"""False when some call of the task is unpriced or has unknown usage: ``cost_usd`` is then a lower bound."""
+
+# --- span events on the task span ------------------------------------------------------------
+EVENT_RETRY: Final = "costtrace.retry"
+EVENT_ESCALATION: Final = "costtrace.escalation"
+EVENT_ATTEMPT_FAILED: Final = "costtrace.attempt.failed"
+EVENT_ATTR_ATTEMPT: Final = "costtrace.attempt"
+EVENT_ATTR_NEXT_ATTEMPT: Final = "costtrace.next_attempt"
+EVENT_ATTR_REASON: Final = "costtrace.reason"
+EVENT_ATTR_DETAILS: Final = "costtrace.details"
+EVENT_ATTR_MODEL: Final = "costtrace.model"
+EVENT_ATTR_FROM_MODEL: Final = "costtrace.from_model"
+EVENT_ATTR_TO_MODEL: Final = "costtrace.to_model"
+EVENT_ATTR_ATTEMPT_COST_USD: Final = "costtrace.attempt.cost_usd"
+EVENT_ATTR_TASK_COST_USD: Final = "costtrace.task.cost_so_far_usd"
+
+# --- metrics ---------------------------------------------------------------------------------
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_CALL_COST: Final = "costtrace.llm.cost"
+METRIC_UNPRICED_CALLS: Final = "costtrace.llm.unpriced_calls"
+METRIC_TASKS: Final = "costtrace.tasks"
+METRIC_TASK_COST: Final = "costtrace.task.cost"
+METRIC_TASK_TOKENS: Final = "costtrace.task.tokens"
+METRIC_TASK_ATTEMPTS: Final = "costtrace.task.attempts"
+METRIC_TASK_WASTED_COST: Final = "costtrace.task.wasted_cost"
+METRIC_INTERNAL_ERRORS: Final = "costtrace.internal_errors"
+
+TOKEN_USAGE_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+COST_BUCKETS_USD: Final = (
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0,
+)  # fmt: skip
+ATTEMPT_BUCKETS: Final = (1, 2, 3, 4, 5, 7, 10, 15, 20)

@@ -1,0 +1,234 @@
+"""Token usage: one value type, and the normalisation of each provider's usage shape into it.
+
+costtrace follows the OpenTelemetry GenAI conventions for what each number means:
+
+- ``input_tokens`` counts ALL input tokens, cache reads and cache writes included;
+- ``cache_read_input_tokens`` and ``cache_write_input_tokens`` are subsets of it;
+- ``output_tokens`` counts all output tokens, reasoning included;
+- ``reasoning_output_tokens`` is a subset of it.
+
+Providers disagree (Anthropic's ``input_tokens`` excludes cached tokens; OpenAI's includes them), so
+every provider shape is normalised here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+UsageSource = Literal["provider", "estimated", "heuristic", "unknown"]
+"""Where token counts came from.
+
+- ``provider``: reported by the provider's API;
+- ``estimated``: counted locally with tiktoken (exact for OpenAI encodings, approximate for others);
+- ``heuristic``: no encoding could be loaded, counted from characters (see ``costtrace.tokens``);
+- ``unknown``: no usage at all; the call's tokens and cost are unknown, never assumed zero.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one LLM call, normalised to the GenAI semantic conventions.
+
+    Example:
+        >>> u = Usage(input_tokens=1200, output_tokens=300, cache_read_input_tokens=1000)
+        >>> u.uncached_input_tokens
+        200
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    cache_write_1h_input_tokens: int = 0
+    """Subset of ``cache_write_input_tokens`` written with a one-hour TTL (Anthropic); the rest are 5-minute writes."""
+    reasoning_output_tokens: int = 0
+    source: UsageSource = "provider"
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens that were neither read from nor written to a cache."""
+        return max(0, self.input_tokens - self.cache_read_input_tokens - self.cache_write_input_tokens)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """What costtrace reads from a provider response: usage plus a few identifying fields."""
+
+    usage: Usage | None
+    """None when the response carried no usage at all (then tokens are unknown, never zero)."""
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+
+
+def _get(obj: Any, *names: str) -> Any:
+    """The first present, non-None attribute or mapping key of ``obj`` among ``names``."""
+    if obj is None:
+        return None
+    if isinstance(obj, (dict, Mapping)):  # dict is checked first, before the slower ABC check
+        for name in names:
+            value = obj.get(name)
+            if value is not None:
+                return value
+        return None
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A token count as a non-negative int, or None when the value is missing or not a count."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return int(value)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    name = getattr(value, "value", None) or getattr(value, "name", None)  # enums (Gemini finish reasons)
+    return str(name) if name is not None else str(value)
+
+
+def _make_usage(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read: int | None = None,
+    cache_write: int | None = None,
+    cache_write_1h: int | None = None,
+    reasoning: int | None = None,
+) -> Usage | None:
+    if input_tokens is None and output_tokens is None:
+        return None
+    inp = input_tokens or 0
+    out = output_tokens or 0
+    # Subsets never exceed their totals: a provider glitch must not turn into negative uncached tokens.
+    cr = min(cache_read or 0, inp)
+    cw = min(cache_write or 0, inp - cr)
+    cw1h = min(cache_write_1h or 0, cw)
+    rs = min(reasoning or 0, out)
+    return Usage(
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_input_tokens=cr,
+        cache_write_input_tokens=cw,
+        cache_write_1h_input_tokens=cw1h,
+        reasoning_output_tokens=rs,
+        source="provider",
+    )
+
+
+def _anthropic_usage(u: Any) -> Usage | None:
+    base = _count(_get(u, "input_tokens"))
+    cache_read = _count(_get(u, "cache_read_input_tokens")) or 0
+    cache_write = _count(_get(u, "cache_creation_input_tokens")) or 0
+    cache_write_1h = _count(_get(_get(u, "cache_creation"), "ephemeral_1h_input_tokens"))
+    thinking = _count(_get(_get(u, "output_tokens_details"), "thinking_tokens"))
+    total_input = None if base is None else base + cache_read + cache_write  # its input_tokens excludes cache
+    return _make_usage(total_input, _count(_get(u, "output_tokens")), cache_read, cache_write, cache_write_1h, thinking)
+
+
+def _openai_chat_usage(u: Any) -> Usage | None:
+    return _make_usage(
+        _count(_get(u, "prompt_tokens")),
+        _count(_get(u, "completion_tokens")),
+        cache_read=_count(_get(_get(u, "prompt_tokens_details"), "cached_tokens")),
+        reasoning=_count(_get(_get(u, "completion_tokens_details"), "reasoning_tokens")),
+    )
+
+
+def _openai_responses_usage(u: Any) -> Usage | None:
+    return _make_usage(
+        _count(_get(u, "input_tokens")),
+        _count(_get(u, "output_tokens")),
+        cache_read=_count(_get(_get(u, "input_tokens_details"), "cached_tokens")),
+        reasoning=_count(_get(_get(u, "output_tokens_details"), "reasoning_tokens")),
+    )
+
+
+def _gemini_usage(u: Any) -> Usage | None:
+    prompt = _count(_get(u, "prompt_token_count", "promptTokenCount"))
+    tool_prompt = _count(_get(u, "tool_use_prompt_token_count", "toolUsePromptTokenCount")) or 0
+    candidates = _count(_get(u, "candidates_token_count", "candidatesTokenCount"))
+    thoughts = _count(_get(u, "thoughts_token_count", "thoughtsTokenCount")) or 0
+    if prompt is None and candidates is None and not thoughts:
+        return None
+    return _make_usage(
+        (prompt or 0) + tool_prompt,
+        (candidates or 0) + thoughts,
+        cache_read=_count(_get(u, "cached_content_token_count", "cachedContentTokenCount")),
+        reasoning=thoughts,
+    )
+
+
+def usage_from_response(response: Any, provider: str | None = None) -> ResponseInfo:
+    """Normalise a provider response (SDK object or plain dict) into a :class:`ResponseInfo`.
+
+    Recognises OpenAI chat completions, OpenAI Responses, Anthropic messages and Google Gemini
+    ``generate_content`` responses. Missing, None, negative or non-numeric fields are read as absent;
+    a response with no usage yields ``usage=None`` (unknown), never zero tokens.
+
+    Example:
+        >>> info = usage_from_response({"model": "gpt-4o-mini", "usage": {
+        ...     "prompt_tokens": 120, "completion_tokens": 30,
+        ...     "prompt_tokens_details": {"cached_tokens": 100}}})
+        >>> info.usage.input_tokens, info.usage.cache_read_input_tokens
+        (120, 100)
+    """
+    if isinstance(response, Usage):
+        return ResponseInfo(usage=response)
+    gemini_meta = _get(response, "usage_metadata", "usageMetadata")
+    if gemini_meta is not None:
+        candidates = _get(response, "candidates") or ()
+        reasons = tuple(
+            r for c in _iter(candidates) if (r := _text(_get(c, "finish_reason", "finishReason"))) is not None
+        )
+        return ResponseInfo(
+            usage=_gemini_usage(gemini_meta),
+            response_model=_text(_get(response, "model_version", "modelVersion")),
+            response_id=_text(_get(response, "response_id", "responseId")),
+            finish_reasons=reasons,
+        )
+    u = _get(response, "usage")
+    model = _text(_get(response, "model"))
+    response_id = _text(_get(response, "id"))
+    if _get(u, "prompt_tokens", "completion_tokens") is not None:
+        reasons = tuple(r for c in _iter(_get(response, "choices") or ()) if (r := _text(_get(c, "finish_reason"))))
+        return ResponseInfo(_openai_chat_usage(u), model, response_id, reasons)
+    is_anthropic = provider == "anthropic" or (
+        u is not None
+        and (
+            _get(u, "cache_read_input_tokens", "cache_creation_input_tokens") is not None
+            or _get(response, "stop_reason") is not None
+            or _text(_get(response, "type")) == "message"
+        )
+    )
+    if is_anthropic:
+        stop = _text(_get(response, "stop_reason"))
+        return ResponseInfo(_anthropic_usage(u) if u is not None else None, model, response_id, (stop,) if stop else ())
+    if u is not None:
+        status = _text(_get(response, "status"))
+        return ResponseInfo(_openai_responses_usage(u), model, response_id, (status,) if status else ())
+    return ResponseInfo(usage=None, response_model=model, response_id=response_id)
+
+
+def _iter(value: Any) -> tuple[Any, ...]:
+    try:
+        return tuple(value)
+    except TypeError:
+        return ()
