@@ -1,0 +1,54 @@
+"""costtrace: cost per successful task for LLM applications, on OpenTelemetry.
+
+Group LLM calls under business tasks, price every call (provider usage first, local token counts
+flagged), and see tokens per task, cost per task, wasted cost of retries and escalations, and cost per
+successful task in any OpenTelemetry backend.
+
+Example:
+    >>> import costtrace
+    >>> @costtrace.track_task("resolve_ticket", feature="support")
+    ... def resolve(ticket: str) -> str:
+    ...     with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:
+    ...         call.set_usage(input_tokens=900, output_tokens=120)
+    ...     return "done"
+    >>> resolve("T-1")
+    'done'
+"""
+
+from costtrace._version import __version__
+from costtrace.calls import LLMCall, llm_call, record_llm_call
+from costtrace.config import configure, flush, shutdown
+from costtrace.errors import ConfigError, CosttraceError
+from costtrace.pricing import Cost, load_prices, set_discount, set_price
+from costtrace.records import CallRecord, TaskSummary
+from costtrace.tasks import Outcome, RetryReason, Task, carry_context, current_task, task, track_task
+from costtrace.tokens import TokenCount, count_tokens
+from costtrace.usage import Usage
+
+__all__ = [
+    "CallRecord",
+    "ConfigError",
+    "Cost",
+    "CosttraceError",
+    "LLMCall",
+    "Outcome",
+    "RetryReason",
+    "Task",
+    "TaskSummary",
+    "TokenCount",
+    "Usage",
+    "__version__",
+    "carry_context",
+    "configure",
+    "count_tokens",
+    "current_task",
+    "flush",
+    "llm_call",
+    "load_prices",
+    "record_llm_call",
+    "set_discount",
+    "set_price",
+    "shutdown",
+    "task",
+    "track_task",
+]

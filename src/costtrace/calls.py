@@ -1,0 +1,501 @@
+"""One LLM call: a CLIENT span per the GenAI conventions, usage -> cost, attribution to the current task.
+
+This is the one code path every call goes through: the manual API below and the SDK
+instrumentations alike. Use it for any client::
+
+    with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:
+        resp = client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+        call.record_response(resp)
+
+or, for a call that already happened::
+
+    costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=812, output_tokens=96)
+
+A call outside any task is still recorded and priced. A call whose usage is unknown, or whose model
+has no price, is flagged unpriced: its cost is missing, never zero.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from costtrace import _otel, metrics, records
+from costtrace import semconv as sc
+from costtrace._internal import guarded, logger, report_internal_error
+from costtrace.pricing import Cost, default_catalog
+from costtrace.records import CallRecord
+from costtrace.tasks import Task, current_task
+from costtrace.usage import Usage, UsageSource, usage_from_response
+
+_UNKNOWN_USAGE = Usage(source="unknown")
+_USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
+
+
+def _count_arg(name: str, value: object) -> int:
+    """A caller-supplied token count; a bad value is logged and read as 0, never raised."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if value is None:
+        return 0
+    logger.warning("costtrace: ignoring invalid %s=%r (expected a non-negative int)", name, value)
+    return 0
+
+
+def make_usage(
+    *,
+    input_tokens: object = 0,
+    output_tokens: object = 0,
+    cache_read_input_tokens: object = 0,
+    cache_write_input_tokens: object = 0,
+    cache_write_1h_input_tokens: object = 0,
+    reasoning_output_tokens: object = 0,
+    source: UsageSource = "provider",
+) -> Usage:
+    """Build a :class:`Usage` from caller-supplied counts, clamping subsets to their totals."""
+    inp = _count_arg("input_tokens", input_tokens)
+    out = _count_arg("output_tokens", output_tokens)
+    cr = min(_count_arg("cache_read_input_tokens", cache_read_input_tokens), inp)
+    cw = min(_count_arg("cache_write_input_tokens", cache_write_input_tokens), inp - cr)
+    cw1h = min(_count_arg("cache_write_1h_input_tokens", cache_write_1h_input_tokens), cw)
+    rs = min(_count_arg("reasoning_output_tokens", reasoning_output_tokens), out)
+    if source not in _USAGE_SOURCES:
+        logger.warning("costtrace: unknown usage source %r, recording it as 'provider'", source)
+        source = "provider"
+    return Usage(inp, out, cr, cw, cw1h, rs, source)
+
+
+class LLMCall:
+    """One LLM call in progress. Create it with :func:`llm_call`; use it as ``with`` or ``async with``.
+
+    The body's exception passes through unchanged; the call is then recorded as failed (a failed
+    attempt of its task), with whatever usage was recorded before the error.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        operation: str = "chat",
+        *,
+        server_address: str | None = None,
+        server_port: int | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        service_tier: str | None = None,
+        batch: bool = False,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> None:
+        self.provider = str(provider)
+        self.model = str(model)
+        self.operation = str(operation)
+        self.id = f"{random.getrandbits(128):032x}"  # 4x cheaper than uuid4; reseeded after fork
+        self._server_address = server_address
+        self._server_port = server_port
+        self._max_tokens = max_tokens
+        self._stream = stream
+        self._service_tier = service_tier
+        self._batch = batch
+        self._attributes = attributes
+        self._usage: Usage | None = None
+        self._response_model: str | None = None
+        self._response_id: str | None = None
+        self._finish_reasons: tuple[str, ...] = ()
+        self._error_type: str | None = None
+        self._task: Task | None = None
+        self._attempt: int | None = None
+        self._span: trace.Span = trace.INVALID_SPAN
+        self._start_ns = 0
+        self._context_token: object | None = None
+        self._ended = False
+        self.record: CallRecord | None = None
+        """The finished call's record, once the call has ended."""
+
+    # --- recording what happened ------------------------------------------------------------------
+
+    def record_response(self, response: Any) -> None:
+        """Read usage, response model, id and finish reasons from a provider response (object or dict).
+
+        Understands OpenAI chat completions and Responses, Anthropic messages and Gemini responses.
+        """
+        try:
+            info = usage_from_response(response, self.provider)
+            if info.usage is not None:
+                self._usage = info.usage
+            if info.response_model:
+                self._response_model = info.response_model
+            if info.response_id:
+                self._response_id = info.response_id
+            if info.finish_reasons:
+                self._finish_reasons = info.finish_reasons
+        except Exception as exc:
+            report_internal_error("calls.record_response", exc)
+
+    def set_usage(
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        *,
+        cache_read_input_tokens: int = 0,
+        cache_write_input_tokens: int = 0,
+        cache_write_1h_input_tokens: int = 0,
+        reasoning_output_tokens: int = 0,
+        source: UsageSource = "provider",
+    ) -> None:
+        """Set token counts directly, normalised the GenAI conventions' way (see ``costtrace.usage``)."""
+        try:
+            self._usage = make_usage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_input_tokens=cache_read_input_tokens,
+                cache_write_input_tokens=cache_write_input_tokens,
+                cache_write_1h_input_tokens=cache_write_1h_input_tokens,
+                reasoning_output_tokens=reasoning_output_tokens,
+                source=source,
+            )
+        except Exception as exc:
+            report_internal_error("calls.set_usage", exc)
+
+    def estimate_usage(
+        self, *, input: str | Sequence[Mapping[str, Any]] | None = None, output: str | None = None
+    ) -> None:
+        """Count tokens locally (tiktoken) when the provider reported none; flagged ``estimated``
+        (or ``heuristic`` when no tokenizer could be loaded)."""
+        try:
+            from costtrace.tokens import count_tokens
+
+            model = self._response_model or self.model
+            n_in = count_tokens(input, model) if input is not None else None
+            n_out = count_tokens(output, model) if output is not None else None
+            sources = {c.source for c in (n_in, n_out) if c is not None}
+            source: UsageSource = "heuristic" if "heuristic" in sources else "estimated"
+            self._usage = Usage(input_tokens=int(n_in or 0), output_tokens=int(n_out or 0), source=source)
+        except Exception as exc:
+            report_internal_error("calls.estimate_usage", exc)
+
+    def set_response_model(self, model: str) -> None:
+        self._response_model = str(model)
+
+    def set_error(self, error: BaseException | str) -> None:
+        """Mark the call failed without raising through the ``with`` block (e.g. an error you handled)."""
+        self._error_type = error if isinstance(error, str) else type(error).__qualname__
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> LLMCall:
+        self.start()
+        try:
+            self._context_token = otel_context.attach(trace.set_span_in_context(self._span))
+        except Exception as exc:
+            report_internal_error("calls.attach", exc)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._context_token is not None:
+            try:
+                otel_context.detach(self._context_token)  # type: ignore[arg-type]
+            except Exception as err:
+                report_internal_error("calls.detach", err)
+            self._context_token = None
+        self.end(exc)
+
+    async def __aenter__(self) -> LLMCall:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @guarded("calls.start")
+    def start(self, start_time_ns: int | None = None) -> None:
+        """Open the call span (``with`` does this). For instrumentations whose call ends later."""
+        task = current_task()
+        self._task = task
+        self._start_ns = start_time_ns if start_time_ns is not None else time.time_ns()
+        attrs: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: self.operation,
+            sc.GEN_AI_PROVIDER_NAME: self.provider,
+            sc.GEN_AI_REQUEST_MODEL: self.model,
+            sc.CALL_ID: self.id,
+        }
+        if self._server_address is not None:
+            attrs[sc.SERVER_ADDRESS] = self._server_address
+        if self._server_port is not None:
+            attrs[sc.SERVER_PORT] = self._server_port
+        if self._max_tokens is not None:
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = self._max_tokens
+        if self._stream:
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
+        if self._attributes:
+            attrs.update(self._attributes)
+        if task is not None:
+            self._attempt = task._begin_call()
+            attrs.update(task._dimensions)
+            attrs[sc.TASK_ID] = task.id
+            attrs[sc.TASK_NAME] = task.name
+            attrs[sc.CALL_ATTEMPT] = self._attempt
+        self._span = _otel.tracer().start_span(
+            f"{self.operation} {self.model}" if self.model else self.operation,
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            start_time=self._start_ns,
+        )
+
+    def end(self, exc: BaseException | None = None, *, end_time_ns: int | None = None) -> CallRecord | None:
+        """Finish the call: price it, end its span, attribute it to its task. Idempotent; never raises."""
+        if self._ended:
+            return self.record
+        self._ended = True
+        try:
+            self.record = self._finish(exc, end_time_ns)
+        except Exception as err:
+            report_internal_error("calls.end", err)
+            try:
+                self._span.set_attribute(sc.INTERNAL_ERROR, "calls.end")
+                self._span.end()
+            except Exception as err2:
+                report_internal_error("calls.end.span", err2)
+        return self.record
+
+    def _finish(self, exc: BaseException | None, end_time_ns: int | None) -> CallRecord:
+        end_ns = end_time_ns if end_time_ns is not None else time.time_ns()
+        if exc is not None and self._error_type is None:
+            self._error_type = type(exc).__qualname__
+        usage = self._usage if self._usage is not None else _UNKNOWN_USAGE
+        start = datetime.fromtimestamp(self._start_ns / 1e9, tz=UTC)
+        internal_error = None
+        try:
+            cost = self._price(usage, start)
+        except Exception as err:
+            # The call still counts in its task, flagged unpriced: cost is never dropped silently.
+            report_internal_error("calls.price", err)
+            cost = Cost.unpriced("costtrace internal error while pricing (see the costtrace log)")
+            internal_error = "calls.price"
+        task = self._task
+        dims: Mapping[str, str] = task._dimensions if task is not None else {}
+        record = CallRecord(
+            call_id=self.id,
+            provider=self.provider,
+            operation=self.operation,
+            request_model=self.model,
+            response_model=self._response_model,
+            usage=usage,
+            cost=cost,
+            start_time=start,
+            duration_s=max(0.0, (end_ns - self._start_ns) / 1e9),
+            task_id=task.id if task is not None else None,
+            task_name=task.name if task is not None else None,
+            attempt=self._attempt,
+            error_type=self._error_type,
+            dimensions=dims,
+        )
+        span = self._span
+        if span.is_recording():  # no SDK, or not sampled: skip building attributes nobody reads
+            span.set_attributes(self._end_attributes(record))
+            if internal_error is not None:
+                span.set_attribute(sc.INTERNAL_ERROR, internal_error)
+            if self._error_type is not None:
+                span.set_status(Status(StatusCode.ERROR, self._error_type))
+        span.end(end_time=end_ns)
+        if task is not None:
+            task._add_call(record)
+        convention_attrs: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: self.operation,
+            sc.GEN_AI_PROVIDER_NAME: self.provider,
+            sc.GEN_AI_REQUEST_MODEL: self.model,
+        }
+        if self._response_model is not None:
+            convention_attrs[sc.GEN_AI_RESPONSE_MODEL] = self._response_model
+        if self._error_type is not None:
+            convention_attrs[sc.ERROR_TYPE] = self._error_type
+        metrics.record_call(record, convention_attrs)
+        records.emit_call(record)
+        return record
+
+    def _price(self, usage: Usage, at: datetime) -> Cost:
+        if usage.source == "unknown":
+            return Cost.unpriced("usage unknown: the response carried no token usage")
+        catalog = default_catalog()
+        model = self._response_model or self.model
+        cost = catalog.cost(
+            usage,
+            provider=self.provider,
+            model=model,
+            at=at,
+            service_tier=self._service_tier,
+            batch=self._batch,
+        )
+        if not cost.priced and self._response_model and self._response_model != self.model:
+            fallback = catalog.cost(
+                usage,
+                provider=self.provider,
+                model=self.model,
+                at=at,
+                service_tier=self._service_tier,
+                batch=self._batch,
+            )
+            if fallback.priced:
+                return fallback
+        return cost
+
+    def _end_attributes(self, record: CallRecord) -> dict[str, AttributeValue]:
+        u = record.usage
+        c = record.cost
+        attrs: dict[str, AttributeValue] = {sc.USAGE_SOURCE: u.source, sc.CALL_PRICED: c.priced}
+        if u.source != "unknown":
+            # Subsets are written only when non-zero: absent means none (each attribute costs time).
+            attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = u.input_tokens
+            attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = u.output_tokens
+            if u.cache_read_input_tokens:
+                attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = u.cache_read_input_tokens
+            if u.cache_write_input_tokens:
+                attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = u.cache_write_input_tokens
+            if u.reasoning_output_tokens:
+                attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = u.reasoning_output_tokens
+            if u.cache_write_1h_input_tokens:
+                attrs[sc.CACHE_WRITE_1H_INPUT_TOKENS] = u.cache_write_1h_input_tokens
+        if record.response_model is not None:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
+        if self._response_id is not None:
+            attrs[sc.GEN_AI_RESPONSE_ID] = self._response_id
+        if self._finish_reasons:
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(self._finish_reasons)
+        if record.error_type is not None:
+            attrs[sc.ERROR_TYPE] = record.error_type
+        if c.total_usd is not None:
+            attrs[sc.CALL_COST_USD] = float(c.total_usd)
+            for key, part in (
+                (sc.CALL_INPUT_COST_USD, c.input_usd),
+                (sc.CALL_CACHE_READ_COST_USD, c.cache_read_usd),
+                (sc.CALL_CACHE_WRITE_COST_USD, c.cache_write_usd),
+                (sc.CALL_OUTPUT_COST_USD, c.output_usd),
+                (sc.CALL_REASONING_COST_USD, c.reasoning_usd),
+                (sc.CALL_OTHER_COST_USD, c.other_usd),
+                (sc.CALL_CACHE_SAVINGS_USD, c.cache_savings_usd),
+            ):
+                if part:
+                    attrs[key] = float(part)
+        elif c.unpriced_reason:
+            attrs[sc.CALL_UNPRICED_REASON] = c.unpriced_reason
+        attrs[sc.PRICE_SOURCE] = c.price_source
+        if c.price_date is not None:
+            attrs[sc.PRICE_DATE] = c.price_date
+        if c.model_id is not None:
+            attrs[sc.PRICE_MODEL_ID] = c.model_id
+        return attrs
+
+
+def llm_call(
+    provider: str,
+    model: str,
+    operation: str = "chat",
+    *,
+    server_address: str | None = None,
+    server_port: int | None = None,
+    max_tokens: int | None = None,
+    stream: bool = False,
+    service_tier: str | None = None,
+    batch: bool = False,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> LLMCall:
+    """Record one LLM call made with any client, as ``with`` or ``async with``.
+
+    Args:
+        provider: ``gen_ai.provider.name`` value: ``openai``, ``anthropic``, ``gcp.gemini``, ``azure.ai.openai``...
+        model: The model requested.
+        operation: ``chat``, ``generate_content``, ``text_completion``, ``embeddings``...
+        service_tier: Provider service tier used (``flex``, ``priority``...), priced accordingly.
+        batch: True for a batch-API call, priced at the provider's batch rates.
+
+    Example:
+        >>> with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:   # doctest: +SKIP
+        ...     resp = client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+        ...     call.record_response(resp)
+    """
+    return LLMCall(
+        provider,
+        model,
+        operation,
+        server_address=server_address,
+        server_port=server_port,
+        max_tokens=max_tokens,
+        stream=stream,
+        service_tier=service_tier,
+        batch=batch,
+        attributes=attributes,
+    )
+
+
+def record_llm_call(
+    provider: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    *,
+    cache_read_input_tokens: int = 0,
+    cache_write_input_tokens: int = 0,
+    cache_write_1h_input_tokens: int = 0,
+    reasoning_output_tokens: int = 0,
+    usage_source: UsageSource = "provider",
+    operation: str = "chat",
+    response_model: str | None = None,
+    duration_s: float = 0.0,
+    error_type: str | None = None,
+    service_tier: str | None = None,
+    batch: bool = False,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> CallRecord | None:
+    """Record a call that already happened (e.g. read from a log or a gateway), in the current task.
+
+    Returns the call's record (None only if costtrace itself failed, which it logs).
+
+    Example:
+        >>> rec = costtrace.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",  # doctest: +SKIP
+        ...                                 input_tokens=5000, output_tokens=400,
+        ...                                 cache_read_input_tokens=4000)
+        >>> rec.cost_usd                                                                     # doctest: +SKIP
+    """
+    try:
+        call = LLMCall(
+            provider,
+            model,
+            operation,
+            service_tier=service_tier,
+            batch=batch,
+            attributes=attributes,
+        )
+        end_ns = time.time_ns()
+        call.start(start_time_ns=end_ns - int(max(0.0, float(duration_s)) * 1e9))
+        call._usage = make_usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_input_tokens=cache_read_input_tokens,
+            cache_write_input_tokens=cache_write_input_tokens,
+            cache_write_1h_input_tokens=cache_write_1h_input_tokens,
+            reasoning_output_tokens=reasoning_output_tokens,
+            source=usage_source,
+        )
+        if response_model is not None:
+            call._response_model = str(response_model)
+        if error_type is not None:
+            call._error_type = str(error_type)
+        return call.end(end_time_ns=end_ns)
+    except Exception as exc:
+        report_internal_error("calls.record_llm_call", exc)
+        return None

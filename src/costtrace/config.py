@@ -1,0 +1,299 @@
+"""One-call OpenTelemetry set-up for apps that have none, plus bounded flush and shutdown.
+
+costtrace records through the global TracerProvider and MeterProvider, whatever the app installed.
+Apps without OpenTelemetry call :func:`configure` once at start-up::
+
+    costtrace.configure(service_name="support-bot")          # OTLP to the standard endpoint
+    costtrace.configure(service_name="support-bot", otlp_endpoint="http://collector:4318",
+                        headers={"x-honeycomb-team": key})
+
+Configuration errors raise :class:`costtrace.ConfigError` at once; nothing here raises later.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+
+from costtrace._internal import logger, report_internal_error
+from costtrace.errors import ConfigError
+
+_PROTOCOLS = ("http/protobuf", "grpc")
+_INSTALL_HINT = "install the OTLP exporters with: pip install 'costtrace[otlp]'"
+
+_lock = threading.Lock()
+_configured = False
+_tracer_provider: Any = None
+_owns_tracer_provider = False
+_meter_provider: Any = None
+_shutdown_done = False
+DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def _parse_headers(headers: Mapping[str, str] | str | None) -> dict[str, str] | None:
+    if headers is None:
+        return None
+    if isinstance(headers, str):
+        parsed: dict[str, str] = {}
+        for item in headers.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"headers: cannot parse {item.strip()!r}; use 'key=value,key2=value2' or a dict")
+            parsed[key.strip()] = value.strip()
+        return parsed
+    if not isinstance(headers, Mapping):
+        raise ConfigError(f"headers must be a dict or a 'key=value,...' string, not {type(headers).__name__}")
+    return {str(k): str(v) for k, v in headers.items()}
+
+
+def _check_endpoint(endpoint: str) -> str:
+    parsed = urlparse(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            f"otlp_endpoint={endpoint!r} is not an http(s) URL; use e.g. 'http://localhost:4318' "
+            "(http/protobuf) or 'http://localhost:4317' (grpc)"
+        )
+    return endpoint.rstrip("/")
+
+
+def _resolve_protocol(protocol: str | None) -> str:
+    value = (
+        protocol
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if value not in _PROTOCOLS:
+        hint = " (the Python OTLP exporters do not implement http/json)" if value == "http/json" else ""
+        raise ConfigError(f"otlp_protocol={value!r} is not supported{hint}; use one of {_PROTOCOLS}")
+    return value
+
+
+def _otlp_exporters(
+    protocol: str, endpoint: str | None, headers: dict[str, str] | None, timeout_s: float | None
+) -> tuple[Any, Any]:
+    kwargs: dict[str, Any] = {}
+    if headers is not None:
+        kwargs["headers"] = headers
+    if timeout_s is not None:
+        kwargs["timeout"] = timeout_s
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            span_kw = dict(kwargs, endpoint=endpoint) if endpoint else kwargs
+            metric_kw = dict(kwargs, endpoint=endpoint) if endpoint else kwargs
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                OTLPMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                OTLPSpanExporter,
+            )
+
+            # A base endpoint gets the per-signal paths, as OTEL_EXPORTER_OTLP_ENDPOINT does.
+            span_kw = dict(kwargs, endpoint=f"{endpoint}/v1/traces") if endpoint else kwargs
+            metric_kw = dict(kwargs, endpoint=f"{endpoint}/v1/metrics") if endpoint else kwargs
+    except ImportError as exc:
+        raise ConfigError(f"OTLP export over {protocol} needs {exc.name!r}; {_INSTALL_HINT}") from exc
+    return OTLPSpanExporter(**span_kw), OTLPMetricExporter(**metric_kw)
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    otlp: bool = True,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    headers: Mapping[str, str] | str | None = None,
+    export_timeout_s: float | None = None,
+    console: bool = False,
+    metrics: bool = True,
+    metric_export_interval_s: float = 60.0,
+    resource_attributes: Mapping[str, str] | None = None,
+    span_exporter: Any = None,
+    metric_reader: Any = None,
+    prices_file: str | os.PathLike[str] | None = None,
+) -> None:
+    """Install OpenTelemetry tracing and metrics export for an app that has no OTel set-up.
+
+    Honours the standard ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, protocol, timeout)
+    for whatever is not passed. If the app already installed an SDK TracerProvider, costtrace adds
+    its exporter to it instead of replacing it. Call once; later calls warn and do nothing.
+
+    Args:
+        service_name: ``service.name`` of the resource (else ``OTEL_SERVICE_NAME``).
+        otlp: Export over OTLP (default True).
+        otlp_endpoint: Base URL of the collector or backend, e.g. ``http://localhost:4318``.
+        otlp_protocol: ``http/protobuf`` (default) or ``grpc``.
+        headers: Export headers (a dict or ``"k=v,k2=v2"``), e.g. an API key for a hosted backend.
+        console: Also print finished spans to stdout (debugging).
+        metrics: Export metrics too.
+        span_exporter / metric_reader: Your own exporter or reader, added next to the others.
+        prices_file: A JSON or TOML price override file (see docs/pricing.md).
+
+    Raises:
+        ConfigError: A bad value, or the OTLP exporters are not installed.
+
+    Example:
+        >>> costtrace.configure(service_name="support-bot", otlp_endpoint="http://localhost:4318")  # doctest: +SKIP
+    """
+    global _configured, _tracer_provider, _meter_provider, _owns_tracer_provider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+
+    protocol = _resolve_protocol(otlp_protocol) if otlp else "http/protobuf"
+    endpoint = _check_endpoint(otlp_endpoint) if otlp_endpoint is not None else None
+    parsed_headers = _parse_headers(headers)
+    if metric_export_interval_s <= 0:
+        raise ConfigError(f"metric_export_interval_s={metric_export_interval_s!r} must be > 0")
+    if prices_file is not None:
+        from costtrace.pricing import load_prices
+
+        load_prices(prices_file)
+
+    with _lock:
+        if _configured:
+            logger.warning("costtrace.configure() was already called; this call changes nothing")
+            return
+        span_exp = metric_exp = None
+        if otlp:
+            span_exp, metric_exp = _otlp_exporters(protocol, endpoint, parsed_headers, export_timeout_s)
+        attrs: dict[str, str] = dict(resource_attributes or {})
+        if service_name is not None:
+            attrs["service.name"] = service_name
+        resource = Resource.create(attrs)
+
+        existing = trace.get_tracer_provider()
+        if isinstance(existing, TracerProvider):
+            logger.info("costtrace.configure(): adding exporters to the app's existing TracerProvider")
+            provider = existing
+        else:
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            trace.set_tracer_provider(provider)
+            _owns_tracer_provider = True
+        if span_exp is not None:
+            provider.add_span_processor(BatchSpanProcessor(span_exp))
+        if span_exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        if console:
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        _tracer_provider = provider
+
+        if metrics:
+            _meter_provider = _install_meter_provider(resource, metric_exp, metric_reader, metric_export_interval_s)
+        _configured = True
+    atexit.register(shutdown)
+
+
+def _install_meter_provider(resource: Any, metric_exporter: Any, metric_reader: Any, interval_s: float) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    existing = otel_metrics.get_meter_provider()
+    if isinstance(existing, MeterProvider):
+        logger.warning(
+            "costtrace.configure(): the app already set a MeterProvider; costtrace's metrics go to it, "
+            "and costtrace adds no metric exporter (OpenTelemetry cannot add readers afterwards)"
+        )
+        return None
+    readers = []
+    if metric_exporter is not None:
+        readers.append(PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_s * 1000))
+    if metric_reader is not None:
+        readers.append(metric_reader)
+    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    otel_metrics.set_meter_provider(provider)
+    return provider
+
+
+def _bounded(action: Callable[[], Any], timeout_s: float, where: str) -> bool:
+    """Run ``action`` in a daemon thread and wait at most ``timeout_s``: a dead collector can't hang us."""
+    outcome: list[bool] = []
+
+    def run() -> None:
+        try:
+            result = action()
+            outcome.append(result is not False)
+        except Exception as exc:
+            report_internal_error(where, exc)
+            outcome.append(False)
+
+    worker = threading.Thread(target=run, name=f"costtrace-{where}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return bool(outcome and outcome[0])
+
+
+def _providers() -> list[Any]:
+    providers = [_tracer_provider, _meter_provider]
+    if _tracer_provider is None:
+        providers[0] = trace.get_tracer_provider()
+    if _meter_provider is None:
+        providers[1] = otel_metrics.get_meter_provider()
+    return [p for p in providers if hasattr(p, "force_flush")]
+
+
+def flush(timeout_s: float = 5.0) -> bool:
+    """Export what is buffered now. Returns True if everything was exported within ``timeout_s``.
+
+    Example:
+        >>> costtrace.flush(timeout_s=2.0)   # doctest: +SKIP
+        True
+    """
+    providers = _providers()
+    from costtrace.metrics import drain
+
+    def flush_all() -> bool:
+        drain()
+        ok = True
+        for p in providers:
+            ok = bool(p.force_flush(int(timeout_s * 1000))) and ok
+        return ok
+
+    return _bounded(flush_all, timeout_s, "flush")
+
+
+def shutdown(timeout_s: float | None = None) -> bool:
+    """Flush and stop the providers :func:`configure` installed, within ``timeout_s``. Idempotent.
+
+    Registered to run at exit by :func:`configure`, so a dead collector delays exit by at most
+    ``DEFAULT_SHUTDOWN_TIMEOUT_S`` (5 s). True means the flush and shutdown finished in time; whether
+    the backend accepted the data is not reported by the OpenTelemetry SDK (export errors are logged).
+    """
+    global _shutdown_done
+    if timeout_s is None:
+        timeout_s = DEFAULT_SHUTDOWN_TIMEOUT_S
+    with _lock:
+        if _shutdown_done or not _configured:
+            return True
+        _shutdown_done = True
+    tracer_provider, meter_provider = _tracer_provider, _meter_provider
+    from costtrace.metrics import drain
+
+    owns_tracer_provider = _owns_tracer_provider
+
+    def shutdown_all() -> bool:
+        drain()
+        if tracer_provider is not None:
+            # The app's own provider is the app's to shut down; we only flush what we added to it.
+            if owns_tracer_provider:
+                tracer_provider.shutdown()
+            else:
+                tracer_provider.force_flush(int(timeout_s * 1000))
+        if meter_provider is not None:
+            meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+        return True
+
+    return _bounded(shutdown_all, timeout_s, "shutdown")

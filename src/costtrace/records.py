@@ -1,0 +1,148 @@
+"""The records costtrace produces: one per LLM call, one summary per finished task.
+
+Spans and metrics are built from these; so are the ledger and reports. Listeners registered with
+:func:`add_listener` receive every record as it is finished (the ledger and ``costtrace.testing``
+use this). A listener that raises is reported as an internal error and never reaches the app.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
+
+from costtrace._internal import report_internal_error
+from costtrace.usage import Usage
+
+if TYPE_CHECKING:
+    from costtrace.pricing import Cost
+
+ZERO_USD = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One finished LLM call: who asked, what it used, what it cost, and where each number came from."""
+
+    call_id: str
+    provider: str
+    operation: str
+    request_model: str
+    response_model: str | None
+    usage: Usage
+    cost: Cost
+    start_time: datetime
+    duration_s: float
+    task_id: str | None = None
+    task_name: str | None = None
+    attempt: int | None = None
+    error_type: str | None = None
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    """The task's dimensions at the time of the call, as span attribute keys (``costtrace.feature`` ...)."""
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """Total cost, or None when the call is unpriced or its usage unknown (never a made-up zero)."""
+        return self.cost.total_usd
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """A task's numbers. ``cost_usd`` counts the task's own calls only; subtasks report their own.
+
+    Example:
+        >>> with costtrace.task("triage") as t:          # doctest: +SKIP
+        ...     costtrace.record_llm_call(provider="openai", model="gpt-4o-mini",
+        ...                               input_tokens=1000, output_tokens=200)
+        >>> t.summary.cost_usd                            # doctest: +SKIP
+        Decimal('0.00027')
+    """
+
+    task_id: str
+    name: str
+    parent_id: str | None
+    outcome: str | None
+    """``success`` | ``failure`` | ``partial`` | ``escalated_to_human``; None while the task runs."""
+    outcome_reason: str | None
+    first_pass: bool | None
+    """Succeeded on its first attempt with no retry, escalation or failed call; None while running."""
+    cost_usd: Decimal
+    """Sum of the priced calls' cost. A lower bound when ``cost_complete`` is False."""
+    wasted_cost_usd: Decimal
+    """Cost of the calls in failed attempts: retried, escalated or raised, and the last attempt of a task
+    that ended ``failure`` or ``escalated_to_human`` (its output was not usable as it stood)."""
+    cache_savings_usd: Decimal
+    subtasks_cost_usd: Decimal
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_write_input_tokens: int
+    reasoning_output_tokens: int
+    llm_calls: int
+    failed_calls: int
+    attempts: int
+    retries: int
+    escalations: int
+    unpriced_calls: int
+    """Calls with no price or with unknown usage: their cost is missing from ``cost_usd``, not zero."""
+    estimated_calls: int
+    """Calls whose tokens were counted locally (tiktoken or heuristic), not reported by the provider."""
+    duration_s: float | None
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def cost_complete(self) -> bool:
+        """True when every call of the task was priced from known usage."""
+        return self.unpriced_calls == 0
+
+
+class Listener(Protocol):
+    def on_call(self, record: CallRecord) -> None: ...
+
+    def on_task(self, summary: TaskSummary) -> None: ...
+
+
+_listeners: tuple[Listener, ...] = ()
+_listeners_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _listeners_lock
+    _listeners_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def add_listener(listener: Listener) -> None:
+    """Receive every finished call record and task summary, in the thread that finished it."""
+    global _listeners
+    with _listeners_lock:
+        _listeners = (*_listeners, listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    global _listeners
+    with _listeners_lock:
+        _listeners = tuple(x for x in _listeners if x is not listener)
+
+
+def emit_call(record: CallRecord) -> None:
+    for listener in _listeners:
+        try:
+            listener.on_call(record)
+        except Exception as exc:
+            report_internal_error("records.listener.on_call", exc)
+
+
+def emit_task(summary: TaskSummary) -> None:
+    for listener in _listeners:
+        try:
+            listener.on_task(summary)
+        except Exception as exc:
+            report_internal_error("records.listener.on_task", exc)

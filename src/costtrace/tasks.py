@@ -1,0 +1,819 @@
+"""The business task: a unit of work with an outcome, grouping the LLM calls made for it.
+
+A task is an OpenTelemetry span (``invoke_workflow {name}``) plus running totals. LLM calls made
+while it is current attach to it; its attempts, retries and escalations become span events; when it
+ends it carries its outcome and rollups (see ``costtrace.semconv``).
+
+Two ways in::
+
+    @costtrace.track_task("resolve_ticket", feature="support")
+    def resolve(ticket): ...
+
+    with costtrace.task("extract_refund", feature="billing", customer="acme") as t:
+        ...
+        t.retry(reason="validation_failed")
+
+The current task lives in a ContextVar, so it follows ``await``, ``asyncio.gather`` and
+``TaskGroup``; use :func:`carry_context` to take it into a thread pool.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import functools
+import inspect
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from costtrace import _otel, metrics, records
+from costtrace import semconv as sc
+from costtrace._internal import guarded, report_internal_error
+from costtrace.records import ZERO_USD, TaskSummary
+
+if TYPE_CHECKING:
+    from costtrace.records import CallRecord
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_MAX_DETAILS_CHARS = 1024
+
+
+class Outcome(enum.StrEnum):
+    """How a task ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    PARTIAL = "partial"
+    ESCALATED_TO_HUMAN = "escalated_to_human"
+
+
+class RetryReason(enum.StrEnum):
+    """Common reasons for a retry; any string of your own is accepted too."""
+
+    VALIDATION_FAILED = "validation_failed"
+    SCHEMA_ERROR = "schema_error"
+    REFUSAL = "refusal"
+    TIMEOUT = "timeout"
+    RATE_LIMIT = "rate_limit"
+    EXCEPTION = "exception"
+
+
+_FAILED_OUTCOMES = (Outcome.FAILURE, Outcome.ESCALATED_TO_HUMAN)
+
+_current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar("costtrace_task", default=None)
+
+
+def current_task() -> Task | None:
+    """The task the calling code runs in, or None.
+
+    Example:
+        >>> with costtrace.task("triage") as t:          # doctest: +SKIP
+        ...     assert costtrace.current_task() is t
+    """
+    return _current_task.get()
+
+
+def carry_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Bind ``fn`` to a copy of the current context, so the current task follows it into another thread.
+
+    Example:
+        >>> with costtrace.task("batch") as t:              # doctest: +SKIP
+        ...     with ThreadPoolExecutor() as pool:
+        ...         pool.submit(costtrace.carry_context(classify), doc)
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run_in_context(*args: P.args, **kwargs: P.kwargs) -> R:
+        return ctx.copy().run(fn, *args, **kwargs)
+
+    return run_in_context
+
+
+def _str_attr(value: object) -> str:
+    return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+def _build_dimensions(
+    parent: Task | None,
+    feature: str | None,
+    team: str | None,
+    customer: str | None,
+    user: str | None,
+    extra: Mapping[str, object] | None,
+) -> dict[str, str]:
+    dims: dict[str, str] = dict(parent._dimensions) if parent is not None else {}
+    for key, value in ((sc.FEATURE, feature), (sc.TEAM, team), (sc.CUSTOMER, customer), (sc.USER, user)):
+        if value is not None:
+            dims[key] = _str_attr(value)
+    for extra_key, extra_value in (extra or {}).items():
+        if extra_value is not None:
+            dims[sc.DIMENSION_PREFIX + str(extra_key)] = _str_attr(extra_value)
+    return dims
+
+
+class Task:
+    """A business task in progress. Create one with :func:`task` or :func:`track_task`.
+
+    Methods that record (``retry``, ``escalate``, ``succeed`` ...) never raise.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        feature: str | None = None,
+        team: str | None = None,
+        customer: str | None = None,
+        user: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        dimensions: Mapping[str, object] | None = None,
+    ) -> None:
+        self.name = str(name)
+        self.id = uuid.uuid4().hex
+        self._init_args = (feature, team, customer, user, dict(dimensions or {}))
+        self._attributes = dict(attributes or {})
+        self._parent: Task | None = None
+        self._dimensions: dict[str, str] = {}
+        self._span: trace.Span = trace.INVALID_SPAN
+        self._started = False
+        self._finished = False
+        self._context_tokens: tuple[object, object] | None = None
+        self._start_ns = 0
+        self._duration_s: float | None = None
+        self._lock = threading.Lock()
+        # Attempt lineage.
+        self._attempt = 1
+        self._attempt_calls = 0
+        self._attempt_cost = ZERO_USD
+        self._pending_failure: tuple[int, str] | None = None
+        """(attempt, reason) of an attempt closed by a raising call, awaiting its retry or escalation."""
+        self._failed_attempts = 0
+        self._last_model: str | None = None
+        # Rollups.
+        self._cost = ZERO_USD
+        self._wasted = ZERO_USD
+        self._savings = ZERO_USD
+        self._subtasks_cost = ZERO_USD
+        self._tokens = [0, 0, 0, 0, 0]  # input, output, cache read, cache write, reasoning
+        self._llm_calls = 0
+        self._failed_calls = 0
+        self._retries = 0
+        self._escalations = 0
+        self._unpriced = 0
+        self._estimated = 0
+        self._outcome: Outcome | None = None
+        self._outcome_reason: str | None = None
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def parent(self) -> Task | None:
+        return self._parent
+
+    @property
+    def attempt(self) -> int:
+        """The attempt the next LLM call belongs to (1 for the first)."""
+        return self._attempt
+
+    @property
+    def dimensions(self) -> Mapping[str, str]:
+        """The task's dimensions as span attribute keys (``costtrace.feature``, ``costtrace.dimension.x`` ...)."""
+        return self._dimensions
+
+    @property
+    def summary(self) -> TaskSummary:
+        """The task's numbers so far (final once the task has ended)."""
+        with self._lock:
+            return self._summary_locked()
+
+    def retry(self, reason: str = RetryReason.EXCEPTION, details: object = None) -> None:
+        """Mark the current attempt failed; the next LLM call starts attempt n+1.
+
+        Example:
+            >>> with costtrace.task("extract") as t:       # doctest: +SKIP
+            ...     out = call_model()
+            ...     if not valid(out):
+            ...         t.retry(reason="validation_failed", details="missing field 'amount'")
+        """
+        self._safe_lineage(sc.EVENT_RETRY, _str_attr(reason), details, None)
+
+    def escalate(self, to_model: str, reason: str = "escalation", details: object = None) -> None:
+        """Record an escalation from the last model used to ``to_model``; the next call starts a new attempt."""
+        self._safe_lineage(sc.EVENT_ESCALATION, _str_attr(reason), details, str(to_model))
+
+    def succeed(self) -> None:
+        """Set the outcome to success (the default when the body returns)."""
+        self._set_outcome(Outcome.SUCCESS, None)
+
+    def fail(self, reason: str | None = None) -> None:
+        """Set the outcome to failure, even though the body returns normally."""
+        self._set_outcome(Outcome.FAILURE, reason)
+
+    def partial(self, reason: str | None = None) -> None:
+        """Set the outcome to partial success."""
+        self._set_outcome(Outcome.PARTIAL, reason)
+
+    def escalate_to_human(self, reason: str | None = None) -> None:
+        """Set the outcome to escalated to a human (the model's output needed human work)."""
+        self._set_outcome(Outcome.ESCALATED_TO_HUMAN, reason)
+
+    def set_dimensions(
+        self,
+        *,
+        feature: str | None = None,
+        team: str | None = None,
+        customer: str | None = None,
+        user: str | None = None,
+        **extra: object,
+    ) -> None:
+        """Add or change dimensions; calls made from now on carry them, and so does the task span."""
+        dims = dict(self._dimensions)
+        dims.update(_build_dimensions(None, feature, team, customer, user, extra))
+        self._dimensions = dims  # copy-on-write: calls in flight keep a consistent snapshot
+        if self._started:
+            self._span.set_attributes(dims)
+
+    # --- context managers -----------------------------------------------------------------------
+
+    def __enter__(self) -> Task:
+        self._start()
+        self._context_tokens = self._activate()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._deactivate(self._context_tokens)
+        self._end(exc=exc)
+
+    async def __aenter__(self) -> Task:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} id={self.id} attempt={self._attempt}>"
+
+    # --- lifecycle (internal) -------------------------------------------------------------------
+
+    @guarded("tasks.start")
+    def _start(self) -> None:
+        if self._started:
+            report_internal_error("tasks.start", RuntimeError(f"task {self.name!r} was started twice"))
+            return
+        self._started = True
+        parent = _current_task.get()
+        self._parent = parent
+        feature, team, customer, user, extra = self._init_args
+        self._dimensions = _build_dimensions(parent, feature, team, customer, user, extra)
+        attrs: dict[str, AttributeValue] = dict(self._attributes)
+        attrs.update(self._dimensions)
+        attrs[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_INVOKE_WORKFLOW
+        attrs[sc.GEN_AI_WORKFLOW_NAME] = self.name
+        attrs[sc.TASK_NAME] = self.name
+        attrs[sc.TASK_ID] = self.id
+        if parent is not None:
+            attrs[sc.TASK_PARENT_ID] = parent.id
+        self._start_ns = time.time_ns()
+        self._span = _otel.tracer().start_span(
+            f"{sc.OPERATION_INVOKE_WORKFLOW} {self.name}",
+            kind=SpanKind.INTERNAL,
+            attributes=attrs,
+            start_time=self._start_ns,
+        )
+
+    def _activate(self) -> tuple[object, object] | None:
+        """Make this task (and its span) current; returns tokens for :meth:`_deactivate`."""
+        try:
+            task_token = _current_task.set(self)
+            otel_token = otel_context.attach(trace.set_span_in_context(self._span))
+            return task_token, otel_token
+        except Exception as exc:
+            report_internal_error("tasks.activate", exc)
+            return None
+
+    def _deactivate(self, tokens: tuple[object, object] | None) -> None:
+        if tokens is None:
+            return
+        task_token, otel_token = tokens
+        try:
+            otel_context.detach(otel_token)  # type: ignore[arg-type]
+            _current_task.reset(task_token)  # type: ignore[arg-type]
+        except Exception as exc:
+            report_internal_error("tasks.deactivate", exc)
+
+    def _set_outcome(self, outcome: Outcome, reason: str | None) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._outcome = outcome
+            self._outcome_reason = None if reason is None else str(reason)
+
+    @guarded("tasks.end")
+    def _end(self, *, exc: BaseException | None = None, result: object = None, closed_early: bool = False) -> None:
+        with self._lock:
+            if self._finished or not self._started:
+                return
+            self._finished = True
+            end_ns = time.time_ns()
+            self._duration_s = (end_ns - self._start_ns) / 1e9
+            if self._outcome is None:
+                if exc is not None:
+                    self._outcome, self._outcome_reason = Outcome.FAILURE, type(exc).__qualname__
+                elif closed_early:
+                    self._outcome, self._outcome_reason = (
+                        Outcome.PARTIAL,
+                        "generator closed before exhaustion",
+                    )
+                else:
+                    self._outcome = Outcome.SUCCESS
+            if self._outcome in _FAILED_OUTCOMES and self._attempt_calls > 0:
+                # The last attempt did not produce a usable result: a failure, or work a human had to redo.
+                self._fail_current_attempt_locked()
+            summary = self._summary_locked()
+        span = self._span
+        span.set_attributes(_summary_attributes(summary))
+        if exc is not None:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+        span.end(end_time=end_ns)
+        if self._parent is not None:
+            self._parent._add_subtask_cost(summary.cost_usd + summary.subtasks_cost_usd)
+        metrics.record_task(summary)
+        records.emit_task(summary)
+
+    def _summary_locked(self) -> TaskSummary:
+        attempts = self._attempt if self._attempt_calls > 0 else self._attempt - 1
+        done = self._finished
+        first_pass = None
+        if done:
+            first_pass = (
+                self._outcome is Outcome.SUCCESS
+                and self._failed_attempts == 0
+                and self._retries == 0
+                and self._escalations == 0
+            )
+        t = self._tokens
+        return TaskSummary(
+            task_id=self.id,
+            name=self.name,
+            parent_id=self._parent.id if self._parent is not None else None,
+            outcome=self._outcome.value if (done and self._outcome is not None) else None,
+            outcome_reason=self._outcome_reason if done else None,
+            first_pass=first_pass,
+            cost_usd=self._cost,
+            wasted_cost_usd=self._wasted,
+            cache_savings_usd=self._savings,
+            subtasks_cost_usd=self._subtasks_cost,
+            input_tokens=t[0],
+            output_tokens=t[1],
+            cache_read_input_tokens=t[2],
+            cache_write_input_tokens=t[3],
+            reasoning_output_tokens=t[4],
+            llm_calls=self._llm_calls,
+            failed_calls=self._failed_calls,
+            attempts=max(attempts, 0),
+            retries=self._retries,
+            escalations=self._escalations,
+            unpriced_calls=self._unpriced,
+            estimated_calls=self._estimated,
+            duration_s=self._duration_s,
+            dimensions=self._dimensions,
+        )
+
+    # --- called by costtrace.calls --------------------------------------------------------------
+
+    def _begin_call(self) -> int:
+        """The attempt number for a call that starts now; emits the implicit retry after a raising call."""
+        with self._lock:
+            pending = self._pending_failure
+            if pending is not None:
+                self._pending_failure = None
+                self._retries += 1
+                event = self._lineage_event_attrs(pending[0], RetryReason.EXCEPTION.value, None)
+            else:
+                event = None
+            attempt = self._attempt
+        if event is not None:
+            self._span.add_event(sc.EVENT_RETRY, event)
+        return attempt
+
+    def _add_call(self, record: CallRecord) -> None:
+        """Fold a finished call into the task's totals."""
+        u = record.usage
+        cost = record.cost
+        with self._lock:
+            self._llm_calls += 1
+            t = self._tokens
+            t[0] += u.input_tokens
+            t[1] += u.output_tokens
+            t[2] += u.cache_read_input_tokens
+            t[3] += u.cache_write_input_tokens
+            t[4] += u.reasoning_output_tokens
+            if u.source in ("estimated", "heuristic"):
+                self._estimated += 1
+            if cost.total_usd is None:
+                self._unpriced += 1
+                call_cost = ZERO_USD
+            else:
+                call_cost = cost.total_usd
+                self._cost += call_cost
+                self._savings += cost.cache_savings_usd
+            self._last_model = record.response_model or record.request_model
+            attempt = record.attempt if record.attempt is not None else self._attempt
+            if attempt == self._attempt:
+                self._attempt_calls += 1
+                self._attempt_cost += call_cost
+            else:
+                # The call started in an attempt that has since been closed (e.g. a retry was marked
+                # while it was in flight): its cost belongs to that failed attempt.
+                self._wasted += call_cost
+            if record.error_type is not None:
+                self._failed_calls += 1
+                if attempt == self._attempt:
+                    failed = self._attempt
+                    self._fail_current_attempt_locked()
+                    self._pending_failure = (failed, record.error_type)
+                    event = self._lineage_event_attrs(failed, RetryReason.EXCEPTION.value, record.error_type)
+                    event[sc.ERROR_TYPE] = record.error_type
+                else:
+                    event = None
+            else:
+                event = None
+        if event is not None:
+            self._span.add_event(sc.EVENT_ATTEMPT_FAILED, event)
+
+    def _add_subtask_cost(self, cost: Decimal) -> None:
+        with self._lock:
+            self._subtasks_cost += cost
+
+    def _fail_current_attempt_locked(self) -> None:
+        self._wasted += self._attempt_cost
+        self._failed_attempts += 1
+        self._attempt += 1
+        self._attempt_calls = 0
+        self._attempt_cost = ZERO_USD
+
+    def _lineage_event_attrs(self, attempt: int, reason: str, details: object) -> dict[str, AttributeValue]:
+        attrs: dict[str, AttributeValue] = {
+            sc.EVENT_ATTR_ATTEMPT: attempt,
+            sc.EVENT_ATTR_NEXT_ATTEMPT: self._attempt,
+            sc.EVENT_ATTR_REASON: reason,
+            sc.EVENT_ATTR_TASK_COST_USD: float(self._cost),
+        }
+        if self._last_model is not None:
+            attrs[sc.EVENT_ATTR_MODEL] = self._last_model
+        if details is not None:
+            attrs[sc.EVENT_ATTR_DETAILS] = str(details)[:_MAX_DETAILS_CHARS]
+        return attrs
+
+    def _safe_lineage(self, event_name: str, reason: str, details: object, to_model: str | None) -> None:
+        try:
+            with self._lock:
+                if self._finished:
+                    return
+                if self._pending_failure is not None and self._attempt_calls == 0:
+                    # The attempt was already closed by a raising call: this retry/escalation explains it.
+                    failed_attempt, attempt_cost = self._pending_failure[0], None
+                    self._pending_failure = None
+                else:
+                    failed_attempt, attempt_cost = self._attempt, self._attempt_cost
+                    self._fail_current_attempt_locked()
+                if event_name == sc.EVENT_RETRY:
+                    self._retries += 1
+                else:
+                    self._escalations += 1
+                attrs = self._lineage_event_attrs(failed_attempt, reason, details)
+                if attempt_cost is not None:
+                    attrs[sc.EVENT_ATTR_ATTEMPT_COST_USD] = float(attempt_cost)
+                if to_model is not None:
+                    if self._last_model is not None:
+                        attrs[sc.EVENT_ATTR_FROM_MODEL] = self._last_model
+                    attrs[sc.EVENT_ATTR_TO_MODEL] = to_model
+            self._span.add_event(event_name, attrs)
+        except Exception as exc:
+            report_internal_error("tasks.lineage", exc)
+
+
+def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {
+        sc.TASK_OUTCOME: s.outcome or "",
+        sc.TASK_FIRST_PASS: bool(s.first_pass),
+        sc.TASK_COST_USD: float(s.cost_usd),
+        sc.TASK_WASTED_COST_USD: float(s.wasted_cost_usd),
+        sc.TASK_CACHE_SAVINGS_USD: float(s.cache_savings_usd),
+        sc.TASK_SUBTASKS_COST_USD: float(s.subtasks_cost_usd),
+        sc.TASK_INPUT_TOKENS: s.input_tokens,
+        sc.TASK_OUTPUT_TOKENS: s.output_tokens,
+        sc.TASK_CACHE_READ_INPUT_TOKENS: s.cache_read_input_tokens,
+        sc.TASK_CACHE_WRITE_INPUT_TOKENS: s.cache_write_input_tokens,
+        sc.TASK_REASONING_OUTPUT_TOKENS: s.reasoning_output_tokens,
+        sc.TASK_LLM_CALLS: s.llm_calls,
+        sc.TASK_FAILED_CALLS: s.failed_calls,
+        sc.TASK_ATTEMPTS: s.attempts,
+        sc.TASK_RETRIES: s.retries,
+        sc.TASK_ESCALATIONS: s.escalations,
+        sc.TASK_UNPRICED_CALLS: s.unpriced_calls,
+        sc.TASK_ESTIMATED_CALLS: s.estimated_calls,
+        sc.TASK_COST_COMPLETE: s.cost_complete,
+    }
+    if s.outcome_reason is not None:
+        attrs[sc.TASK_OUTCOME_REASON] = s.outcome_reason
+    return attrs
+
+
+def task(
+    name: str,
+    *,
+    feature: str | None = None,
+    team: str | None = None,
+    customer: str | None = None,
+    user: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    **dimensions: object,
+) -> Task:
+    """Open a business task, as ``with`` or ``async with``.
+
+    Args:
+        name: Low-cardinality task name ("resolve_ticket"), the unit cost per task is reported by.
+        feature, team, customer, user: Dimensions put on the task span and on every call span in it.
+            Nested tasks inherit their parent's dimensions unless they set their own.
+        attributes: Extra span attributes for the task span only.
+        **dimensions: Extra low-cardinality dimensions (``costtrace.dimension.<key>``), propagated like ``feature``.
+
+    Example:
+        >>> with costtrace.task("extract_refund", feature="billing", customer="acme") as t:   # doctest: +SKIP
+        ...     reply = client.chat.completions.create(...)
+        ...     if not valid(reply):
+        ...         t.retry(reason="validation_failed")
+    """
+    return Task(
+        name,
+        feature=feature,
+        team=team,
+        customer=customer,
+        user=user,
+        attributes=attributes,
+        dimensions=dimensions,
+    )
+
+
+@overload
+def track_task(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def track_task(
+    name: str | None = None,
+    /,
+    *,
+    feature: str | None = None,
+    team: str | None = None,
+    customer: str | None = None,
+    user: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    success_when: Callable[[Any], bool] | None = None,
+    **dimensions: object,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def track_task(
+    name_or_func: Any = None,
+    /,
+    *,
+    feature: str | None = None,
+    team: str | None = None,
+    customer: str | None = None,
+    user: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    success_when: Callable[[Any], bool] | None = None,
+    **dimensions: object,
+) -> Any:
+    """Run every call of the decorated function as a task. Works on sync, async, generator and
+    async-generator functions; the signature is preserved.
+
+    The outcome is success when the function returns (or ``success_when(result)`` is true), failure
+    when it raises (the exception passes through unchanged), and partial when a generator is closed
+    before it is exhausted. Inside, ``costtrace.current_task()`` returns the task.
+
+    Example:
+        >>> @costtrace.track_task("resolve_ticket", feature="support",        # doctest: +SKIP
+        ...                       success_when=lambda r: r.resolved)
+        ... def resolve(ticket): ...
+    """
+    if callable(name_or_func) and not isinstance(name_or_func, str):
+        return track_task()(name_or_func)
+    explicit_name: str | None = name_or_func
+
+    def new_task(func: Callable[..., Any]) -> Task:
+        return Task(
+            explicit_name or func.__qualname__,
+            feature=feature,
+            team=team,
+            customer=customer,
+            user=user,
+            attributes=attributes,
+            dimensions=dimensions,
+        )
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.isasyncgenfunction(func):
+            return cast(Callable[P, R], _wrap_async_generator(func, new_task))
+        if inspect.isgeneratorfunction(func):
+            return cast(Callable[P, R], _wrap_generator(func, new_task))
+        if inspect.iscoroutinefunction(func):
+            return cast(Callable[P, R], _wrap_coroutine(func, new_task, success_when))
+        return _wrap_function(func, new_task, success_when)
+
+    return decorate
+
+
+def _apply_success_when(t: Task, success_when: Callable[[Any], bool] | None, result: object) -> None:
+    if success_when is None or t._outcome is not None:
+        return
+    try:
+        ok = bool(success_when(result))
+    except Exception as exc:
+        # A user callback: its failure is theirs to see in the logs, not a crash of their function.
+        from costtrace._internal import logger
+
+        logger.warning("costtrace: success_when raised %s for task %r", type(exc).__qualname__, t.name)
+        t._set_outcome(Outcome.FAILURE, f"success_when raised {type(exc).__qualname__}")
+        return
+    if not ok:
+        t._set_outcome(Outcome.FAILURE, "success_when returned False")
+
+
+def _wrap_function(
+    func: Callable[P, R],
+    new_task: Callable[[Callable[..., Any]], Task],
+    success_when: Callable[[Any], bool] | None,
+) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        t = new_task(func)
+        t._start()
+        tokens = t._activate()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            t._deactivate(tokens)
+            t._end(exc=exc)
+            raise
+        t._deactivate(tokens)
+        _apply_success_when(t, success_when, result)
+        t._end(result=result)
+        return result
+
+    return wrapper
+
+
+def _wrap_coroutine(
+    func: Callable[P, Coroutine[Any, Any, R]],
+    new_task: Callable[[Callable[..., Any]], Task],
+    success_when: Callable[[Any], bool] | None,
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        t = new_task(func)
+        t._start()
+        tokens = t._activate()
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            t._deactivate(tokens)
+            t._end(exc=exc)
+            raise
+        t._deactivate(tokens)
+        _apply_success_when(t, success_when, result)
+        t._end(result=result)
+        return result
+
+    return wrapper
+
+
+def _wrap_generator(
+    func: Callable[P, Generator[Any, Any, Any]], new_task: Callable[[Callable[..., Any]], Task]
+) -> Callable[P, Generator[Any, Any, Any]]:
+    # The task is current only while the generator's own code runs, never while the consumer holds
+    # it suspended: the consumer's calls between two items are not the task's.
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
+        t = new_task(func)
+        t._start()
+        tokens = t._activate()
+        try:
+            gen = func(*args, **kwargs)
+        except BaseException as exc:
+            t._deactivate(tokens)
+            t._end(exc=exc)
+            raise
+        t._deactivate(tokens)
+        try:
+            result = yield from _step_generator(t, gen)
+        except GeneratorExit:
+            tokens = t._activate()
+            try:
+                gen.close()
+            finally:
+                t._deactivate(tokens)
+                t._end(closed_early=True)
+            raise
+        except BaseException as exc:
+            t._end(exc=exc)
+            raise
+        t._end(result=result)
+        return result
+
+    return wrapper
+
+
+def _step_generator(t: Task, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    send_value: Any = None
+    thrown: BaseException | None = None
+    while True:
+        tokens = t._activate()
+        try:
+            if thrown is not None:
+                to_throw, thrown = thrown, None
+                item = gen.throw(to_throw)
+            else:
+                item = gen.send(send_value)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            t._deactivate(tokens)
+        try:
+            send_value = yield item
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            thrown = exc
+
+
+def _wrap_async_generator(
+    func: Callable[P, AsyncGenerator[Any, Any]], new_task: Callable[[Callable[..., Any]], Task]
+) -> Callable[P, AsyncGenerator[Any, Any]]:
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
+        t = new_task(func)
+        t._start()
+        tokens = t._activate()
+        try:
+            agen = func(*args, **kwargs)
+        except BaseException as exc:
+            t._deactivate(tokens)
+            t._end(exc=exc)
+            raise
+        t._deactivate(tokens)
+        send_value: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                tokens = t._activate()
+                try:
+                    if thrown is not None:
+                        to_throw, thrown = thrown, None
+                        item = await agen.athrow(to_throw)
+                    else:
+                        item = await agen.asend(send_value)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    t._deactivate(tokens)
+                try:
+                    send_value = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except GeneratorExit:
+            tokens = t._activate()
+            try:
+                await agen.aclose()
+            finally:
+                t._deactivate(tokens)
+                t._end(closed_early=True)
+            raise
+        except BaseException as exc:
+            t._end(exc=exc)
+            raise
+        t._end()
+
+    return wrapper

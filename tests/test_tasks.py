@@ -1,0 +1,413 @@
+"""The business task: outcome, attempt lineage, rollups, nesting, decorator forms."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from decimal import Decimal
+
+import pytest
+from genai_prices import Usage as GPUsage
+from genai_prices import calc_price
+
+import costtrace
+from costtrace import semconv as sc
+
+CHEAP, STRONG = "gpt-4o-mini", "gpt-4o"
+
+
+def price(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    """The reference price, straight from genai-prices' own calculator."""
+    usage = GPUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+    return calc_price(usage, model, provider_id="openai").total_price
+
+
+def call(model: str, input_tokens: int = 1000, output_tokens: int = 100) -> None:
+    costtrace.record_llm_call("openai", model, input_tokens, output_tokens)
+
+
+def events(span, name):
+    return [e for e in span.events if e.name == name]
+
+
+def test_task_span_carries_name_dimensions_and_success(spans):
+    with costtrace.task("resolve_ticket", feature="support", team="cx", customer="acme", user="u1", tier="gold"):
+        call(CHEAP)
+    s = spans.one_task("resolve_ticket")
+    assert s.name == "invoke_workflow resolve_ticket"
+    a = s.attributes
+    assert a[sc.GEN_AI_OPERATION_NAME] == "invoke_workflow"
+    assert a[sc.GEN_AI_WORKFLOW_NAME] == "resolve_ticket"
+    assert (a[sc.FEATURE], a[sc.TEAM], a[sc.CUSTOMER], a[sc.USER]) == ("support", "cx", "acme", "u1")
+    assert a["costtrace.dimension.tier"] == "gold"
+    assert a[sc.TASK_OUTCOME] == "success"
+    assert a[sc.TASK_FIRST_PASS] is True
+    assert a[sc.TASK_LLM_CALLS] == 1
+
+
+def test_dimensions_reach_every_call_span(spans):
+    with costtrace.task("t", feature="billing", customer="acme", region="eu"):
+        call(CHEAP)
+        call(STRONG)
+    for c in spans.calls():
+        assert c.attributes[sc.FEATURE] == "billing"
+        assert c.attributes[sc.CUSTOMER] == "acme"
+        assert c.attributes["costtrace.dimension.region"] == "eu"
+        assert c.attributes[sc.TASK_NAME] == "t"
+
+
+def test_body_exception_passes_through_unchanged_and_marks_failure(spans):
+    class Boom(Exception):
+        pass
+
+    original = Boom("no")
+    with pytest.raises(Boom) as info:
+        with costtrace.task("t"):
+            call(CHEAP)
+            raise original
+    assert info.value is original
+    a = spans.one_task().attributes
+    assert a[sc.TASK_OUTCOME] == "failure"
+    assert a[sc.TASK_OUTCOME_REASON] == "test_body_exception_passes_through_unchanged_and_marks_failure.<locals>.Boom"
+    assert a[sc.TASK_FIRST_PASS] is False
+    # The last attempt of a failed task is a failed attempt: its cost is wasted.
+    assert a[sc.TASK_WASTED_COST_USD] == pytest.approx(float(price(CHEAP, 1000, 100)))
+
+
+@pytest.mark.parametrize(
+    ("mark", "outcome"),
+    [
+        ("fail", "failure"),
+        ("partial", "partial"),
+        ("escalate_to_human", "escalated_to_human"),
+        ("succeed", "success"),
+    ],
+)
+def test_explicit_outcome(spans, mark, outcome):
+    with costtrace.task("t") as t:
+        call(CHEAP)
+        if mark == "succeed":
+            t.succeed()
+        else:
+            getattr(t, mark)("needs review")
+    a = spans.one_task().attributes
+    assert a[sc.TASK_OUTCOME] == outcome
+    assert t.summary.outcome == outcome
+    assert a[sc.TASK_FIRST_PASS] is (outcome == "success")
+    # The last attempt is wasted when its output was not usable: a failure or a human's rework.
+    wasted = price(CHEAP, 1000, 100) if outcome in ("failure", "escalated_to_human") else 0
+    assert t.summary.wasted_cost_usd == wasted
+
+
+def test_two_failed_attempts_and_an_escalation(spans):
+    with costtrace.task("extract_refund", feature="billing") as t:
+        call(CHEAP, 1000, 100)
+        t.retry(reason="validation_failed", details="missing field 'amount'")
+        call(CHEAP, 1100, 120)
+        t.escalate(to_model=STRONG, reason="schema_error")
+        call(STRONG, 1100, 90)
+
+    c1, c2, c3 = price(CHEAP, 1000, 100), price(CHEAP, 1100, 120), price(STRONG, 1100, 90)
+    assert [c.attributes[sc.CALL_ATTEMPT] for c in spans.calls()] == [1, 2, 3]
+
+    task_span = spans.one_task("extract_refund")
+    (retry,) = events(task_span, sc.EVENT_RETRY)
+    assert retry.attributes[sc.EVENT_ATTR_ATTEMPT] == 1
+    assert retry.attributes[sc.EVENT_ATTR_NEXT_ATTEMPT] == 2
+    assert retry.attributes[sc.EVENT_ATTR_REASON] == "validation_failed"
+    assert retry.attributes[sc.EVENT_ATTR_DETAILS] == "missing field 'amount'"
+    assert retry.attributes[sc.EVENT_ATTR_MODEL] == CHEAP
+    assert retry.attributes[sc.EVENT_ATTR_TASK_COST_USD] == pytest.approx(float(c1))
+    assert retry.attributes[sc.EVENT_ATTR_ATTEMPT_COST_USD] == pytest.approx(float(c1))
+
+    (esc,) = events(task_span, sc.EVENT_ESCALATION)
+    assert esc.attributes[sc.EVENT_ATTR_ATTEMPT] == 2
+    assert esc.attributes[sc.EVENT_ATTR_NEXT_ATTEMPT] == 3
+    assert esc.attributes[sc.EVENT_ATTR_FROM_MODEL] == CHEAP
+    assert esc.attributes[sc.EVENT_ATTR_TO_MODEL] == STRONG
+    assert esc.attributes[sc.EVENT_ATTR_REASON] == "schema_error"
+    assert esc.attributes[sc.EVENT_ATTR_TASK_COST_USD] == pytest.approx(float(c1 + c2))
+
+    s = t.summary
+    assert s.outcome == "success"
+    assert s.first_pass is False
+    assert (s.attempts, s.retries, s.escalations, s.llm_calls) == (3, 1, 1, 3)
+    assert s.cost_usd == c1 + c2 + c3
+    assert s.wasted_cost_usd == c1 + c2
+    a = task_span.attributes
+    assert a[sc.TASK_WASTED_COST_USD] == pytest.approx(float(c1 + c2))
+    assert a[sc.TASK_COST_USD] == pytest.approx(float(c1 + c2 + c3))
+    assert (a[sc.TASK_ATTEMPTS], a[sc.TASK_RETRIES], a[sc.TASK_ESCALATIONS]) == (3, 1, 1)
+    assert a[sc.TASK_FIRST_PASS] is False
+
+
+def test_raising_call_is_a_failed_attempt_and_next_call_retries(spans):
+    with costtrace.task("t") as t:
+        with pytest.raises(TimeoutError):
+            with costtrace.llm_call("openai", CHEAP) as c:
+                c.set_usage(input_tokens=500, output_tokens=0)
+                raise TimeoutError("slow")
+        call(CHEAP)
+    s = t.summary
+    assert (s.attempts, s.retries, s.failed_calls, s.first_pass) == (2, 1, 1, False)
+    assert s.wasted_cost_usd == price(CHEAP, 500, 0)
+    assert [c.attributes[sc.CALL_ATTEMPT] for c in spans.calls()] == [1, 2]
+    task_span = spans.one_task()
+    (failed,) = events(task_span, sc.EVENT_ATTEMPT_FAILED)
+    assert failed.attributes[sc.ERROR_TYPE] == "TimeoutError"
+    (retry,) = events(task_span, sc.EVENT_RETRY)
+    assert retry.attributes[sc.EVENT_ATTR_REASON] == "exception"
+    assert retry.attributes[sc.EVENT_ATTR_ATTEMPT] == 1
+
+
+def test_explicit_retry_after_raising_call_explains_it_without_a_second_attempt(spans):
+    with costtrace.task("t") as t:
+        try:
+            with costtrace.llm_call("openai", CHEAP) as c:
+                c.set_usage(input_tokens=10, output_tokens=0)
+                raise ConnectionError("429")
+        except ConnectionError:
+            t.retry(reason="rate_limit")
+        call(CHEAP)
+    s = t.summary
+    assert (s.attempts, s.retries) == (2, 1)
+    (retry,) = events(spans.one_task(), sc.EVENT_RETRY)
+    assert retry.attributes[sc.EVENT_ATTR_REASON] == "rate_limit"
+    assert [c.attributes[sc.CALL_ATTEMPT] for c in spans.calls()] == [1, 2]
+
+
+def test_nested_tasks_never_count_a_call_twice(spans):
+    with costtrace.task("parent", feature="support") as parent:
+        call(CHEAP, 2000, 100)
+        with costtrace.task("child") as child:
+            call(STRONG, 1000, 100)
+            call(CHEAP, 300, 30)
+    assert child.summary.cost_usd == price(STRONG, 1000, 100) + price(CHEAP, 300, 30)
+    assert parent.summary.cost_usd == price(CHEAP, 2000, 100)
+    assert parent.summary.subtasks_cost_usd == child.summary.cost_usd
+    assert child.summary.parent_id == parent.id
+    assert child.summary.dimensions[sc.FEATURE] == "support"  # inherited
+
+    task_total = sum(s.attributes[sc.TASK_COST_USD] for s in spans.tasks())
+    call_total = sum(s.attributes[sc.CALL_COST_USD] for s in spans.calls())
+    assert task_total == pytest.approx(call_total)
+    child_span = spans.one_task("child")
+    assert child_span.parent.span_id == spans.one_task("parent").context.span_id
+    assert child_span.attributes[sc.TASK_PARENT_ID] == parent.id
+
+
+def test_call_outside_any_task_is_recorded_and_priced(spans):
+    rec = costtrace.record_llm_call("openai", CHEAP, 1000, 100)
+    assert rec is not None
+    assert rec.task_id is None
+    assert rec.cost_usd == price(CHEAP, 1000, 100)
+    (span,) = spans.calls()
+    assert span.attributes[sc.CALL_COST_USD] == pytest.approx(float(price(CHEAP, 1000, 100)))
+    assert sc.TASK_ID not in span.attributes
+
+
+def test_current_task_is_none_outside_and_the_task_inside():
+    assert costtrace.current_task() is None
+    with costtrace.task("outer") as outer:
+        assert costtrace.current_task() is outer
+        with costtrace.task("inner") as inner:
+            assert costtrace.current_task() is inner
+        assert costtrace.current_task() is outer
+    assert costtrace.current_task() is None
+
+
+def test_unpriced_call_makes_task_cost_incomplete_not_zero(spans, caplog):
+    with costtrace.task("t") as t:
+        call(CHEAP)
+        costtrace.record_llm_call("openai", "my-private-model-v9", 1000, 100)
+    s = t.summary
+    assert s.unpriced_calls == 1
+    assert s.cost_complete is False
+    assert s.cost_usd == price(CHEAP, 1000, 100)
+    a = spans.one_task().attributes
+    assert a[sc.TASK_COST_COMPLETE] is False
+    assert a[sc.TASK_UNPRICED_CALLS] == 1
+
+
+# --- the decorator --------------------------------------------------------------------------
+
+
+def test_decorator_bare_uses_qualname_and_preserves_signature(spans):
+    @costtrace.track_task
+    def resolve(ticket: str, *, urgent: bool = False) -> str:
+        call(CHEAP)
+        return ticket.upper()
+
+    assert resolve("t-1") == "T-1"
+    assert str(inspect.signature(resolve)) == "(ticket: 'str', *, urgent: 'bool' = False) -> 'str'"
+    assert resolve.__name__ == "resolve"
+    assert spans.one_task().attributes[sc.TASK_NAME].endswith("resolve")
+
+
+def test_decorator_named_with_dimensions_and_success_when(spans):
+    @costtrace.track_task("classify", feature="triage", success_when=lambda r: r == "ok", queue="vip")
+    def classify(x: str) -> str:
+        return x
+
+    classify("ok")
+    classify("bad")
+    outcomes = [s.attributes[sc.TASK_OUTCOME] for s in spans.tasks()]
+    assert outcomes == ["success", "failure"]
+    bad = spans.tasks()[1].attributes
+    assert bad[sc.TASK_OUTCOME_REASON] == "success_when returned False"
+    assert bad[sc.FEATURE] == "triage"
+    assert bad["costtrace.dimension.queue"] == "vip"
+
+
+def test_decorator_success_when_that_raises_does_not_break_the_function(spans):
+    @costtrace.track_task("t", success_when=lambda r: r.missing_attribute)
+    def f() -> int:
+        return 7
+
+    assert f() == 7
+    assert spans.one_task().attributes[sc.TASK_OUTCOME] == "failure"
+
+
+def test_decorator_exception_passes_through(spans):
+    err = KeyError("k")
+
+    @costtrace.track_task("t")
+    def f() -> None:
+        raise err
+
+    with pytest.raises(KeyError) as info:
+        f()
+    assert info.value is err
+    assert spans.one_task().attributes[sc.TASK_OUTCOME] == "failure"
+
+
+def test_decorator_on_coroutine_function(spans):
+    @costtrace.track_task("async_t", feature="f")
+    async def work(n: int) -> int:
+        await asyncio.sleep(0)
+        call(CHEAP)
+        return n * 2
+
+    assert inspect.iscoroutinefunction(work)
+    assert asyncio.run(work(21)) == 42
+    s = spans.one_task("async_t")
+    assert s.attributes[sc.TASK_LLM_CALLS] == 1
+    assert s.attributes[sc.TASK_OUTCOME] == "success"
+
+
+def test_decorator_on_generator_spans_the_whole_iteration_but_not_the_consumer(spans):
+    seen_by_consumer = []
+
+    @costtrace.track_task("stream_answers")
+    def answers(n: int):
+        for i in range(n):
+            assert costtrace.current_task() is not None
+            call(CHEAP)
+            yield i
+
+    for item in answers(3):
+        seen_by_consumer.append(costtrace.current_task())
+        costtrace.record_llm_call("openai", CHEAP, 1, 1)  # the consumer's own call, not the task's
+    assert seen_by_consumer == [None, None, None]
+    s = spans.one_task("stream_answers")
+    assert s.attributes[sc.TASK_LLM_CALLS] == 3
+    assert s.attributes[sc.TASK_OUTCOME] == "success"
+
+
+def test_generator_closed_early_is_partial(spans):
+    @costtrace.track_task("g")
+    def gen():
+        yield 1
+        yield 2
+
+    g = gen()
+    assert next(g) == 1
+    g.close()
+    a = spans.one_task("g").attributes
+    assert a[sc.TASK_OUTCOME] == "partial"
+
+
+def test_generator_send_and_throw_pass_through(spans):
+    @costtrace.track_task("echo")
+    def echo():
+        received = []
+        try:
+            while True:
+                received.append((yield len(received)))
+        except ValueError:
+            yield "caught"
+        return received
+
+    g = echo()
+    assert next(g) == 0
+    assert g.send("a") == 1
+    assert g.throw(ValueError("x")) == "caught"
+    with pytest.raises(StopIteration) as stop:
+        next(g)
+    assert stop.value.value == ["a"]
+    assert spans.one_task("echo").attributes[sc.TASK_OUTCOME] == "success"
+
+
+def test_decorator_on_async_generator(spans):
+    @costtrace.track_task("agen", feature="f")
+    async def agen(n: int):
+        for i in range(n):
+            await asyncio.sleep(0)
+            call(CHEAP)
+            yield i
+
+    async def consume():
+        out = []
+        async for x in agen(2):
+            assert costtrace.current_task() is None
+            out.append(x)
+        return out
+
+    assert asyncio.run(consume()) == [0, 1]
+    s = spans.one_task("agen")
+    assert s.attributes[sc.TASK_LLM_CALLS] == 2
+    assert s.attributes[sc.TASK_OUTCOME] == "success"
+
+
+def test_async_generator_raising_marks_failure(spans):
+    @costtrace.track_task("agen_fail")
+    async def agen():
+        yield 1
+        raise RuntimeError("mid-stream")
+
+    async def consume():
+        async for _ in agen():
+            pass
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        asyncio.run(consume())
+    assert spans.one_task("agen_fail").attributes[sc.TASK_OUTCOME] == "failure"
+
+
+def test_async_with_task(spans):
+    async def main():
+        async with costtrace.task("a", feature="x") as t:
+            call(CHEAP)
+            return t
+
+    t = asyncio.run(main())
+    assert t.summary.llm_calls == 1
+    assert spans.one_task("a").attributes[sc.TASK_OUTCOME] == "success"
+
+
+def test_set_dimensions_applies_to_later_calls(spans):
+    with costtrace.task("t") as t:
+        call(CHEAP)
+        t.set_dimensions(customer="acme")
+        call(CHEAP)
+    first, second = spans.calls()
+    assert sc.CUSTOMER not in first.attributes
+    assert second.attributes[sc.CUSTOMER] == "acme"
+    assert spans.one_task().attributes[sc.CUSTOMER] == "acme"
+
+
+def test_summary_while_running_has_no_outcome():
+    with costtrace.task("t") as t:
+        call(CHEAP)
+        s = t.summary
+        assert s.outcome is None and s.first_pass is None and s.llm_calls == 1
