@@ -1,0 +1,515 @@
+"""Figures over finished tasks and calls: cost per successful task, retry tax, total cost of ownership.
+
+Pure functions over :class:`~costtrace.records.TaskSummary` and :class:`~costtrace.records.CallRecord`
+iterables: no I/O, no OpenTelemetry, no global state. Feed them whatever produced the records (a
+listener, ``costtrace.testing.capture()``, later the ledger) and format the result yourself.
+
+Two rules hold everywhere:
+
+- Money is ``Decimal`` USD, never rounded here (round when you display it).
+- Nothing is invented. A ratio with nothing to divide by (no tasks, no successes, no tokens) is
+  ``None``, never 0 or infinity; a group with unpriced calls has ``cost_complete == False`` and its
+  costs are lower bounds.
+
+The unit that matters is the *successful* task::
+
+    cost per successful task = all the group's spend / tasks that succeeded
+
+so the spend on retries, escalations and tasks that failed anyway is charged to the tasks that
+delivered. With a rework cost ``L`` (what an unsuccessful task costs you outside the model: a human
+redoing it, a refund), the total cost of ownership is::
+
+    TCO per task            = cost per task + P(fail) x L          (P(fail) = 1 - success rate)
+    TCO per successful task = (all spend + unsuccessful tasks x L) / successes
+
+Example:
+    >>> from costtrace.report import summarize, group_by
+    >>> stats = summarize(captured.tasks, rework_cost_usd=Decimal("2.50"))   # doctest: +SKIP
+    >>> stats.cost_per_successful_task_usd                                      # doctest: +SKIP
+    Decimal('0.0041')
+    >>> by_feature = group_by(captured.tasks, "feature")                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeVar
+
+from costtrace import semconv as sc
+from costtrace.records import CallRecord, TaskSummary
+
+__all__ = [
+    "UNSET",
+    "CallStats",
+    "TaskStats",
+    "by_model",
+    "dimension_value",
+    "group_by",
+    "group_calls_by",
+    "summarize",
+    "summarize_calls",
+]
+
+_ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
+
+UNSET = "(unset)"
+"""The group of records that have no value for the grouping key (they are kept, never dropped)."""
+
+_STANDARD_DIMENSIONS = {"feature": sc.FEATURE, "team": sc.TEAM, "customer": sc.CUSTOMER, "user": sc.USER}
+
+_R = TypeVar("_R", TaskSummary, CallRecord)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _per(amount: Decimal, count: int) -> Decimal | None:
+    return amount / count if count else None
+
+
+def _money(value: Decimal | int, name: str) -> Decimal:
+    """A caller-supplied amount as a finite, non-negative Decimal (floats are refused: they are inexact)."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise TypeError(f"{name} must be a Decimal or an int, not {type(value).__name__}; use Decimal('2.50')")
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{name}={value!r} must be a finite amount >= 0")
+    return amount
+
+
+# --------------------------------------------------------------------------------------------------
+# Tasks
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """Figures over a group of finished tasks. Build it with :func:`summarize` or :func:`group_by`.
+
+    Counts and sums are fields; rates, per-task costs and TCO are properties computed from them, and
+    are ``None`` when their denominator is 0. Costs add up the tasks' own ``cost_usd`` only (a
+    parent's ``subtasks_cost_usd`` is ignored), so a group holding a task and its subtasks counts
+    every call once.
+
+    Example:
+        >>> from decimal import Decimal
+        >>> s = TaskStats(tasks=4, successes=2, cost_usd=Decimal("0.08"), rework_cost_usd=Decimal(1))
+        >>> s.cost_per_task_usd, s.cost_per_successful_task_usd
+        (Decimal('0.02'), Decimal('0.04'))
+        >>> s.tco_per_task_usd, s.tco_per_successful_task_usd     # 0.02 + 50% x 1; (0.08 + 2 x 1) / 2
+        (Decimal('0.52'), Decimal('1.04'))
+        >>> TaskStats().success_rate is None
+        True
+    """
+
+    tasks: int = 0
+    successes: int = 0
+    failures: int = 0
+    partials: int = 0
+    escalated_to_human: int = 0
+    unfinished: int = 0
+    """Summaries taken while the task still ran (no outcome): counted as not successful."""
+    first_pass: int = 0
+    """Tasks that succeeded on their first attempt, with no retry, escalation or failed call."""
+    tasks_escalated: int = 0
+    """Tasks with at least one model escalation (``Task.escalate``)."""
+    llm_calls: int = 0
+    failed_calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    escalations: int = 0
+    input_tokens: int = 0
+    """All input tokens, cache reads and writes included (GenAI conventions)."""
+    output_tokens: int = 0
+    """All output tokens, reasoning included."""
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    """Total spend on the tasks' calls. A lower bound when ``cost_complete`` is False."""
+    wasted_cost_usd: Decimal = _ZERO
+    """Spend on failed attempts (retried, escalated, last of a failed task); part of ``cost_usd``."""
+    cache_savings_usd: Decimal = _ZERO
+    unpriced_calls: int = 0
+    """Calls with no price or unknown usage: their cost is missing from ``cost_usd``, not zero."""
+    estimated_calls: int = 0
+    """Calls whose tokens were counted locally rather than reported by the provider."""
+    rework_cost_usd: Decimal = _ZERO
+    """``L``: what one unsuccessful task costs outside the model (e.g. a human redoing it), for TCO."""
+
+    # --- outcome rates ----------------------------------------------------------------------------
+
+    @property
+    def unsuccessful(self) -> int:
+        """Tasks that did not succeed: failures, partials, escalations to a human and unfinished tasks."""
+        return self.tasks - self.successes
+
+    @property
+    def success_rate(self) -> float | None:
+        """Successes / tasks."""
+        return _ratio(self.successes, self.tasks)
+
+    @property
+    def unsuccessful_rate(self) -> float | None:
+        """P(fail) = 1 - success rate: the share of tasks that did not succeed."""
+        return _ratio(self.unsuccessful, self.tasks)
+
+    @property
+    def first_pass_rate(self) -> float | None:
+        """Share of tasks that succeeded on the first attempt with no retry or escalation."""
+        return _ratio(self.first_pass, self.tasks)
+
+    @property
+    def escalation_rate(self) -> float | None:
+        """Share of tasks with at least one model escalation."""
+        return _ratio(self.tasks_escalated, self.tasks)
+
+    @property
+    def retries_per_task(self) -> float | None:
+        return _ratio(self.retries, self.tasks)
+
+    @property
+    def attempts_per_task(self) -> float | None:
+        return _ratio(self.attempts, self.tasks)
+
+    # --- money ------------------------------------------------------------------------------------
+
+    @property
+    def cost_complete(self) -> bool:
+        """True when every call was priced; otherwise every cost figure is a lower bound."""
+        return self.unpriced_calls == 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def retry_tax(self) -> float | None:
+        """Wasted cost / total cost: the share of spend that bought failed attempts."""
+        return float(self.wasted_cost_usd / self.cost_usd) if self.cost_usd else None
+
+    @property
+    def cost_per_task_usd(self) -> Decimal | None:
+        return _per(self.cost_usd, self.tasks)
+
+    @property
+    def cost_per_successful_task_usd(self) -> Decimal | None:
+        """ALL the group's spend (failed tasks and retries included) / successes; None with no success."""
+        return _per(self.cost_usd, self.successes)
+
+    @property
+    def cost_per_mtok_usd(self) -> Decimal | None:
+        """Blended price paid per million tokens (input and output, cache discounts included)."""
+        return self.cost_usd * _MILLION / self.total_tokens if self.total_tokens else None
+
+    @property
+    def rework_total_usd(self) -> Decimal:
+        """Unsuccessful tasks x L."""
+        return self.unsuccessful * self.rework_cost_usd
+
+    @property
+    def tco_usd(self) -> Decimal:
+        """Total cost of ownership: token spend + unsuccessful tasks x L."""
+        return self.cost_usd + self.rework_total_usd
+
+    @property
+    def tco_per_task_usd(self) -> Decimal | None:
+        """Cost per task + P(fail) x L."""
+        return _per(self.tco_usd, self.tasks)
+
+    @property
+    def tco_per_successful_task_usd(self) -> Decimal | None:
+        """TCO / successes: what one delivered task really costs, rework included."""
+        return _per(self.tco_usd, self.successes)
+
+
+@dataclass(slots=True)
+class _TaskTotals:
+    """The running sums behind :class:`TaskStats` (same fields, mutable), one per group."""
+
+    tasks: int = 0
+    successes: int = 0
+    failures: int = 0
+    partials: int = 0
+    escalated_to_human: int = 0
+    unfinished: int = 0
+    first_pass: int = 0
+    tasks_escalated: int = 0
+    llm_calls: int = 0
+    failed_calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    escalations: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    wasted_cost_usd: Decimal = _ZERO
+    cache_savings_usd: Decimal = _ZERO
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+
+    def add(self, t: TaskSummary) -> None:
+        self.tasks += 1
+        outcome = t.outcome
+        if outcome == "success":
+            self.successes += 1
+        elif outcome == "failure":
+            self.failures += 1
+        elif outcome == "partial":
+            self.partials += 1
+        elif outcome == "escalated_to_human":
+            self.escalated_to_human += 1
+        else:
+            self.unfinished += 1
+        self.first_pass += t.first_pass is True
+        self.tasks_escalated += t.escalations > 0
+        self.llm_calls += t.llm_calls
+        self.failed_calls += t.failed_calls
+        self.attempts += t.attempts
+        self.retries += t.retries
+        self.escalations += t.escalations
+        self.input_tokens += t.input_tokens
+        self.output_tokens += t.output_tokens
+        self.cache_read_input_tokens += t.cache_read_input_tokens
+        self.cache_write_input_tokens += t.cache_write_input_tokens
+        self.reasoning_output_tokens += t.reasoning_output_tokens
+        self.cost_usd += t.cost_usd  # own calls only: adding subtasks_cost_usd would count subtasks twice
+        self.wasted_cost_usd += t.wasted_cost_usd
+        self.cache_savings_usd += t.cache_savings_usd
+        self.unpriced_calls += t.unpriced_calls
+        self.estimated_calls += t.estimated_calls
+
+    def freeze(self, rework_cost_usd: Decimal) -> TaskStats:
+        sums = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return TaskStats(**sums, rework_cost_usd=rework_cost_usd)
+
+
+def summarize(tasks: Iterable[TaskSummary], *, rework_cost_usd: Decimal | int = 0) -> TaskStats:
+    """Figures over ``tasks`` taken as one group.
+
+    Args:
+        tasks: Task summaries, e.g. ``captured.tasks``. Each is counted once; subtasks are tasks of
+            their own (count them or filter them out with ``parent_id``), and costs are never double counted.
+        rework_cost_usd: ``L``, the cost of one unsuccessful task outside the model, used for TCO.
+
+    Raises:
+        TypeError: ``rework_cost_usd`` is a float (use ``Decimal("2.50")``).
+        ValueError: ``rework_cost_usd`` is negative or not finite.
+
+    Example:
+        >>> summarize([]).tasks, summarize([]).cost_per_successful_task_usd
+        (0, None)
+    """
+    rework = _money(rework_cost_usd, "rework_cost_usd")
+    totals = _TaskTotals()
+    for t in tasks:
+        totals.add(t)
+    return totals.freeze(rework)
+
+
+def dimension_value(dimensions: Mapping[str, str], name: str) -> str | None:
+    """The value of dimension ``name`` in a record's dimensions, or None.
+
+    ``name`` may be the attribute key itself (``costtrace.feature``, ``costtrace.dimension.region``),
+    a standard dimension (``feature``, ``team``, ``customer``, ``user``) or a custom one (``region``,
+    as passed to ``costtrace.task(..., region="eu")``).
+
+    Example:
+        >>> dims = {"costtrace.feature": "support", "costtrace.dimension.region": "eu"}
+        >>> dimension_value(dims, "feature"), dimension_value(dims, "region"), dimension_value(dims, "tier")
+        ('support', 'eu', None)
+    """
+    if name in dimensions:
+        return dimensions[name]
+    key = _STANDARD_DIMENSIONS.get(name, sc.DIMENSION_PREFIX + name)
+    return dimensions.get(key)
+
+
+def _grouper(key: str | Callable[[_R], str | None]) -> Callable[[_R], str]:
+    """A function giving each record its group: a dimension's value, or ``key(record)``; UNSET for None."""
+    if isinstance(key, str):
+        name = key
+
+        def by_dimension(record: _R) -> str:
+            value = dimension_value(record.dimensions, name)
+            return UNSET if value is None else value
+
+        return by_dimension
+    fn = key
+
+    def by_function(record: _R) -> str:
+        value = fn(record)
+        return UNSET if value is None else str(value)
+
+    return by_function
+
+
+def group_by(
+    tasks: Iterable[TaskSummary],
+    key: str | Callable[[TaskSummary], str | None],
+    *,
+    rework_cost_usd: Decimal | int = 0,
+) -> dict[str, TaskStats]:
+    """:func:`summarize` per group, in the order groups are first seen.
+
+    Args:
+        tasks: Task summaries.
+        key: A dimension name (see :func:`dimension_value`) or a function of the summary. Tasks with
+            no value go to the :data:`UNSET` group.
+        rework_cost_usd: ``L`` for TCO, the same for every group.
+
+    Example:
+        >>> stats = group_by(captured.tasks, "customer")                     # doctest: +SKIP
+        >>> stats = group_by(captured.tasks, lambda t: t.name)               # doctest: +SKIP
+        >>> {k: s.cost_per_successful_task_usd for k, s in stats.items()}    # doctest: +SKIP
+        {'resolve_ticket': Decimal('0.0038'), 'extract_refund': None}
+    """
+    rework = _money(rework_cost_usd, "rework_cost_usd")
+    group_of = _grouper(key)
+    totals: dict[str, _TaskTotals] = {}
+    for t in tasks:
+        group = group_of(t)
+        acc = totals.get(group)
+        if acc is None:
+            acc = totals[group] = _TaskTotals()
+        acc.add(t)
+    return {group: acc.freeze(rework) for group, acc in totals.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Calls
+
+
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """Figures over a group of LLM calls (e.g. per model). Build it with :func:`summarize_calls`.
+
+    Example:
+        >>> s = CallStats(calls=2, input_tokens=900_000, output_tokens=100_000, cost_usd=Decimal("0.5"))
+        >>> s.cost_per_call_usd, s.cost_per_mtok_usd
+        (Decimal('0.25'), Decimal('0.5'))
+    """
+
+    calls: int = 0
+    failed_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    """Spend on the priced calls. A lower bound when ``cost_complete`` is False."""
+    cache_savings_usd: Decimal = _ZERO
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+    price_sources: tuple[str, ...] = field(default=())
+    """Where the prices came from (``genai-prices 0.2.3``, ``override`` ...), sorted, without duplicates."""
+
+    @property
+    def cost_complete(self) -> bool:
+        """True when every call was priced; otherwise the cost figures are lower bounds."""
+        return self.unpriced_calls == 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def cost_per_call_usd(self) -> Decimal | None:
+        return _per(self.cost_usd, self.calls)
+
+    @property
+    def cost_per_mtok_usd(self) -> Decimal | None:
+        """Blended price paid per million tokens (input and output, cache discounts included)."""
+        return self.cost_usd * _MILLION / self.total_tokens if self.total_tokens else None
+
+
+@dataclass(slots=True)
+class _CallTotals:
+    """The running sums behind :class:`CallStats`, one per group."""
+
+    calls: int = 0
+    failed_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    cost_usd: Decimal = _ZERO
+    cache_savings_usd: Decimal = _ZERO
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+    price_sources: set[str] = field(default_factory=set)
+
+    def add(self, r: CallRecord) -> None:
+        u, c = r.usage, r.cost
+        self.calls += 1
+        self.failed_calls += r.error_type is not None
+        self.input_tokens += u.input_tokens
+        self.output_tokens += u.output_tokens
+        self.cache_read_input_tokens += u.cache_read_input_tokens
+        self.cache_write_input_tokens += u.cache_write_input_tokens
+        self.reasoning_output_tokens += u.reasoning_output_tokens
+        self.estimated_calls += u.source in ("estimated", "heuristic")
+        if c.total_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += c.total_usd
+            self.cache_savings_usd += c.cache_savings_usd
+            self.price_sources.add(c.price_source)
+
+    def freeze(self) -> CallStats:
+        sums = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "price_sources"}
+        return CallStats(**sums, price_sources=tuple(sorted(self.price_sources)))
+
+
+def summarize_calls(calls: Iterable[CallRecord]) -> CallStats:
+    """Figures over ``calls`` taken as one group.
+
+    Example:
+        >>> summarize_calls([]).cost_per_mtok_usd is None
+        True
+    """
+    totals = _CallTotals()
+    for r in calls:
+        totals.add(r)
+    return totals.freeze()
+
+
+def by_model(record: CallRecord) -> str:
+    """Grouping key: the model that answered (``response_model``), else the model requested.
+
+    Example:
+        >>> per_model = group_calls_by(captured.calls, by_model)     # doctest: +SKIP
+    """
+    return record.response_model or record.request_model
+
+
+def group_calls_by(calls: Iterable[CallRecord], key: str | Callable[[CallRecord], str | None]) -> dict[str, CallStats]:
+    """:func:`summarize_calls` per group, in the order groups are first seen.
+
+    Args:
+        calls: Call records.
+        key: A dimension name (see :func:`dimension_value`) or a function of the record, such as
+            :func:`by_model`. Calls with no value go to the :data:`UNSET` group.
+
+    Example:
+        >>> per_model = group_calls_by(captured.calls, by_model)                # doctest: +SKIP
+        >>> {m: round(s.cost_per_mtok_usd, 2) for m, s in per_model.items()}   # doctest: +SKIP
+        {'gpt-4o-mini': Decimal('0.24'), 'gpt-4o': Decimal('4.03')}
+    """
+    group_of = _grouper(key)
+    totals: dict[str, _CallTotals] = {}
+    for r in calls:
+        group = group_of(r)
+        acc = totals.get(group)
+        if acc is None:
+            acc = totals[group] = _CallTotals()
+        acc.add(r)
+    return {group: acc.freeze() for group, acc in totals.items()}
