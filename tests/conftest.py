@@ -20,6 +20,24 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+
+def _loopback_only() -> None:
+    """Tests never reach the network: resolving any non-loopback host fails at once."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+    allowed = {"127.0.0.1", "localhost", "::1", None}
+
+    def guarded_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host not in allowed:
+            raise OSError(f"network access blocked in tests: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = guarded_getaddrinfo
+
+
+_loopback_only()
+
 _span_exporter = InMemorySpanExporter()
 _tracer_provider = TracerProvider()
 _tracer_provider.add_span_processor(SimpleSpanProcessor(_span_exporter))
