@@ -223,11 +223,14 @@ def test_money_stays_exact():
     assert isinstance(s.cost_per_successful_task_usd, Decimal)
 
 
-def test_task_stats_and_its_running_sums_have_the_same_fields():
-    from costtrace.report import _TaskTotals
+def test_every_task_stats_field_is_summed_from_the_summaries():
+    """No TaskStats field may silently stay at its default because nothing adds to it."""
+    from costtrace.report import _task_counts
 
-    expected = [f.name for f in fields(TaskStats) if f.name != "rework_cost_usd"]
-    assert [f.name for f in fields(_TaskTotals)] == expected
+    produced = set()
+    for outcome in ("success", "failure", "partial", "escalated_to_human", None):
+        produced |= set(_task_counts(summary(outcome)))
+    assert produced == {f.name for f in fields(TaskStats) if f.name != "rework_cost_usd"}
 
 
 # --- group_by ----------------------------------------------------------------------------------

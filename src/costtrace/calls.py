@@ -35,7 +35,7 @@ from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.pricing import Cost, default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, current_task
-from costtrace.usage import Usage, UsageSource, usage_from_response
+from costtrace.usage import Usage, UsageSource, clamped_usage, usage_from_response
 
 _UNKNOWN_USAGE = Usage(source="unknown")
 _USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
@@ -62,23 +62,39 @@ def make_usage(
     source: UsageSource = "provider",
 ) -> Usage:
     """Build a :class:`Usage` from caller-supplied counts, clamping subsets to their totals."""
-    inp = _count_arg("input_tokens", input_tokens)
-    out = _count_arg("output_tokens", output_tokens)
-    cr = min(_count_arg("cache_read_input_tokens", cache_read_input_tokens), inp)
-    cw = min(_count_arg("cache_write_input_tokens", cache_write_input_tokens), inp - cr)
-    cw1h = min(_count_arg("cache_write_1h_input_tokens", cache_write_1h_input_tokens), cw)
-    rs = min(_count_arg("reasoning_output_tokens", reasoning_output_tokens), out)
     if source not in _USAGE_SOURCES:
         logger.warning("costtrace: unknown usage source %r, recording it as 'provider'", source)
         source = "provider"
-    return Usage(inp, out, cr, cw, cw1h, rs, source)
+    return clamped_usage(
+        _count_arg("input_tokens", input_tokens),
+        _count_arg("output_tokens", output_tokens),
+        _count_arg("cache_read_input_tokens", cache_read_input_tokens),
+        _count_arg("cache_write_input_tokens", cache_write_input_tokens),
+        _count_arg("cache_write_1h_input_tokens", cache_write_1h_input_tokens),
+        _count_arg("reasoning_output_tokens", reasoning_output_tokens),
+        source,
+    )
 
 
 class LLMCall:
-    """One LLM call in progress. Create it with :func:`llm_call`; use it as ``with`` or ``async with``.
+    """One LLM call made with any client, as ``with`` or ``async with`` (created as ``costtrace.llm_call``).
 
     The body's exception passes through unchanged; the call is then recorded as failed (a failed
     attempt of its task), with whatever usage was recorded before the error.
+
+    Args:
+        provider: ``gen_ai.provider.name`` value: ``openai``, ``anthropic``, ``gcp.gemini``, ``azure.ai.openai``...
+        model: The model requested.
+        operation: ``chat``, ``generate_content``, ``text_completion``, ``embeddings``...
+        server_address, server_port, max_tokens, stream: Request details for the span, when known.
+        service_tier: Provider service tier used (``flex``, ``priority``...), priced accordingly.
+        batch: True for a batch-API call, priced at the provider's batch rates.
+        attributes: Extra attributes for the call span.
+
+    Example:
+        >>> with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:   # doctest: +SKIP
+        ...     resp = client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+        ...     call.record_response(resp)
     """
 
     def __init__(
@@ -401,45 +417,8 @@ class LLMCall:
         return attrs
 
 
-def llm_call(
-    provider: str,
-    model: str,
-    operation: str = "chat",
-    *,
-    server_address: str | None = None,
-    server_port: int | None = None,
-    max_tokens: int | None = None,
-    stream: bool = False,
-    service_tier: str | None = None,
-    batch: bool = False,
-    attributes: Mapping[str, AttributeValue] | None = None,
-) -> LLMCall:
-    """Record one LLM call made with any client, as ``with`` or ``async with``.
-
-    Args:
-        provider: ``gen_ai.provider.name`` value: ``openai``, ``anthropic``, ``gcp.gemini``, ``azure.ai.openai``...
-        model: The model requested.
-        operation: ``chat``, ``generate_content``, ``text_completion``, ``embeddings``...
-        service_tier: Provider service tier used (``flex``, ``priority``...), priced accordingly.
-        batch: True for a batch-API call, priced at the provider's batch rates.
-
-    Example:
-        >>> with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:   # doctest: +SKIP
-        ...     resp = client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
-        ...     call.record_response(resp)
-    """
-    return LLMCall(
-        provider,
-        model,
-        operation,
-        server_address=server_address,
-        server_port=server_port,
-        max_tokens=max_tokens,
-        stream=stream,
-        service_tier=service_tier,
-        batch=batch,
-        attributes=attributes,
-    )
+llm_call = LLMCall
+"""``costtrace.llm_call(provider, model, ...)``: the usual way to create an :class:`LLMCall`."""
 
 
 def record_llm_call(

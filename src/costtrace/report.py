@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from costtrace import semconv as sc
 from costtrace.records import CallRecord, TaskSummary
@@ -226,68 +226,43 @@ class TaskStats:
         return _per(self.tco_usd, self.successes)
 
 
-@dataclass(slots=True)
-class _TaskTotals:
-    """The running sums behind :class:`TaskStats` (same fields, mutable), one per group."""
+_OUTCOME_COUNTS = {
+    "success": "successes",
+    "failure": "failures",
+    "partial": "partials",
+    "escalated_to_human": "escalated_to_human",
+}
+_TASK_SUMS = (
+    "llm_calls", "failed_calls", "attempts", "retries", "escalations", "input_tokens", "output_tokens",
+    "cache_read_input_tokens", "cache_write_input_tokens", "reasoning_output_tokens",
+    # Own calls only: adding subtasks_cost_usd as well would count subtasks twice.
+    "cost_usd", "wasted_cost_usd", "cache_savings_usd", "unpriced_calls", "estimated_calls",
+)  # fmt: skip
 
-    tasks: int = 0
-    successes: int = 0
-    failures: int = 0
-    partials: int = 0
-    escalated_to_human: int = 0
-    unfinished: int = 0
-    first_pass: int = 0
-    tasks_escalated: int = 0
-    llm_calls: int = 0
-    failed_calls: int = 0
-    attempts: int = 0
-    retries: int = 0
-    escalations: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_input_tokens: int = 0
-    reasoning_output_tokens: int = 0
-    cost_usd: Decimal = _ZERO
-    wasted_cost_usd: Decimal = _ZERO
-    cache_savings_usd: Decimal = _ZERO
-    unpriced_calls: int = 0
-    estimated_calls: int = 0
 
-    def add(self, t: TaskSummary) -> None:
-        self.tasks += 1
-        outcome = t.outcome
-        if outcome == "success":
-            self.successes += 1
-        elif outcome == "failure":
-            self.failures += 1
-        elif outcome == "partial":
-            self.partials += 1
-        elif outcome == "escalated_to_human":
-            self.escalated_to_human += 1
-        else:
-            self.unfinished += 1
-        self.first_pass += t.first_pass is True
-        self.tasks_escalated += t.escalations > 0
-        self.llm_calls += t.llm_calls
-        self.failed_calls += t.failed_calls
-        self.attempts += t.attempts
-        self.retries += t.retries
-        self.escalations += t.escalations
-        self.input_tokens += t.input_tokens
-        self.output_tokens += t.output_tokens
-        self.cache_read_input_tokens += t.cache_read_input_tokens
-        self.cache_write_input_tokens += t.cache_write_input_tokens
-        self.reasoning_output_tokens += t.reasoning_output_tokens
-        self.cost_usd += t.cost_usd  # own calls only: adding subtasks_cost_usd would count subtasks twice
-        self.wasted_cost_usd += t.wasted_cost_usd
-        self.cache_savings_usd += t.cache_savings_usd
-        self.unpriced_calls += t.unpriced_calls
-        self.estimated_calls += t.estimated_calls
+def _task_counts(t: TaskSummary) -> dict[str, Any]:
+    """What one task adds to each :class:`TaskStats` field."""
+    counts: dict[str, Any] = {name: getattr(t, name) for name in _TASK_SUMS}
+    counts["tasks"] = 1
+    counts[_OUTCOME_COUNTS.get(t.outcome or "", "unfinished")] = 1
+    counts["first_pass"] = int(t.first_pass is True)
+    counts["tasks_escalated"] = int(t.escalations > 0)
+    return counts
 
-    def freeze(self, rework_cost_usd: Decimal) -> TaskStats:
-        sums = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        return TaskStats(**sums, rework_cost_usd=rework_cost_usd)
+
+def _aggregate(
+    records: Iterable[_R], counts_of: Callable[[_R], dict[str, Any]], group_of: Callable[[_R], str]
+) -> dict[str, dict[str, Any]]:
+    """Field sums per group, in the order groups are first seen (sets are united, numbers added)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for record in records:
+        acc = groups.setdefault(group_of(record), {})
+        for name, value in counts_of(record).items():
+            if isinstance(value, frozenset):
+                acc[name] = acc.get(name, frozenset()) | value
+            else:
+                acc[name] = acc.get(name, 0) + value
+    return groups
 
 
 def summarize(tasks: Iterable[TaskSummary], *, rework_cost_usd: Decimal | int = 0) -> TaskStats:
@@ -307,10 +282,8 @@ def summarize(tasks: Iterable[TaskSummary], *, rework_cost_usd: Decimal | int = 
         (0, None)
     """
     rework = _money(rework_cost_usd, "rework_cost_usd")
-    totals = _TaskTotals()
-    for t in tasks:
-        totals.add(t)
-    return totals.freeze(rework)
+    sums = _aggregate(tasks, _task_counts, lambda t: "").get("", {})
+    return TaskStats(**sums, rework_cost_usd=rework)
 
 
 def dimension_value(dimensions: Mapping[str, str], name: str) -> str | None:
@@ -371,15 +344,8 @@ def group_by(
         {'resolve_ticket': Decimal('0.0038'), 'extract_refund': None}
     """
     rework = _money(rework_cost_usd, "rework_cost_usd")
-    group_of = _grouper(key)
-    totals: dict[str, _TaskTotals] = {}
-    for t in tasks:
-        group = group_of(t)
-        acc = totals.get(group)
-        if acc is None:
-            acc = totals[group] = _TaskTotals()
-        acc.add(t)
-    return {group: acc.freeze(rework) for group, acc in totals.items()}
+    groups = _aggregate(tasks, _task_counts, _grouper(key))
+    return {group: TaskStats(**sums, rework_cost_usd=rework) for group, sums in groups.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,43 +396,31 @@ class CallStats:
         return self.cost_usd * _MILLION / self.total_tokens if self.total_tokens else None
 
 
-@dataclass(slots=True)
-class _CallTotals:
-    """The running sums behind :class:`CallStats`, one per group."""
+def _call_counts(r: CallRecord) -> dict[str, Any]:
+    """What one call adds to each :class:`CallStats` field."""
+    u, c = r.usage, r.cost
+    counts: dict[str, Any] = {
+        "calls": 1,
+        "failed_calls": int(r.error_type is not None),
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_input_tokens": u.cache_read_input_tokens,
+        "cache_write_input_tokens": u.cache_write_input_tokens,
+        "reasoning_output_tokens": u.reasoning_output_tokens,
+        "estimated_calls": int(u.source in ("estimated", "heuristic")),
+    }
+    if c.total_usd is None:
+        counts["unpriced_calls"] = 1
+    else:
+        counts["cost_usd"] = c.total_usd
+        counts["cache_savings_usd"] = c.cache_savings_usd
+        counts["price_sources"] = frozenset((c.price_source,))
+    return counts
 
-    calls: int = 0
-    failed_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_input_tokens: int = 0
-    reasoning_output_tokens: int = 0
-    cost_usd: Decimal = _ZERO
-    cache_savings_usd: Decimal = _ZERO
-    unpriced_calls: int = 0
-    estimated_calls: int = 0
-    price_sources: set[str] = field(default_factory=set)
 
-    def add(self, r: CallRecord) -> None:
-        u, c = r.usage, r.cost
-        self.calls += 1
-        self.failed_calls += r.error_type is not None
-        self.input_tokens += u.input_tokens
-        self.output_tokens += u.output_tokens
-        self.cache_read_input_tokens += u.cache_read_input_tokens
-        self.cache_write_input_tokens += u.cache_write_input_tokens
-        self.reasoning_output_tokens += u.reasoning_output_tokens
-        self.estimated_calls += u.source in ("estimated", "heuristic")
-        if c.total_usd is None:
-            self.unpriced_calls += 1
-        else:
-            self.cost_usd += c.total_usd
-            self.cache_savings_usd += c.cache_savings_usd
-            self.price_sources.add(c.price_source)
-
-    def freeze(self) -> CallStats:
-        sums = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "price_sources"}
-        return CallStats(**sums, price_sources=tuple(sorted(self.price_sources)))
+def _call_stats(sums: dict[str, Any]) -> CallStats:
+    sources = sums.pop("price_sources", frozenset())
+    return CallStats(**sums, price_sources=tuple(sorted(sources)))
 
 
 def summarize_calls(calls: Iterable[CallRecord]) -> CallStats:
@@ -476,10 +430,7 @@ def summarize_calls(calls: Iterable[CallRecord]) -> CallStats:
         >>> summarize_calls([]).cost_per_mtok_usd is None
         True
     """
-    totals = _CallTotals()
-    for r in calls:
-        totals.add(r)
-    return totals.freeze()
+    return _call_stats(_aggregate(calls, _call_counts, lambda r: "").get("", {}))
 
 
 def by_model(record: CallRecord) -> str:
@@ -504,12 +455,5 @@ def group_calls_by(calls: Iterable[CallRecord], key: str | Callable[[CallRecord]
         >>> {m: round(s.cost_per_mtok_usd, 2) for m, s in per_model.items()}   # doctest: +SKIP
         {'gpt-4o-mini': Decimal('0.24'), 'gpt-4o': Decimal('4.03')}
     """
-    group_of = _grouper(key)
-    totals: dict[str, _CallTotals] = {}
-    for r in calls:
-        group = group_of(r)
-        acc = totals.get(group)
-        if acc is None:
-            acc = totals[group] = _CallTotals()
-        acc.add(r)
-    return {group: acc.freeze() for group, acc in totals.items()}
+    groups = _aggregate(calls, _call_counts, _grouper(key))
+    return {group: _call_stats(sums) for group, sums in groups.items()}

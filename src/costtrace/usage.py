@@ -115,22 +115,34 @@ def _make_usage(
 ) -> Usage | None:
     if input_tokens is None and output_tokens is None:
         return None
-    inp = input_tokens or 0
-    out = output_tokens or 0
-    # Subsets never exceed their totals: a provider glitch must not turn into negative uncached tokens.
-    cr = min(cache_read or 0, inp)
-    cw = min(cache_write or 0, inp - cr)
-    cw1h = min(cache_write_1h or 0, cw)
-    rs = min(reasoning or 0, out)
-    return Usage(
-        input_tokens=inp,
-        output_tokens=out,
-        cache_read_input_tokens=cr,
-        cache_write_input_tokens=cw,
-        cache_write_1h_input_tokens=cw1h,
-        reasoning_output_tokens=rs,
-        source="provider",
+    return clamped_usage(
+        input_tokens or 0,
+        output_tokens or 0,
+        cache_read or 0,
+        cache_write or 0,
+        cache_write_1h or 0,
+        reasoning or 0,
     )
+
+
+def clamped_usage(
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_input_tokens: int = 0,
+    cache_write_input_tokens: int = 0,
+    cache_write_1h_input_tokens: int = 0,
+    reasoning_output_tokens: int = 0,
+    source: UsageSource = "provider",
+) -> Usage:
+    """A :class:`Usage` whose subsets never exceed their totals (non-negative counts in).
+
+    A provider glitch (cached tokens above prompt tokens) must not turn into negative uncached tokens.
+    """
+    cr = min(cache_read_input_tokens, input_tokens)
+    cw = min(cache_write_input_tokens, input_tokens - cr)
+    cw1h = min(cache_write_1h_input_tokens, cw)
+    rs = min(reasoning_output_tokens, output_tokens)
+    return Usage(input_tokens, output_tokens, cr, cw, cw1h, rs, source)
 
 
 def _anthropic_usage(u: Any) -> Usage | None:
