@@ -19,6 +19,7 @@ from costtrace._version import __version__
 from costtrace.calls import LLMCall, llm_call, record_llm_call
 from costtrace.config import configure, flush, shutdown
 from costtrace.errors import ConfigError, CosttraceError
+from costtrace.instrumentation import instrument, uninstrument
 from costtrace.pricing import Cost, load_prices, set_discount, set_price
 from costtrace.records import CallRecord, TaskSummary
 from costtrace.tasks import Outcome, RetryReason, Task, carry_context, current_task, task, track_task
@@ -43,6 +44,7 @@ __all__ = [
     "count_tokens",
     "current_task",
     "flush",
+    "instrument",
     "llm_call",
     "load_prices",
     "record_llm_call",
@@ -51,4 +53,5 @@ __all__ = [
     "shutdown",
     "task",
     "track_task",
+    "uninstrument",
 ]

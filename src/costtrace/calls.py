@@ -133,6 +133,7 @@ class LLMCall:
         self._start_ns = 0
         self._context_token: object | None = None
         self._ended = False
+        self._resends = 0
         self.record: CallRecord | None = None
         """The finished call's record, once the call has ended."""
 
@@ -197,6 +198,24 @@ class LLMCall:
             self._usage = Usage(input_tokens=int(n_in or 0), output_tokens=int(n_out or 0), source=source)
         except Exception as exc:
             report_internal_error("calls.estimate_usage", exc)
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """Set an extra attribute on the call span (e.g. a provider-specific request detail)."""
+        try:
+            self._span.set_attribute(key, value)
+        except Exception as exc:
+            report_internal_error("calls.set_attribute", exc)
+
+    def record_resend(self, reason: str) -> None:
+        """The SDK re-sent this call's request by itself (429, 5xx, timeout): counted on the call span as
+        ``http.request.resend_count`` and reported on the task as a ``costtrace.sdk_retry`` event."""
+        try:
+            self._resends += 1
+            self._span.set_attribute(sc.HTTP_REQUEST_RESEND_COUNT, self._resends)
+            if self._task is not None:
+                self._task._record_sdk_retry(self._attempt, str(reason), self._response_model or self.model)
+        except Exception as exc:
+            report_internal_error("calls.record_resend", exc)
 
     def set_response_model(self, model: str) -> None:
         self._response_model = str(model)

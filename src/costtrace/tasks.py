@@ -459,6 +459,14 @@ class Task:
         if event is not None:
             self._span.add_event(sc.EVENT_ATTEMPT_FAILED, event)
 
+    def _record_sdk_retry(self, attempt: int | None, reason: str, model: str) -> None:
+        attrs: dict[str, AttributeValue] = {
+            sc.EVENT_ATTR_ATTEMPT: attempt if attempt is not None else self._attempt,
+            sc.EVENT_ATTR_REASON: reason,
+            sc.EVENT_ATTR_MODEL: model,
+        }
+        self._span.add_event(sc.EVENT_SDK_RETRY, attrs)
+
     def _add_subtask_cost(self, cost: Decimal) -> None:
         with self._lock:
             self._subtasks_cost += cost

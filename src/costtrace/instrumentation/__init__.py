@@ -1,0 +1,90 @@
+"""Instrumentation of provider SDKs: every call they make becomes a priced call span in the current task.
+
+    costtrace.instrument()              # every supported SDK that is installed
+    costtrace.instrument("openai")      # just one
+    costtrace.uninstrument()            # restore the original functions
+
+Each SDK has one module here (``openai``, ``anthropic``, ``google_genai``): the only modules that
+import those SDKs. Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the
+``opentelemetry_instrumentor`` entry point, so ``opentelemetry-instrument`` runs pick them up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from typing import Any
+
+from costtrace.errors import ConfigError
+
+# name -> (module with the instrumentor, class name, the SDK's import name, the extra to install)
+_REGISTRY: dict[str, tuple[str, str, str, str]] = {
+    "openai": ("costtrace.instrumentation.openai", "OpenAIInstrumentor", "openai", "openai"),
+    "anthropic": ("costtrace.instrumentation.anthropic", "AnthropicInstrumentor", "anthropic", "anthropic"),
+    "google_genai": ("costtrace.instrumentation.google_genai", "GoogleGenAIInstrumentor", "google.genai", "google"),
+}
+SUPPORTED = tuple(_REGISTRY)
+_lock = threading.Lock()
+
+
+def _sdk_installed(import_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(import_name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _instrumentor(name: str) -> Any:
+    module, cls, _, _ = _REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _check_names(names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in _REGISTRY:
+            raise ConfigError(f"cannot instrument {name!r}: supported SDKs are {', '.join(SUPPORTED)}")
+
+
+def instrument(*names: str) -> list[str]:
+    """Instrument the named SDKs (all installed ones when none is named). Idempotent.
+
+    Returns the names now instrumented by this call or before.
+
+    Raises:
+        ConfigError: An unknown name, or a named SDK that is not installed (with the install hint).
+
+    Example:
+        >>> costtrace.instrument("openai")       # doctest: +SKIP
+        ['openai']
+    """
+    _check_names(names)
+    done: list[str] = []
+    with _lock:
+        for name in names or SUPPORTED:
+            _, _, import_name, extra = _REGISTRY[name]
+            if not _sdk_installed(import_name):
+                if names:
+                    raise ConfigError(
+                        f"cannot instrument {name!r}: the SDK is not installed; pip install 'costtrace[{extra}]'"
+                    )
+                continue
+            inst = _instrumentor(name)
+            if not inst.is_instrumented_by_opentelemetry:
+                inst.instrument()
+            if inst.is_instrumented_by_opentelemetry:
+                done.append(name)
+    return done
+
+
+def uninstrument(*names: str) -> None:
+    """Undo :func:`instrument` for the named SDKs (all when none is named): the original functions return."""
+    _check_names(names)
+    with _lock:
+        for name in names or SUPPORTED:
+            _, _, import_name, _ = _REGISTRY[name]
+            if not _sdk_installed(import_name):
+                continue
+            inst = _instrumentor(name)
+            if inst.is_instrumented_by_opentelemetry:
+                inst.uninstrument()

@@ -1,0 +1,219 @@
+"""What every SDK instrumentation shares: the instrumentor base, guarded call start/end, stream proxies.
+
+Rules each instrumentation follows (see docs/instrumentation.md):
+
+- the user's call runs outside any guarded block: its return value and exceptions pass through
+  untouched; everything costtrace does around it goes through :func:`safely` and never raises;
+- one code path for spans, usage and cost: every call is a :class:`costtrace.calls.LLMCall`;
+- streams are returned wrapped in :class:`SyncStreamProxy` / :class:`AsyncStreamProxy`, which keep
+  every attribute and method of the SDK's stream (``close``, ``response``, context manager use ...)
+  and end the call exactly once: at the stream's end, on an error, on ``close()``, on leaving a
+  ``with`` block, or when an abandoned stream is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from typing import Any, Protocol, TypeVar
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+
+from costtrace import semconv as sc
+from costtrace._internal import report_internal_error
+from costtrace.calls import LLMCall
+
+logger = logging.getLogger("costtrace")
+
+_T = TypeVar("_T")
+
+
+def safely(where: str, fn: Callable[..., _T], *args: Any, default: Any = None, **kwargs: Any) -> Any:
+    """Run costtrace's own ``fn``; an exception is reported as an internal error and ``default`` returned."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        report_internal_error(where, exc)
+        return default
+
+
+class WrapTarget(Protocol):
+    module: str
+    name: str
+
+
+class CosttraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Base of costtrace's SDK instrumentors.
+
+    Subclasses set ``_instruments`` (the supported SDK versions, e.g. ``("openai >= 1.40, < 4",)``) and
+    ``targets()``: ``(module, "Class.method", wrapper)`` triples. A target the installed SDK does not
+    have (an older version) is skipped with a debug log; a version outside ``_instruments`` is not
+    patched at all (one log line from OpenTelemetry's dependency check).
+    """
+
+    _instruments: tuple[str, ...] = ()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    def targets(self) -> list[tuple[str, str, Callable[..., Any]]]:
+        raise NotImplementedError
+
+    def _instrument(self, **kwargs: Any) -> None:
+        self._wrapped: list[tuple[str, str]] = []
+        for module, name, wrapper in self.targets():
+            try:
+                wrapt.wrap_function_wrapper(module, name, wrapper)
+            except (ImportError, AttributeError) as exc:
+                logger.debug("costtrace: %s.%s not found, not instrumented (%s)", module, name, exc)
+                continue
+            self._wrapped.append((module, name))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        for module, name in getattr(self, "_wrapped", []):
+            owner_path, _, method = name.rpartition(".")
+            obj: Any = importlib.import_module(module)
+            for part in owner_path.split(".") if owner_path else ():
+                obj = getattr(obj, part)
+            unwrap(obj, method)
+        self._wrapped = []
+
+
+class StreamAccumulator(Protocol):
+    """Provider-specific reading of a stream's items."""
+
+    def on_item(self, item: Any) -> bool:
+        """Read one item; return True to hide it from the user (an injected usage-only chunk)."""
+        ...
+
+    def finish(self, call: LLMCall, complete: bool) -> None:
+        """Set the call's usage and response fields; ``complete`` is False for an early exit."""
+        ...
+
+
+def _finish_stream(call: LLMCall, acc: StreamAccumulator, exc: BaseException | None, complete: bool) -> None:
+    safely("instrumentation.stream.finish", acc.finish, call, complete)
+    if not complete:
+        safely("instrumentation.stream.flag", call.set_attribute, sc.CALL_INCOMPLETE, True)
+    call.end(exc)
+
+
+class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The SDK's stream, unchanged for the user, reporting its usage to ``call`` exactly once."""
+
+    def __init__(self, wrapped: Any, call: LLMCall, accumulator: StreamAccumulator) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_acc = accumulator
+        self._self_iterator: Any = None
+        self._self_done = False
+
+    def _self_end(self, exc: BaseException | None, complete: bool) -> None:
+        if self._self_done:
+            return
+        self._self_done = True
+        _finish_stream(self._self_call, self._self_acc, exc, complete)
+
+    def __iter__(self) -> SyncStreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        if self._self_iterator is None:
+            self._self_iterator = iter(self.__wrapped__)
+        while True:
+            try:
+                item = next(self._self_iterator)
+            except StopIteration:
+                self._self_end(None, complete=True)
+                raise
+            except BaseException as exc:
+                self._self_end(exc, complete=False)
+                raise
+            if not safely("instrumentation.stream.item", self._self_acc.on_item, item, default=False):
+                return item
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_end(None, complete=False)
+
+    def __enter__(self) -> SyncStreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_end(exc, complete=False)
+
+    def __del__(self) -> None:
+        # An abandoned stream: end its call so no span leaks (usage so far, flagged incomplete).
+        if not getattr(self, "_self_done", True):
+            safely("instrumentation.stream.gc", self._self_end, None, False)
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The async twin of :class:`SyncStreamProxy`."""
+
+    def __init__(self, wrapped: Any, call: LLMCall, accumulator: StreamAccumulator) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_acc = accumulator
+        self._self_iterator: Any = None
+        self._self_done = False
+
+    def _self_end(self, exc: BaseException | None, complete: bool) -> None:
+        if self._self_done:
+            return
+        self._self_done = True
+        _finish_stream(self._self_call, self._self_acc, exc, complete)
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._self_iterator is None:
+            self._self_iterator = self.__wrapped__.__aiter__()
+        while True:
+            try:
+                item = await self._self_iterator.__anext__()
+            except StopAsyncIteration:
+                self._self_end(None, complete=True)
+                raise
+            except BaseException as exc:
+                self._self_end(exc, complete=False)
+                raise
+            if not safely("instrumentation.stream.item", self._self_acc.on_item, item, default=False):
+                return item
+
+    async def close(self) -> Any:
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            self._self_end(None, complete=False)
+
+    async def aclose(self) -> Any:
+        try:
+            return await self.__wrapped__.aclose()
+        finally:
+            self._self_end(None, complete=False)
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_end(exc, complete=False)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_self_done", True):
+            safely("instrumentation.stream.gc", self._self_end, None, False)

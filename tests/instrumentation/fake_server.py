@@ -1,0 +1,111 @@
+"""A local HTTP server on 127.0.0.1 that answers like an LLM provider, for the real SDKs to talk to.
+
+Tests script its answers in order: JSON bodies, server-sent-event streams (optionally cut off
+mid-stream), error statuses with retry headers. Every request is recorded (path, headers, JSON body).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Scripted:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    sse_events: list[bytes] | None = None
+    cut_after: int | None = None
+    """For SSE: drop the connection after this many events (a broken stream)."""
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeLLMServer:
+    def __init__(self) -> None:
+        self._script: deque[Scripted] = deque()
+        self.requests: list[Received] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                server.requests.append(Received(self.command, self.path, dict(self.headers), body))
+                item = server._script.popleft() if server._script else Scripted(500, b'{"error": "unscripted"}')
+                if item.sse_events is None:
+                    self.send_response(item.status)
+                    self.send_header("Content-Type", item.content_type)
+                    self.send_header("Content-Length", str(len(item.body)))
+                    for k, v in item.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(item.body)
+                    return
+                self.send_response(item.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                for k, v in item.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                for n, event in enumerate(item.sse_events):
+                    if item.cut_after is not None and n >= item.cut_after:
+                        break
+                    self.wfile.write(event)
+                    self.wfile.flush()
+                self.close_connection = True
+
+            do_POST = _handle
+            do_GET = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def json(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self._script.append(Scripted(status, json.dumps(body).encode(), headers=headers or {}))
+
+    def sse(self, events: list[Any], *, named: bool = False, done: bool = False, cut_after: int | None = None) -> None:
+        """Script a stream. ``events`` are dicts (sent as ``data: {json}``) or, when ``named``, pairs
+        ``(event_name, dict)`` (Anthropic style). ``done`` appends OpenAI's ``data: [DONE]``."""
+        encoded = []
+        for e in events:
+            if named:
+                name, payload = e
+                encoded.append(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+            else:
+                encoded.append(f"data: {json.dumps(e)}\n\n".encode())
+        if done:
+            encoded.append(b"data: [DONE]\n\n")
+        self._script.append(Scripted(sse_events=encoded, cut_after=cut_after))
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
