@@ -28,6 +28,7 @@ from costtrace.calls import LLMCall
 logger = logging.getLogger("costtrace")
 
 _T = TypeVar("_T")
+_ObjectProxy: Any = wrapt.ObjectProxy  # not subscripted: wrapt 1.x proxies are not generic at run time
 
 
 def safely(where: str, fn: Callable[..., _T], *args: Any, default: Any = None, **kwargs: Any) -> Any:
@@ -102,7 +103,7 @@ def _finish_stream(call: LLMCall, acc: StreamAccumulator, exc: BaseException | N
     call.end(exc)
 
 
-class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class SyncStreamProxy(_ObjectProxy):
     """The SDK's stream, unchanged for the user, reporting its usage to ``call`` exactly once."""
 
     def __init__(self, wrapped: Any, call: LLMCall, accumulator: StreamAccumulator) -> None:
@@ -158,7 +159,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             safely("instrumentation.stream.gc", self._self_end, None, False)
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class AsyncStreamProxy(_ObjectProxy):
     """The async twin of :class:`SyncStreamProxy`."""
 
     def __init__(self, wrapped: Any, call: LLMCall, accumulator: StreamAccumulator) -> None:
