@@ -103,7 +103,7 @@ def _finish_stream(call: LLMCall, acc: StreamAccumulator, exc: BaseException | N
     call.end(exc)
 
 
-class SyncStreamProxy(_ObjectProxy):
+class SyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
     """The SDK's stream, unchanged for the user, reporting its usage to ``call`` exactly once."""
 
     def __init__(self, wrapped: Any, call: LLMCall, accumulator: StreamAccumulator) -> None:
@@ -159,7 +159,7 @@ class SyncStreamProxy(_ObjectProxy):
             safely("instrumentation.stream.gc", self._self_end, None, False)
 
 
-class AsyncStreamProxy(_ObjectProxy):
+class AsyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
     """The async twin of :class:`SyncStreamProxy`."""
 
     def __init__(self, wrapped: Any, call: LLMCall, accumulator: StreamAccumulator) -> None:
