@@ -18,6 +18,7 @@ Example:
 from costtrace._version import __version__
 from costtrace.calls import LLMCall, llm_call, record_llm_call
 from costtrace.config import configure, flush, shutdown
+from costtrace.content import capture_content
 from costtrace.errors import ConfigError, CosttraceError
 from costtrace.instrumentation import instrument, uninstrument
 from costtrace.pricing import Cost, load_prices, set_discount, set_price
@@ -39,6 +40,7 @@ __all__ = [
     "TokenCount",
     "Usage",
     "__version__",
+    "capture_content",
     "carry_context",
     "configure",
     "count_tokens",

@@ -217,6 +217,21 @@ class LLMCall:
         except Exception as exc:
             report_internal_error("calls.record_resend", exc)
 
+    def capture_content(self, *, input: Any = None, output: Any = None) -> None:
+        """Put prompt and completion on the span as ``gen_ai.input.messages`` / ``gen_ai.output.messages``,
+        only if content capture is on (``costtrace.capture_content``), size-limited and redacted."""
+        try:
+            from costtrace import content
+
+            if not content.settings().enabled:
+                return
+            for key, value in ((sc.GEN_AI_INPUT_MESSAGES, input), (sc.GEN_AI_OUTPUT_MESSAGES, output)):
+                text = content.prepare(value)
+                if text is not None:
+                    self._span.set_attribute(key, text)
+        except Exception as exc:
+            report_internal_error("calls.capture_content", exc)
+
     def set_response_model(self, model: str) -> None:
         self._response_model = str(model)
 

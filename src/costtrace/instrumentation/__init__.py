@@ -46,10 +46,11 @@ def _check_names(names: tuple[str, ...]) -> None:
             raise ConfigError(f"cannot instrument {name!r}: supported SDKs are {', '.join(SUPPORTED)}")
 
 
-def instrument(*names: str) -> list[str]:
+def instrument(*names: str, **options: Any) -> list[str]:
     """Instrument the named SDKs (all installed ones when none is named). Idempotent.
 
-    Returns the names now instrumented by this call or before.
+    ``options`` go to each instrumentor (see docs/instrumentation.md, e.g. ``inject_stream_usage=True``
+    for OpenAI). Returns the names now instrumented by this call or before.
 
     Raises:
         ConfigError: An unknown name, or a named SDK that is not installed (with the install hint).
@@ -71,7 +72,7 @@ def instrument(*names: str) -> list[str]:
                 continue
             inst = _instrumentor(name)
             if not inst.is_instrumented_by_opentelemetry:
-                inst.instrument()
+                inst.instrument(**options)
             if inst.is_instrumented_by_opentelemetry:
                 done.append(name)
     return done
