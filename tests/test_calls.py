@@ -254,3 +254,11 @@ def test_metrics_follow_conventions_and_stay_bounded(metric_points):
         for p in points:
             assert "costtrace.customer" not in p.attributes
             assert "costtrace.user" not in p.attributes
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -3.0, "slow"])
+def test_record_llm_call_with_a_bad_duration_still_records_the_cost(bad):
+    rec = costtrace.record_llm_call("openai", "gpt-4o-mini", 100, 10, duration_s=bad)
+    assert rec is not None
+    assert rec.duration_s == 0.0
+    assert rec.cost_usd == ref_price("gpt-4o-mini", "openai", input_tokens=100, output_tokens=10)

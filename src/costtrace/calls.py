@@ -494,7 +494,11 @@ def record_llm_call(
             attributes=attributes,
         )
         end_ns = time.time_ns()
-        call.start(start_time_ns=end_ns - int(max(0.0, float(duration_s)) * 1e9))
+        seconds = float(duration_s) if isinstance(duration_s, (int, float)) else 0.0
+        if not 0.0 <= seconds < 1e7:  # negative, NaN, infinite or absurd: keep the call, drop the duration
+            logger.warning("costtrace: ignoring invalid duration_s=%r", duration_s)
+            seconds = 0.0
+        call.start(start_time_ns=end_ns - int(seconds * 1e9))
         call._usage = make_usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
