@@ -152,3 +152,36 @@ def test_fork_child_records_its_own_calls_and_not_the_parents_queue():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(ct_metrics._pending) == parent_pending
+
+
+def test_a_thousand_async_tasks_with_random_cancellation_leak_nothing(spans, caplog):
+    import logging
+
+    caplog.set_level(logging.ERROR)
+    rng = random.Random(11)
+
+    async def job(i: int) -> None:
+        async with costtrace.task("cancellable", customer=f"c{i}"):
+            async with costtrace.llm_call("openai", "gpt-4o-mini") as call:
+                await asyncio.sleep(rng.random() / 200)
+                call.set_usage(10, 1)
+            await asyncio.sleep(rng.random() / 200)
+
+    async def main() -> int:
+        tasks = [asyncio.create_task(job(i)) for i in range(1000)]
+        await asyncio.sleep(0.002)
+        for t in rng.sample(tasks, 300):
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return sum(isinstance(r, asyncio.CancelledError) for r in results)
+
+    cancelled = asyncio.run(main())
+    assert cancelled > 0
+    task_spans = spans.tasks()
+    assert len(task_spans) == 1000  # every task span ended, cancelled or not
+    outcomes = Counter(s.attributes[sc.TASK_OUTCOME] for s in task_spans)
+    assert outcomes["failure"] == cancelled
+    assert all(s.end_time is not None for s in spans.all())
+    assert len(spans.calls()) == 1000
+    assert not [r for r in caplog.records if "detach" in r.getMessage().lower()]
+    assert costtrace.current_task() is None
