@@ -35,7 +35,7 @@ from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.pricing import Cost, default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, current_task
-from costtrace.usage import Usage, UsageSource, clamped_usage, usage_from_response
+from costtrace.usage import MAX_COUNT, Usage, UsageSource, clamped_usage, usage_from_response
 
 _UNKNOWN_USAGE = Usage(source="unknown")
 _USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
@@ -43,7 +43,7 @@ _USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
 
 def _count_arg(name: str, value: object) -> int:
     """A caller-supplied token count; a bad value is logged and read as 0, never raised."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     if value is None:
         return 0
@@ -242,6 +242,11 @@ class LLMCall:
     @property
     def usage(self) -> Usage | None:
         return self._usage
+
+    @property
+    def span(self) -> trace.Span:
+        """The call's span (a no-op span before ``start()`` or without an SDK), e.g. to make it current."""
+        return self._span
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -85,13 +85,17 @@ def _get(obj: Any, *names: str) -> Any:
     return None
 
 
+MAX_COUNT = 2**63 - 1
+"""Larger counts are not counts (and OTLP cannot encode them): read as absent."""
+
+
 def _count(value: Any) -> int | None:
     """A token count as a non-negative int, or None when the value is missing or not a count."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return value if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= MAX_COUNT:
         return int(value)
     return None
 
