@@ -23,6 +23,9 @@ class Scripted:
     sse_events: list[bytes] | None = None
     cut_after: int | None = None
     """For SSE: drop the connection after this many events (a broken stream)."""
+    stall_after: int | None = None
+    """For SSE: after this many events, hold the connection open without sending more until the
+    server is closed or :meth:`FakeLLMServer.release` is called (a stream that hangs mid-way)."""
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Received:
 class FakeLLMServer:
     def __init__(self) -> None:
         self._script: deque[Scripted] = deque()
+        self._released = threading.Event()
         self.requests: list[Received] = []
         server = self
 
@@ -69,6 +73,8 @@ class FakeLLMServer:
                 for n, event in enumerate(item.sse_events):
                     if item.cut_after is not None and n >= item.cut_after:
                         break
+                    if item.stall_after is not None and n == item.stall_after:
+                        server._released.wait()
                     self.wfile.write(event)
                     self.wfile.flush()
                 self.close_connection = True
@@ -81,7 +87,7 @@ class FakeLLMServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     @property
@@ -92,9 +98,18 @@ class FakeLLMServer:
     def json(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self._script.append(Scripted(status, json.dumps(body).encode(), headers=headers or {}))
 
-    def sse(self, events: list[Any], *, named: bool = False, done: bool = False, cut_after: int | None = None) -> None:
+    def sse(
+        self,
+        events: list[Any],
+        *,
+        named: bool = False,
+        done: bool = False,
+        cut_after: int | None = None,
+        stall_after: int | None = None,
+    ) -> None:
         """Script a stream. ``events`` are dicts (sent as ``data: {json}``) or, when ``named``, pairs
-        ``(event_name, dict)`` (Anthropic style). ``done`` appends OpenAI's ``data: [DONE]``."""
+        ``(event_name, dict)`` (Anthropic style). ``done`` appends OpenAI's ``data: [DONE]``.
+        ``stall_after`` holds the stream after that many events (see :attr:`Scripted.stall_after`)."""
         encoded = []
         for e in events:
             if named:
@@ -104,8 +119,13 @@ class FakeLLMServer:
                 encoded.append(f"data: {json.dumps(e)}\n\n".encode())
         if done:
             encoded.append(b"data: [DONE]\n\n")
-        self._script.append(Scripted(sse_events=encoded, cut_after=cut_after))
+        self._script.append(Scripted(sse_events=encoded, cut_after=cut_after, stall_after=stall_after))
+
+    def release(self) -> None:
+        """Let stalled streams (``stall_after``) continue."""
+        self._released.set()
 
     def close(self) -> None:
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
