@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -53,10 +54,12 @@ def report_internal_error(where: str, exc: BaseException) -> None:
         if should_log:
             _last_logged[where] = now
     if should_log:
+        # The traceback goes in as text, not exc_info: a log handler that keeps records (caplog, memory
+        # handlers) would otherwise keep the frames alive, and with them the app's objects.
         logger.error(
-            "costtrace internal error in %s (your code is still running fine; this data point may be incomplete)",
+            "costtrace internal error in %s (your code is still running fine; this data point may be incomplete)\n%s",
             where,
-            exc_info=exc,
+            "".join(traceback.format_exception(exc)).rstrip(),
         )
     if _raise_enabled():
         raise exc

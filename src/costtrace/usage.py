@@ -13,6 +13,7 @@ every provider shape is normalised here and nowhere else.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def _count(value: Any) -> int | None:
 def _text(value: Any) -> str | None:
     if value is None:
         return None
+    if isinstance(value, enum.Enum):  # before str: Gemini's FinishReason is a str enum
+        return str(value.value)
     if isinstance(value, str):
         return value
     name = getattr(value, "value", None) or getattr(value, "name", None)  # enums (Gemini finish reasons)
