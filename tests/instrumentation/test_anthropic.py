@@ -420,7 +420,7 @@ def test_sdk_retry_then_success_is_one_call_with_one_resend(
     task = spans.one_task("triage")
     retries = [e for e in task.events if e.name == "costtrace.sdk_retry"]
     assert len(retries) == 1
-    assert retries[0].attributes["costtrace.reason"] == str(status)
+    assert retries[0].attributes["costtrace.reason"] == {429: "rate_limit", 529: "overloaded"}[status]
     assert retries[0].attributes["costtrace.model"] == MODEL  # the response model is not known yet
     (record,) = records
     assert record.usage == Usage(input_tokens=25, output_tokens=12)

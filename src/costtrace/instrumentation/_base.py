@@ -40,6 +40,31 @@ def safely(where: str, fn: Callable[..., _T], *args: Any, default: Any = None, *
         return default
 
 
+def resend_reason(status: int | None, exc: BaseException | None = None) -> str:
+    """The reason recorded for an SDK re-send, the same words for every SDK (see docs/telemetry.md).
+
+    ``rate_limit`` (429), ``overloaded`` (529), ``timeout`` (408, 504 or a timeout error),
+    ``server_error`` (other 5xx), ``http_<status>`` (anything else), ``connection_error`` (no response).
+
+    Example:
+        >>> resend_reason(429), resend_reason(503), resend_reason(None, TimeoutError())
+        ('rate_limit', 'server_error', 'timeout')
+    """
+    if isinstance(status, int) and not isinstance(status, bool):
+        if status == 429:
+            return "rate_limit"
+        if status == 529:
+            return "overloaded"
+        if status in (408, 504):
+            return "timeout"
+        if status >= 500:
+            return "server_error"
+        return f"http_{status}"
+    if exc is not None and "timeout" in type(exc).__name__.lower():
+        return "timeout"
+    return "connection_error"
+
+
 class WrapTarget(Protocol):
     module: str
     name: str

@@ -41,6 +41,7 @@ from costtrace.instrumentation._base import (
     CosttraceInstrumentor,
     SyncStreamProxy,
     _ObjectProxy,
+    resend_reason,
     safely,
 )
 from costtrace.usage import UsageSource
@@ -703,12 +704,8 @@ def _make_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
 
 
 def _record_retry(scope: _Scope, status: int | None, connection_error: bool) -> None:
-    if status is not None:
-        reason = str(status)
-    elif connection_error:
-        reason = "timeout_or_connection_error"  # no response at all
-    else:
-        reason = "http_error"
+    # Pre-0.50 SDKs may not tell the status: an HTTP error of unknown status reads "http_error".
+    reason = resend_reason(status) if status is not None or connection_error else "http_error"
     scope.call.record_resend(reason)
 
 

@@ -39,6 +39,7 @@ from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
     SyncStreamProxy,
+    resend_reason,
     safely,
 )
 
@@ -395,15 +396,7 @@ _attempts: contextvars.ContextVar[_Attempts | None] = contextvars.ContextVar("co
 
 def _retry_reason(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
-    if isinstance(code, int) and not isinstance(code, bool):
-        if code == 429:
-            return "rate_limit"
-        if code in (408, 504):
-            return "timeout"
-        if code >= 500:
-            return "server_error"
-        return f"http_{code}"
-    return "timeout" if "timeout" in type(exc).__name__.lower() else "connection_error"
+    return resend_reason(code if isinstance(code, int) else None, exc)
 
 
 def _request_once(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
