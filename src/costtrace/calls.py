@@ -130,6 +130,7 @@ class LLMCall:
         self._task: Task | None = None
         self._attempt: int | None = None
         self._span: trace.Span = trace.INVALID_SPAN
+        self._owns_span = True
         self._start_ns = 0
         self._context_token: object | None = None
         self._ended = False
@@ -232,6 +233,10 @@ class LLMCall:
         except Exception as exc:
             report_internal_error("calls.capture_content", exc)
 
+    def set_service_tier(self, tier: str) -> None:
+        """The service tier that served the call (``default``, ``flex``, ``priority``...), priced accordingly."""
+        self._service_tier = str(tier)
+
     def set_response_model(self, model: str) -> None:
         self._response_model = str(model)
 
@@ -278,8 +283,13 @@ class LLMCall:
         self.__exit__(exc_type, exc, tb)
 
     @guarded("calls.start")
-    def start(self, start_time_ns: int | None = None) -> None:
-        """Open the call span (``with`` does this). For instrumentations whose call ends later."""
+    def start(self, start_time_ns: int | None = None, *, host_span: trace.Span | None = None) -> None:
+        """Open the call span (``with`` does this). For instrumentations whose call ends later.
+
+        ``host_span``: another instrumentation's span for this very call (e.g. the official
+        openai-v2's CLIENT span). costtrace then writes its attributes on that span instead of
+        starting a second one, and leaves ending it to its owner.
+        """
         task = current_task()
         self._task = task
         self._start_ns = start_time_ns if start_time_ns is not None else time.time_ns()
@@ -305,6 +315,11 @@ class LLMCall:
             attrs[sc.TASK_ID] = task.id
             attrs[sc.TASK_NAME] = task.name
             attrs[sc.CALL_ATTEMPT] = self._attempt
+        if host_span is not None:
+            self._owns_span = False
+            self._span = host_span
+            host_span.set_attributes(attrs)
+            return
         self._span = _otel.tracer().start_span(
             f"{self.operation} {self.model}" if self.model else self.operation,
             kind=SpanKind.CLIENT,
@@ -323,7 +338,8 @@ class LLMCall:
             report_internal_error("calls.end", err)
             try:
                 self._span.set_attribute(sc.INTERNAL_ERROR, "calls.end")
-                self._span.end()
+                if self._owns_span:
+                    self._span.end()
             except Exception as err2:
                 report_internal_error("calls.end.span", err2)
         return self.record
@@ -367,18 +383,21 @@ class LLMCall:
                 span.set_attribute(sc.INTERNAL_ERROR, internal_error)
             if self._error_type is not None:
                 span.set_status(Status(StatusCode.ERROR, self._error_type))
-        span.end(end_time=end_ns)
+        if self._owns_span:
+            span.end(end_time=end_ns)
         if task is not None:
             task._add_call(record)
-        convention_attrs: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: self.operation,
-            sc.GEN_AI_PROVIDER_NAME: self.provider,
-            sc.GEN_AI_REQUEST_MODEL: self.model,
-        }
-        if self._response_model is not None:
-            convention_attrs[sc.GEN_AI_RESPONSE_MODEL] = self._response_model
-        if self._error_type is not None:
-            convention_attrs[sc.ERROR_TYPE] = self._error_type
+        convention_attrs: dict[str, AttributeValue] | None = None
+        if self._owns_span:  # a host instrumentation records the convention's metrics itself
+            convention_attrs = {
+                sc.GEN_AI_OPERATION_NAME: self.operation,
+                sc.GEN_AI_PROVIDER_NAME: self.provider,
+                sc.GEN_AI_REQUEST_MODEL: self.model,
+            }
+            if self._response_model is not None:
+                convention_attrs[sc.GEN_AI_RESPONSE_MODEL] = self._response_model
+            if self._error_type is not None:
+                convention_attrs[sc.ERROR_TYPE] = self._error_type
         metrics.record_call(record, convention_attrs)
         records.emit_call(record)
         return record

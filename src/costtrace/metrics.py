@@ -175,8 +175,12 @@ def _enqueue(entry: tuple[bool, object, object]) -> None:
             _wake_drainer()
 
 
-def record_call(record: CallRecord, convention_attrs: dict[str, AttributeValue]) -> None:
-    """Queue one finished call for the metrics (see the module docstring)."""
+def record_call(record: CallRecord, convention_attrs: dict[str, AttributeValue] | None) -> None:
+    """Queue one finished call for the metrics (see the module docstring).
+
+    ``convention_attrs`` None: another instrumentation owns the call's span and records the GenAI
+    convention's metrics; only costtrace's own cost counters are recorded.
+    """
     _enqueue((True, record, convention_attrs))
 
 
@@ -208,14 +212,15 @@ def _observe_internal_errors(options: CallbackOptions) -> Iterable[Observation]:
 
 
 @guarded("metrics.record_call")
-def _record_call_now(record: CallRecord, duration_attrs: dict[str, AttributeValue]) -> None:
+def _record_call_now(record: CallRecord, duration_attrs: dict[str, AttributeValue] | None) -> None:
     """Record one call on the convention's histograms and costtrace's cost counters.
 
     ``duration_attrs`` are the convention attributes (operation, provider, models, error.type).
     """
     ins = _get()
-    ins.duration.record(record.duration_s, duration_attrs)
-    if record.usage.source != "unknown":
+    if duration_attrs is not None:
+        ins.duration.record(record.duration_s, duration_attrs)
+    if duration_attrs is not None and record.usage.source != "unknown":
         ins.token_usage.record(record.usage.input_tokens, {**duration_attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
         ins.token_usage.record(record.usage.output_tokens, {**duration_attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
     key = (record.provider, record.request_model, record.dimensions.get(sc.FEATURE), record.task_name)

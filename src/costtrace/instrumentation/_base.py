@@ -173,10 +173,12 @@ class SyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        # An exception from the stream itself already ended the call in __next__; one raised by the
+        # user's own code in the block is not the LLM call's failure: the call just ended early.
         try:
             return self.__wrapped__.__exit__(exc_type, exc, tb)
         finally:
-            self._self_end(exc, complete=False)
+            self._self_end(None, complete=False)
 
     def __del__(self) -> None:
         # An abandoned stream: end its call so no span leaks (usage so far, flagged incomplete).
@@ -238,7 +240,7 @@ class AsyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         try:
             return await self.__wrapped__.__aexit__(exc_type, exc, tb)
         finally:
-            self._self_end(exc, complete=False)
+            self._self_end(None, complete=False)  # see SyncStreamProxy.__exit__
 
     def __del__(self) -> None:
         if not getattr(self, "_self_done", True):
