@@ -52,11 +52,6 @@ INJECT_STREAM_USAGE_ENV_VAR = "COSTTRACE_OPENAI_INJECT_STREAM_USAGE"
 """Environment variable for ``inject_stream_usage`` (``1``/``true``), for zero-code runs that cannot pass options."""
 
 # OpenAI-specific attributes of the GenAI conventions. TODO(lead): move to costtrace.semconv.
-OPENAI_API_TYPE = "openai.api.type"
-OPENAI_REQUEST_SERVICE_TIER = "openai.request.service_tier"
-OPENAI_RESPONSE_SERVICE_TIER = "openai.response.service_tier"
-GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
-GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
 
 _SCOPE = "costtrace"
 _PROXY_BASE: Any = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2.x / 1.x
@@ -66,7 +61,7 @@ _PROXY_BASE: Any = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt
 # -> ``create`` in older SDKs) pass straight through instead of recording the call twice.
 _ACTIVE: ContextVar[LLMCall | None] = ContextVar("costtrace_openai_call", default=None)
 
-_GEN_AI_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, "gen_ai.system")
+_GEN_AI_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM)
 
 # OpenAI-compatible endpoints served by other providers, by host suffix -> gen_ai.provider.name.
 _HOST_PROVIDERS: tuple[tuple[str, str], ...] = (
@@ -210,17 +205,17 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
         operation = "chat"
         max_tokens = _int_arg(kwargs.get("max_output_tokens"))
         request_input = (kwargs.get("instructions"), kwargs.get("input"))
-        attributes[OPENAI_API_TYPE] = "responses"
+        attributes[sc.OPENAI_API_TYPE] = "responses"
     else:
         operation = "chat"
         max_tokens = _int_arg(kwargs.get("max_completion_tokens"))
         if max_tokens is None:
             max_tokens = _int_arg(kwargs.get("max_tokens"))
         request_input = kwargs.get("messages")
-        attributes[OPENAI_API_TYPE] = "chat_completions"
+        attributes[sc.OPENAI_API_TYPE] = "chat_completions"
     if requested_tier is not None:
-        attributes[OPENAI_REQUEST_SERVICE_TIER] = requested_tier
-    for key, attr in (("temperature", GEN_AI_REQUEST_TEMPERATURE), ("top_p", GEN_AI_REQUEST_TOP_P)):
+        attributes[sc.OPENAI_REQUEST_SERVICE_TIER] = requested_tier
+    for key, attr in (("temperature", sc.GEN_AI_REQUEST_TEMPERATURE), ("top_p", sc.GEN_AI_REQUEST_TOP_P)):
         value = kwargs.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             attributes[attr] = float(value)
@@ -265,7 +260,7 @@ def _omitted(value: object) -> bool:
 def _set_response_tier(call: LLMCall, tier: object) -> None:
     """The tier that served the call prices it (a request for ``auto`` may be served by ``priority``)."""
     if isinstance(tier, str) and tier:
-        call.set_attribute(OPENAI_RESPONSE_SERVICE_TIER, tier)
+        call.set_attribute(sc.OPENAI_RESPONSE_SERVICE_TIER, tier)
         call.set_service_tier(tier)
 
 
