@@ -1,0 +1,65 @@
+"""costtrace.instrument()/uninstrument(): idempotent, reversible, discoverable by opentelemetry-instrument."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+
+import pytest
+
+import costtrace
+from costtrace.instrumentation import SUPPORTED
+
+# (module, owner class, method) of one patched function per SDK.
+PATCHED = {
+    "openai": ("openai.resources.chat.completions", "Completions", "create"),
+    "anthropic": ("anthropic.resources.messages", "Messages", "create"),
+    "google_genai": ("google.genai.models", "Models", "_generate_content"),
+}
+
+
+def _function(name: str) -> object:
+    module, owner, method = PATCHED[name]
+    return vars(getattr(importlib.import_module(module), owner))[method]
+
+
+@pytest.fixture(autouse=True)
+def _clean():
+    costtrace.uninstrument()
+    yield
+    costtrace.uninstrument()
+
+
+def test_instrument_twice_is_a_no_op_and_uninstrument_restores_the_originals(caplog):
+    caplog.set_level(logging.WARNING)
+    originals = {name: _function(name) for name in SUPPORTED}
+    assert sorted(costtrace.instrument()) == sorted(SUPPORTED)
+    patched = {name: _function(name) for name in SUPPORTED}
+    assert all(patched[n] is not originals[n] for n in SUPPORTED)
+    assert sorted(costtrace.instrument()) == sorted(SUPPORTED)
+    assert {name: _function(name) for name in SUPPORTED} == patched  # nothing wrapped twice
+    assert not [r for r in caplog.records if "already instrumented" in r.getMessage()]
+    costtrace.uninstrument()
+    assert {name: _function(name) for name in SUPPORTED} == originals
+
+
+def test_instrument_one_sdk_by_name():
+    assert costtrace.instrument("anthropic") == ["anthropic"]
+    assert (
+        _function("openai") is vars(importlib.import_module("openai.resources.chat.completions").Completions)["create"]
+    )
+    costtrace.uninstrument("anthropic")
+
+
+def test_unknown_sdk_name_is_a_config_error():
+    with pytest.raises(costtrace.ConfigError, match="supported SDKs are openai, anthropic, google_genai"):
+        costtrace.instrument("cohere")
+
+
+def test_instrumentors_are_registered_for_opentelemetry_instrument():
+    found = {ep.name: ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name.startswith("costtrace")}
+    assert set(found) == {"costtrace_openai", "costtrace_anthropic", "costtrace_google_genai"}
+    for ep in found.values():
+        instrumentor = ep.load()()
+        assert instrumentor.instrumentation_dependencies()
