@@ -714,7 +714,7 @@ def _unwrap_ours(module: str, name: str, wrapper: Callable[..., Any]) -> None:
 
 
 class OpenAIInstrumentor(CosttraceInstrumentor):
-    """Instruments the ``openai`` SDK (1.40 to 3.x), OpenAI and Azure OpenAI clients.
+    """Instruments the ``openai`` SDK (1.55.3 to 3.x), OpenAI and Azure OpenAI clients.
 
     Options (``instrument(**options)`` or ``costtrace.instrument("openai", **options)``):
 
@@ -728,7 +728,7 @@ class OpenAIInstrumentor(CosttraceInstrumentor):
         >>> OpenAIInstrumentor().instrument(inject_stream_usage=True)         # doctest: +SKIP
     """
 
-    _instruments = ("openai >= 1.40, < 4",)
+    _instruments = ("openai >= 1.55.3, < 4",)
 
     def targets(self) -> list[tuple[str, str, Callable[..., Any]]]:
         chat, achat = _call_wrapper("chat"), _async_call_wrapper("chat")
