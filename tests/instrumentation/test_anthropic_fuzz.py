@@ -251,44 +251,50 @@ def test_fuzz_message_bodies(server: FakeLLMServer, body: dict[str, Any]) -> Non
     _compare(server, lambda: server.json(body), run)
 
 
+def _stream_examples(f: Any) -> Any:
+    """The hand-picked event sequences every stream fuzz test also runs."""
+    f = example(
+        events=_events(
+            {
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "cache_read_input_tokens": 4,
+                "cache_creation_input_tokens": 3,
+                "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2},
+            },
+            True,
+            ["a", "b"],
+            False,
+            {"output_tokens": 9},
+            True,
+            True,
+        )
+    )(f)
+    f = example(
+        events=_events(
+            {
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "cache_read_input_tokens": 4,
+                "cache_creation_input_tokens": 3,
+                "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2},
+            },
+            True,
+            ["a"],
+            True,
+            {"input_tokens": 10, "cache_read_input_tokens": 4, "output_tokens": 9},
+            True,
+            True,
+        )
+    )(f)
+    f = example(events=_events(None, True, ["a"], False, {"output_tokens": -1}, True, False))(f)
+    f = example(events=_events({"input_tokens": 5}, False, ["a"], True, None, True, True))(f)
+    return f
+
+
 @EXAMPLES
 @given(events=event_sequences())
-@example(
-    events=_events(
-        {
-            "input_tokens": 10,
-            "output_tokens": 1,
-            "cache_read_input_tokens": 4,
-            "cache_creation_input_tokens": 3,
-            "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2},
-        },
-        True,
-        ["a", "b"],
-        False,
-        {"output_tokens": 9},
-        True,
-        True,
-    )
-)
-@example(
-    events=_events(
-        {
-            "input_tokens": 10,
-            "output_tokens": 1,
-            "cache_read_input_tokens": 4,
-            "cache_creation_input_tokens": 3,
-            "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2},
-        },
-        True,
-        ["a"],
-        True,
-        {"input_tokens": 10, "cache_read_input_tokens": 4, "output_tokens": 9},
-        True,
-        True,
-    )
-)
-@example(events=_events(None, True, ["a"], False, {"output_tokens": -1}, True, False))
-@example(events=_events({"input_tokens": 5}, False, ["a"], True, None, True, True))
+@_stream_examples
 def test_fuzz_stream_events(server: FakeLLMServer, events: list[tuple[str, dict[str, Any]]]) -> None:
     def run(client: anthropic.Anthropic) -> Any:
         got: list[Any] = []
@@ -307,42 +313,7 @@ def test_fuzz_stream_events(server: FakeLLMServer, events: list[tuple[str, dict[
 
 @EXAMPLES
 @given(events=event_sequences())
-@example(
-    events=_events(
-        {
-            "input_tokens": 10,
-            "output_tokens": 1,
-            "cache_read_input_tokens": 4,
-            "cache_creation_input_tokens": 3,
-            "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2},
-        },
-        True,
-        ["a", "b"],
-        False,
-        {"output_tokens": 9},
-        True,
-        True,
-    )
-)
-@example(
-    events=_events(
-        {
-            "input_tokens": 10,
-            "output_tokens": 1,
-            "cache_read_input_tokens": 4,
-            "cache_creation_input_tokens": 3,
-            "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2},
-        },
-        True,
-        ["a"],
-        True,
-        {"input_tokens": 10, "cache_read_input_tokens": 4, "output_tokens": 9},
-        True,
-        True,
-    )
-)
-@example(events=_events(None, True, ["a"], False, {"output_tokens": -1}, True, False))
-@example(events=_events({"input_tokens": 5}, False, ["a"], True, None, True, True))
+@_stream_examples
 def test_fuzz_message_stream_helper(server: FakeLLMServer, events: list[tuple[str, dict[str, Any]]]) -> None:
     def run(client: anthropic.Anthropic) -> Any:
         with client.messages.stream(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
