@@ -63,3 +63,20 @@ def test_instrumentors_are_registered_for_opentelemetry_instrument():
     for ep in found.values():
         instrumentor = ep.load()()
         assert instrumentor.instrumentation_dependencies()
+
+
+def test_missing_opentelemetry_instrumentation_is_a_config_error_with_the_install_hint():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry.instrumentation.instrumentor'] = None  # as if not installed\n"
+        "import costtrace\n"
+        "try:\n"
+        "    costtrace.instrument('openai')\n"
+        "except costtrace.ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'costtrace[openai]'" in out.stdout

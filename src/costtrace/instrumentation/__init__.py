@@ -36,8 +36,16 @@ def _sdk_installed(import_name: str) -> bool:
 
 
 def _instrumentor(name: str) -> Any:
-    module, cls, _, _ = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)()
+    module, cls, _, extra = _REGISTRY[name]
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        if (exc.name or "").startswith("opentelemetry.instrumentation"):
+            raise ConfigError(
+                f"instrumenting {name!r} needs opentelemetry-instrumentation; pip install 'costtrace[{extra}]'"
+            ) from exc
+        raise
+    return getattr(loaded, cls)()
 
 
 def _check_names(names: tuple[str, ...]) -> None:
