@@ -668,6 +668,24 @@ def _apply_success_when(t: Task, success_when: Callable[[Any], bool] | None, res
         t._set_outcome(Outcome.FAILURE, "success_when returned False")
 
 
+def _begin(new_task: Callable[[Callable[..., Any]], Task], func: Callable[..., Any]) -> tuple[Task, Any]:
+    """Start a decorated function's task and make it current; returns the task and the context tokens."""
+    t = new_task(func)
+    t._start()
+    return t, t._activate()
+
+
+def _end_raised(t: Task, tokens: Any, exc: BaseException) -> None:
+    t._deactivate(tokens)
+    t._end(exc=exc)
+
+
+def _end_returned(t: Task, tokens: Any, success_when: Callable[[Any], bool] | None, result: object) -> None:
+    t._deactivate(tokens)
+    _apply_success_when(t, success_when, result)
+    t._end(result=result)
+
+
 def _wrap_function(
     func: Callable[P, R],
     new_task: Callable[[Callable[..., Any]], Task],
@@ -675,18 +693,13 @@ def _wrap_function(
 ) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        t = new_task(func)
-        t._start()
-        tokens = t._activate()
+        t, tokens = _begin(new_task, func)
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            t._deactivate(tokens)
-            t._end(exc=exc)
+            _end_raised(t, tokens, exc)
             raise
-        t._deactivate(tokens)
-        _apply_success_when(t, success_when, result)
-        t._end(result=result)
+        _end_returned(t, tokens, success_when, result)
         return result
 
     return wrapper
@@ -699,18 +712,13 @@ def _wrap_coroutine(
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        t = new_task(func)
-        t._start()
-        tokens = t._activate()
+        t, tokens = _begin(new_task, func)
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            t._deactivate(tokens)
-            t._end(exc=exc)
+            _end_raised(t, tokens, exc)
             raise
-        t._deactivate(tokens)
-        _apply_success_when(t, success_when, result)
-        t._end(result=result)
+        _end_returned(t, tokens, success_when, result)
         return result
 
     return wrapper
@@ -723,14 +731,11 @@ def _wrap_generator(
     # it suspended: the consumer's calls between two items are not the task's.
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
-        t = new_task(func)
-        t._start()
-        tokens = t._activate()
+        t, tokens = _begin(new_task, func)
         try:
             gen = func(*args, **kwargs)
         except BaseException as exc:
-            t._deactivate(tokens)
-            t._end(exc=exc)
+            _end_raised(t, tokens, exc)
             raise
         t._deactivate(tokens)
         try:
@@ -780,14 +785,11 @@ def _wrap_async_generator(
 ) -> Callable[P, AsyncGenerator[Any, Any]]:
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
-        t = new_task(func)
-        t._start()
-        tokens = t._activate()
+        t, tokens = _begin(new_task, func)
         try:
             agen = func(*args, **kwargs)
         except BaseException as exc:
-            t._deactivate(tokens)
-            t._end(exc=exc)
+            _end_raised(t, tokens, exc)
             raise
         t._deactivate(tokens)
         send_value: Any = None
