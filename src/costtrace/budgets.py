@@ -1,0 +1,427 @@
+"""Budgets: what may be spent, by whom, per period, and what happens when it runs out.
+
+A :class:`Budget` has a scope (feature, team, customer, user, task name, provider, model, any custom
+dimension; several at once; none for a global budget), a limit in USD, a period (``hour``, ``day``,
+``week``, ``month`` in a time zone, ``rolling`` over a window, or ``total``), alert thresholds and an
+action when exhausted:
+
+- ``alert`` (default): spend is recorded and alerts fire; calls are never blocked;
+- ``block``: a hard cap. Before each call in scope, its worst-case cost (input counted locally at the
+  uncached price, plus ``max_tokens`` of output or the budget's ``max_output_tokens``) is reserved
+  atomically in the ledger database; a call that could exceed the limit raises
+  :class:`costtrace.BudgetExceeded` before any request is sent. The reservation is replaced by the real
+  cost when the call's record is written, and a process that dies mid-call releases it by lease expiry;
+- ``downgrade``: like ``block``, but first tries the cheaper model ``downgrade_to`` names; the
+  instrumented SDK call is sent with that model (see docs/budgets.md).
+
+Spend is kept per period row (``costtrace_budget_spend``): a new period is a new row, so periods "reset"
+exactly at their boundary with nothing lost or counted twice. Every process spending against a budget
+must define it (the same config file everywhere).
+
+Example:
+    >>> costtrace.configure_ledger(budgets=[                                     # doctest: +SKIP
+    ...     costtrace.Budget("support-daily", limit_usd=50, period="day", timezone="Europe/Paris",
+    ...                      scope={"feature": "support"}, action="block"),
+    ... ])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from costtrace import semconv as sc
+from costtrace.errors import ConfigError
+
+Period = Literal["hour", "day", "week", "month", "rolling", "total"]
+Action = Literal["alert", "block", "downgrade"]
+PERIODS: tuple[str, ...] = ("hour", "day", "week", "month", "rolling", "total")
+ACTIONS: tuple[str, ...] = ("alert", "block", "downgrade")
+ROLLING_BUCKETS = 24
+"""A rolling window is counted in this many buckets (24h -> hourly buckets)."""
+DEFAULT_THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+DEFAULT_LEASE_S = 600.0
+_EPOCH = datetime(1970, 1, 1)
+_END_OF_TIME = datetime(9999, 1, 1)
+
+SCOPE_KEYS: Mapping[str, str] = {
+    "feature": sc.FEATURE,
+    "team": sc.TEAM,
+    "customer": sc.CUSTOMER,
+    "user": sc.USER,
+}
+"""Scope keys that are task dimensions, and their attribute names. ``task``, ``provider`` and ``model``
+match the task name, the provider and the requested model; any other key is a custom dimension."""
+_SPECIAL_SCOPE_KEYS = ("task", "provider", "model")
+
+DowngradeHook = Mapping[str, str] | Callable[[str], str | None]
+
+
+def _decimal(value: object, what: str) -> Decimal:
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}={value!r} must be a number")
+    try:
+        amount = Decimal(str(value)) if isinstance(value, (int, float, str)) else Decimal(value)  # type: ignore[arg-type]
+    except (InvalidOperation, TypeError, ValueError):
+        raise ConfigError(f"{what}={value!r} must be a number") from None
+    if not amount.is_finite():
+        raise ConfigError(f"{what}={value!r} must be finite")
+    return amount
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | float | timedelta, what: str = "window") -> timedelta:
+    """``"30m"``, ``"24h"``, ``"7d"``, ``"2w"``, seconds, or a ``timedelta``.
+
+    Example:
+        >>> parse_duration("24h")
+        datetime.timedelta(days=1)
+    """
+    if isinstance(value, timedelta):
+        delta = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        delta = timedelta(seconds=float(value))
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        delta = timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+    else:
+        raise ConfigError(f"{what}={value!r} is not a duration; use e.g. '30m', '24h', '7d' or seconds")
+    if delta <= timedelta(0):
+        raise ConfigError(f"{what}={value!r} must be positive")
+    return delta
+
+
+@dataclass(frozen=True)
+class FallbackPrice:
+    """The price a hard-capped budget uses for a model that has none (USD per million tokens)."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
+        return (self.input_per_mtok * input_tokens + self.output_per_mtok * output_tokens) / 1_000_000
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A spending limit over a scope and a period. See the module docstring and docs/budgets.md.
+
+    Args:
+        name: Unique id of the budget; its spend is stored under it (renaming starts from zero).
+        limit_usd: The limit in USD (a number or a numeric string; stored exactly).
+        period: ``hour`` | ``day`` | ``week`` (from Monday) | ``month`` | ``rolling`` | ``total``.
+        timezone: IANA zone the calendar periods follow (``"Europe/Paris"``); default UTC.
+        window: For ``rolling``: the window length (``"24h"``, ``"7d"``).
+        scope: Which calls count: ``{"feature": "support", "team": "cx"}``; empty for every call.
+        thresholds: Utilisation fractions that alert, once per period each (default 50%, 80%, 100%).
+        action: ``alert`` | ``block`` | ``downgrade``.
+        downgrade_to: For ``downgrade``: ``{"gpt-4o": "gpt-4o-mini"}`` or ``fn(model) -> cheaper model | None``.
+        max_output_tokens: Output tokens assumed for a request that sets no ``max_tokens``.
+        fallback_price: ``(input_per_mtok, output_per_mtok)`` for unpriced models under a hard cap;
+            without it such calls are blocked (never counted as $0).
+        fail_open: When the ledger database cannot be reached: True lets calls through and alerts;
+            False blocks them with :class:`costtrace.BudgetStoreUnavailable`.
+        lease_s: How long a reservation of a process that died mid-call holds before it is released.
+
+    Example:
+        >>> b = Budget("support-daily", limit_usd="50", period="day", scope={"feature": "support"})
+        >>> b.limit_usd, b.action
+        (Decimal('50'), 'alert')
+    """
+
+    name: str
+    limit_usd: Decimal | int | float | str
+    period: Period = "month"
+    timezone: str = "UTC"
+    window: timedelta | str | float | None = None
+    scope: Mapping[str, str] = field(default_factory=dict)
+    thresholds: Sequence[Decimal | float | str] = DEFAULT_THRESHOLDS
+    action: Action = "alert"
+    downgrade_to: DowngradeHook | None = None
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    fallback_price: FallbackPrice | tuple[object, object] | None = None
+    fail_open: bool = True
+    lease_s: float = DEFAULT_LEASE_S
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 255:
+            raise ConfigError(f"budget name={self.name!r} must be a non-empty string of at most 255 characters")
+        limit = _decimal(self.limit_usd, f"budget {self.name!r}: limit_usd")
+        if limit < 0:
+            raise ConfigError(f"budget {self.name!r}: limit_usd={self.limit_usd!r} must be >= 0")
+        set_(self, "limit_usd", limit)
+        if self.period not in PERIODS:
+            raise ConfigError(f"budget {self.name!r}: period={self.period!r} is not one of {PERIODS}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ConfigError(
+                f"budget {self.name!r}: timezone={self.timezone!r} is not an IANA time zone (e.g. 'Europe/Paris')"
+            ) from None
+        if self.period == "rolling":
+            if self.window is None:
+                raise ConfigError(f"budget {self.name!r}: a rolling budget needs window= (e.g. '24h')")
+            set_(self, "window", parse_duration(self.window, f"budget {self.name!r}: window"))
+        elif self.window is not None:
+            raise ConfigError(f"budget {self.name!r}: window= applies to period='rolling' only")
+        if not isinstance(self.scope, Mapping):
+            raise ConfigError(f"budget {self.name!r}: scope must be a mapping like {{'feature': 'support'}}")
+        set_(self, "scope", {str(k): str(v) for k, v in self.scope.items()})
+        thresholds = tuple(sorted({_decimal(t, f"budget {self.name!r}: threshold") for t in self.thresholds}))
+        if any(t <= 0 for t in thresholds):
+            raise ConfigError(f"budget {self.name!r}: thresholds must be fractions > 0 (0.8 means 80%)")
+        set_(self, "thresholds", thresholds)
+        if self.action not in ACTIONS:
+            raise ConfigError(f"budget {self.name!r}: action={self.action!r} is not one of {ACTIONS}")
+        if self.action == "downgrade" and self.downgrade_to is None:
+            raise ConfigError(f"budget {self.name!r}: action='downgrade' needs downgrade_to (a mapping or function)")
+        if self.downgrade_to is not None and not (
+            isinstance(self.downgrade_to, Mapping) or callable(self.downgrade_to)
+        ):
+            raise ConfigError(f"budget {self.name!r}: downgrade_to must be a mapping or a function")
+        if not isinstance(self.max_output_tokens, int) or self.max_output_tokens < 0:
+            raise ConfigError(f"budget {self.name!r}: max_output_tokens must be an int >= 0")
+        fb = self.fallback_price
+        if fb is not None and not isinstance(fb, FallbackPrice):
+            try:
+                fi, fo = fb  # type: ignore[misc]
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"budget {self.name!r}: fallback_price must be (input_per_mtok, output_per_mtok)"
+                ) from None
+            fb = FallbackPrice(_decimal(fi, "fallback input_per_mtok"), _decimal(fo, "fallback output_per_mtok"))
+            set_(self, "fallback_price", fb)
+        if not (isinstance(self.lease_s, (int, float)) and 0 < self.lease_s < math.inf):
+            raise ConfigError(f"budget {self.name!r}: lease_s must be a positive number of seconds")
+
+    # --- what the budget covers -------------------------------------------------------------------
+
+    @property
+    def enforcing(self) -> bool:
+        """True for hard caps (``block`` and ``downgrade``): calls reserve before they are sent."""
+        return self.action != "alert"
+
+    @property
+    def limit(self) -> Decimal:
+        return self.limit_usd  # type: ignore[return-value]
+
+    def matches(
+        self,
+        dimensions: Mapping[str, str],
+        *,
+        task_name: str | None,
+        provider: str | None,
+        model: str | None,
+    ) -> bool:
+        """Whether a call with these dimensions (attribute keys, as on spans) counts against the budget.
+
+        Example:
+            >>> b = Budget("s", limit_usd=1, scope={"feature": "support", "model": "gpt-4o"})
+            >>> b.matches({"costtrace.feature": "support"}, task_name=None, provider="openai", model="gpt-4o")
+            True
+        """
+        for key, wanted in self.scope.items():  # type: ignore[union-attr]
+            if key == "task":
+                value = task_name
+            elif key == "provider":
+                value = provider
+            elif key == "model":
+                value = model
+            else:
+                value = dimensions.get(SCOPE_KEYS.get(key) or sc.DIMENSION_PREFIX + key)
+            if value != wanted:
+                return False
+        return True
+
+    # --- periods ----------------------------------------------------------------------------------
+
+    def bucket(self, at: datetime) -> tuple[datetime, datetime]:
+        """The period (or rolling bucket) containing ``at``, as naive UTC ``[start, end)``.
+
+        Calendar periods start at local midnight (or the hour, Monday, the 1st) in the budget's time
+        zone, so a day across a DST change lasts 23 or 25 hours.
+
+        Example:
+            >>> b = Budget("d", limit_usd=1, period="day", timezone="America/New_York")
+            >>> b.bucket(datetime(2026, 3, 8, 12, tzinfo=UTC))
+            (datetime.datetime(2026, 3, 8, 5, 0), datetime.datetime(2026, 3, 9, 4, 0))
+        """
+        at_utc = _as_utc(at)
+        if self.period == "total":
+            return _EPOCH, _END_OF_TIME
+        if self.period == "rolling":
+            size = self.window / ROLLING_BUCKETS  # type: ignore[operator]
+            n = (at_utc - _EPOCH) // size
+            start = _EPOCH + n * size
+            return start, start + size
+        tz = ZoneInfo(self.timezone)
+        local = at_utc.replace(tzinfo=UTC).astimezone(tz)
+        if self.period == "hour":
+            start_local = local.replace(minute=0, second=0, microsecond=0)
+            end_utc = start_local.astimezone(UTC) + timedelta(hours=1)
+            return start_local.astimezone(UTC).replace(tzinfo=None), end_utc.replace(tzinfo=None)
+        day = local.date()
+        if self.period == "week":
+            first = day - timedelta(days=day.weekday())
+            nxt = first + timedelta(days=7)
+        elif self.period == "month":
+            first = day.replace(day=1)
+            nxt = (first + timedelta(days=32)).replace(day=1)
+        else:
+            first, nxt = day, day + timedelta(days=1)
+        return _local_midnight_utc(first, tz), _local_midnight_utc(nxt, tz)
+
+    def window_start(self, at: datetime) -> datetime:
+        """The first bucket start whose spend counts at ``at`` (the period start, for calendar periods)."""
+        start, _ = self.bucket(at)
+        if self.period != "rolling":
+            return start
+        return start - (ROLLING_BUCKETS - 1) * (self.window / ROLLING_BUCKETS)  # type: ignore[operator]
+
+    def resets_at(self, at: datetime) -> datetime | None:
+        """When spend counted at ``at`` stops counting (period end; None for ``total``), aware UTC."""
+        if self.period == "total":
+            return None
+        return self.bucket(at)[1].replace(tzinfo=UTC)
+
+    # --- serialisation (the ledger keeps definitions for the CLI and other processes) -------------
+
+    def to_json(self) -> str:
+        fb = self.fallback_price
+        return json.dumps(
+            {
+                "name": self.name,
+                "limit_usd": str(self.limit_usd),
+                "period": self.period,
+                "timezone": self.timezone,
+                "window_s": self.window.total_seconds() if isinstance(self.window, timedelta) else None,
+                "scope": dict(self.scope),
+                "thresholds": [str(t) for t in self.thresholds],
+                "action": self.action,
+                "downgrade_to": dict(self.downgrade_to) if isinstance(self.downgrade_to, Mapping) else None,
+                "max_output_tokens": self.max_output_tokens,
+                "fallback_price": [str(fb.input_per_mtok), str(fb.output_per_mtok)]
+                if isinstance(fb, FallbackPrice)
+                else None,
+                "fail_open": self.fail_open,
+                "lease_s": self.lease_s,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Budget:
+        data = json.loads(text)
+        window_s = data.pop("window_s", None)
+        if window_s is not None:
+            data["window"] = timedelta(seconds=window_s)
+        if data.get("fallback_price") is None:
+            data.pop("fallback_price", None)
+        if data.get("downgrade_to") is None:
+            data.pop("downgrade_to", None)
+        return cls(**data)
+
+
+def _as_utc(at: datetime) -> datetime:
+    """Naive UTC; naive input is taken as UTC."""
+    if at.tzinfo is None:
+        return at
+    return at.astimezone(UTC).replace(tzinfo=None)
+
+
+def _local_midnight_utc(day: Any, tz: ZoneInfo) -> datetime:
+    local = datetime(day.year, day.month, day.day, tzinfo=tz)
+    # A zone whose DST change skips midnight: the day starts at the first instant that exists.
+    roundtrip = local.astimezone(UTC).astimezone(tz)
+    if roundtrip.replace(tzinfo=None) != local.replace(tzinfo=None):
+        local = local.replace(fold=1)
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+# --- loading from a file ---------------------------------------------------------------------------
+
+_FILE_KEYS = {
+    "name",
+    "limit_usd",
+    "period",
+    "timezone",
+    "window",
+    "scope",
+    "thresholds",
+    "action",
+    "downgrade_to",
+    "max_output_tokens",
+    "fallback_price",
+    "fail_open",
+    "lease_s",
+}
+
+
+def load_budgets(path: str | Path) -> list[Budget]:
+    """Read budgets from a TOML or JSON file: a list of tables under ``[[budget]]`` (TOML) or ``"budgets"``.
+
+    Example file (TOML)::
+
+        [[budget]]
+        name = "support-daily"
+        limit_usd = 50
+        period = "day"
+        timezone = "Europe/Paris"
+        scope = { feature = "support" }
+        thresholds = [0.5, 0.8, 1.0]
+        action = "block"
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or an entry is invalid (the message names it).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the budgets file {str(p)!r}: {exc.strerror or exc}") from exc
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"budgets file {str(p)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
+    entries = data.get("budget", data.get("budgets")) if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ConfigError(f"budgets file {str(p)!r}: expected a list of budgets under 'budget' (TOML) or 'budgets'")
+    budgets: list[Budget] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"budgets file {str(p)!r}, entry {i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table of settings, got {type(entry).__name__}")
+        unknown = set(entry) - _FILE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(_FILE_KEYS)}")
+        if "name" not in entry or "limit_usd" not in entry:
+            raise ConfigError(f"{where}: 'name' and 'limit_usd' are required")
+        try:
+            budget = Budget(**entry)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        if budget.name in seen:
+            raise ConfigError(f"{where}: a budget named {budget.name!r} is defined twice")
+        seen.add(budget.name)
+        budgets.append(budget)
+    return budgets

@@ -1,0 +1,145 @@
+"""Connecting to the ledger database: URL resolution, SQLite tuning, PostgreSQL timeouts, fork safety.
+
+- ``COSTTRACE_LEDGER_URL`` or ``configure_ledger(url=...)`` picks the database; without either, a SQLite
+  file at ``$XDG_DATA_HOME/costtrace/ledger.db`` (``~/.local/share/costtrace/ledger.db``).
+- SQLite runs in WAL mode with a busy timeout, and every transaction starts with ``BEGIN IMMEDIATE``
+  so that writers queue for the lock instead of failing half-way with "database is locked".
+- PostgreSQL gets a connect timeout and a statement timeout, so an unreachable or stuck server is an
+  error within seconds, never a hang (budgets then fail open or closed as configured).
+- In a forked child the inherited pool is disposed without closing the parent's connections.
+- URLs are only ever shown with their password hidden (:func:`safe_url`).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from costtrace.errors import ConfigError
+
+ENV_LEDGER_URL = "COSTTRACE_LEDGER_URL"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite writer waits for another process's lock before the attempt fails (and is retried)."""
+CONNECT_TIMEOUT_S = 3
+STATEMENT_TIMEOUT_MS = 10_000
+_POSTGRES_INSTALL_HINT = "install a PostgreSQL driver with: pip install 'costtrace[postgres]'"
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def default_url() -> str:
+    """The ledger URL used when none is given: ``COSTTRACE_LEDGER_URL``, else the per-user SQLite file."""
+    env = os.environ.get(ENV_LEDGER_URL, "").strip()
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return f"sqlite:///{Path(base) / 'costtrace' / 'ledger.db'}"
+
+
+def safe_url(url: str | sa.URL) -> str:
+    """The URL as text with any password replaced by ``***`` (for messages and logs).
+
+    Example:
+        >>> safe_url("postgresql://app:s3cret@db:5432/costs")
+        'postgresql://app:***@db:5432/costs'
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable ledger URL>"
+
+
+def _normalise(url: str) -> sa.URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"ledger URL {safe_url(url)!r} is not a database URL; use e.g. 'sqlite:///costtrace.db' or "
+            "'postgresql://user@host:5432/dbname'"
+        ) from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | None = None, *, sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+    """Create the ledger's engine for ``url`` (default: :func:`default_url`).
+
+    Raises:
+        ConfigError: The URL is not a database URL, its driver is not installed, or the SQLite file's
+            folder cannot be created.
+
+    Example:
+        >>> engine = make_engine("sqlite://")          # in-memory, for a quick look
+        >>> engine.dialect.name
+        'sqlite'
+    """
+    parsed = _normalise(url or default_url())
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the folder of the SQLite ledger {database!r}: {exc}") from exc
+        else:
+            kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
+        kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s, "check_same_thread": False}
+    elif backend == "postgresql":
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        }
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_timeout"] = 10
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except ModuleNotFoundError as exc:
+        hint = _POSTGRES_INSTALL_HINT if backend == "postgresql" else f"install the {exc.name!r} package"
+        raise ConfigError(f"the ledger at {safe_url(parsed)!r} needs {exc.name!r}; {hint}") from exc
+    if backend == "sqlite":
+        _tune_sqlite(engine, sqlite_busy_timeout_s)
+    _engines.add(engine)
+    return engine
+
+
+def _tune_sqlite(engine: Engine, busy_timeout_s: float) -> None:
+    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction (the SQLAlchemy recipe)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let us emit BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if engine.url.database not in (None, "", ":memory:"):
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _after_fork_in_child() -> None:
+    # The parent's pooled connections must not be used (or closed) by the child: drop them unclosed.
+    for engine in list(_engines):
+        try:
+            engine.dispose(close=False)
+        except Exception:  # pragma: no cover - disposing a pool never fails in practice
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,276 @@
+"""The ledger's tables (SQLAlchemy Core) and their migrations.
+
+One row per task (``costtrace_tasks``), per LLM call (``costtrace_calls``) and per lineage or outcome
+event (``costtrace_events``); budget state lives in ``costtrace_budget_spend`` (spend and reservations
+per budget and period), ``costtrace_reservations`` (in-flight worst-case holds with a lease),
+``costtrace_budget_locks`` (one row per budget, locked while reserving) and ``costtrace_alerts_fired``
+(each threshold fires once per period, across processes).
+
+Money is stored as exact integers of nano-USD (1e-9 USD, columns ``*_nano_usd``): SQLite has no exact
+decimal type, and integer sums are exact in every database. Times are naive UTC ``DATETIME``.
+
+Migrations: ``costtrace_schema_version`` holds the applied version; :func:`migrate` applies every
+newer step in order inside one transaction, serialised across processes (PostgreSQL advisory lock,
+SQLite write lock), so many processes starting at once migrate exactly once. A new schema version
+adds a function to ``_MIGRATIONS``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+NANO = Decimal("0.000000001")
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "costtrace_schema_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+_TOKENS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_output_tokens",
+)
+
+
+def _dimension_columns() -> list[sa.Column[str]]:
+    return [
+        sa.Column("feature", sa.String(255)),
+        sa.Column("team", sa.String(255)),
+        sa.Column("customer", sa.String(255)),
+        sa.Column("user_id", sa.String(255)),
+        sa.Column("dimensions", sa.Text),  # JSON object of every dimension, custom ones included
+    ]
+
+
+def _token_columns() -> list[sa.Column[int]]:
+    return [sa.Column(name, sa.BigInteger, nullable=False, default=0) for name in _TOKENS]
+
+
+tasks = sa.Table(
+    "costtrace_tasks",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("parent_id", sa.String(64)),
+    *_dimension_columns(),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("outcome_reason", sa.Text),
+    sa.Column("original_outcome", sa.String(32)),
+    sa.Column("outcome_updated_at", sa.DateTime),
+    sa.Column("first_pass", sa.Boolean),
+    sa.Column("cost_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("wasted_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("cache_savings_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("subtasks_cost_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("rework_nano_usd", sa.BigInteger),
+    *_token_columns(),
+    sa.Column("llm_calls", sa.Integer, nullable=False),
+    sa.Column("failed_calls", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("escalations", sa.Integer, nullable=False),
+    sa.Column("unpriced_calls", sa.Integer, nullable=False),
+    sa.Column("estimated_calls", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("ended_at", sa.DateTime, nullable=False),
+    sa.Column("duration_s", sa.Float),
+    sa.Index("ix_costtrace_tasks_ended_at", "ended_at"),
+    sa.Index("ix_costtrace_tasks_feature_ended", "feature", "ended_at"),
+    sa.Index("ix_costtrace_tasks_name_ended", "name", "ended_at"),
+)
+
+calls = sa.Table(
+    "costtrace_calls",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(64)),
+    sa.Column("task_name", sa.String(255)),
+    *_dimension_columns(),
+    sa.Column("provider", sa.String(255), nullable=False),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("request_model", sa.String(255), nullable=False),
+    sa.Column("response_model", sa.String(255)),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("error_type", sa.String(255)),
+    sa.Column("usage_source", sa.String(16), nullable=False),
+    *_token_columns(),
+    sa.Column("cache_write_1h_input_tokens", sa.BigInteger, nullable=False, default=0),
+    sa.Column("priced", sa.Boolean, nullable=False),
+    sa.Column("cost_nano_usd", sa.BigInteger),  # NULL when unpriced: unknown, never zero
+    sa.Column("input_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("cache_read_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("output_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("reasoning_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("other_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("cache_savings_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("price_source", sa.String(255)),
+    sa.Column("price_date", sa.String(32)),
+    sa.Column("price_model_id", sa.String(255)),
+    sa.Column("unpriced_reason", sa.Text),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("duration_s", sa.Float),
+    sa.Index("ix_costtrace_calls_task_id", "task_id"),
+    sa.Index("ix_costtrace_calls_started_at", "started_at"),
+    sa.Index("ix_costtrace_calls_feature_started", "feature", "started_at"),
+)
+
+events = sa.Table(
+    "costtrace_events",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(64)),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("details", sa.Text),
+    sa.Column("from_model", sa.String(255)),
+    sa.Column("to_model", sa.String(255)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("amount_nano_usd", sa.BigInteger),
+    sa.Column("data", sa.Text),  # JSON: anything else the event carries
+    sa.Index("ix_costtrace_events_task_id", "task_id"),
+    sa.Index("ix_costtrace_events_kind_at", "kind", "at"),
+)
+
+budgets = sa.Table(
+    "costtrace_budgets",
+    metadata,
+    sa.Column("budget_id", sa.String(255), primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),  # JSON of the Budget, for the CLI and other processes
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+budget_locks = sa.Table(
+    "costtrace_budget_locks",
+    metadata,
+    sa.Column("budget_id", sa.String(255), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False, default=0),
+)
+
+budget_spend = sa.Table(
+    "costtrace_budget_spend",
+    metadata,
+    sa.Column("budget_id", sa.String(255), primary_key=True),
+    sa.Column("period_start", sa.DateTime, primary_key=True),
+    sa.Column("period_end", sa.DateTime, nullable=False),
+    sa.Column("spent_nano_usd", sa.BigInteger, nullable=False, default=0),
+    sa.Column("reserved_nano_usd", sa.BigInteger, nullable=False, default=0),
+    sa.Column("calls", sa.BigInteger, nullable=False, default=0),
+    sa.Column("unpriced_calls", sa.BigInteger, nullable=False, default=0),
+    sa.Column("fallback_priced_calls", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+reservations = sa.Table(
+    "costtrace_reservations",
+    metadata,
+    sa.Column("reservation_id", sa.String(128), primary_key=True),
+    sa.Column("budget_id", sa.String(255), nullable=False),
+    sa.Column("period_start", sa.DateTime, nullable=False),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("amount_nano_usd", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("lease_expires_at", sa.DateTime, nullable=False),
+    sa.Index("ix_costtrace_reservations_call_id", "call_id"),
+    sa.Index("ix_costtrace_reservations_budget_lease", "budget_id", "lease_expires_at"),
+)
+
+alerts_fired = sa.Table(
+    "costtrace_alerts_fired",
+    metadata,
+    sa.Column("rule_id", sa.String(255), primary_key=True),
+    sa.Column("period_start", sa.DateTime, primary_key=True),
+    sa.Column("threshold", sa.String(32), primary_key=True),
+    sa.Column("fired_at", sa.DateTime, nullable=False),
+    sa.Column("data", sa.Text),
+)
+
+
+def to_nano(amount: Decimal | None) -> int | None:
+    """USD ``Decimal`` -> integer nano-USD, rounded half-even (None stays None).
+
+    Example:
+        >>> to_nano(Decimal("0.00027")), to_nano(Decimal("0.0000000015")), to_nano(None)
+        (270000, 2, None)
+    """
+    if amount is None:
+        return None
+    return int((amount / NANO).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def from_nano(nanos: int | None) -> Decimal | None:
+    """Integer nano-USD -> USD ``Decimal`` (None stays None).
+
+    Example:
+        >>> from_nano(270000)
+        Decimal('0.000270000')
+    """
+    if nanos is None:
+        return None
+    return Decimal(int(nanos)) * NANO
+
+
+def _migration_1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not schema_version])
+
+
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
+"""Migration ``n`` (1-based) brings the schema from version n-1 to n."""
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version of the connected database (0 for an empty one)."""
+    if not sa.inspect(conn).has_table(schema_version.name):
+        return 0
+    value = conn.execute(sa.select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
+    return int(value or 0)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; safe to run from many processes at once.
+
+    Returns the version the database had before. A database newer than this costtrace raises
+    ``ConfigError`` (upgrade costtrace, or point it at another ledger).
+
+    Example:
+        >>> engine = sa.create_engine("sqlite://")
+        >>> migrate(engine), migrate(engine)
+        (0, 1)
+    """
+    from costtrace.errors import ConfigError
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243010151)"))  # 'costtrace' schema lock
+        metadata.create_all(conn, tables=[schema_version])
+        if conn.dialect.name == "sqlite":
+            # Take the write lock now: a second process waits here instead of racing the creates.
+            conn.execute(schema_version.update().where(schema_version.c.id == -1).values(version=0))
+        before = current_version(conn)
+        if before > SCHEMA_VERSION:
+            raise ConfigError(
+                f"the ledger's schema is version {before}, newer than this costtrace understands "
+                f"({SCHEMA_VERSION}); upgrade costtrace"
+            )
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            _MIGRATIONS[version - 1](conn)
+        if before == 0:
+            conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
+        elif before < SCHEMA_VERSION:
+            conn.execute(schema_version.update().where(schema_version.c.id == 1).values(version=SCHEMA_VERSION))
+    return before

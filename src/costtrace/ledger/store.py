@@ -1,0 +1,624 @@
+"""The ledger's transactions: idempotent batch writes, budget reservations, budget state, alert claims.
+
+Every function takes an :class:`~sqlalchemy.engine.Engine`, runs one short transaction and retries it
+when the database reports a transient conflict (SQLite busy, PostgreSQL deadlock or serialization
+failure). No SQL is built by string formatting: every value is a bound parameter.
+
+Invariants the tests hold us to:
+
+- a call row is inserted at most once (its ``call_id`` is the idempotency key); its cost is added to
+  the spend of each budget it matches in the same transaction, and only when the row was new, so
+  replaying a batch never counts twice and ``spent`` always equals the sum of the ledger's rows;
+- a reservation is deleted in the same transaction that adds its call's real cost, so a budget's
+  ``spent + reserved`` never dips below the truth while a call is in flight;
+- reservations for one budget are serialised by a lock row (``costtrace_budget_locks``), so
+  concurrent reservers in many processes can never together exceed the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from costtrace import semconv as sc
+from costtrace.ledger import schema as s
+from costtrace.ledger.schema import from_nano, to_nano
+
+if TYPE_CHECKING:
+    from costtrace.budgets import Budget
+    from costtrace.records import CallRecord, TaskSummary
+
+_T = TypeVar("_T")
+Row = dict[str, Any]
+
+MAX_TEXT = 65_536
+"""Free-text fields (reasons, details) are cut to this many characters; names to 255."""
+_DATETIME_KEYS = ("started_at", "ended_at", "at", "outcome_updated_at")
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+
+def _clean(value: object, limit: int = 255) -> str | None:
+    """Text for a column: NUL removed (PostgreSQL rejects it), lone surrogates replaced, length capped."""
+    if value is None:
+        return None
+    text = str(value)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if len(text) > limit:
+        text = text[:limit]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _naive_utc(at: datetime) -> datetime:
+    return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
+
+
+def _dimension_fields(dims: Mapping[str, str]) -> Row:
+    return {
+        "feature": _clean(dims.get(sc.FEATURE)),
+        "team": _clean(dims.get(sc.TEAM)),
+        "customer": _clean(dims.get(sc.CUSTOMER)),
+        "user_id": _clean(dims.get(sc.USER)),
+        "dimensions": json.dumps({_clean(k): _clean(v, MAX_TEXT) for k, v in dims.items()}, sort_keys=True)
+        if dims
+        else None,
+    }
+
+
+def call_row(record: CallRecord) -> Row:
+    """The ``costtrace_calls`` row of a finished call."""
+    u, c = record.usage, record.cost
+    return {
+        "call_id": record.call_id,
+        "task_id": record.task_id,
+        "task_name": _clean(record.task_name),
+        **_dimension_fields(record.dimensions),
+        "provider": _clean(record.provider) or "",
+        "operation": _clean(record.operation, 64) or "",
+        "request_model": _clean(record.request_model) or "",
+        "response_model": _clean(record.response_model),
+        "attempt": record.attempt,
+        "error_type": _clean(record.error_type),
+        "usage_source": u.source,
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_input_tokens": u.cache_read_input_tokens,
+        "cache_write_input_tokens": u.cache_write_input_tokens,
+        "cache_write_1h_input_tokens": u.cache_write_1h_input_tokens,
+        "reasoning_output_tokens": u.reasoning_output_tokens,
+        "priced": c.total_usd is not None,
+        "cost_nano_usd": to_nano(c.total_usd),
+        "input_nano_usd": to_nano(c.input_usd),
+        "cache_read_nano_usd": to_nano(c.cache_read_usd),
+        "cache_write_nano_usd": to_nano(c.cache_write_usd),
+        "output_nano_usd": to_nano(c.output_usd),
+        "reasoning_nano_usd": to_nano(c.reasoning_usd),
+        "other_nano_usd": to_nano(c.other_usd),
+        "cache_savings_nano_usd": to_nano(c.cache_savings_usd),
+        "price_source": _clean(c.price_source),
+        "price_date": _clean(c.price_date, 32),
+        "price_model_id": _clean(c.model_id),
+        "unpriced_reason": _clean(c.unpriced_reason, MAX_TEXT),
+        "started_at": _naive_utc(record.start_time),
+        "duration_s": record.duration_s,
+    }
+
+
+def task_row(summary: TaskSummary, ended_at: datetime) -> Row:
+    """The ``costtrace_tasks`` row of a finished task (``ended_at``: when it ended)."""
+    ended = _naive_utc(ended_at)
+    duration = summary.duration_s or 0.0
+    return {
+        "task_id": summary.task_id,
+        "name": _clean(summary.name) or "",
+        "parent_id": summary.parent_id,
+        **_dimension_fields(summary.dimensions),
+        "outcome": summary.outcome,
+        "outcome_reason": _clean(summary.outcome_reason, MAX_TEXT),
+        "original_outcome": None,
+        "outcome_updated_at": None,
+        "first_pass": summary.first_pass,
+        "cost_nano_usd": to_nano(summary.cost_usd),
+        "wasted_nano_usd": to_nano(summary.wasted_cost_usd),
+        "cache_savings_nano_usd": to_nano(summary.cache_savings_usd),
+        "subtasks_cost_nano_usd": to_nano(summary.subtasks_cost_usd),
+        "rework_nano_usd": None,
+        "input_tokens": summary.input_tokens,
+        "output_tokens": summary.output_tokens,
+        "cache_read_input_tokens": summary.cache_read_input_tokens,
+        "cache_write_input_tokens": summary.cache_write_input_tokens,
+        "reasoning_output_tokens": summary.reasoning_output_tokens,
+        "llm_calls": summary.llm_calls,
+        "failed_calls": summary.failed_calls,
+        "attempts": summary.attempts,
+        "retries": summary.retries,
+        "escalations": summary.escalations,
+        "unpriced_calls": summary.unpriced_calls,
+        "estimated_calls": summary.estimated_calls,
+        "started_at": ended - timedelta(seconds=duration),
+        "ended_at": ended,
+        "duration_s": summary.duration_s,
+    }
+
+
+def event_row(
+    *,
+    event_id: str,
+    task_id: str | None,
+    kind: str,
+    at: datetime,
+    attempt: int | None = None,
+    reason: object = None,
+    details: object = None,
+    from_model: object = None,
+    to_model: object = None,
+    outcome: str | None = None,
+    amount_usd: Decimal | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Row:
+    """A ``costtrace_events`` row. ``event_id`` is its idempotency key."""
+    return {
+        "event_id": event_id,
+        "task_id": task_id,
+        "kind": _clean(kind, 64) or "",
+        "at": _naive_utc(at),
+        "attempt": attempt,
+        "reason": _clean(reason, MAX_TEXT),
+        "details": _clean(details, MAX_TEXT),
+        "from_model": _clean(from_model),
+        "to_model": _clean(to_model),
+        "outcome": _clean(outcome, 32),
+        "amount_nano_usd": to_nano(amount_usd),
+        "data": json.dumps(data, sort_keys=True, default=str) if data else None,
+    }
+
+
+def row_to_json(row: Row) -> dict[str, Any]:
+    """A row as JSON-safe values (datetimes as ISO text), for the spool file."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def row_from_json(data: Mapping[str, Any]) -> Row:
+    row = dict(data)
+    for key in _DATETIME_KEYS:
+        value = row.get(key)
+        if isinstance(value, str):
+            row[key] = datetime.fromisoformat(value)
+    return row
+
+
+# --- transactions with retry -------------------------------------------------------------------------
+
+_TRANSIENT_PG_CODES = ("40001", "40P01")  # serialization failure, deadlock detected
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A conflict worth retrying at once (not an unreachable database)."""
+    if isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower():
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(exc, DBAPIError) and code in _TRANSIENT_PG_CODES
+
+
+def run_transaction(engine: Engine, work: Any, *, attempts: int = 5) -> Any:
+    """Run ``work(conn)`` in a transaction, retrying transient conflicts with jittered backoff."""
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """``INSERT`` of the connection's dialect, so ``on_conflict_do_nothing`` is available."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str) -> set[str]:
+    """Insert rows whose key is not there yet; returns the keys actually inserted."""
+    if not rows:
+        return set()
+    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    inserted: set[str] = set()
+    for chunk_start in range(0, len(rows), 500):
+        chunk = rows[chunk_start : chunk_start + 500]
+        result = conn.execute(stmt, list(chunk))
+        inserted.update(r[0] for r in result)
+    return inserted
+
+
+# --- writing a batch ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """What the writer commits at once. Rows come from :func:`call_row`, :func:`task_row`, :func:`event_row`."""
+
+    calls: list[Row]
+    tasks: list[Row]
+    events: list[Row]
+    outcome_updates: list[Row]
+    """Rows of ``outcome_updated`` events (also in ``events``): applied to their task row."""
+
+    def __len__(self) -> int:
+        return len(self.calls) + len(self.tasks) + len(self.events)
+
+
+@dataclass(frozen=True)
+class Touched:
+    """A budget period whose spend a batch changed (for alert checks)."""
+
+    budget: str
+    period_start: datetime
+
+
+def budget_spend_for_call(budget: Budget, row: Row) -> tuple[int, bool] | None:
+    """What a call row adds to ``budget`` (nano-USD, fallback-priced?), or None if out of scope."""
+    dims: Mapping[str, str] = json.loads(row["dimensions"]) if row.get("dimensions") else {}
+    if not budget.matches(
+        dims, task_name=row.get("task_name"), provider=row.get("provider"), model=row.get("request_model")
+    ):
+        return None
+    cost = row.get("cost_nano_usd")
+    if cost is not None:
+        return int(cost), False
+    fb = budget.fallback_price
+    if fb is not None and row.get("usage_source") != "unknown" and not isinstance(fb, tuple):
+        return to_nano(fb.cost_usd(int(row["input_tokens"]), int(row["output_tokens"]))) or 0, True
+    return 0, False
+
+
+def write_batch(engine: Engine, batch: Batch, budgets: Sequence[Budget]) -> list[Touched]:
+    """Commit a batch idempotently (see the module docstring). Returns the budget periods it changed."""
+
+    def work(conn: Connection) -> list[Touched]:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        new_calls = _insert_new(conn, s.calls, batch.calls, "call_id")
+        touched: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        ends: dict[tuple[str, datetime], datetime] = {}
+        for row in batch.calls:
+            if row["call_id"] not in new_calls:
+                continue
+            for budget in budgets:
+                add = budget_spend_for_call(budget, row)
+                if add is None:
+                    continue
+                start, end = budget.bucket(row["started_at"])
+                key = (budget.name, start)
+                ends[key] = end
+                totals = touched[key]
+                totals[0] += add[0]
+                totals[1] += 1
+                totals[2] += 1 if row.get("cost_nano_usd") is None else 0
+                totals[3] += 1 if add[1] else 0
+        for (budget_id, start), (spent, n, unpriced, fallback) in sorted(touched.items()):
+            _add_spend(conn, budget_id, start, ends[(budget_id, start)], now, spent=spent, reserved=0,
+                       calls=n, unpriced=unpriced, fallback=fallback)  # fmt: skip
+        if batch.calls:
+            _release(conn, [r["call_id"] for r in batch.calls])
+        new_tasks = _insert_new(conn, s.tasks, batch.tasks, "task_id")
+        _insert_new(conn, s.events, batch.events, "event_id")
+        _apply_outcomes(conn, batch.outcome_updates, new_tasks)
+        return [Touched(b, p) for (b, p) in sorted(touched)]
+
+    result: list[Touched] = run_transaction(engine, work)
+    return result
+
+
+def _add_spend(
+    conn: Connection,
+    budget_id: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    spent: int,
+    reserved: int,
+    calls: int = 0,
+    unpriced: int = 0,
+    fallback: int = 0,
+) -> None:
+    t = s.budget_spend
+    stmt = _insert(conn, t).values(
+        budget_id=budget_id,
+        period_start=start,
+        period_end=end,
+        spent_nano_usd=spent,
+        reserved_nano_usd=reserved,
+        calls=calls,
+        unpriced_calls=unpriced,
+        fallback_priced_calls=fallback,
+        updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.budget_id, t.c.period_start],
+        set_={
+            "spent_nano_usd": t.c.spent_nano_usd + stmt.excluded.spent_nano_usd,
+            "reserved_nano_usd": t.c.reserved_nano_usd + stmt.excluded.reserved_nano_usd,
+            "calls": t.c.calls + stmt.excluded.calls,
+            "unpriced_calls": t.c.unpriced_calls + stmt.excluded.unpriced_calls,
+            "fallback_priced_calls": t.c.fallback_priced_calls + stmt.excluded.fallback_priced_calls,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    conn.execute(stmt)
+
+
+def _release(conn: Connection, call_ids: Sequence[str]) -> None:
+    """Delete the reservations of these calls and take their amounts off ``reserved``."""
+    r = s.reservations
+    freed: dict[tuple[str, datetime], int] = defaultdict(int)
+    for i in range(0, len(call_ids), 500):
+        rows = conn.execute(
+            r.delete()
+            .where(r.c.call_id.in_(call_ids[i : i + 500]))
+            .returning(r.c.budget_id, r.c.period_start, r.c.amount_nano_usd)
+        )
+        for budget_id, start, amount in rows:
+            freed[(budget_id, start)] += int(amount)
+    _subtract_reserved(conn, freed)
+
+
+def _subtract_reserved(conn: Connection, freed: Mapping[tuple[str, datetime], int]) -> None:
+    t = s.budget_spend
+    for (budget_id, start), amount in sorted(freed.items()):
+        conn.execute(
+            t.update()
+            .where(t.c.budget_id == budget_id, t.c.period_start == start)
+            .values(reserved_nano_usd=t.c.reserved_nano_usd - amount)
+        )
+
+
+def _apply_outcomes(conn: Connection, updates: Sequence[Row], new_tasks: set[str]) -> None:
+    """Apply late outcomes; a task written after its late outcome (another process) gets it now."""
+    t, e = s.tasks, s.events
+    latest: dict[str, Row] = {}
+    for row in updates:
+        prev = latest.get(row["task_id"])
+        if prev is None or (row["at"], row["event_id"]) >= (prev["at"], prev["event_id"]):
+            latest[row["task_id"]] = row
+    if new_tasks:
+        pending = conn.execute(
+            sa.select(e.c.event_id, e.c.task_id, e.c.at, e.c.outcome, e.c.reason, e.c.amount_nano_usd).where(
+                e.c.kind == "outcome_updated", e.c.task_id.in_(sorted(new_tasks)[:10_000])
+            )
+        )
+        for ev in pending.mappings():
+            prev = latest.get(ev["task_id"])
+            if prev is None or (ev["at"], ev["event_id"]) > (prev["at"], prev["event_id"]):
+                latest[ev["task_id"]] = dict(ev)
+    for task_id, row in latest.items():
+        values: dict[str, Any] = {
+            "outcome": row["outcome"],
+            "outcome_reason": row.get("reason"),
+            "outcome_updated_at": row["at"],
+            "original_outcome": sa.func.coalesce(t.c.original_outcome, t.c.outcome),
+        }
+        if row.get("amount_nano_usd") is not None:
+            values["rework_nano_usd"] = row["amount_nano_usd"]
+        conn.execute(
+            t.update()
+            .where(t.c.task_id == task_id)
+            .where(sa.or_(t.c.outcome_updated_at.is_(None), t.c.outcome_updated_at <= row["at"]))
+            .values(**values)
+        )
+
+
+# --- budgets: reservations and state ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """A budget's spend in its current period (or rolling window)."""
+
+    budget: str
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    limit_usd: Decimal
+    calls: int
+    unpriced_calls: int
+    period_start: datetime
+    resets_at: datetime | None
+
+    @property
+    def utilisation(self) -> Decimal:
+        """Spent / limit (reservations excluded); infinite for a zero limit with spend."""
+        if self.limit_usd == 0:
+            return Decimal("Infinity") if self.spent_usd > 0 else Decimal(0)
+        return self.spent_usd / self.limit_usd
+
+
+@dataclass(frozen=True)
+class Denied:
+    """A reservation that would exceed ``budget``: the state at the moment it was refused."""
+
+    budget: str
+    state: BudgetState
+    requested_nano_usd: int
+
+
+def _state(conn: Connection, budget: Budget, now: datetime) -> BudgetState:
+    t = s.budget_spend
+    start, _ = budget.bucket(now)
+    row = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(t.c.spent_nano_usd), 0),
+            sa.func.coalesce(sa.func.sum(t.c.reserved_nano_usd), 0),
+            sa.func.coalesce(sa.func.sum(t.c.calls), 0),
+            sa.func.coalesce(sa.func.sum(t.c.unpriced_calls), 0),
+        ).where(t.c.budget_id == budget.name, t.c.period_start >= budget.window_start(now), t.c.period_start <= start)
+    ).one()
+    return BudgetState(
+        budget=budget.name,
+        spent_usd=from_nano(int(row[0])) or Decimal(0),
+        reserved_usd=from_nano(int(row[1])) or Decimal(0),
+        limit_usd=budget.limit,
+        calls=int(row[2]),
+        unpriced_calls=int(row[3]),
+        period_start=start,
+        resets_at=budget.resets_at(now),
+    )
+
+
+def budget_states(engine: Engine, budgets: Iterable[Budget], at: datetime | None = None) -> list[BudgetState]:
+    """Each budget's current spend, reservations and limit (read-only)."""
+    now = _naive_utc(at or datetime.now(UTC))
+    with engine.connect() as conn:
+        return [_state(conn, b, now) for b in budgets]
+
+
+def _lock_budget(conn: Connection, budget_id: str) -> None:
+    lk = s.budget_locks
+    bump = lk.update().where(lk.c.budget_id == budget_id).values(version=lk.c.version + 1)
+    if conn.execute(bump).rowcount == 0:
+        conn.execute(_insert(conn, lk).values(budget_id=budget_id, version=0).on_conflict_do_nothing())
+        conn.execute(bump)
+
+
+def _sweep_expired(conn: Connection, budget_id: str, now: datetime) -> None:
+    r = s.reservations
+    rows = conn.execute(
+        r.delete()
+        .where(r.c.budget_id == budget_id, r.c.lease_expires_at < now)
+        .returning(r.c.budget_id, r.c.period_start, r.c.amount_nano_usd)
+    )
+    freed: dict[tuple[str, datetime], int] = defaultdict(int)
+    for b, start, amount in rows:
+        freed[(b, start)] += int(amount)
+    _subtract_reserved(conn, freed)
+
+
+class _Refused(Exception):
+    def __init__(self, denied: Denied) -> None:
+        self.denied = denied
+
+
+def reserve(
+    engine: Engine,
+    holds: Sequence[tuple[Budget, int]],
+    *,
+    call_id: str,
+    at: datetime,
+) -> Denied | None:
+    """Reserve ``amount`` nano-USD on each budget for call ``call_id``, all or nothing.
+
+    Returns None when every budget had room (the reservations are held until the call's record is
+    written, or their lease expires), else the first budget that refused and its state.
+    """
+    now = _naive_utc(at)
+
+    def work(conn: Connection) -> None:
+        ordered = sorted(holds, key=lambda h: h[0].name)
+        for budget, _ in ordered:  # lock rows in name order: no deadlock between reservers
+            _lock_budget(conn, budget.name)
+        for budget, amount in ordered:
+            _sweep_expired(conn, budget.name, now)
+            state = _state(conn, budget, now)
+            spent, held = to_nano(state.spent_usd) or 0, to_nano(state.reserved_usd) or 0
+            if spent + held + amount > (to_nano(budget.limit) or 0):
+                raise _Refused(Denied(budget.name, state, amount))
+        r = s.reservations
+        for budget, amount in ordered:
+            start, end = budget.bucket(now)
+            _add_spend(conn, budget.name, start, end, now, spent=0, reserved=amount)
+            conn.execute(
+                r.insert().values(
+                    reservation_id=f"{call_id}:{budget.name}"[:128],
+                    budget_id=budget.name,
+                    period_start=start,
+                    call_id=call_id,
+                    amount_nano_usd=amount,
+                    created_at=now,
+                    lease_expires_at=now + timedelta(seconds=budget.lease_s),
+                )
+            )
+
+    try:
+        run_transaction(engine, work)
+    except _Refused as refused:
+        return refused.denied
+    return None
+
+
+def release(engine: Engine, call_ids: Sequence[str]) -> None:
+    """Release reservations of calls that will never be recorded (e.g. blocked by a later budget check)."""
+    if call_ids:
+        run_transaction(engine, lambda conn: _release(conn, list(call_ids)))
+
+
+def outstanding_reservations(engine: Engine) -> int:
+    """Number of reservations currently held (0 once every call in flight has been recorded)."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(s.reservations)).scalar() or 0)
+
+
+def claim_alert(engine: Engine, rule_id: str, period_start: datetime, threshold: str, data: Mapping[str, Any]) -> bool:
+    """Claim the right to fire ``rule_id`` at ``threshold`` for a period: True exactly once, across processes."""
+
+    def work(conn: Connection) -> bool:
+        result = conn.execute(
+            _insert(conn, s.alerts_fired)
+            .values(
+                rule_id=_clean(rule_id),
+                period_start=period_start,
+                threshold=threshold,
+                fired_at=datetime.now(UTC).replace(tzinfo=None),
+                data=json.dumps(data, sort_keys=True, default=str),
+            )
+            .on_conflict_do_nothing()
+        )
+        return bool(result.rowcount)
+
+    claimed: bool = run_transaction(engine, work)
+    return claimed
+
+
+def save_budget_definitions(engine: Engine, budgets: Sequence[Budget]) -> None:
+    """Store the definitions (for ``costtrace budgets`` and other processes)."""
+
+    def work(conn: Connection) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for b in budgets:
+            stmt = _insert(conn, s.budgets).values(budget_id=b.name, definition=b.to_json(), updated_at=now)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[s.budgets.c.budget_id],
+                    set_={"definition": stmt.excluded.definition, "updated_at": stmt.excluded.updated_at},
+                )
+            )
+
+    run_transaction(engine, work)
+
+
+def load_budget_definitions(engine: Engine) -> list[Budget]:
+    """The budget definitions stored in the ledger (callable hooks are not stored)."""
+    from costtrace.budgets import Budget
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(s.budgets.c.definition).order_by(s.budgets.c.budget_id)).all()
+    return [Budget.from_json(r[0]) for r in rows]
