@@ -1,13 +1,14 @@
 """The records costtrace produces: one per LLM call, one summary per finished task.
 
 Spans and metrics are built from these; so are the ledger and reports. Listeners registered with
-:func:`add_listener` receive every record as it is finished (the ledger and ``costtrace.testing``
-use this). A listener that raises is reported as an internal error and never reaches the app.
+:func:`add_listener` receive every record as it is finished, and, if they have ``on_event``, every
+:class:`TaskEvent` (the ledger and ``costtrace.testing`` use this). A listener that raises is reported as an internal error and never reaches the app.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,30 @@ class TaskSummary:
         return self.unpriced_calls == 0
 
 
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """Something that happened to a task: a retry, an escalation, a failed attempt, an SDK re-send, a
+    late outcome, a budget alert or block. ``event_id`` is unique (the ledger's idempotency key).
+
+    ``kind``: ``retry`` | ``escalation`` | ``attempt_failed`` | ``sdk_retry`` | ``outcome_updated`` |
+    ``budget_alert`` | ``budget_blocked``.
+    """
+
+    event_id: str
+    kind: str
+    at: datetime
+    task_id: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+    details: str | None = None
+    from_model: str | None = None
+    to_model: str | None = None
+    outcome: str | None = None
+    amount_usd: Decimal | None = None
+    """Money the event carries: the failed attempt's cost, a late outcome's rework cost, a budget's spend."""
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
 class Listener(Protocol):
     def on_call(self, record: CallRecord) -> None: ...
 
@@ -146,3 +171,19 @@ def emit_task(summary: TaskSummary) -> None:
             listener.on_task(summary)
         except Exception as exc:
             report_internal_error("records.listener.on_task", exc)
+
+
+def emit_event(event: TaskEvent) -> None:
+    """Pass an event to the listeners that have an ``on_event(event)`` method (the ledger does)."""
+    for listener in _listeners:
+        on_event = getattr(listener, "on_event", None)
+        if on_event is None:
+            continue
+        try:
+            on_event(event)
+        except Exception as exc:
+            report_internal_error("records.listener.on_event", exc)
+
+
+def new_event_id() -> str:
+    return f"{random.getrandbits(128):032x}"
