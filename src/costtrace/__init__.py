@@ -16,18 +16,36 @@ Example:
 """
 
 from costtrace._version import __version__
+from costtrace.budgets import Budget, load_budgets
 from costtrace.calls import LLMCall, llm_call, record_llm_call
 from costtrace.config import configure, flush, shutdown
 from costtrace.content import capture_content
-from costtrace.errors import ConfigError, CosttraceError
+from costtrace.errors import (
+    BudgetExceeded,
+    BudgetStoreUnavailable,
+    ConfigError,
+    CosttraceError,
+    TaskBudgetExceeded,
+)
 from costtrace.instrumentation import instrument, uninstrument
 from costtrace.pricing import Cost, load_prices, set_discount, set_price
 from costtrace.records import CallRecord, TaskSummary
+from costtrace.spending import (
+    add_budget,
+    budget_status,
+    close_ledger,
+    configure_ledger,
+    flush_ledger,
+    record_outcome,
+)
 from costtrace.tasks import Outcome, RetryReason, Task, carry_context, current_task, task, track_task
 from costtrace.tokens import TokenCount, count_tokens
 from costtrace.usage import Usage
 
 __all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "BudgetStoreUnavailable",
     "CallRecord",
     "ConfigError",
     "Cost",
@@ -36,20 +54,28 @@ __all__ = [
     "Outcome",
     "RetryReason",
     "Task",
+    "TaskBudgetExceeded",
     "TaskSummary",
     "TokenCount",
     "Usage",
     "__version__",
+    "add_budget",
+    "budget_status",
     "capture_content",
     "carry_context",
+    "close_ledger",
     "configure",
+    "configure_ledger",
     "count_tokens",
     "current_task",
     "flush",
+    "flush_ledger",
     "instrument",
     "llm_call",
+    "load_budgets",
     "load_prices",
     "record_llm_call",
+    "record_outcome",
     "set_discount",
     "set_price",
     "shutdown",

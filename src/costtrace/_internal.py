@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from costtrace.errors import BudgetExceeded
+
 logger = logging.getLogger("costtrace")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -68,6 +70,9 @@ def report_internal_error(where: str, exc: BaseException) -> None:
 def guarded(where: str, default: Any = None) -> Callable[[_F], _F]:
     """Decorate an internal function so that its exceptions are reported, not raised.
 
+    :class:`costtrace.BudgetExceeded` is the one exception let through: a hard cap the user set is
+    blocking the call on purpose.
+
     Example:
         >>> @guarded("example.parse")
         ... def parse(x):
@@ -79,6 +84,8 @@ def guarded(where: str, default: Any = None) -> Callable[[_F], _F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
+            except BudgetExceeded:
+                raise
             except Exception as exc:
                 report_internal_error(where, exc)
                 return default

@@ -61,7 +61,6 @@ SCOPE_KEYS: Mapping[str, str] = {
 }
 """Scope keys that are task dimensions, and their attribute names. ``task``, ``provider`` and ``model``
 match the task name, the provider and the requested model; any other key is a custom dimension."""
-_SPECIAL_SCOPE_KEYS = ("task", "provider", "model")
 
 DowngradeHook = Mapping[str, str] | Callable[[str], str | None]
 
@@ -70,7 +69,7 @@ def _decimal(value: object, what: str) -> Decimal:
     if isinstance(value, bool):
         raise ConfigError(f"{what}={value!r} must be a number")
     try:
-        amount = Decimal(str(value)) if isinstance(value, (int, float, str)) else Decimal(value)  # type: ignore[arg-type]
+        amount = Decimal(str(value)) if isinstance(value, (int, float, str)) else Decimal(value)  # type: ignore[arg-type,unused-ignore]
     except (InvalidOperation, TypeError, ValueError):
         raise ConfigError(f"{what}={value!r} must be a number") from None
     if not amount.is_finite():
@@ -196,7 +195,7 @@ class Budget:
         fb = self.fallback_price
         if fb is not None and not isinstance(fb, FallbackPrice):
             try:
-                fi, fo = fb  # type: ignore[misc]
+                fi, fo = fb
             except (TypeError, ValueError):
                 raise ConfigError(
                     f"budget {self.name!r}: fallback_price must be (input_per_mtok, output_per_mtok)"
@@ -232,7 +231,7 @@ class Budget:
             >>> b.matches({"costtrace.feature": "support"}, task_name=None, provider="openai", model="gpt-4o")
             True
         """
-        for key, wanted in self.scope.items():  # type: ignore[union-attr]
+        for key, wanted in self.scope.items():
             if key == "task":
                 value = task_name
             elif key == "provider":
@@ -262,7 +261,7 @@ class Budget:
         if self.period == "total":
             return _EPOCH, _END_OF_TIME
         if self.period == "rolling":
-            size = self.window / ROLLING_BUCKETS  # type: ignore[operator]
+            size = self._bucket_size()
             n = (at_utc - _EPOCH) // size
             start = _EPOCH + n * size
             return start, start + size
@@ -288,7 +287,11 @@ class Budget:
         start, _ = self.bucket(at)
         if self.period != "rolling":
             return start
-        return start - (ROLLING_BUCKETS - 1) * (self.window / ROLLING_BUCKETS)  # type: ignore[operator]
+        return start - (ROLLING_BUCKETS - 1) * self._bucket_size()
+
+    def _bucket_size(self) -> timedelta:
+        assert isinstance(self.window, timedelta)  # set by __post_init__ for rolling budgets
+        return self.window / ROLLING_BUCKETS
 
     def resets_at(self, at: datetime) -> datetime | None:
         """When spend counted at ``at`` stops counting (period end; None for ``total``), aware UTC."""

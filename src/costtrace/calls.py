@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _otel, metrics, records
+from costtrace import _otel, metrics, records, spending
 from costtrace import semconv as sc
 from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.pricing import Cost, default_catalog
@@ -90,6 +90,13 @@ class LLMCall:
         service_tier: Provider service tier used (``flex``, ``priority``...), priced accordingly.
         batch: True for a batch-API call, priced at the provider's batch rates.
         attributes: Extra attributes for the call span.
+        input: The request's prompt (a string or chat messages). Only read when a hard-capped budget
+            covers the call, to count its input tokens for the worst-case reservation; never stored.
+
+    Raises:
+        BudgetExceeded: On entering, when a hard-capped budget (or a cap of the task) would be exceeded:
+            nothing is sent and nothing recorded as a call. ``model`` may be replaced first by a
+            ``downgrade`` budget: send the request with ``call.model``.
 
     Example:
         >>> with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:   # doctest: +SKIP
@@ -110,6 +117,7 @@ class LLMCall:
         service_tier: str | None = None,
         batch: bool = False,
         attributes: Mapping[str, AttributeValue] | None = None,
+        input: Any = None,
     ) -> None:
         self.provider = str(provider)
         self.model = str(model)
@@ -135,6 +143,11 @@ class LLMCall:
         self._context_token: object | None = None
         self._ended = False
         self._resends = 0
+        self._input = input
+        self._reserved = False
+        self._downgraded_from: str | None = None
+        self.downgradable = True
+        """False when the request's model can no longer change: a ``downgrade`` budget then blocks instead."""
         self.record: CallRecord | None = None
         """The finished call's record, once the call has ended."""
 
@@ -283,16 +296,28 @@ class LLMCall:
         self.__exit__(exc_type, exc, tb)
 
     @guarded("calls.start")
-    def start(self, start_time_ns: int | None = None, *, host_span: trace.Span | None = None) -> None:
+    def start(
+        self, start_time_ns: int | None = None, *, host_span: trace.Span | None = None, admit: bool = True
+    ) -> None:
         """Open the call span (``with`` does this). For instrumentations whose call ends later.
 
         ``host_span``: another instrumentation's span for this very call (e.g. the official
         openai-v2's CLIENT span). costtrace then writes its attributes on that span instead of
         starting a second one, and leaves ending it to its owner.
+
+        ``admit=False``: the call already happened (``record_llm_call``); budgets count it, never block it.
+
+        Raises:
+            BudgetExceeded: A hard cap blocks the call (see the class docstring); no span is started.
         """
         task = current_task()
         self._task = task
         self._start_ns = start_time_ns if start_time_ns is not None else time.time_ns()
+        if admit and task is not None and (task._caps is not None or task._parent is not None):
+            spending.check_task_caps(task)
+        if admit and spending.enforcing:
+            spending.admit(self, task, self._input, datetime.fromtimestamp(self._start_ns / 1e9, tz=UTC))
+        self._input = None  # never kept past admission
         attrs: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: self.operation,
             sc.GEN_AI_PROVIDER_NAME: self.provider,
@@ -309,6 +334,8 @@ class LLMCall:
             attrs[sc.GEN_AI_REQUEST_STREAM] = True
         if self._attributes:
             attrs.update(self._attributes)
+        if self._downgraded_from is not None:
+            attrs[sc.BUDGET_DOWNGRADED_FROM] = self._downgraded_from
         if task is not None:
             self._attempt = task._begin_call()
             attrs.update(task._dimensions)
@@ -522,7 +549,7 @@ def record_llm_call(
         if not 0.0 <= seconds < 1e7:  # negative, NaN, infinite or absurd: keep the call, drop the duration
             logger.warning("costtrace: ignoring invalid duration_s=%r", duration_s)
             seconds = 0.0
-        call.start(start_time_ns=end_ns - int(seconds * 1e9))
+        call.start(start_time_ns=end_ns - int(seconds * 1e9), admit=False)
         call._usage = make_usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,

@@ -2,7 +2,8 @@
 
 Spans and metrics are built from these; so are the ledger and reports. Listeners registered with
 :func:`add_listener` receive every record as it is finished, and, if they have ``on_event``, every
-:class:`TaskEvent` (the ledger and ``costtrace.testing`` use this). A listener that raises is reported as an internal error and never reaches the app.
+:class:`TaskEvent` (the ledger and ``costtrace.testing`` use this). A listener that raises is
+reported as an internal error and never reaches the app.
 """
 
 from __future__ import annotations

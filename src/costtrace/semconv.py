@@ -105,6 +105,13 @@ TASK_ESTIMATED_CALLS: Final = "costtrace.task.estimated_calls"
 TASK_COST_COMPLETE: Final = "costtrace.task.cost_complete"
 """False when some call of the task is unpriced or has unknown usage: ``cost_usd`` is then a lower bound."""
 
+# --- budgets ---------------------------------------------------------------------------------
+BUDGET_NAME: Final = "costtrace.budget.name"
+BUDGET_DOWNGRADED_FROM: Final = "costtrace.budget.downgraded_from"
+"""On a call span: the model the app asked for, replaced by a cheaper one by a ``downgrade`` budget."""
+EVENT_BUDGET_BLOCKED: Final = "costtrace.budget.blocked"
+"""Task span event: a call was blocked before it was sent (a hard cap or a task cap)."""
+
 # --- span events on the task span ------------------------------------------------------------
 EVENT_RETRY: Final = "costtrace.retry"
 EVENT_ESCALATION: Final = "costtrace.escalation"
@@ -143,3 +150,24 @@ COST_BUCKETS_USD: Final = (
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0,
 )  # fmt: skip
 ATTEMPT_BUCKETS: Final = (1, 2, 3, 4, 5, 7, 10, 15, 20)
+
+# --- budgets and alerts (costtrace.alerts; BUDGET_NAME is above) ---------------------------
+BUDGET_PERIOD: Final = "costtrace.budget.period"
+"""The budget's period kind (``hour`` | ``day`` | ``week`` | ``month`` | ``rolling`` | ``total``): bounded."""
+BUDGET_SPENT_USD: Final = "costtrace.budget.spent_usd"
+BUDGET_LIMIT_USD: Final = "costtrace.budget.limit_usd"
+BUDGET_PERIOD_START: Final = "costtrace.budget.period_start"
+BUDGET_RESETS_AT: Final = "costtrace.budget.resets_at"
+ALERT_KIND: Final = "costtrace.alert.kind"
+"""``budget_threshold`` | ``budget_exhausted`` | ``budget_store_unavailable`` | ``outcome_rule``."""
+ALERT_RULE: Final = "costtrace.alert.rule"
+ALERT_THRESHOLD: Final = "costtrace.alert.threshold"
+ALERT_UTILISATION: Final = "costtrace.alert.utilisation"
+ALERT_MESSAGE: Final = "costtrace.alert.message"
+ALERT_METRIC: Final = "costtrace.alert.metric"
+ALERT_VALUE: Final = "costtrace.alert.value"
+EVENT_BUDGET_ALERT: Final = "costtrace.budget.alert"
+EVENT_OUTCOME_ALERT: Final = "costtrace.outcome.alert"
+METRIC_BUDGET_SPEND: Final = "costtrace.budget.spend"
+METRIC_BUDGET_LIMIT: Final = "costtrace.budget.limit"
+METRIC_BUDGET_UTILISATION: Final = "costtrace.budget.utilisation"

@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
@@ -39,6 +40,7 @@ from opentelemetry.util.types import AttributeValue
 from costtrace import _otel, metrics, records
 from costtrace import semconv as sc
 from costtrace._internal import guarded, report_internal_error
+from costtrace.errors import ConfigError, TaskBudgetExceeded
 from costtrace.records import ZERO_USD, TaskSummary
 
 if TYPE_CHECKING:
@@ -140,9 +142,14 @@ class Task:
         user: str | None = None,
         attributes: Mapping[str, AttributeValue] | None = None,
         dimensions: Mapping[str, object] | None = None,
+        max_cost_usd: Decimal | float | str | None = None,
+        max_llm_calls: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.name = str(name)
         self.id = uuid.uuid4().hex
+        self._caps = _parse_caps(max_cost_usd, max_llm_calls, max_tokens)
+        self._calls_started = 0
         self._init_args = (feature, team, customer, user, dict(dimensions or {}))
         self._attributes = dict(attributes or {})
         self._parent: Task | None = None
@@ -410,9 +417,58 @@ class Task:
             else:
                 event = None
             attempt = self._attempt
+            self._calls_started += 1
         if event is not None:
             self._span.add_event(sc.EVENT_RETRY, event)
         return attempt
+
+    def _check_caps(self) -> None:
+        """Raise :class:`TaskBudgetExceeded` when a cap is reached: before the call that would pass it."""
+        caps = self._caps
+        if caps is None:
+            return
+        max_cost, max_calls, max_tokens = caps
+        with self._lock:
+            cost = self._cost + self._subtasks_cost
+            calls = self._calls_started
+            tokens = self._tokens[0] + self._tokens[1]
+        hit: tuple[str, str] | None = None
+        if max_calls is not None and calls >= max_calls:
+            hit = ("max_llm_calls", f"{calls} LLM calls made, cap {max_calls}")
+        elif max_cost is not None and cost >= max_cost:
+            hit = ("max_cost_usd", f"${cost:.6f} spent, cap ${max_cost}")
+        elif max_tokens is not None and tokens >= max_tokens:
+            hit = ("max_tokens", f"{tokens} tokens used, cap {max_tokens}")
+        if hit is None:
+            return
+        cap, detail = hit
+        exc = TaskBudgetExceeded(
+            f"task {self.name!r} ({self.id}) reached {cap}: {detail}; the next LLM call was not sent",
+            task_name=self.name,
+            task_id=self.id,
+            cap=cap,
+            spent_usd=cost,
+            limit_usd=max_cost,
+        )
+        try:
+            self._span.add_event(
+                sc.EVENT_BUDGET_BLOCKED,
+                {sc.BUDGET_NAME: exc.budget, sc.EVENT_ATTR_REASON: cap, sc.EVENT_ATTR_DETAILS: detail},
+            )
+            records.emit_event(
+                records.TaskEvent(
+                    event_id=records.new_event_id(),
+                    kind="budget_blocked",
+                    at=datetime.now(UTC),
+                    task_id=self.id,
+                    attempt=self._attempt,
+                    reason=str(exc),
+                    data={"budget": exc.budget, "cap": cap},
+                )
+            )
+        except Exception as err:
+            report_internal_error("tasks.caps", err)
+        raise exc
 
     def _add_call(self, record: CallRecord) -> None:
         """Fold a finished call into the task's totals."""
@@ -519,6 +575,26 @@ class Task:
             report_internal_error("tasks.lineage", exc)
 
 
+def _parse_caps(
+    max_cost_usd: object, max_llm_calls: object, max_tokens: object
+) -> tuple[Decimal | None, int | None, int | None] | None:
+    """Validate a task's caps (ConfigError on a bad value: a programming error, raised when the task is made)."""
+    if max_cost_usd is None and max_llm_calls is None and max_tokens is None:
+        return None
+    cost: Decimal | None = None
+    if max_cost_usd is not None:
+        try:
+            cost = Decimal(str(max_cost_usd))
+        except ArithmeticError:
+            raise ConfigError(f"max_cost_usd={max_cost_usd!r} must be a number") from None
+        if not cost.is_finite() or cost < 0:
+            raise ConfigError(f"max_cost_usd={max_cost_usd!r} must be a finite number >= 0")
+    for name, value in (("max_llm_calls", max_llm_calls), ("max_tokens", max_tokens)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ConfigError(f"{name}={value!r} must be an int >= 0")
+    return cost, max_llm_calls, max_tokens  # type: ignore[return-value]
+
+
 def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {
         sc.TASK_OUTCOME: s.outcome or "",
@@ -554,6 +630,9 @@ def task(
     customer: str | None = None,
     user: str | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
+    max_cost_usd: Decimal | float | str | None = None,
+    max_llm_calls: int | None = None,
+    max_tokens: int | None = None,
     **dimensions: object,
 ) -> Task:
     """Open a business task, as ``with`` or ``async with``.
@@ -563,6 +642,10 @@ def task(
         feature, team, customer, user: Dimensions put on the task span and on every call span in it.
             Nested tasks inherit their parent's dimensions unless they set their own.
         attributes: Extra span attributes for the task span only.
+        max_cost_usd, max_llm_calls, max_tokens: Caps against runaway loops: once the task's spend
+            (its calls and finished subtasks), its number of LLM calls, or its tokens (input + output)
+            reach a cap, the next LLM call in it raises :class:`costtrace.TaskBudgetExceeded` before it
+            is sent. A cap can be passed by at most the one call that crosses it.
         **dimensions: Extra low-cardinality dimensions (``costtrace.dimension.<key>``), propagated like ``feature``.
 
     Example:
@@ -579,6 +662,9 @@ def task(
         user=user,
         attributes=attributes,
         dimensions=dimensions,
+        max_cost_usd=max_cost_usd,
+        max_llm_calls=max_llm_calls,
+        max_tokens=max_tokens,
     )
 
 
@@ -597,6 +683,9 @@ def track_task(
     user: str | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     success_when: Callable[[Any], bool] | None = None,
+    max_cost_usd: Decimal | float | str | None = None,
+    max_llm_calls: int | None = None,
+    max_tokens: int | None = None,
     **dimensions: object,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
@@ -611,6 +700,9 @@ def track_task(
     user: str | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     success_when: Callable[[Any], bool] | None = None,
+    max_cost_usd: Decimal | float | str | None = None,
+    max_llm_calls: int | None = None,
+    max_tokens: int | None = None,
     **dimensions: object,
 ) -> Any:
     """Run every call of the decorated function as a task. Works on sync, async, generator and
@@ -628,6 +720,7 @@ def track_task(
     if callable(name_or_func) and not isinstance(name_or_func, str):
         return track_task()(name_or_func)
     explicit_name: str | None = name_or_func
+    _parse_caps(max_cost_usd, max_llm_calls, max_tokens)  # a bad cap fails at decoration time
 
     def new_task(func: Callable[..., Any]) -> Task:
         return Task(
@@ -638,6 +731,9 @@ def track_task(
             user=user,
             attributes=attributes,
             dimensions=dimensions,
+            max_cost_usd=max_cost_usd,
+            max_llm_calls=max_llm_calls,
+            max_tokens=max_tokens,
         )
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:

@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from costtrace import semconv as sc
 from costtrace._internal import report_internal_error
 from costtrace.calls import LLMCall
+from costtrace.errors import BudgetExceeded
 
 logger = logging.getLogger("costtrace")
 
@@ -32,9 +33,14 @@ _ObjectProxy: Any = wrapt.ObjectProxy  # not subscripted: wrapt 1.x proxies are 
 
 
 def safely(where: str, fn: Callable[..., _T], *args: Any, default: Any = None, **kwargs: Any) -> Any:
-    """Run costtrace's own ``fn``; an exception is reported as an internal error and ``default`` returned."""
+    """Run costtrace's own ``fn``; an exception is reported as an internal error and ``default`` returned.
+
+    :class:`costtrace.BudgetExceeded` passes through: a hard cap is blocking the call before it is sent.
+    """
     try:
         return fn(*args, **kwargs)
+    except BudgetExceeded:
+        raise
     except Exception as exc:
         report_internal_error(where, exc)
         return default

@@ -163,7 +163,8 @@ def _request(instance: Any, kwargs: Mapping[str, Any], *, stream: bool) -> _Requ
     )
 
 
-def _start(req: _Request) -> LLMCall:
+def _start(req: _Request, *, downgradable: bool = True) -> LLMCall:
+    """Start the call (``downgradable=False``: the request is already built, its model can't change)."""
     call = LLMCall(
         req.provider,
         req.model,
@@ -172,9 +173,18 @@ def _start(req: _Request) -> LLMCall:
         server_port=req.server_port,
         max_tokens=req.max_tokens,
         stream=req.stream,
+        input=(req.system, req.messages),
     )
-    call.start()
+    call.downgradable = downgradable
+    call.start()  # may raise BudgetExceeded: nothing has been sent
     return call
+
+
+def _send_kwargs(call: LLMCall, req: _Request, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs to send: the model replaced if a downgrade budget picked a cheaper one."""
+    if call.model != req.model:
+        return {**kwargs, "model": call.model}
+    return kwargs
 
 
 def _enter_scope(call: LLMCall) -> tuple[contextvars.Token[_Scope | None], object]:
@@ -540,6 +550,7 @@ def _create(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
     call = safely("instrumentation.anthropic.start", _start, req) if req is not None else None
     if call is None:
         return wrapped(*args, **kwargs)
+    kwargs = _send_kwargs(call, req, kwargs)
     scope = safely("instrumentation.anthropic.scope", _enter_scope, call)
     try:
         result = wrapped(*args, **kwargs)
@@ -565,6 +576,7 @@ async def _acreate_call(
     call = safely("instrumentation.anthropic.start", _start, req) if req is not None else None
     if call is None:
         return await wrapped(*args, **kwargs)
+    kwargs = _send_kwargs(call, req, kwargs)
     scope = safely("instrumentation.anthropic.scope", _enter_scope, call)
     try:
         result = await wrapped(*args, **kwargs)
@@ -634,7 +646,7 @@ class _SyncManager(_ManagerBase):
     def __enter__(self) -> Any:
         if not _State.active:
             return self.__wrapped__.__enter__()
-        call = safely("instrumentation.anthropic.start", _start, self._self_req)
+        call = safely("instrumentation.anthropic.start", _start, self._self_req, downgradable=False)
         if call is None:
             return self.__wrapped__.__enter__()
         scope = safely("instrumentation.anthropic.scope", _enter_scope, call)
@@ -664,7 +676,7 @@ class _AsyncManager(_ManagerBase):
     async def __aenter__(self) -> Any:
         if not _State.active:
             return await self.__wrapped__.__aenter__()
-        call = safely("instrumentation.anthropic.start", _start, self._self_req)
+        call = safely("instrumentation.anthropic.start", _start, self._self_req, downgradable=False)
         if call is None:
             return await self.__wrapped__.__aenter__()
         scope = safely("instrumentation.anthropic.scope", _enter_scope, call)

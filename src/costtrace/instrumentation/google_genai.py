@@ -154,10 +154,18 @@ def _start_call(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> LLMCa
         server_port=port,
         max_tokens=_max_tokens(config),
         stream=stream,
+        input=(_field(config, "system_instruction", "systemInstruction"), kwargs.get("contents")),
     )
     if stream:  # a stream outlives this wrapper: no ``with``, the proxy ends the call
-        call.start()
+        call.start()  # may raise BudgetExceeded: nothing has been sent
     return call
+
+
+def _send_kwargs(call: LLMCall, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs to send: the model replaced if a downgrade budget picked a cheaper one."""
+    if call._downgraded_from is not None:
+        return {**kwargs, "model": call.model}
+    return kwargs
 
 
 # --- text, for estimates and opt-in content capture -------------------------------------------------
@@ -474,6 +482,7 @@ def _generate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
     if call is None:
         return wrapped(*args, **kwargs)
     with call:
+        kwargs = _send_kwargs(call, kwargs)
         token = _attempts.set(_Attempts(call))
         try:
             response = wrapped(*args, **kwargs)
@@ -488,6 +497,7 @@ async def _agenerate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
     if call is None:
         return await wrapped(*args, **kwargs)
     async with call:
+        kwargs = _send_kwargs(call, kwargs)
         token = _attempts.set(_Attempts(call))
         try:
             response = await wrapped(*args, **kwargs)
@@ -501,6 +511,7 @@ def _stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
     call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, True)
     if call is None:
         return wrapped(*args, **kwargs)
+    kwargs = _send_kwargs(call, kwargs)
     try:
         stream = wrapped(*args, **kwargs)
     except BaseException as exc:
@@ -513,6 +524,7 @@ async def _astream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, True)
     if call is None:
         return await wrapped(*args, **kwargs)
+    kwargs = _send_kwargs(call, kwargs)
     token = _attempts.set(_Attempts(call))
     try:
         stream = await wrapped(*args, **kwargs)  # the request is sent here; chunks come later

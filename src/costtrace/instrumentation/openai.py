@@ -242,11 +242,15 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
         stream=stream,
         service_tier=requested_tier,
         attributes=attributes,
+        input=request_input,
     )
     # Another instrumentation's span of this very call (e.g. openai-v2): costtrace writes its attributes
     # there instead of starting a second usage-carrying span (see docs/instrumentation-openai.md).
-    call.start(host_span=_host_span())
-    return _Request(call, kind, model, request_input, user_include_usage), send
+    call.start(host_span=_host_span())  # may raise BudgetExceeded: nothing has been sent
+    if call.model != model:  # a downgrade budget picked a cheaper model
+        send = dict(send)
+        send["model"] = call.model
+    return _Request(call, kind, call.model, request_input, user_include_usage), send
 
 
 def _omitted(value: object) -> bool:

@@ -1,0 +1,527 @@
+"""The process-wide ledger and budgets: set-up, admission of each call against hard caps, late outcomes.
+
+:func:`configure_ledger` opens the ledger database (SQLite by default, PostgreSQL by URL), starts the
+background writer and installs the budgets. From then on:
+
+- every finished call, task and task event is written to the ledger off the hot path;
+- every call in the scope of a hard-capped budget (``action="block"`` or ``"downgrade"``) is admitted by
+  :func:`admit` before its request is sent: its worst-case cost is reserved atomically in the shared
+  database, and a call that could exceed the limit raises :class:`costtrace.BudgetExceeded`;
+- after each committed batch, budget thresholds are checked and alerts fire once per period.
+
+Calls in no hard-capped scope pay nothing here: :func:`admit` returns at once when no enforcing budget
+is installed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from costtrace import records
+from costtrace import semconv as sc
+from costtrace._internal import logger, report_internal_error
+from costtrace.budgets import Budget, load_budgets
+from costtrace.errors import BudgetExceeded, BudgetStoreUnavailable, ConfigError, TaskBudgetExceeded
+from costtrace.records import TaskEvent, new_event_id
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from costtrace.calls import LLMCall
+    from costtrace.ledger.store import BudgetState
+    from costtrace.ledger.writer import LedgerWriter
+    from costtrace.tasks import Task
+
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
+_STORE_DOWN_LOG_INTERVAL_S = 60.0
+_OUTCOMES = ("success", "failure", "partial", "escalated_to_human")
+
+
+@dataclass
+class _Runtime:
+    engine: Engine
+    writer: LedgerWriter
+    url: str
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    enforcing: tuple[Budget, ...] = ()
+    store_down_since: float | None = None
+    store_down_logged: float = 0.0
+    admitted_fail_open: int = 0
+    closed: bool = False
+
+    def budget_list(self) -> tuple[Budget, ...]:
+        return tuple(self.budgets.values())
+
+
+_lock = threading.Lock()
+_runtime: _Runtime | None = None
+enforcing = False
+"""True while some hard-capped budget is installed: the only thing a call checks when there is none."""
+
+
+def _set_budgets(rt: _Runtime, budgets: Iterable[Budget]) -> None:
+    global enforcing
+    for b in budgets:
+        rt.budgets[b.name] = b
+    rt.enforcing = tuple(b for b in rt.budgets.values() if b.enforcing)
+    enforcing = bool(rt.enforcing)
+
+
+def configure_ledger(
+    url: str | None = None,
+    *,
+    budgets: Sequence[Budget] = (),
+    budgets_file: str | Path | None = None,
+    spool_path: str | Path | None = None,
+    max_queue: int = 100_000,
+) -> None:
+    """Open the cost ledger and install budgets. Call once at start-up (again to replace it).
+
+    Args:
+        url: SQLAlchemy URL: ``sqlite:///path/ledger.db`` or ``postgresql://user@host/db``. Default:
+            ``COSTTRACE_LEDGER_URL``, else ``~/.local/share/costtrace/ledger.db``.
+        budgets: :class:`costtrace.Budget` definitions.
+        budgets_file: A TOML or JSON file of budgets (see :func:`costtrace.budgets.load_budgets`).
+        spool_path: Where records wait while the database is unreachable (default: beside the ledger).
+        max_queue: Records held in memory before new ones are dropped (and counted).
+
+    Raises:
+        ConfigError: A bad URL or budget, a missing driver, or a database that cannot be reached or
+            migrated now (the message names the URL with its password hidden).
+
+    Example:
+        >>> costtrace.configure_ledger("sqlite:///costs.db", budgets=[            # doctest: +SKIP
+        ...     costtrace.Budget("support", limit_usd=100, period="month", scope={"feature": "support"},
+        ...                      action="block")])
+    """
+    global _runtime
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from costtrace.ledger import schema, store
+    from costtrace.ledger.engine import default_url, make_engine, safe_url
+    from costtrace.ledger.writer import LedgerWriter
+
+    all_budgets = list(budgets)
+    if budgets_file is not None:
+        all_budgets.extend(load_budgets(budgets_file))
+    names = [b.name for b in all_budgets]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"budget names must be unique; defined twice: {dupes}")
+    resolved = url or default_url()
+    engine = make_engine(resolved)
+    try:
+        schema.migrate(engine)
+        store.save_budget_definitions(engine, all_budgets)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        cause: BaseException = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"cannot open the ledger at {safe_url(resolved)!r}: {type(cause).__name__}: {first_line}"
+        ) from None
+    close_ledger()
+    writer = LedgerWriter(
+        engine,
+        budgets=lambda: _runtime.budget_list() if _runtime is not None else (),
+        spool_path=spool_path,
+        max_queue=max_queue,
+        on_committed=_on_committed,
+    )
+    rt = _Runtime(engine=engine, writer=writer, url=safe_url(resolved))
+    _set_budgets(rt, all_budgets)
+    with _lock:
+        _runtime = rt
+    records.add_listener(writer)
+    atexit.register(close_ledger)
+
+
+def add_budget(budget: Budget) -> None:
+    """Install (or replace, by name) one budget in the running ledger.
+
+    Raises:
+        ConfigError: :func:`configure_ledger` was not called.
+    """
+    from costtrace.ledger import store
+
+    rt = _require("add_budget")
+    store.save_budget_definitions(rt.engine, [budget])
+    _set_budgets(rt, [budget])
+
+
+def _require(what: str) -> _Runtime:
+    rt = _runtime
+    if rt is None or rt.closed:
+        raise ConfigError(f"costtrace.{what}() needs the ledger: call costtrace.configure_ledger() first")
+    return rt
+
+
+def ledger_engine() -> Engine | None:
+    """The running ledger's engine (None when no ledger is configured), e.g. for reports."""
+    rt = _runtime
+    return rt.engine if rt is not None and not rt.closed else None
+
+
+def budget_status(name: str | None = None) -> list[BudgetState]:
+    """The current period's spend, reservations and limit of each budget (or of ``name``).
+
+    Example:
+        >>> for s in costtrace.budget_status():                   # doctest: +SKIP
+        ...     print(s.budget, s.spent_usd, s.limit_usd, s.resets_at)
+    """
+    from costtrace.ledger import store
+
+    rt = _require("budget_status")
+    budgets = rt.budget_list() if name is None else tuple(b for b in rt.budget_list() if b.name == name)
+    if name is not None and not budgets:
+        raise ConfigError(f"no budget named {name!r}; installed: {sorted(rt.budgets)}")
+    return store.budget_states(rt.engine, budgets)
+
+
+def flush_ledger(timeout_s: float = 5.0) -> bool:
+    """Write everything recorded so far to the ledger (or its spool) within ``timeout_s``."""
+    rt = _runtime
+    if rt is None or rt.closed:
+        return True
+    return rt.writer.flush(timeout_s)
+
+
+def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
+    """Flush and stop the ledger writer (registered at exit). Idempotent; never hangs past ``timeout_s``."""
+    global _runtime, enforcing
+    with _lock:
+        rt = _runtime
+        _runtime = None
+        enforcing = False
+    if rt is None or rt.closed:
+        return True
+    rt.closed = True
+    records.remove_listener(rt.writer)
+    ok: bool = rt.writer.close(timeout_s)
+    try:
+        rt.engine.dispose()
+    except Exception as exc:
+        report_internal_error("spending.dispose", exc)
+    return bool(ok)
+
+
+# --- late outcomes -----------------------------------------------------------------------------------
+
+
+def record_outcome(
+    task_id: str,
+    outcome: str,
+    *,
+    reason: str | None = None,
+    rework_cost_usd: Decimal | float | str | None = None,
+) -> None:
+    """Restate a finished task's outcome: a ticket reopened, a reviewer fixed the output.
+
+    The task id is ``t.summary.task_id`` (or ``costtrace.task.id`` on the task span). Works from any
+    process sharing the ledger, even before the task's own row is written.
+
+    Args:
+        task_id: The task to restate.
+        outcome: ``success`` | ``failure`` | ``partial`` | ``escalated_to_human``.
+        reason: Why (free text).
+        rework_cost_usd: Human cost of fixing it, counted in TCO reports.
+
+    Raises:
+        ConfigError: No ledger is configured, or an argument is invalid.
+
+    Example:
+        >>> costtrace.record_outcome(task_id, "escalated_to_human", reason="ticket reopened",  # doctest: +SKIP
+        ...                          rework_cost_usd=37.5)
+    """
+    _require("record_outcome")
+    value = getattr(outcome, "value", outcome)
+    if value not in _OUTCOMES:
+        raise ConfigError(f"outcome={outcome!r} is not one of {_OUTCOMES}")
+    if not isinstance(task_id, str) or not task_id:
+        raise ConfigError(f"task_id={task_id!r} must be the task's id (t.summary.task_id)")
+    rework: Decimal | None = None
+    if rework_cost_usd is not None:
+        try:
+            rework = Decimal(str(rework_cost_usd))
+        except ArithmeticError:
+            raise ConfigError(f"rework_cost_usd={rework_cost_usd!r} must be a number") from None
+        if not rework.is_finite() or rework < 0:
+            raise ConfigError(f"rework_cost_usd={rework_cost_usd!r} must be a finite number >= 0")
+    records.emit_event(
+        TaskEvent(
+            event_id=new_event_id(),
+            kind="outcome_updated",
+            at=datetime.now(UTC),
+            task_id=task_id,
+            reason=reason,
+            outcome=str(value),
+            amount_usd=rework,
+        )
+    )
+
+
+# --- admission: hard caps before the call ------------------------------------------------------------
+
+
+def _input_tokens(request_input: object, model: str) -> int:
+    from costtrace.tokens import count_tokens
+
+    if request_input is None:
+        return 0
+    if isinstance(request_input, tuple):
+        return sum(_input_tokens(part, model) for part in request_input)
+    return int(count_tokens(request_input, model))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """A call's worst-case cost for a budget: what is reserved before it is sent."""
+
+    nano_usd: int | None
+    """None when the model has no price and the budget no fallback price: the call is blocked."""
+    input_tokens: int
+    output_tokens: int
+    fallback: bool
+
+
+def worst_case(budget: Budget, *, provider: str, model: str, input_tokens: int, max_tokens: int | None) -> WorstCase:
+    """All input at the higher of the uncached and cache-write price, plus ``max_tokens`` of output
+    (or the budget's ``max_output_tokens``), priced as the call would be.
+
+    Example:
+        >>> b = Budget("b", limit_usd=1, action="block")
+        >>> worst_case(b, provider="openai", model="gpt-4o-mini", input_tokens=1000, max_tokens=100).nano_usd
+        210000
+    """
+    from costtrace.ledger.schema import to_nano
+    from costtrace.pricing import default_catalog
+    from costtrace.usage import Usage
+
+    out = max_tokens if max_tokens is not None and max_tokens >= 0 else budget.max_output_tokens
+    catalog = default_catalog()
+    plain = catalog.cost(Usage(input_tokens=input_tokens, output_tokens=out), provider=provider, model=model)
+    if plain.total_usd is not None:
+        cached = catalog.cost(
+            Usage(
+                input_tokens=input_tokens,
+                output_tokens=out,
+                cache_write_input_tokens=input_tokens,
+                cache_write_1h_input_tokens=input_tokens,
+            ),
+            provider=provider,
+            model=model,
+        )
+        amount = max(plain.total_usd, cached.total_usd or plain.total_usd)
+        return WorstCase(to_nano(amount), input_tokens, out, False)
+    fb = budget.fallback_price
+    if fb is not None and not isinstance(fb, tuple):
+        return WorstCase(to_nano(fb.cost_usd(input_tokens, out)), input_tokens, out, True)
+    return WorstCase(None, input_tokens, out, False)
+
+
+def check_task_caps(task: Task | None) -> None:
+    """Raise :class:`TaskBudgetExceeded` if the task, or a task it runs in, has reached a cap."""
+    t = task
+    while t is not None:
+        if t._caps is not None:
+            t._check_caps()
+        t = t.parent
+
+
+def admit(call: LLMCall, task: Task | None, request_input: object, at: datetime) -> None:
+    """Reserve the call's worst-case cost on every hard-capped budget in its scope, or raise.
+
+    May change ``call.model`` (``downgrade``). Raises only :class:`BudgetExceeded` (and subclasses);
+    costtrace's own failures are reported and let the call through.
+    """
+    rt = _runtime
+    if rt is None or rt.closed or not rt.enforcing:
+        return
+    dims = task._dimensions if task is not None else {}
+    task_name = task.name if task is not None else None
+    tried: set[str] = set()
+    while True:
+        model = call.model
+        tried.add(model)
+        scoped = [b for b in rt.enforcing if b.matches(dims, task_name=task_name, provider=call.provider, model=model)]
+        if not scoped:
+            return
+        denied = _try_reserve(rt, call, task, scoped, request_input, at)
+        if denied is None:
+            return
+        budget, exc = denied
+        alt = _downgrade(budget, model) if budget.action == "downgrade" and call.downgradable else None
+        if alt is not None and alt not in tried:
+            logger.info("costtrace: budget %r is exhausted; downgrading %r to %r", budget.name, model, alt)
+            call.model = alt
+            call._downgraded_from = call._downgraded_from or model
+            continue
+        _blocked(task, call, exc)
+        raise exc
+
+
+def _downgrade(budget: Budget, model: str) -> str | None:
+    hook = budget.downgrade_to
+    try:
+        if isinstance(hook, Mapping):
+            alt = hook.get(model)
+        elif callable(hook):
+            alt = hook(model)
+        else:
+            return None
+    except Exception as exc:
+        logger.warning("costtrace: downgrade_to of budget %r raised %s", budget.name, type(exc).__qualname__)
+        return None
+    return str(alt) if alt else None
+
+
+def _try_reserve(
+    rt: _Runtime,
+    call: LLMCall,
+    task: Task | None,
+    scoped: Sequence[Budget],
+    request_input: object,
+    at: datetime,
+) -> tuple[Budget, BudgetExceeded] | None:
+    from costtrace.ledger import store
+    from costtrace.ledger.schema import from_nano
+
+    try:
+        n_in = _input_tokens(request_input, call.model)
+    except Exception as exc:
+        report_internal_error("spending.count_input", exc)
+        n_in = 0
+    holds: list[tuple[Budget, int]] = []
+    for budget in scoped:
+        wc = worst_case(
+            budget, provider=call.provider, model=call.model, input_tokens=n_in, max_tokens=call._max_tokens
+        )
+        if wc.nano_usd is None:
+            return budget, BudgetExceeded(
+                f"budget {budget.name!r} blocked a call to {call.model!r}: the model has no price, so its cost "
+                "cannot be bounded; add a price (costtrace.set_price) or a fallback_price to the budget",
+                budget=budget.name,
+                limit_usd=budget.limit,
+            )
+        holds.append((budget, wc.nano_usd))
+    try:
+        denied = store.reserve(rt.engine, holds, call_id=call.id, at=at)
+    except Exception as exc:
+        return _store_unavailable(rt, scoped, exc)
+    if rt.store_down_since is not None:
+        logger.warning("costtrace: the budget store is reachable again")
+        rt.store_down_since = None
+    if denied is None:
+        call._reserved = True
+        return None
+    st = denied.state
+    budget = rt.budgets[denied.budget]
+    requested = from_nano(denied.requested_nano_usd)
+    resets = f"; resets {st.resets_at.isoformat()}" if st.resets_at is not None else ""
+    message = (
+        f"budget {budget.name!r} would be exceeded by a call to {call.model!r}: spent ${st.spent_usd:.6f} + "
+        f"in flight ${st.reserved_usd:.6f} + this call's worst case ${requested:.6f} > limit "
+        f"${st.limit_usd}{resets}"
+    )
+    _alert_exhausted(rt, budget, st)
+    return budget, BudgetExceeded(
+        message,
+        budget=budget.name,
+        spent_usd=st.spent_usd,
+        reserved_usd=st.reserved_usd,
+        limit_usd=st.limit_usd,
+        requested_usd=requested,
+        resets_at=st.resets_at,
+    )
+
+
+def _store_unavailable(rt: _Runtime, scoped: Sequence[Budget], exc: Exception) -> tuple[Budget, BudgetExceeded] | None:
+    now = time.monotonic()
+    if rt.store_down_since is None:
+        rt.store_down_since = now
+    closed = [b for b in scoped if not b.fail_open]
+    if now - rt.store_down_logged >= _STORE_DOWN_LOG_INTERVAL_S:
+        rt.store_down_logged = now
+        logger.error(
+            "costtrace: the budget store at %s is unreachable (%s); hard caps %s",
+            rt.url,
+            type(exc).__name__,
+            "block calls (fail_open=False)" if closed else "let calls through (fail_open=True)",
+        )
+        _alert_store_unavailable(rt, scoped, exc)
+    if closed:
+        b = closed[0]
+        return b, BudgetStoreUnavailable(
+            f"budget {b.name!r} blocked the call: the budget store at {rt.url} is unreachable "
+            f"({type(exc).__name__}) and the budget has fail_open=False",
+            budget=b.name,
+            limit_usd=b.limit,
+        )
+    rt.admitted_fail_open += 1
+    return None
+
+
+def _blocked(task: Task | None, call: LLMCall, exc: BudgetExceeded) -> None:
+    """Leave a trace of a blocked call: a task span event and a ledger event."""
+    try:
+        attrs: dict[str, Any] = {sc.BUDGET_NAME: exc.budget, sc.EVENT_ATTR_MODEL: call.model}
+        if isinstance(exc, TaskBudgetExceeded):
+            attrs[sc.EVENT_ATTR_REASON] = exc.cap
+        if task is not None:
+            task._span.add_event(sc.EVENT_BUDGET_BLOCKED, attrs)
+        records.emit_event(
+            TaskEvent(
+                event_id=new_event_id(),
+                kind="budget_blocked",
+                at=datetime.now(UTC),
+                task_id=task.id if task is not None else None,
+                attempt=task.attempt if task is not None else None,
+                reason=str(exc),
+                to_model=call.model,
+                amount_usd=exc.requested_usd,
+                data={"budget": exc.budget},
+            )
+        )
+    except Exception as err:
+        report_internal_error("spending.blocked", err)
+
+
+# --- alerts glue ---------------------------------------------------------------------------------------
+
+_alert_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def _on_committed(touched: list[Any]) -> None:
+    rt = _runtime
+    if rt is None or not touched:
+        return
+    check = _alert_hooks.get("check_budgets")
+    if check is not None:
+        names = {t.budget for t in touched}
+        check(rt.engine, [b for b in rt.budget_list() if b.name in names], touched)
+
+
+def _alert_exhausted(rt: _Runtime, budget: Budget, state: BudgetState) -> None:
+    hook = _alert_hooks.get("exhausted")
+    if hook is not None:
+        try:
+            hook(rt.engine, budget, state)
+        except Exception as exc:
+            report_internal_error("spending.alert_exhausted", exc)
+
+
+def _alert_store_unavailable(rt: _Runtime, scoped: Sequence[Budget], exc: Exception) -> None:
+    hook = _alert_hooks.get("store_unavailable")
+    if hook is not None:
+        try:
+            hook(scoped, exc)
+        except Exception as err:
+            report_internal_error("spending.alert_store_unavailable", err)
