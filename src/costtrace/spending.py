@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from costtrace.tasks import Task
 
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
+DEFAULT_BUDGET_TIMEOUT_S = 5.0
 _STORE_DOWN_LOG_INTERVAL_S = 60.0
 _OUTCOMES = ("success", "failure", "partial", "escalated_to_human")
 
@@ -48,6 +49,8 @@ _OUTCOMES = ("success", "failure", "partial", "escalated_to_human")
 @dataclass
 class _Runtime:
     engine: Engine
+    budget_engine: Engine
+    """A pool of its own for reservations (on the app's thread), with a short SQLite busy timeout."""
     writer: LedgerWriter
     url: str
     budgets: dict[str, Budget] = field(default_factory=dict)
@@ -82,6 +85,7 @@ def configure_ledger(
     budgets_file: str | Path | None = None,
     spool_path: str | Path | None = None,
     max_queue: int = 100_000,
+    budget_timeout_s: float = DEFAULT_BUDGET_TIMEOUT_S,
 ) -> None:
     """Open the cost ledger and install budgets. Call once at start-up (again to replace it).
 
@@ -92,6 +96,9 @@ def configure_ledger(
         budgets_file: A TOML or JSON file of budgets (see :func:`costtrace.budgets.load_budgets`).
         spool_path: Where records wait while the database is unreachable (default: beside the ledger).
         max_queue: Records held in memory before new ones are dropped (and counted).
+        budget_timeout_s: How long a hard-cap reservation may wait for a busy SQLite database before
+            the budget store counts as unreachable (then ``fail_open`` decides). PostgreSQL uses its
+            connect and statement timeouts (3 s, 10 s).
 
     Raises:
         ConfigError: A bad URL or budget, a missing driver, or a database that cannot be reached or
@@ -128,15 +135,21 @@ def configure_ledger(
         raise ConfigError(
             f"cannot open the ledger at {safe_url(resolved)!r}: {type(cause).__name__}: {first_line}"
         ) from None
+    if not (isinstance(budget_timeout_s, (int, float)) and budget_timeout_s > 0):
+        engine.dispose()
+        raise ConfigError(f"budget_timeout_s={budget_timeout_s!r} must be a positive number of seconds")
+    budget_engine = make_engine(resolved, sqlite_busy_timeout_s=float(budget_timeout_s))
     close_ledger()
+    holder: list[_Runtime] = []  # the writer keeps its runtime's budgets through close_ledger()
     writer = LedgerWriter(
         engine,
-        budgets=lambda: _runtime.budget_list() if _runtime is not None else (),
+        budgets=lambda: holder[0].budget_list() if holder else (),
         spool_path=spool_path,
         max_queue=max_queue,
         on_committed=_on_committed,
     )
-    rt = _Runtime(engine=engine, writer=writer, url=safe_url(resolved))
+    rt = _Runtime(engine=engine, budget_engine=budget_engine, writer=writer, url=safe_url(resolved))
+    holder.append(rt)
     _set_budgets(rt, all_budgets)
     with _lock:
         _runtime = rt
@@ -208,6 +221,7 @@ def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
     ok: bool = rt.writer.close(timeout_s)
     try:
         rt.engine.dispose()
+        rt.budget_engine.dispose()
     except Exception as exc:
         report_internal_error("spending.dispose", exc)
     return bool(ok)
@@ -413,7 +427,7 @@ def _try_reserve(
             )
         holds.append((budget, wc.nano_usd))
     try:
-        denied = store.reserve(rt.engine, holds, call_id=call.id, at=at)
+        denied = store.reserve(rt.budget_engine, holds, call_id=call.id, at=at)
     except Exception as exc:
         return _store_unavailable(rt, scoped, exc)
     if rt.store_down_since is not None:

@@ -233,10 +233,12 @@ def run_transaction(engine: Engine, work: Any, *, attempts: int = 5) -> Any:
 def _insert(conn: Connection, table: sa.Table) -> Any:
     """``INSERT`` of the connection's dialect, so ``on_conflict_do_nothing`` is available."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str) -> set[str]:
@@ -559,7 +561,7 @@ def reserve(
             )
 
     try:
-        run_transaction(engine, work)
+        run_transaction(engine, work, attempts=2)  # on the app's thread: fail fast, fail_open decides
     except _Refused as refused:
         return refused.denied
     return None

@@ -1,0 +1,79 @@
+"""A process that spends against the ledger's budgets: run by the hard-cap tests as a subprocess.
+
+    python tests/ledger/spender.py URL BUDGETS_JSON --calls N --threads T [--clock-offset-s S]
+
+Each thread makes calls with ``costtrace.llm_call`` (gpt-4o-mini, input text and ``max_tokens`` set,
+actual usage at most the worst case) until it has made ``--calls`` attempts. It prints one JSON line:
+``{"sent": n, "blocked": n, "errors": [...]}``; an exception of any other kind is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("budgets")
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock-offset-s", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pace-s", type=float, default=0.0)
+    parser.add_argument("--go-at", type=float, default=0.0, help="real epoch seconds to start spending at")
+    args = parser.parse_args()
+    if args.clock_offset_s:
+        real_time_ns = time.time_ns
+        offset = int(args.clock_offset_s * 1e9)
+        time.time_ns = lambda: real_time_ns() + offset  # a clock set near a period boundary (calls read it)
+
+    import costtrace
+    from costtrace.budgets import Budget
+
+    budgets = [Budget.from_json(json.dumps(b)) for b in json.loads(args.budgets)]
+    costtrace.configure_ledger(args.url, budgets=budgets)
+    sent = blocked = 0
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        nonlocal sent, blocked
+        rng = random.Random(args.seed * 1000 + n)
+        for _ in range(args.calls):
+            try:
+                with costtrace.task("spend", feature="support"):
+                    with costtrace.llm_call(
+                        provider="openai", model="gpt-4o-mini", max_tokens=200, input="word " * 300
+                    ) as call:
+                        call.set_usage(input_tokens=rng.randint(100, 300), output_tokens=rng.randint(0, 200))
+                with lock:
+                    sent += 1
+            except costtrace.BudgetExceeded:
+                with lock:
+                    blocked += 1
+            except Exception as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            if args.pace_s:
+                time.sleep(args.pace_s)
+
+    while time.time() < args.go_at:  # the real clock: every process starts together
+        time.sleep(0.01)
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = costtrace.close_ledger(timeout_s=30)
+    print(json.dumps({"sent": sent, "blocked": blocked, "errors": errors, "closed": ok}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
