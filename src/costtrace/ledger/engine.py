@@ -94,9 +94,15 @@ def make_engine(url: str | None = None, *, sqlite_busy_timeout_s: float = SQLITE
             kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
         kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s, "check_same_thread": False}
     elif backend == "postgresql":
+        # connect_args replace the URL's own query arguments: keep the URL's ``options`` (e.g.
+        # ``?options=-csearch_path%3Dcosts``), after ours so that the URL's settings win.
+        user_options = parsed.query.get("options")
+        if isinstance(user_options, tuple):
+            user_options = " ".join(user_options)
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
         kwargs["connect_args"] = {
             "connect_timeout": CONNECT_TIMEOUT_S,
-            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            "options": f"{options} {user_options}" if user_options else options,
         }
         kwargs["pool_pre_ping"] = True
         kwargs["pool_timeout"] = 10
