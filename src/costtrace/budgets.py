@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -372,7 +373,7 @@ _FILE_KEYS = {
 }
 
 
-def load_budgets(path: str | Path) -> list[Budget]:
+def load_budgets(path: str | os.PathLike[str]) -> list[Budget]:
     """Read budgets from a TOML or JSON file: a list of tables under ``[[budget]]`` (TOML) or ``"budgets"``.
 
     Example file (TOML)::

@@ -15,8 +15,8 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from opentelemetry import metrics as otel_metrics
@@ -24,6 +24,11 @@ from opentelemetry import trace
 
 from costtrace._internal import logger, report_internal_error
 from costtrace.errors import ConfigError
+
+if TYPE_CHECKING:
+    from costtrace.budgets import Budget
+
+ENV_LEDGER_URL = "COSTTRACE_LEDGER_URL"
 
 _PROTOCOLS = ("http/protobuf", "grpc")
 _INSTALL_HINT = "install the OTLP exporters with: pip install 'costtrace[otlp]'"
@@ -124,6 +129,9 @@ def configure(
     span_exporter: Any = None,
     metric_reader: Any = None,
     prices_file: str | os.PathLike[str] | None = None,
+    ledger_url: str | None = None,
+    budgets: Sequence[Budget] | None = None,
+    budgets_file: str | os.PathLike[str] | None = None,
 ) -> None:
     """Install OpenTelemetry tracing and metrics export for an app that has no OTel set-up.
 
@@ -141,6 +149,9 @@ def configure(
         metrics: Export metrics too.
         span_exporter / metric_reader: Your own exporter or reader, added next to the others.
         prices_file: A JSON or TOML price override file (see docs/pricing.md).
+        ledger_url, budgets, budgets_file: Open the cost ledger and install budgets (see
+            :func:`costtrace.configure_ledger`). The ledger opens when any of them is given or
+            ``COSTTRACE_LEDGER_URL`` is set.
 
     Raises:
         ConfigError: A bad value, or the OTLP exporters are not installed.
@@ -162,6 +173,10 @@ def configure(
         from costtrace.pricing import load_prices
 
         load_prices(prices_file)
+    if ledger_url is not None or budgets or budgets_file is not None or os.environ.get(ENV_LEDGER_URL, "").strip():
+        from costtrace.spending import configure_ledger
+
+        configure_ledger(ledger_url, budgets=budgets or (), budgets_file=budgets_file)
 
     with _lock:
         if _configured:

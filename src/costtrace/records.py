@@ -174,6 +174,11 @@ def emit_task(summary: TaskSummary) -> None:
             report_internal_error("records.listener.on_task", exc)
 
 
+def has_event_listeners() -> bool:
+    """Whether some listener takes events (so that building one is worth it)."""
+    return any(hasattr(listener, "on_event") for listener in _listeners)
+
+
 def emit_event(event: TaskEvent) -> None:
     """Pass an event to the listeners that have an ``on_event(event)`` method (the ledger does)."""
     for listener in _listeners:

@@ -16,6 +16,7 @@ is installed.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -82,7 +83,7 @@ def configure_ledger(
     url: str | None = None,
     *,
     budgets: Sequence[Budget] = (),
-    budgets_file: str | Path | None = None,
+    budgets_file: str | os.PathLike[str] | None = None,
     spool_path: str | Path | None = None,
     max_queue: int = 100_000,
     budget_timeout_s: float = DEFAULT_BUDGET_TIMEOUT_S,

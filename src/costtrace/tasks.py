@@ -420,6 +420,7 @@ class Task:
             self._calls_started += 1
         if event is not None:
             self._span.add_event(sc.EVENT_RETRY, event)
+            self._emit_event("retry", event)
         return attempt
 
     def _check_caps(self) -> None:
@@ -514,6 +515,7 @@ class Task:
                 event = None
         if event is not None:
             self._span.add_event(sc.EVENT_ATTEMPT_FAILED, event)
+            self._emit_event("attempt_failed", event)
 
     def _record_sdk_retry(self, attempt: int | None, reason: str, model: str) -> None:
         attrs: dict[str, AttributeValue] = {
@@ -522,6 +524,28 @@ class Task:
             sc.EVENT_ATTR_MODEL: model,
         }
         self._span.add_event(sc.EVENT_SDK_RETRY, attrs)
+        self._emit_event("sdk_retry", attrs)
+
+    def _emit_event(self, kind: str, attrs: Mapping[str, AttributeValue]) -> None:
+        """Pass a lineage event (the span event's attributes) to the ledger, if one listens."""
+        if not records.has_event_listeners():
+            return
+        cost = attrs.get(sc.EVENT_ATTR_ATTEMPT_COST_USD)
+        attempt = attrs.get(sc.EVENT_ATTR_ATTEMPT)
+        records.emit_event(
+            records.TaskEvent(
+                event_id=records.new_event_id(),
+                kind=kind,
+                at=datetime.now(UTC),
+                task_id=self.id,
+                attempt=attempt if isinstance(attempt, int) else None,
+                reason=_opt_str(attrs.get(sc.EVENT_ATTR_REASON)),
+                details=_opt_str(attrs.get(sc.EVENT_ATTR_DETAILS) or attrs.get(sc.ERROR_TYPE)),
+                from_model=_opt_str(attrs.get(sc.EVENT_ATTR_FROM_MODEL) or attrs.get(sc.EVENT_ATTR_MODEL)),
+                to_model=_opt_str(attrs.get(sc.EVENT_ATTR_TO_MODEL)),
+                amount_usd=Decimal(str(cost)) if isinstance(cost, (int, float)) else None,
+            )
+        )
 
     def _add_subtask_cost(self, cost: Decimal) -> None:
         with self._lock:
@@ -571,8 +595,13 @@ class Task:
                         attrs[sc.EVENT_ATTR_FROM_MODEL] = self._last_model
                     attrs[sc.EVENT_ATTR_TO_MODEL] = to_model
             self._span.add_event(event_name, attrs)
+            self._emit_event("retry" if event_name == sc.EVENT_RETRY else "escalation", attrs)
         except Exception as exc:
             report_internal_error("tasks.lineage", exc)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _parse_caps(

@@ -1,0 +1,165 @@
+"""The ledger from the public API: configure_ledger, what a task leaves in it, late outcomes, errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+import costtrace
+from costtrace.ledger import schema
+from costtrace.ledger.engine import make_engine
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[sa.Engine]:
+    costtrace.configure_ledger(ledger_url)
+    engine = make_engine(ledger_url)
+    yield engine
+    costtrace.close_ledger()
+    engine.dispose()
+
+
+def _rows(engine: sa.Engine, table: sa.Table) -> list[sa.RowMapping]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(table)).mappings())
+
+
+def test_a_task_with_retries_and_an_escalation_lands_whole(ledger):
+    with costtrace.task("extract_refund", feature="billing", customer="acme", region="eu") as t:
+        costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+        t.retry(reason="validation_failed", details="missing field 'amount'")
+        costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+        t.escalate(to_model="gpt-4o", reason="validation_failed")
+        costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=100)
+    assert costtrace.flush_ledger(10)
+    (task,) = _rows(ledger, schema.tasks)
+    assert task["task_id"] == t.summary.task_id and task["name"] == "extract_refund"
+    assert (task["feature"], task["customer"], task["outcome"], task["first_pass"]) == (
+        "billing",
+        "acme",
+        "success",
+        False,
+    )
+    assert schema.from_nano(task["cost_nano_usd"]) == t.summary.cost_usd
+    assert schema.from_nano(task["wasted_nano_usd"]) == t.summary.wasted_cost_usd == Decimal("0.00042")
+    assert (task["attempts"], task["retries"], task["escalations"], task["llm_calls"]) == (3, 1, 1, 3)
+    calls = _rows(ledger, schema.calls)
+    assert sorted(c["attempt"] for c in calls) == [1, 2, 3]
+    assert sum(c["cost_nano_usd"] for c in calls) == task["cost_nano_usd"]
+    assert {c["dimensions"] for c in calls} == {
+        '{"costtrace.customer": "acme", "costtrace.dimension.region": "eu", "costtrace.feature": "billing"}'
+    }
+    events = {e["kind"]: e for e in _rows(ledger, schema.events)}
+    assert set(events) == {"retry", "escalation"}
+    assert events["retry"]["reason"] == "validation_failed" and events["retry"]["details"] == "missing field 'amount'"
+    assert events["retry"]["attempt"] == 1 and schema.from_nano(events["retry"]["amount_nano_usd"]) == Decimal(
+        "0.00021"
+    )
+    assert (events["escalation"]["from_model"], events["escalation"]["to_model"]) == ("gpt-4o-mini", "gpt-4o")
+
+
+def test_a_raising_call_is_a_failed_attempt_event(ledger):
+    with costtrace.task("t") as t:
+        with pytest.raises(TimeoutError):
+            with costtrace.llm_call(provider="openai", model="gpt-4o-mini"):
+                raise TimeoutError
+        costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
+    assert costtrace.flush_ledger(10)
+    kinds = sorted(e["kind"] for e in _rows(ledger, schema.events))
+    assert kinds == ["attempt_failed", "retry"]
+    (task,) = _rows(ledger, schema.tasks)
+    assert task["unpriced_calls"] == 1 and task["failed_calls"] == 1 and t.summary.cost_complete is False
+
+
+def test_late_outcome_restates_the_task_and_keeps_the_original(ledger):
+    with costtrace.task("resolve_ticket", feature="support") as t:
+        costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
+    assert costtrace.flush_ledger(10)
+    costtrace.record_outcome(t.summary.task_id, "escalated_to_human", reason="ticket reopened", rework_cost_usd="37.5")
+    assert costtrace.flush_ledger(10)
+    (task,) = _rows(ledger, schema.tasks)
+    assert (task["outcome"], task["original_outcome"], task["outcome_reason"]) == (
+        "escalated_to_human",
+        "success",
+        "ticket reopened",
+    )
+    assert schema.from_nano(task["rework_nano_usd"]) == Decimal("37.5")
+    time.sleep(0.01)
+    costtrace.record_outcome(t.summary.task_id, costtrace.Outcome.SUCCESS, reason="customer confirmed")
+    assert costtrace.flush_ledger(10)
+    (task,) = _rows(ledger, schema.tasks)
+    assert (task["outcome"], task["original_outcome"]) == ("success", "success")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("abc", "solved"), {}, "outcome='solved'"),
+        (("", "success"), {}, "task_id"),
+        (("abc", "failure"), {"rework_cost_usd": -1}, "rework_cost_usd"),
+        (("abc", "failure"), {"rework_cost_usd": "much"}, "rework_cost_usd"),
+    ],
+)
+def test_record_outcome_rejects_bad_arguments(ledger, args, kwargs, message):
+    with pytest.raises(costtrace.ConfigError, match=message):
+        costtrace.record_outcome(*args, **kwargs)
+
+
+def test_ledger_calls_without_a_ledger_say_how_to_set_it_up():
+    costtrace.close_ledger()
+    with pytest.raises(costtrace.ConfigError, match=r"configure_ledger\(\)"):
+        costtrace.record_outcome("abc", "success")
+    with pytest.raises(costtrace.ConfigError, match=r"configure_ledger\(\)"):
+        costtrace.budget_status()
+
+
+def test_configure_ledger_errors_hide_the_password(tmp_path):
+    with pytest.raises(costtrace.ConfigError, match="not a database URL"):
+        costtrace.configure_ledger("not a url")
+    started = time.perf_counter()
+    with pytest.raises(costtrace.ConfigError) as info:
+        costtrace.configure_ledger("postgresql://app:s3cret-pw@127.0.0.1:1/costs")
+    assert "s3cret-pw" not in str(info.value) and "app:***@127.0.0.1:1" in str(info.value)
+    assert time.perf_counter() - started < 10  # the connect timeout, never a hang
+    with pytest.raises(costtrace.ConfigError, match="defined twice"):
+        costtrace.configure_ledger(
+            f"sqlite:///{tmp_path / 'l.db'}",
+            budgets=[costtrace.Budget("a", limit_usd=1), costtrace.Budget("a", limit_usd=2)],
+        )
+    with pytest.raises(costtrace.ConfigError, match="no budget named"):
+        costtrace.configure_ledger(f"sqlite:///{tmp_path / 'l.db'}", budgets=[costtrace.Budget("a", limit_usd=1)])
+        costtrace.budget_status("b")
+    costtrace.close_ledger()
+
+
+def test_budgets_file_and_add_budget(tmp_path):
+    path = tmp_path / "budgets.toml"
+    path.write_text('[[budget]]\nname = "support"\nlimit_usd = 5\nscope = { feature = "support" }\n')
+    costtrace.configure_ledger(f"sqlite:///{tmp_path / 'l.db'}", budgets_file=path)
+    try:
+        costtrace.add_budget(costtrace.Budget("global", limit_usd=100, period="total"))
+        with costtrace.task("t", feature="support"):
+            costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+        assert costtrace.flush_ledger(10)
+        states = {s.budget: s for s in costtrace.budget_status()}
+        assert states["support"].spent_usd == states["global"].spent_usd == Decimal("0.00021")
+        assert states["global"].resets_at is None and states["support"].utilisation == Decimal("0.000042")
+    finally:
+        costtrace.close_ledger()
+
+
+def test_schema_migrates_once_and_refuses_a_newer_one(ledger_url):
+    engine = make_engine(ledger_url)
+    try:
+        assert schema.migrate(engine) == 0
+        assert schema.migrate(engine) == schema.SCHEMA_VERSION
+        with engine.begin() as conn:
+            conn.execute(schema.schema_version.update().values(version=schema.SCHEMA_VERSION + 1))
+        with pytest.raises(costtrace.ConfigError, match="upgrade costtrace"):
+            schema.migrate(engine)
+    finally:
+        engine.dispose()
