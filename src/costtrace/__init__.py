@@ -16,6 +16,7 @@ Example:
 """
 
 from costtrace._version import __version__
+from costtrace.alerts import Alert, OutcomeRule, Webhook, on_alert
 from costtrace.budgets import Budget, load_budgets
 from costtrace.calls import LLMCall, llm_call, record_llm_call
 from costtrace.config import configure, flush, shutdown
@@ -43,6 +44,7 @@ from costtrace.tokens import TokenCount, count_tokens
 from costtrace.usage import Usage
 
 __all__ = [
+    "Alert",
     "Budget",
     "BudgetExceeded",
     "BudgetStoreUnavailable",
@@ -52,12 +54,14 @@ __all__ = [
     "CosttraceError",
     "LLMCall",
     "Outcome",
+    "OutcomeRule",
     "RetryReason",
     "Task",
     "TaskBudgetExceeded",
     "TaskSummary",
     "TokenCount",
     "Usage",
+    "Webhook",
     "__version__",
     "add_budget",
     "budget_status",
@@ -74,6 +78,7 @@ __all__ = [
     "llm_call",
     "load_budgets",
     "load_prices",
+    "on_alert",
     "record_llm_call",
     "record_outcome",
     "set_discount",

@@ -261,7 +261,9 @@ def _providers() -> list[Any]:
 
 
 def flush(timeout_s: float = 5.0) -> bool:
-    """Export what is buffered now. Returns True if everything was exported within ``timeout_s``.
+    """Export what is buffered now, and write what the ledger holds (if one is configured).
+
+    Returns True if everything was exported and written within ``timeout_s``.
 
     Example:
         >>> costtrace.flush(timeout_s=2.0)   # doctest: +SKIP
@@ -277,11 +279,17 @@ def flush(timeout_s: float = 5.0) -> bool:
             ok = bool(p.force_flush(int(timeout_s * 1000))) and ok
         return ok
 
-    return _bounded(flush_all, timeout_s, "flush")
+    import time
+
+    from costtrace.spending import flush_ledger
+
+    deadline = time.monotonic() + timeout_s
+    ok = _bounded(flush_all, timeout_s, "flush")
+    return flush_ledger(max(0.0, deadline - time.monotonic())) and ok
 
 
 def shutdown(timeout_s: float | None = None) -> bool:
-    """Flush and stop the providers :func:`configure` installed, within ``timeout_s``. Idempotent.
+    """Flush and stop the providers :func:`configure` installed, and close the ledger. Idempotent.
 
     Registered to run at exit by :func:`configure`, so a dead collector delays exit by at most
     ``DEFAULT_SHUTDOWN_TIMEOUT_S`` (5 s). True means the flush and shutdown finished in time; whether
@@ -290,9 +298,12 @@ def shutdown(timeout_s: float | None = None) -> bool:
     global _shutdown_done
     if timeout_s is None:
         timeout_s = DEFAULT_SHUTDOWN_TIMEOUT_S
+    from costtrace.spending import close_ledger
+
+    ledger_ok = close_ledger(timeout_s)
     with _lock:
         if _shutdown_done or not _configured:
-            return True
+            return ledger_ok
         _shutdown_done = True
     tracer_provider, meter_provider = _tracer_provider, _meter_provider
     from costtrace.metrics import drain
@@ -311,4 +322,4 @@ def shutdown(timeout_s: float | None = None) -> bool:
             meter_provider.shutdown(timeout_millis=timeout_s * 1000)
         return True
 
-    return _bounded(shutdown_all, timeout_s, "shutdown")
+    return _bounded(shutdown_all, timeout_s, "shutdown") and ledger_ok

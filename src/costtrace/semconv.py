@@ -105,13 +105,6 @@ TASK_ESTIMATED_CALLS: Final = "costtrace.task.estimated_calls"
 TASK_COST_COMPLETE: Final = "costtrace.task.cost_complete"
 """False when some call of the task is unpriced or has unknown usage: ``cost_usd`` is then a lower bound."""
 
-# --- budgets ---------------------------------------------------------------------------------
-BUDGET_NAME: Final = "costtrace.budget.name"
-BUDGET_DOWNGRADED_FROM: Final = "costtrace.budget.downgraded_from"
-"""On a call span: the model the app asked for, replaced by a cheaper one by a ``downgrade`` budget."""
-EVENT_BUDGET_BLOCKED: Final = "costtrace.budget.blocked"
-"""Task span event: a call was blocked before it was sent (a hard cap or a task cap)."""
-
 # --- span events on the task span ------------------------------------------------------------
 EVENT_RETRY: Final = "costtrace.retry"
 EVENT_ESCALATION: Final = "costtrace.escalation"
@@ -151,7 +144,12 @@ COST_BUCKETS_USD: Final = (
 )  # fmt: skip
 ATTEMPT_BUCKETS: Final = (1, 2, 3, 4, 5, 7, 10, 15, 20)
 
-# --- budgets and alerts (costtrace.alerts; BUDGET_NAME is above) ---------------------------
+# --- budgets and alerts (docs/budgets.md, docs/alerts.md) -----------------------------------
+BUDGET_NAME: Final = "costtrace.budget.name"
+BUDGET_DOWNGRADED_FROM: Final = "costtrace.budget.downgraded_from"
+"""On a call span: the model the app asked for, replaced by a cheaper one by a ``downgrade`` budget."""
+EVENT_BUDGET_BLOCKED: Final = "costtrace.budget.blocked"
+"""Task span event: a call was blocked before it was sent (a hard cap or a task cap)."""
 BUDGET_PERIOD: Final = "costtrace.budget.period"
 """The budget's period kind (``hour`` | ``day`` | ``week`` | ``month`` | ``rolling`` | ``total``): bounded."""
 BUDGET_SPENT_USD: Final = "costtrace.budget.spent_usd"

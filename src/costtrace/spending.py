@@ -36,6 +36,7 @@ from costtrace.records import TaskEvent, new_event_id
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from costtrace.alerts import OutcomeRule, Webhook
     from costtrace.calls import LLMCall
     from costtrace.ledger.store import BudgetState
     from costtrace.ledger.writer import LedgerWriter
@@ -60,6 +61,8 @@ class _Runtime:
     store_down_logged: float = 0.0
     admitted_fail_open: int = 0
     closed: bool = False
+    rules: _RuleRunner | None = None
+    unsubscribe: list[Callable[[], None]] = field(default_factory=list)
 
     def budget_list(self) -> tuple[Budget, ...]:
         return tuple(self.budgets.values())
@@ -87,6 +90,9 @@ def configure_ledger(
     spool_path: str | Path | None = None,
     max_queue: int = 100_000,
     budget_timeout_s: float = DEFAULT_BUDGET_TIMEOUT_S,
+    outcome_rules: Sequence[OutcomeRule] = (),
+    outcome_rules_interval_s: float = 60.0,
+    webhooks: Sequence[Webhook] = (),
 ) -> None:
     """Open the cost ledger and install budgets. Call once at start-up (again to replace it).
 
@@ -100,6 +106,9 @@ def configure_ledger(
         budget_timeout_s: How long a hard-cap reservation may wait for a busy SQLite database before
             the budget store counts as unreachable (then ``fail_open`` decides). PostgreSQL uses its
             connect and statement timeouts (3 s, 10 s).
+        outcome_rules: :class:`costtrace.OutcomeRule` alerts (cost per success, first-pass rate ...),
+            evaluated every ``outcome_rules_interval_s`` seconds over the ledger.
+        webhooks: :class:`costtrace.Webhook` targets for every alert (JSON or Slack payloads).
 
     Raises:
         ConfigError: A bad URL or budget, a missing driver, or a database that cannot be reached or
@@ -139,6 +148,9 @@ def configure_ledger(
     if not (isinstance(budget_timeout_s, (int, float)) and budget_timeout_s > 0):
         engine.dispose()
         raise ConfigError(f"budget_timeout_s={budget_timeout_s!r} must be a positive number of seconds")
+    if outcome_rules and not (isinstance(outcome_rules_interval_s, (int, float)) and outcome_rules_interval_s > 0):
+        engine.dispose()
+        raise ConfigError(f"outcome_rules_interval_s={outcome_rules_interval_s!r} must be a positive number of seconds")
     budget_engine = make_engine(resolved, sqlite_busy_timeout_s=float(budget_timeout_s))
     close_ledger()
     holder: list[_Runtime] = []  # the writer keeps its runtime's budgets through close_ledger()
@@ -147,11 +159,17 @@ def configure_ledger(
         budgets=lambda: holder[0].budget_list() if holder else (),
         spool_path=spool_path,
         max_queue=max_queue,
-        on_committed=_on_committed,
+        on_committed=_committed_hook(holder),
     )
     rt = _Runtime(engine=engine, budget_engine=budget_engine, writer=writer, url=safe_url(resolved))
     holder.append(rt)
     _set_budgets(rt, all_budgets)
+    if webhooks or outcome_rules:
+        from costtrace import alerts
+
+        rt.unsubscribe = [alerts.add_webhook(w) for w in webhooks]
+        if outcome_rules:
+            rt.rules = _RuleRunner(engine, outcome_rules, float(outcome_rules_interval_s))
     with _lock:
         _runtime = rt
     records.add_listener(writer)
@@ -205,7 +223,11 @@ def flush_ledger(timeout_s: float = 5.0) -> bool:
     rt = _runtime
     if rt is None or rt.closed:
         return True
-    return rt.writer.flush(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    ok: bool = rt.writer.flush(timeout_s)
+    from costtrace import alerts
+
+    return alerts.default_dispatcher().flush(max(0.0, deadline - time.monotonic())) and ok
 
 
 def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
@@ -218,8 +240,16 @@ def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
     if rt is None or rt.closed:
         return True
     rt.closed = True
+    deadline = time.monotonic() + timeout_s
+    if rt.rules is not None:
+        rt.rules.stop(min(1.0, timeout_s))
     records.remove_listener(rt.writer)
-    ok: bool = rt.writer.close(timeout_s)
+    ok: bool = rt.writer.close(max(0.0, deadline - time.monotonic()))
+    from costtrace import alerts
+
+    ok = alerts.default_dispatcher().flush(max(0.0, deadline - time.monotonic())) and ok
+    for unsubscribe in rt.unsubscribe:
+        unsubscribe()
     try:
         rt.engine.dispose()
         rt.budget_engine.dispose()
@@ -511,32 +541,59 @@ def _blocked(task: Task | None, call: LLMCall, exc: BudgetExceeded) -> None:
 
 # --- alerts glue ---------------------------------------------------------------------------------------
 
-_alert_hooks: dict[str, Callable[..., Any]] = {}
 
+def _committed_hook(holder: list[_Runtime]) -> Callable[[list[Any]], None]:
+    """After each commit (on the writer's thread): check the thresholds of the budgets it changed."""
 
-def _on_committed(touched: list[Any]) -> None:
-    rt = _runtime
-    if rt is None or not touched:
-        return
-    check = _alert_hooks.get("check_budgets")
-    if check is not None:
+    def on_committed(touched: list[Any]) -> None:
+        if not holder or not touched:
+            return
+        from costtrace import alerts
+
+        rt = holder[0]
         names = {t.budget for t in touched}
-        check(rt.engine, [b for b in rt.budget_list() if b.name in names], touched)
+        alerts.check_budgets(rt.engine, [b for b in rt.budget_list() if b.name in names], touched)
+
+    return on_committed
 
 
 def _alert_exhausted(rt: _Runtime, budget: Budget, state: BudgetState) -> None:
-    hook = _alert_hooks.get("exhausted")
-    if hook is not None:
-        try:
-            hook(rt.engine, budget, state)
-        except Exception as exc:
-            report_internal_error("spending.alert_exhausted", exc)
+    from costtrace import alerts
+
+    alerts.check_budgets(rt.engine, [budget])
 
 
 def _alert_store_unavailable(rt: _Runtime, scoped: Sequence[Budget], exc: Exception) -> None:
-    hook = _alert_hooks.get("store_unavailable")
-    if hook is not None:
-        try:
-            hook(scoped, exc)
-        except Exception as err:
-            report_internal_error("spending.alert_store_unavailable", err)
+    from costtrace import alerts
+
+    for budget in scoped:
+        alerts.notify_store_unavailable(budget, exc)
+
+
+class _RuleRunner:
+    """Evaluates outcome rules every ``interval_s`` on a daemon thread of its own."""
+
+    def __init__(self, engine: Engine, rules: Sequence[OutcomeRule], interval_s: float) -> None:
+        self._engine = engine
+        self._rules = tuple(rules)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="costtrace-outcome-rules", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from costtrace import alerts
+
+        while not self._stop.wait(self._interval_s):
+            try:
+                alerts.evaluate_outcome_rules(self._engine, self._rules)
+            except Exception as exc:
+                try:
+                    report_internal_error("spending.outcome_rules", exc)
+                except Exception:  # under the test suite it re-raises: never kill the thread
+                    pass
+
+    def stop(self, timeout_s: float) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
