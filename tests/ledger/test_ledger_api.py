@@ -163,3 +163,60 @@ def test_schema_migrates_once_and_refuses_a_newer_one(ledger_url):
             schema.migrate(engine)
     finally:
         engine.dispose()
+
+
+def test_alerts_fire_from_real_spend_across_the_writer(ledger_url):
+    """Spend written by the ledger writer crosses 50% then 100%: each alert is delivered once, to a
+    callback and to the ledger."""
+    got: list[costtrace.Alert] = []
+    unsubscribe = costtrace.on_alert(got.append)
+    budget = costtrace.Budget("support", limit_usd="0.00042", period="day", scope={"feature": "support"})
+    costtrace.configure_ledger(ledger_url, budgets=[budget])
+    try:
+        for _ in range(2):  # $0.00021 a call: 50% after the first, 100% after the second
+            with costtrace.task("t", feature="support"):
+                costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+            assert costtrace.flush_ledger(10)
+        for _ in range(3):
+            assert costtrace.flush_ledger(10)  # more checks fire nothing new
+    finally:
+        costtrace.close_ledger()
+        unsubscribe()
+    assert [(a.kind, a.threshold) for a in got] == [
+        ("budget_threshold", Decimal("0.5")),
+        ("budget_exhausted", Decimal("1")),
+    ]
+    assert got[1].spent_usd == Decimal("0.00042") and got[1].limit_usd == Decimal("0.00042")
+    engine = make_engine(ledger_url)
+    try:
+        kinds = [e["kind"] for e in _rows(engine, schema.events)]
+    finally:
+        engine.dispose()
+    assert kinds.count("budget_alert") == 2
+
+
+def test_outcome_rules_run_periodically_from_configure_ledger(ledger_url):
+    got: list[costtrace.Alert] = []
+    unsubscribe = costtrace.on_alert(got.append)
+    rule = costtrace.OutcomeRule(
+        "support-quality", feature="support", window="1h", min_tasks=4, min_first_pass_rate="0.75"
+    )
+    costtrace.configure_ledger(ledger_url, outcome_rules=[rule], outcome_rules_interval_s=0.1)
+    try:
+        for i in range(4):
+            with costtrace.task("resolve", feature="support") as t:
+                costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=100, output_tokens=10)
+                if i % 2:
+                    t.retry(reason="validation_failed")
+                    costtrace.record_llm_call(
+                        provider="openai", model="gpt-4o-mini", input_tokens=100, output_tokens=10
+                    )
+        assert costtrace.flush_ledger(10)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        costtrace.close_ledger()
+        unsubscribe()
+    (alert,) = got
+    assert alert.kind == "outcome_rule" and alert.metric == "first_pass_rate" and alert.value == Decimal("0.5")
