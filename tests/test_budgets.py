@@ -169,7 +169,7 @@ def test_budgets_file_json_and_its_errors(tmp_path):
     assert [b.name for b in load_budgets(good)] == ["a"]
     bad = tmp_path / "bad.toml"
     bad.write_text('[[budget]]\nname = "a"\nlimit_usd = 1\nperiod = "yearly"\n')
-    with pytest.raises(ConfigError, match=r"entry 1.*period='yearly'"):
+    with pytest.raises(ConfigError, match=r"budget 1: budget 'a': period='yearly'"):
         load_budgets(bad)
     typo = tmp_path / "typo.toml"
     typo.write_text('[[budget]]\nname = "a"\nlimit = 1\n')
@@ -185,3 +185,51 @@ def test_budgets_file_json_and_its_errors(tmp_path):
     broken.write_text("[[budget\n")
     with pytest.raises(ConfigError, match="not valid"):
         load_budgets(broken)
+
+
+def test_one_config_file_holds_budgets_outcome_rules_and_webhooks(tmp_path, monkeypatch):
+    from costtrace.spending import load_config
+
+    monkeypatch.setenv("TEST_SLACK_HOOK", "https://hooks.slack.com/services/T0/B0/secret")
+    path = tmp_path / "costtrace.toml"
+    path.write_text(
+        """
+[[budget]]
+name = "support"
+limit_usd = 10
+scope = { feature = "support" }
+
+[[outcome_rule]]
+name = "support-quality"
+feature = "support"
+window = "1h"
+min_first_pass_rate = 0.8
+
+[[webhook]]
+url_env = "TEST_SLACK_HOOK"
+slack = true
+"""
+    )
+    budgets, rules, hooks = load_config(path)
+    assert [b.name for b in budgets] == ["support"]
+    assert rules[0].min_first_pass_rate == Decimal("0.8") and rules[0].feature == "support"
+    assert hooks[0].slack and hooks[0].url.endswith("/secret") and "secret" not in repr(hooks[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[webhook]]\nurl_env = "NOT_SET_ANYWHERE_X"\n', "NOT_SET_ANYWHERE_X"),
+        ("[[webhook]]\nslack = true\n", "'url' or 'url_env' is required"),
+        ('[[webhook]]\nurl = "https://x.example"\nsecret = 1\n', "unknown setting"),
+        ('[[outcome_rule]]\nname = "r"\nfeature = "f"\n', "outcome_rule 1"),
+        ('[[alarm]]\nname = "r"\n', "unknown section"),
+    ],
+)
+def test_config_file_errors_name_the_entry(tmp_path, text, message):
+    from costtrace.spending import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

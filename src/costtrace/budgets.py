@@ -373,8 +373,66 @@ _FILE_KEYS = {
 }
 
 
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a TOML or JSON config file (by extension; TOML otherwise) into a dict.
+
+    Raises:
+        ConfigError: The file is missing, unreadable or not valid.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {str(p)!r}: {exc.strerror or exc}") from exc
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r}: expected a table of sections at the top")
+    return data
+
+
+def config_entries(data: Mapping[str, Any], keys: tuple[str, str], where: str) -> list[dict[str, Any]]:
+    """The list of tables under ``[[key]]`` (TOML) or ``"keys"`` (JSON); empty when absent."""
+    entries = data.get(keys[0], data.get(keys[1], []))
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: '{keys[0]}' must be a list of tables ([[{keys[0]}]] in TOML)")
+    return entries
+
+
+def budgets_from_config(data: Mapping[str, Any], where: str) -> list[Budget]:
+    """The budgets of a parsed config file (see :func:`load_budgets`)."""
+    budgets: list[Budget] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(config_entries(data, ("budget", "budgets"), where)):
+        at = f"{where}, budget {i + 1}"
+        unknown = set(entry) - _FILE_KEYS
+        if unknown:
+            raise ConfigError(f"{at}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(_FILE_KEYS)}")
+        if "name" not in entry or "limit_usd" not in entry:
+            raise ConfigError(f"{at}: 'name' and 'limit_usd' are required")
+        try:
+            budget = Budget(**entry)
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"{at}: {exc}") from exc
+        if budget.name in seen:
+            raise ConfigError(f"{at}: a budget named {budget.name!r} is defined twice")
+        seen.add(budget.name)
+        budgets.append(budget)
+    return budgets
+
+
 def load_budgets(path: str | os.PathLike[str]) -> list[Budget]:
-    """Read budgets from a TOML or JSON file: a list of tables under ``[[budget]]`` (TOML) or ``"budgets"``.
+    """Read budgets from a TOML or JSON file: tables under ``[[budget]]`` (TOML) or ``"budgets"`` (JSON).
+
+    The same file may hold ``[[outcome_rule]]`` and ``[[webhook]]`` tables, read by
+    ``costtrace.configure_ledger(budgets_file=...)`` (see docs/budgets.md).
 
     Example file (TOML)::
 
@@ -390,42 +448,4 @@ def load_budgets(path: str | os.PathLike[str]) -> list[Budget]:
     Raises:
         ConfigError: The file is missing or unreadable, or an entry is invalid (the message names it).
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the budgets file {str(p)!r}: {exc.strerror or exc}") from exc
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import tomllib
-
-            data = tomllib.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"budgets file {str(p)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
-    entries = data.get("budget", data.get("budgets")) if isinstance(data, dict) else data
-    if not isinstance(entries, list):
-        raise ConfigError(f"budgets file {str(p)!r}: expected a list of budgets under 'budget' (TOML) or 'budgets'")
-    budgets: list[Budget] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(entries):
-        where = f"budgets file {str(p)!r}, entry {i + 1}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a table of settings, got {type(entry).__name__}")
-        unknown = set(entry) - _FILE_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(_FILE_KEYS)}")
-        if "name" not in entry or "limit_usd" not in entry:
-            raise ConfigError(f"{where}: 'name' and 'limit_usd' are required")
-        try:
-            budget = Budget(**entry)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        if budget.name in seen:
-            raise ConfigError(f"{where}: a budget named {budget.name!r} is defined twice")
-        seen.add(budget.name)
-        budgets.append(budget)
-    return budgets
+    return budgets_from_config(read_config_file(path), f"config file {str(Path(path))!r}")

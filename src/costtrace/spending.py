@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from costtrace import records
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
-from costtrace.budgets import Budget, load_budgets
+from costtrace.budgets import Budget
 from costtrace.errors import BudgetExceeded, BudgetStoreUnavailable, ConfigError, TaskBudgetExceeded
 from costtrace.records import TaskEvent, new_event_id
 
@@ -100,7 +100,8 @@ def configure_ledger(
         url: SQLAlchemy URL: ``sqlite:///path/ledger.db`` or ``postgresql://user@host/db``. Default:
             ``COSTTRACE_LEDGER_URL``, else ``~/.local/share/costtrace/ledger.db``.
         budgets: :class:`costtrace.Budget` definitions.
-        budgets_file: A TOML or JSON file of budgets (see :func:`costtrace.budgets.load_budgets`).
+        budgets_file: A TOML or JSON file of ``[[budget]]``, ``[[outcome_rule]]`` and ``[[webhook]]``
+            tables (see :func:`load_config`).
         spool_path: Where records wait while the database is unreachable (default: beside the ledger).
         max_queue: Records held in memory before new ones are dropped (and counted).
         budget_timeout_s: How long a hard-cap reservation may wait for a busy SQLite database before
@@ -127,8 +128,13 @@ def configure_ledger(
     from costtrace.ledger.writer import LedgerWriter
 
     all_budgets = list(budgets)
+    outcome_rules = list(outcome_rules)
+    webhooks = list(webhooks)
     if budgets_file is not None:
-        all_budgets.extend(load_budgets(budgets_file))
+        file_budgets, file_rules, file_hooks = load_config(budgets_file)
+        all_budgets.extend(file_budgets)
+        outcome_rules.extend(file_rules)
+        webhooks.extend(file_hooks)
     names = [b.name for b in all_budgets]
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -174,6 +180,74 @@ def configure_ledger(
         _runtime = rt
     records.add_listener(writer)
     atexit.register(close_ledger)
+
+
+_WEBHOOK_KEYS = ("url", "url_env", "slack", "headers", "timeout_s", "retries", "backoff_s")
+
+
+def load_config(path: str | os.PathLike[str]) -> tuple[list[Budget], list[OutcomeRule], list[Webhook]]:
+    """Read budgets, outcome rules and webhooks from one TOML or JSON file.
+
+    Example file (TOML)::
+
+        [[budget]]
+        name = "support-daily"
+        limit_usd = 50
+        period = "day"
+        scope = { feature = "support" }
+        action = "block"
+
+        [[outcome_rule]]
+        name = "support-quality"
+        feature = "support"
+        window = "1h"
+        min_first_pass_rate = 0.8
+
+        [[webhook]]
+        url_env = "SLACK_WEBHOOK_URL"     # the URL is a secret: read it from the environment
+        slack = true
+
+    Raises:
+        ConfigError: The file is unreadable, or an entry is invalid (the message names it), or a
+            ``url_env`` variable is not set.
+    """
+    from costtrace.alerts import OutcomeRule, Webhook
+    from costtrace.budgets import budgets_from_config, config_entries, read_config_file
+
+    where = f"config file {str(path)!r}"
+    data = read_config_file(path)
+    unknown = set(data) - {"budget", "budgets", "outcome_rule", "outcome_rules", "webhook", "webhooks"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; use budget, outcome_rule, webhook")
+    budgets = budgets_from_config(data, where)
+    rules: list[OutcomeRule] = []
+    for i, entry in enumerate(config_entries(data, ("outcome_rule", "outcome_rules"), where)):
+        try:
+            rules.append(OutcomeRule.from_dict(entry))
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"{where}, outcome_rule {i + 1}: {exc}") from exc
+    hooks: list[Webhook] = []
+    for i, entry in enumerate(config_entries(data, ("webhook", "webhooks"), where)):
+        at = f"{where}, webhook {i + 1}"
+        unknown = set(entry) - set(_WEBHOOK_KEYS)
+        if unknown:
+            raise ConfigError(f"{at}: unknown setting(s) {sorted(unknown)}; allowed: {list(_WEBHOOK_KEYS)}")
+        settings = dict(entry)
+        env = settings.pop("url_env", None)
+        if env is not None:
+            if "url" in settings:
+                raise ConfigError(f"{at}: set url or url_env, not both")
+            value = os.environ.get(str(env), "").strip()
+            if not value:
+                raise ConfigError(f"{at}: the environment variable {env!r} (url_env) is not set")
+            settings["url"] = value
+        if "url" not in settings:
+            raise ConfigError(f"{at}: 'url' or 'url_env' is required")
+        try:
+            hooks.append(Webhook(**settings))
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"{at}: {exc}") from exc
+    return budgets, rules, hooks
 
 
 def add_budget(budget: Budget) -> None:
