@@ -245,6 +245,8 @@ def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str
     """Insert rows whose key is not there yet; returns the keys actually inserted."""
     if not rows:
         return set()
+    if conn.dialect.name == "postgresql":
+        return _insert_new_postgresql(conn, table, rows, key)
     stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
     inserted: set[str] = set()
     for chunk_start in range(0, len(rows), 500):
@@ -252,6 +254,40 @@ def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str
         result = conn.execute(stmt, list(chunk))
         inserted.update(r[0] for r in result)
     return inserted
+
+
+def _pg_array_type(column: sa.Column[Any]) -> str:
+    t = column.type
+    if isinstance(t, sa.Boolean):
+        return "boolean[]"
+    if isinstance(t, sa.BigInteger):
+        return "bigint[]"
+    if isinstance(t, sa.Integer):
+        return "integer[]"
+    if isinstance(t, sa.Float):
+        return "double precision[]"
+    if isinstance(t, sa.DateTime):
+        return "timestamp[]"
+    return "text[]"
+
+
+_PG_UNNEST: dict[str, sa.TextClause] = {}
+
+
+def _insert_new_postgresql(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str) -> set[str]:
+    """One ``INSERT ... SELECT FROM unnest(arrays)`` per batch: a short statement with one parameter per
+    column, which the driver prepares once, instead of a multi-row VALUES list it re-parses per batch."""
+    stmt = _PG_UNNEST.get(table.name)
+    if stmt is None:
+        names = [c.name for c in table.columns]
+        arrays = ", ".join(f"CAST(:{n} AS {_pg_array_type(table.c[n])})" for n in names)
+        stmt = sa.text(
+            f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}"
+        )
+        _PG_UNNEST[table.name] = stmt
+    params = {c.name: [row.get(c.name) for row in rows] for c in table.columns}
+    return {r[0] for r in conn.execute(stmt, params)}
 
 
 # --- writing a batch ---------------------------------------------------------------------------------
@@ -494,25 +530,63 @@ def budget_states(engine: Engine, budgets: Iterable[Budget], at: datetime | None
         return [_state(conn, b, now) for b in budgets]
 
 
+# The reservation path runs on the app's thread before each hard-capped call, so its statements are
+# built once: plain SQL that SQLite (>= 3.35) and PostgreSQL both accept, with typed bound parameters
+# (DateTime binds store times exactly as the ORM-free Core statements elsewhere do).
+_DT = sa.DateTime()
+_LOCK_BUMP = sa.text("UPDATE costtrace_budget_locks SET version = version + 1 WHERE budget_id = :budget")
+_LOCK_CREATE = sa.text(
+    "INSERT INTO costtrace_budget_locks (budget_id, version) VALUES (:budget, 0) ON CONFLICT (budget_id) DO NOTHING"
+)
+_SWEEP = (
+    sa.text(
+        "DELETE FROM costtrace_reservations WHERE budget_id = :budget AND lease_expires_at < :now "
+        "RETURNING period_start, amount_nano_usd"
+    )
+    .bindparams(sa.bindparam("now", type_=_DT))
+    .columns(sa.column("period_start", _DT), sa.column("amount_nano_usd", sa.BigInteger()))
+)
+_FREE = sa.text(
+    "UPDATE costtrace_budget_spend SET reserved_nano_usd = reserved_nano_usd - :amount "
+    "WHERE budget_id = :budget AND period_start = :start"
+).bindparams(sa.bindparam("start", type_=_DT))
+_WINDOW = sa.text(
+    "SELECT COALESCE(SUM(spent_nano_usd), 0), COALESCE(SUM(reserved_nano_usd), 0), COALESCE(SUM(calls), 0), "
+    "COALESCE(SUM(unpriced_calls), 0) FROM costtrace_budget_spend "
+    "WHERE budget_id = :budget AND period_start >= :first AND period_start <= :start"
+).bindparams(sa.bindparam("first", type_=_DT), sa.bindparam("start", type_=_DT))
+_HOLD = sa.text(
+    "INSERT INTO costtrace_budget_spend (budget_id, period_start, period_end, spent_nano_usd, reserved_nano_usd, "
+    "calls, unpriced_calls, fallback_priced_calls, updated_at) "
+    "VALUES (:budget, :start, :end, 0, :amount, 0, 0, 0, :now) "
+    "ON CONFLICT (budget_id, period_start) DO UPDATE SET "
+    "reserved_nano_usd = costtrace_budget_spend.reserved_nano_usd + excluded.reserved_nano_usd, "
+    "updated_at = excluded.updated_at"
+).bindparams(*(sa.bindparam(k, type_=_DT) for k in ("start", "end", "now")))
+_RESERVE = sa.text(
+    "INSERT INTO costtrace_reservations (reservation_id, budget_id, period_start, call_id, amount_nano_usd, "
+    "created_at, lease_expires_at) VALUES (:rid, :budget, :start, :call_id, :amount, :now, :expires)"
+).bindparams(*(sa.bindparam(k, type_=_DT) for k in ("start", "now", "expires")))
+
+
 def _lock_budget(conn: Connection, budget_id: str) -> None:
-    lk = s.budget_locks
-    bump = lk.update().where(lk.c.budget_id == budget_id).values(version=lk.c.version + 1)
-    if conn.execute(bump).rowcount == 0:
-        conn.execute(_insert(conn, lk).values(budget_id=budget_id, version=0).on_conflict_do_nothing())
-        conn.execute(bump)
+    if conn.execute(_LOCK_BUMP, {"budget": budget_id}).rowcount == 0:
+        conn.execute(_LOCK_CREATE, {"budget": budget_id})
+        conn.execute(_LOCK_BUMP, {"budget": budget_id})
 
 
 def _sweep_expired(conn: Connection, budget_id: str, now: datetime) -> None:
-    r = s.reservations
-    rows = conn.execute(
-        r.delete()
-        .where(r.c.budget_id == budget_id, r.c.lease_expires_at < now)
-        .returning(r.c.budget_id, r.c.period_start, r.c.amount_nano_usd)
-    )
-    freed: dict[tuple[str, datetime], int] = defaultdict(int)
-    for b, start, amount in rows:
-        freed[(b, start)] += int(amount)
-    _subtract_reserved(conn, freed)
+    freed: dict[datetime, int] = defaultdict(int)
+    for start, amount in conn.execute(_SWEEP, {"budget": budget_id, "now": now}):
+        freed[start] += int(amount)
+    for start, amount in sorted(freed.items()):
+        conn.execute(_FREE, {"amount": amount, "budget": budget_id, "start": start})
+
+
+def _window_totals(conn: Connection, budget: Budget, now: datetime) -> tuple[int, int, int, int, datetime]:
+    start, _ = budget.bucket(now)
+    row = conn.execute(_WINDOW, {"budget": budget.name, "first": budget.window_start(now), "start": start}).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3]), start
 
 
 class _Refused(Exception):
@@ -540,24 +614,33 @@ def reserve(
             _lock_budget(conn, budget.name)
         for budget, amount in ordered:
             _sweep_expired(conn, budget.name, now)
-            state = _state(conn, budget, now)
-            spent, held = to_nano(state.spent_usd) or 0, to_nano(state.reserved_usd) or 0
+            spent, held, calls, unpriced, start = _window_totals(conn, budget, now)
             if spent + held + amount > (to_nano(budget.limit) or 0):
+                state = BudgetState(
+                    budget=budget.name,
+                    spent_usd=from_nano(spent) or Decimal(0),
+                    reserved_usd=from_nano(held) or Decimal(0),
+                    limit_usd=budget.limit,
+                    calls=calls,
+                    unpriced_calls=unpriced,
+                    period_start=start,
+                    resets_at=budget.resets_at(now),
+                )
                 raise _Refused(Denied(budget.name, state, amount))
-        r = s.reservations
         for budget, amount in ordered:
             start, end = budget.bucket(now)
-            _add_spend(conn, budget.name, start, end, now, spent=0, reserved=amount)
+            conn.execute(_HOLD, {"budget": budget.name, "start": start, "end": end, "amount": amount, "now": now})
             conn.execute(
-                r.insert().values(
-                    reservation_id=f"{call_id}:{budget.name}"[:128],
-                    budget_id=budget.name,
-                    period_start=start,
-                    call_id=call_id,
-                    amount_nano_usd=amount,
-                    created_at=now,
-                    lease_expires_at=now + timedelta(seconds=budget.lease_s),
-                )
+                _RESERVE,
+                {
+                    "rid": f"{call_id}:{budget.name}"[:128],
+                    "budget": budget.name,
+                    "start": start,
+                    "call_id": call_id,
+                    "amount": amount,
+                    "now": now,
+                    "expires": now + timedelta(seconds=budget.lease_s),
+                },
             )
 
     try:
