@@ -220,3 +220,33 @@ def test_outcome_rules_run_periodically_from_configure_ledger(ledger_url):
         unsubscribe()
     (alert,) = got
     assert alert.kind == "outcome_rule" and alert.metric == "first_pass_rate" and alert.value == Decimal("0.5")
+
+
+@pytest.mark.parametrize("via", ["argument", "environment"])
+def test_configure_opens_the_ledger_and_shutdown_writes_it(tmp_path, via):
+    """``configure(ledger_url=...)`` or ``COSTTRACE_LEDGER_URL``; exit without an explicit flush loses nothing."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    arg = f"ledger_url={url!r}" if via == "argument" else ""
+    code = (
+        "import costtrace\n"
+        f"costtrace.configure(otlp=False, metrics=False, {arg})\n"
+        "for _ in range(200):\n"
+        "    with costtrace.task('t', feature='f'):\n"
+        "        costtrace.record_llm_call('openai', 'gpt-4o-mini', 1000, 100)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "COSTTRACE_LEDGER_URL"}
+    if via == "environment":
+        env["COSTTRACE_LEDGER_URL"] = url
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            calls = conn.execute(sa.select(sa.func.count(), sa.func.sum(schema.calls.c.cost_nano_usd))).one()
+            tasks = conn.execute(sa.select(sa.func.count()).select_from(schema.tasks)).scalar()
+    finally:
+        engine.dispose()
+    assert tuple(calls) == (200, 200 * 210_000) and tasks == 200
