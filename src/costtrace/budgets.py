@@ -78,6 +78,19 @@ def _decimal(value: object, what: str) -> Decimal:
     return amount
 
 
+def non_negative_usd(value: object, what: str) -> Decimal:
+    """A USD amount from a number or numeric string: finite and >= 0, else ConfigError naming ``what``.
+
+    Example:
+        >>> non_negative_usd("0.50", "max_cost_usd")
+        Decimal('0.50')
+    """
+    amount = _decimal(value, what)
+    if amount < 0:
+        raise ConfigError(f"{what}={value!r} must be >= 0")
+    return amount
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -158,10 +171,7 @@ class Budget:
         set_ = object.__setattr__
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 255:
             raise ConfigError(f"budget name={self.name!r} must be a non-empty string of at most 255 characters")
-        limit = _decimal(self.limit_usd, f"budget {self.name!r}: limit_usd")
-        if limit < 0:
-            raise ConfigError(f"budget {self.name!r}: limit_usd={self.limit_usd!r} must be >= 0")
-        set_(self, "limit_usd", limit)
+        set_(self, "limit_usd", non_negative_usd(self.limit_usd, f"budget {self.name!r}: limit_usd"))
         if self.period not in PERIODS:
             raise ConfigError(f"budget {self.name!r}: period={self.period!r} is not one of {PERIODS}")
         try:

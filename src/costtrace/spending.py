@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from costtrace import records
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
-from costtrace.budgets import Budget
+from costtrace.budgets import Budget, non_negative_usd
 from costtrace.errors import BudgetExceeded, BudgetStoreUnavailable, ConfigError, TaskBudgetExceeded
 from costtrace.records import TaskEvent, new_event_id
 
@@ -366,14 +366,7 @@ def record_outcome(
         raise ConfigError(f"outcome={outcome!r} is not one of {_OUTCOMES}")
     if not isinstance(task_id, str) or not task_id:
         raise ConfigError(f"task_id={task_id!r} must be the task's id (t.summary.task_id)")
-    rework: Decimal | None = None
-    if rework_cost_usd is not None:
-        try:
-            rework = Decimal(str(rework_cost_usd))
-        except ArithmeticError:
-            raise ConfigError(f"rework_cost_usd={rework_cost_usd!r} must be a number") from None
-        if not rework.is_finite() or rework < 0:
-            raise ConfigError(f"rework_cost_usd={rework_cost_usd!r} must be a finite number >= 0")
+    rework = None if rework_cost_usd is None else non_negative_usd(rework_cost_usd, "rework_cost_usd")
     records.emit_event(
         TaskEvent(
             event_id=new_event_id(),

@@ -610,14 +610,9 @@ def _parse_caps(
     """Validate a task's caps (ConfigError on a bad value: a programming error, raised when the task is made)."""
     if max_cost_usd is None and max_llm_calls is None and max_tokens is None:
         return None
-    cost: Decimal | None = None
-    if max_cost_usd is not None:
-        try:
-            cost = Decimal(str(max_cost_usd))
-        except ArithmeticError:
-            raise ConfigError(f"max_cost_usd={max_cost_usd!r} must be a number") from None
-        if not cost.is_finite() or cost < 0:
-            raise ConfigError(f"max_cost_usd={max_cost_usd!r} must be a finite number >= 0")
+    from costtrace.budgets import non_negative_usd
+
+    cost = None if max_cost_usd is None else non_negative_usd(max_cost_usd, "max_cost_usd")
     for name, value in (("max_llm_calls", max_llm_calls), ("max_tokens", max_tokens)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise ConfigError(f"{name}={value!r} must be an int >= 0")
