@@ -105,4 +105,6 @@ class Metrics:
 
 @pytest.fixture
 def metric_points() -> Metrics:
-    return Metrics(_metric_reader)
+    metrics_ = Metrics(_metric_reader)
+    metrics_.collect()  # counters and histograms are deltas: start them at this test
+    return metrics_

@@ -224,7 +224,7 @@ def test_internal_error_in_a_listener_is_contained(monkeypatch):
 
 
 def test_metrics_follow_conventions_and_stay_bounded(metric_points):
-    with costtrace.task("resolve", feature="support", customer="cust-123", user="u-9"):
+    with costtrace.task("resolve_bounded_metrics", feature="support", customer="cust-123", user="u-9"):
         costtrace.record_llm_call("openai", "gpt-4o-mini", 1000, 200, duration_s=0.5)
     m = metric_points.collect()
     usage_points = m["gen_ai.client.token.usage"]
@@ -236,18 +236,20 @@ def test_metrics_follow_conventions_and_stay_bounded(metric_points):
     (tasks,) = m["costtrace.tasks"]
     assert tasks.value == 1
     assert tasks.attributes == {
-        "costtrace.task.name": "resolve",
+        "costtrace.task.name": "resolve_bounded_metrics",
         "costtrace.task.outcome": "success",
         "costtrace.feature": "support",
         "costtrace.task.first_pass": True,
     }
-    # An observable counter: earlier tests' series report a zero delta; this test's series has the cost.
-    (cost,) = [p for p in m["costtrace.llm.cost"] if p.attributes.get("costtrace.task.name") == "resolve"]
+    # An observable counter: cumulative, so this test's task name is its own.
+    (cost,) = [
+        p for p in m["costtrace.llm.cost"] if p.attributes.get("costtrace.task.name") == "resolve_bounded_metrics"
+    ]
     assert cost.attributes == {
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o-mini",
         "costtrace.feature": "support",
-        "costtrace.task.name": "resolve",
+        "costtrace.task.name": "resolve_bounded_metrics",
     }
     assert cost.value == pytest.approx(float(ref_price("gpt-4o-mini", "openai", input_tokens=1000, output_tokens=200)))
     for points in m.values():
