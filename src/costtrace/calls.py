@@ -146,6 +146,7 @@ class LLMCall:
         self._input = input
         self._reserved = False
         self._downgraded_from: str | None = None
+        self._budget_unchecked = False
         self.downgradable = True
         """False when the request's model can no longer change: a ``downgrade`` budget then blocks instead."""
         self.record: CallRecord | None = None
@@ -336,6 +337,8 @@ class LLMCall:
             attrs.update(self._attributes)
         if self._downgraded_from is not None:
             attrs[sc.BUDGET_DOWNGRADED_FROM] = self._downgraded_from
+        if self._budget_unchecked:
+            attrs[sc.BUDGET_UNCHECKED] = True
         if task is not None:
             self._attempt = task._begin_call()
             attrs.update(task._dimensions)

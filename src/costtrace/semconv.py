@@ -148,6 +148,8 @@ ATTEMPT_BUCKETS: Final = (1, 2, 3, 4, 5, 7, 10, 15, 20)
 BUDGET_NAME: Final = "costtrace.budget.name"
 BUDGET_DOWNGRADED_FROM: Final = "costtrace.budget.downgraded_from"
 """On a call span: the model the app asked for, replaced by a cheaper one by a ``downgrade`` budget."""
+BUDGET_UNCHECKED: Final = "costtrace.budget.unchecked"
+"""On a call span: a hard-capped budget could not be checked (store unreachable, ``fail_open``): sent unreserved."""
 EVENT_BUDGET_BLOCKED: Final = "costtrace.budget.blocked"
 """Task span event: a call was blocked before it was sent (a hard cap or a task cap)."""
 BUDGET_PERIOD: Final = "costtrace.budget.period"

@@ -527,7 +527,10 @@ def _try_reserve(
     try:
         denied = store.reserve(rt.budget_engine, holds, call_id=call.id, at=at)
     except Exception as exc:
-        return _store_unavailable(rt, scoped, exc)
+        refused = _store_unavailable(rt, scoped, exc)
+        if refused is None:
+            call._budget_unchecked = True  # let through unreserved (fail_open): flagged on its span
+        return refused
     if rt.store_down_since is not None:
         logger.warning("costtrace: the budget store is reachable again")
         rt.store_down_since = None

@@ -233,7 +233,7 @@ def test_unpriced_model_blocks_or_uses_the_fallback_price(ledger_url):
     assert states["strict"].calls == 0
 
 
-def test_store_unreachable_fail_open_lets_calls_through_fail_closed_blocks_fast(tmp_path, caplog):
+def test_store_unreachable_fail_open_lets_calls_through_fail_closed_blocks_fast(tmp_path, caplog, spans):
     url = f"sqlite:///{tmp_path / 'l.db'}"
     open_b = Budget("open", limit_usd=1, scope={"feature": "o"}, action="block")
     closed_b = Budget("closed", limit_usd=1, scope={"feature": "c"}, action="block", fail_open=False)
@@ -245,6 +245,8 @@ def test_store_unreachable_fail_open_lets_calls_through_fail_closed_blocks_fast(
             with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=10) as call:
                 call.set_usage(input_tokens=10, output_tokens=10)
         assert "budget store" in caplog.text and "let calls through" in caplog.text
+        (unchecked,) = spans.calls()
+        assert unchecked.attributes["costtrace.budget.unchecked"] is True
         started = time.perf_counter()
         with costtrace.task("t", feature="c"):
             with pytest.raises(costtrace.BudgetStoreUnavailable, match="unreachable"):
