@@ -332,3 +332,34 @@ def test_period_boundary_under_load_counts_each_call_once(ledger_url):
     finally:
         engine.dispose()
     _check_invariants(ledger_url, budget)
+
+
+def _forked_spender(n_calls: int) -> tuple[int, int]:
+    """In a child forked from a parent that configured the ledger (gunicorn --preload, Celery prefork)."""
+    sent = blocked = 0
+    for _ in range(n_calls):
+        try:
+            _spend_call()
+            sent += 1
+        except costtrace.BudgetExceeded:
+            blocked += 1
+    assert costtrace.flush_ledger(30)
+    return sent, blocked
+
+
+@pytest.mark.slow
+def test_forked_children_of_a_configured_parent_share_the_cap(ledger_url):
+    import multiprocessing
+
+    budget = Budget("forked", limit_usd=CAP, period="day", scope={"feature": "support"}, action="block")
+    costtrace.configure_ledger(ledger_url, budgets=[budget])
+    _spend_call()  # the parent's pool and writer exist before the fork
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        results = pool.map(_forked_spender, [25] * 4)
+    assert costtrace.flush_ledger(30)
+    costtrace.close_ledger()
+    sent = 1 + sum(r[0] for r in results)
+    assert sum(r[1] for r in results) > 0
+    spent = _check_invariants(ledger_url, budget)
+    per_call = schema.to_nano(Decimal("0.00015") * 250 / 1000 + Decimal("0.0006") * 150 / 1000)
+    assert spent == sent * per_call  # every admitted call recorded once: none lost, none twice
