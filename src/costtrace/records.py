@@ -95,6 +95,9 @@ class TaskSummary:
     """Calls whose tokens were counted locally (tiktoken or heuristic), not reported by the provider."""
     duration_s: float | None
     dimensions: Mapping[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    """The models the task's own calls requested, in order of first use: its route (``gpt-4o-mini``, then
+    ``gpt-4o`` after an escalation)."""
 
     @property
     def cost_complete(self) -> bool:

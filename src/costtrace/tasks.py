@@ -169,6 +169,7 @@ class Task:
         """(attempt, reason) of an attempt closed by a raising call, awaiting its retry or escalation."""
         self._failed_attempts = 0
         self._last_model: str | None = None
+        self._models: list[str] = []
         # Rollups.
         self._cost = ZERO_USD
         self._wasted = ZERO_USD
@@ -402,6 +403,7 @@ class Task:
             estimated_calls=self._estimated,
             duration_s=self._duration_s,
             dimensions=self._dimensions,
+            models=tuple(self._models),
         )
 
     # --- called by costtrace.calls --------------------------------------------------------------
@@ -493,6 +495,8 @@ class Task:
                 self._cost += call_cost
                 self._savings += cost.cache_savings_usd
             self._last_model = record.response_model or record.request_model
+            if record.request_model not in self._models:
+                self._models.append(record.request_model)
             attempt = record.attempt if record.attempt is not None else self._attempt
             if attempt == self._attempt:
                 self._attempt_calls += 1

@@ -250,3 +250,26 @@ def test_configure_opens_the_ledger_and_shutdown_writes_it(tmp_path, via):
     finally:
         engine.dispose()
     assert tuple(calls) == (200, 200 * 210_000) and tasks == 200
+
+
+def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_rows(ledger_url):
+    engine = make_engine(ledger_url)
+    try:
+        schema.migrate(engine)
+        with engine.begin() as conn:  # make it a version-1 ledger holding a task
+            conn.execute(sa.text("ALTER TABLE costtrace_tasks DROP COLUMN route"))
+            conn.execute(schema.schema_version.update().values(version=1))
+        engine.dispose()
+        costtrace.configure_ledger(ledger_url)
+        with costtrace.task("t") as t:
+            costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
+            t.escalate(to_model="gpt-4o")
+            costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=1)
+        assert costtrace.flush_ledger(10)
+        costtrace.close_ledger()
+        with engine.connect() as conn:
+            assert schema.current_version(conn) == schema.SCHEMA_VERSION == 2
+            (route,) = conn.execute(sa.select(schema.tasks.c.route)).one()
+        assert route == "gpt-4o-mini->gpt-4o"
+    finally:
+        engine.dispose()

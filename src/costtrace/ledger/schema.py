@@ -9,10 +9,14 @@ per budget and period), ``costtrace_reservations`` (in-flight worst-case holds w
 Money is stored as exact integers of nano-USD (1e-9 USD, columns ``*_nano_usd``): SQLite has no exact
 decimal type, and integer sums are exact in every database. Times are naive UTC ``DATETIME``.
 
-Migrations: ``costtrace_schema_version`` holds the applied version; :func:`migrate` applies every
-newer step in order inside one transaction, serialised across processes (PostgreSQL advisory lock,
-SQLite write lock), so many processes starting at once migrate exactly once. A new schema version
-adds a function to ``_MIGRATIONS``; nothing else changes.
+Migrations: ``costtrace_schema_version`` holds the applied version. An empty database gets the current
+tables at once; an older one gets every newer step of ``_MIGRATIONS`` in order. Both happen inside one
+transaction, serialised across processes (PostgreSQL advisory lock, SQLite write lock), so many
+processes starting at once migrate exactly once. A new schema version changes the tables above and
+adds its upgrade step to ``_MIGRATIONS``; nothing else changes.
+
+- version 1: the first schema;
+- version 2: ``costtrace_tasks.route``, the models a task called, in order of first use.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 NANO = Decimal("0.000000001")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -65,6 +69,7 @@ tasks = sa.Table(
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("parent_id", sa.String(64)),
     *_dimension_columns(),
+    sa.Column("route", sa.String(1024)),  # "gpt-4o-mini->gpt-4o": the models called, in order of first use
     sa.Column("outcome", sa.String(32)),
     sa.Column("outcome_reason", sa.Text),
     sa.Column("original_outcome", sa.String(32)),
@@ -224,13 +229,17 @@ def from_nano(nanos: int | None) -> Decimal | None:
     return Decimal(int(nanos)) * NANO
 
 
-def _migration_1(conn: Connection) -> None:
+def _create_current(conn: Connection) -> None:
     metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not schema_version])
 
 
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
-"""Migration ``n`` (1-based) brings the schema from version n-1 to n."""
-assert len(_MIGRATIONS) == SCHEMA_VERSION
+def _upgrade_to_2(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE costtrace_tasks ADD COLUMN route VARCHAR(1024)"))
+
+
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+"""``_MIGRATIONS[n]`` brings the schema from version n-1 to n."""
+assert sorted(_MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
 
 
 def current_version(conn: Connection) -> int:
@@ -250,7 +259,7 @@ def migrate(engine: Engine) -> int:
     Example:
         >>> engine = sa.create_engine("sqlite://")
         >>> migrate(engine), migrate(engine)
-        (0, 1)
+        (0, 2)
     """
     from costtrace.errors import ConfigError
 
@@ -267,8 +276,11 @@ def migrate(engine: Engine) -> int:
                 f"the ledger's schema is version {before}, newer than this costtrace understands "
                 f"({SCHEMA_VERSION}); upgrade costtrace"
             )
-        for version in range(before + 1, SCHEMA_VERSION + 1):
-            _MIGRATIONS[version - 1](conn)
+        if before == 0:
+            _create_current(conn)
+        else:
+            for version in range(before + 1, SCHEMA_VERSION + 1):
+                _MIGRATIONS[version](conn)
         if before == 0:
             conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
         elif before < SCHEMA_VERSION:

@@ -130,6 +130,7 @@ def task_row(summary: TaskSummary, ended_at: datetime) -> Row:
         "name": _clean(summary.name) or "",
         "parent_id": summary.parent_id,
         **_dimension_fields(summary.dimensions),
+        "route": _clean("->".join(summary.models), 1024) if summary.models else None,
         "outcome": summary.outcome,
         "outcome_reason": _clean(summary.outcome_reason, MAX_TEXT),
         "original_outcome": None,
