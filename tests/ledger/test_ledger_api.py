@@ -273,3 +273,20 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_rows(ledger_url):
         assert route == "gpt-4o-mini->gpt-4o"
     finally:
         engine.dispose()
+
+
+def test_a_read_only_engine_never_blocks_the_writers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    writer = make_engine(url, sqlite_busy_timeout_s=0.2)
+    reader = make_engine(url, read_only=True)
+    try:
+        schema.migrate(writer)
+        with reader.connect() as conn:  # a long report holds its read transaction open
+            conn.execute(sa.select(sa.func.count()).select_from(schema.tasks)).scalar()
+            with writer.begin() as w:  # the writer still gets the lock at once
+                w.execute(schema.budget_locks.insert().values(budget_id="b", version=0))
+            with pytest.raises(sa.exc.OperationalError, match="readonly"):
+                conn.execute(schema.budget_locks.insert().values(budget_id="c", version=0))
+    finally:
+        reader.dispose()
+        writer.dispose()

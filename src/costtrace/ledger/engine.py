@@ -68,8 +68,14 @@ def _normalise(url: str) -> sa.URL:
     return parsed
 
 
-def make_engine(url: str | None = None, *, sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+def make_engine(
+    url: str | None = None, *, sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S, read_only: bool = False
+) -> Engine:
     """Create the ledger's engine for ``url`` (default: :func:`default_url`).
+
+    ``read_only=True`` (reports, the CLI): SQLite transactions start deferred (``BEGIN``) with
+    ``PRAGMA query_only``, so a long report never holds the write lock the app's writers need; on
+    PostgreSQL sessions default to read-only transactions.
 
     Raises:
         ConfigError: The URL is not a database URL, its driver is not installed, or the SQLite file's
@@ -100,6 +106,8 @@ def make_engine(url: str | None = None, *, sqlite_busy_timeout_s: float = SQLITE
         if isinstance(user_options, tuple):
             user_options = " ".join(user_options)
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        if read_only:
+            options += " -c default_transaction_read_only=on"
         kwargs["connect_args"] = {
             "connect_timeout": CONNECT_TIMEOUT_S,
             "options": f"{options} {user_options}" if user_options else options,
@@ -112,13 +120,14 @@ def make_engine(url: str | None = None, *, sqlite_busy_timeout_s: float = SQLITE
         hint = _POSTGRES_INSTALL_HINT if backend == "postgresql" else f"install the {exc.name!r} package"
         raise ConfigError(f"the ledger at {safe_url(parsed)!r} needs {exc.name!r}; {hint}") from exc
     if backend == "sqlite":
-        _tune_sqlite(engine, sqlite_busy_timeout_s)
+        _tune_sqlite(engine, sqlite_busy_timeout_s, read_only=read_only)
     _engines.add(engine)
     return engine
 
 
-def _tune_sqlite(engine: Engine, busy_timeout_s: float) -> None:
-    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction (the SQLAlchemy recipe)."""
+def _tune_sqlite(engine: Engine, busy_timeout_s: float, *, read_only: bool = False) -> None:
+    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction (the SQLAlchemy recipe);
+    read-only engines begin deferred and refuse writes."""
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -130,12 +139,16 @@ def _tune_sqlite(engine: Engine, busy_timeout_s: float) -> None:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
             cursor.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                cursor.execute("PRAGMA query_only = ON")
         finally:
             cursor.close()
 
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def _after_fork_in_child() -> None:
