@@ -1,0 +1,656 @@
+"""Cost per successful task, retry tax and effective token prices, aggregated in the ledger's database.
+
+The ledger counterpart of :mod:`costtrace.report`: the same definitions, computed with a few SQL
+statements (SQLAlchemy Core, ``GROUP BY`` and window functions) over ``costtrace_tasks`` and
+``costtrace_calls``, so a report over millions of tasks never pulls rows into Python. It works on
+SQLite and PostgreSQL alike.
+
+- :func:`scope_stats`: per scope (feature, task name, route, team, customer and/or a UTC time bucket),
+  tasks, success and first-pass rates, attempts, tokens and cost per task (mean, p50, p95), cost per
+  successful task, retry tax, escalations, cache savings and how complete the costs are.
+- :func:`model_costs`: per requested model, what it really cost per million *useful* tokens once
+  failed attempts and retries are paid for, next to its catalog price.
+
+Definitions (the same as :class:`costtrace.report.TaskStats`):
+
+- Money is exact ``Decimal`` USD, from integer nano-USD sums; never rounded here.
+- A ratio with nothing to divide by (no tasks, no successes, no spend, no tokens) is ``None``,
+  never 0 or infinity.
+- ``cost per successful task = all the scope's spend (failed tasks and retries included) / successes``.
+- ``retry tax = spend on failed attempts / all spend``.
+- Each task row holds the cost of its *own* calls, so a scope holding a task and its subtasks
+  counts every call once. Subtasks are tasks of their own: they count in ``tasks`` and ``successes``.
+- A scope with unpriced calls has ``cost_complete == False``: its costs are lower bounds.
+- Percentiles are **nearest-rank**: over the ``n`` tasks of a scope sorted by the value, ``pXX`` is
+  the value at rank ``ceil(XX/100 * n)`` (1-based). It is always a value some task really had;
+  p50 of 1, 2, 3, 4 is 2, and p95 of 20 tasks is the 19th.
+- Means are exact: ``Decimal(sum) / n``.
+
+Example:
+    >>> from costtrace.ledger.engine import make_engine
+    >>> from costtrace.ledger.schema import migrate
+    >>> engine = make_engine("sqlite://"); _ = migrate(engine)
+    >>> scope_stats(engine, by=("feature", "day"))
+    []
+    >>> rows = scope_stats(engine, filters=Filters(feature="support", since=parse_since("7d")))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from costtrace.errors import ConfigError
+from costtrace.ledger import schema as s
+
+__all__ = [
+    "GROUP_KEYS",
+    "TIME_KEYS",
+    "Distribution",
+    "Filters",
+    "ModelCost",
+    "ScopeStats",
+    "model_costs",
+    "parse_since",
+    "scope_stats",
+]
+
+GROUP_KEYS = ("feature", "task", "route", "team", "customer", "hour", "day", "week", "month")
+"""What :func:`scope_stats` can group by (any combination, in the order given)."""
+TIME_KEYS = ("hour", "day", "week", "month")
+"""The time buckets among :data:`GROUP_KEYS`, on ``ended_at`` in UTC. Their key values are text:
+``"2024-05-01T13:00"`` (hour), ``"2024-05-01"`` (day), ``"2024-04-29"`` (week: its Monday),
+``"2024-05"`` (month)."""
+
+_ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
+_CTX = Context(prec=28, rounding=ROUND_HALF_EVEN)
+"""Every division here: independent of the caller's decimal context."""
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(done, total)``: called with ``done = 0`` first, then after each stage of a report."""
+
+
+def _div(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+    """numerator / denominator, exact to 28 digits; None when there is nothing to divide by."""
+    if not denominator:
+        return None
+    return _CTX.divide(Decimal(numerator), Decimal(denominator))
+
+
+def _usd(nanos: Any) -> Decimal:
+    return s.from_nano(int(nanos or 0)) or _ZERO
+
+
+# --------------------------------------------------------------------------------------------------
+# Filters
+
+
+def _naive_utc(at: datetime) -> datetime:
+    return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
+
+
+_TEXT_FILTERS = ("feature", "task", "route", "team", "customer")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which tasks (and calls) a report covers; every field set must match, exactly.
+
+    Attributes:
+        feature / task / route / team / customer: Exact values (``task`` is the task name; ``route``
+            is the whole route, e.g. ``"gpt-4o-mini->gpt-4o"``).
+        since / until: ``since <= ended_at < until`` (for calls: ``started_at``). Naive datetimes are
+            UTC; aware ones are converted.
+
+    Raises:
+        ConfigError: A field has the wrong type, or ``since`` is not before ``until``.
+
+    Example:
+        >>> Filters(feature="support", since=datetime(2024, 5, 1)).feature
+        'support'
+    """
+
+    feature: str | None = None
+    task: str | None = None
+    route: str | None = None
+    team: str | None = None
+    customer: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in _TEXT_FILTERS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"filter {name}={value!r} must be a str or None")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, datetime):
+                raise ConfigError(f"filter {name}={value!r} must be a datetime or None; use parse_since('7d') for text")
+        if self.since is not None and self.until is not None and _naive_utc(self.since) >= _naive_utc(self.until):
+            raise ConfigError(f"filter since={self.since.isoformat()} must be before until={self.until.isoformat()}")
+
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
+_UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """A ``since`` bound from text: ``"30m"``, ``"24h"``, ``"7d"``, ``"2w"`` ago, or an ISO date or time.
+
+    ``m`` is minutes. Relative bounds count back from ``now`` (default: the current time). ISO values
+    without a time zone are UTC. The result is an aware UTC datetime.
+
+    Raises:
+        ConfigError: The text is neither (the message shows the accepted forms).
+
+    Example:
+        >>> parse_since("7d", now=datetime(2024, 5, 8, 12, tzinfo=UTC)).isoformat()
+        '2024-05-01T12:00:00+00:00'
+        >>> parse_since("2024-05-01").isoformat()
+        '2024-05-01T00:00:00+00:00'
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"since={text!r} must be text such as '7d', '24h', '30m', '2w' or '2024-05-01'")
+    m = _RELATIVE.match(text)
+    if m:
+        count = int(m.group(1))
+        if count <= 0:
+            raise ConfigError(f"since={text!r} must be a positive amount of time, e.g. '7d'")
+        base = now if now is not None else datetime.now(UTC)
+        base = base.replace(tzinfo=UTC) if base.tzinfo is None else base.astimezone(UTC)
+        return base - count * _UNIT[m.group(2).lower()]
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"since={text!r} is not a time; use '30m', '24h', '7d', '2w' (minutes, hours, days, weeks ago) "
+            "or an ISO date or time such as '2024-05-01' or '2024-05-01T08:00:00+02:00'"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _check_filters(filters: object) -> Filters:
+    if not isinstance(filters, Filters):
+        raise ConfigError(f"filters={filters!r} must be a costtrace.analytics.Filters")
+    return filters
+
+
+def _task_conditions(f: Filters) -> list[sa.ColumnElement[bool]]:
+    t = s.tasks
+    columns = {"feature": t.c.feature, "task": t.c.name, "route": t.c.route, "team": t.c.team, "customer": t.c.customer}
+    where = [columns[name] == getattr(f, name) for name in _TEXT_FILTERS if getattr(f, name) is not None]
+    if f.since is not None:
+        where.append(t.c.ended_at >= _naive_utc(f.since))
+    if f.until is not None:
+        where.append(t.c.ended_at < _naive_utc(f.until))
+    return where
+
+
+def _call_conditions(f: Filters) -> list[sa.ColumnElement[bool]]:
+    c, t = s.calls, s.tasks
+    columns = {"feature": c.c.feature, "task": c.c.task_name, "team": c.c.team, "customer": c.c.customer}
+    where = [columns[name] == getattr(f, name) for name in columns if getattr(f, name) is not None]
+    if f.route is not None:
+        where.append(t.c.route == f.route)  # calls carry no route: their task's (calls without a task never match)
+    if f.since is not None:
+        where.append(c.c.started_at >= _naive_utc(f.since))
+    if f.until is not None:
+        where.append(c.c.started_at < _naive_utc(f.until))
+    return where
+
+
+# --------------------------------------------------------------------------------------------------
+# Group keys
+
+
+def _check_keys(by: Sequence[str] | str) -> tuple[str, ...]:
+    keys = (by,) if isinstance(by, str) else tuple(by)
+    for key in keys:
+        if key not in GROUP_KEYS:
+            raise ConfigError(f"unknown group key {key!r}; use any of {', '.join(GROUP_KEYS)}")
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"by={keys!r} names a group key twice")
+    return keys
+
+
+def _time_bucket(key: str, at: sa.ColumnElement[datetime], dialect: str) -> sa.ColumnElement[str]:
+    """``at`` (naive UTC) as the text of its bucket, the same text on every database."""
+    if dialect == "postgresql":
+        trunc = sa.func.date_trunc(key, at)
+        fmt = {"hour": 'YYYY-MM-DD"T"HH24:00', "day": "YYYY-MM-DD", "week": "YYYY-MM-DD", "month": "YYYY-MM"}[key]
+        return sa.func.to_char(trunc, fmt, type_=sa.String)
+    if dialect == "sqlite":
+        if key == "week":  # the Monday on or before: next Sunday (or today), minus 6 days
+            return sa.func.date(at, "weekday 0", "-6 days", type_=sa.String)
+        fmt = {"hour": "%Y-%m-%dT%H:00", "day": "%Y-%m-%d", "month": "%Y-%m"}[key]
+        return sa.func.strftime(fmt, at, type_=sa.String)
+    raise ConfigError(f"time buckets need a SQLite or PostgreSQL ledger, not {dialect!r}")
+
+
+def _key_columns(keys: Sequence[str], dialect: str) -> list[sa.ColumnElement[Any]]:
+    t = s.tasks
+    plain = {"feature": t.c.feature, "task": t.c.name, "route": t.c.route, "team": t.c.team, "customer": t.c.customer}
+    return [
+        (_time_bucket(key, t.c.ended_at, dialect) if key in TIME_KEYS else plain[key]).label(f"k{i}")
+        for i, key in enumerate(keys)
+    ]
+
+
+def _sort_key(group: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:
+    """Ascending, missing values last; the same order on every database (no collation involved)."""
+    return tuple((value is None, value or "") for value in group)
+
+
+# --------------------------------------------------------------------------------------------------
+# scope_stats
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Mean and nearest-rank percentiles of a per-task value over a scope (see the module docstring)."""
+
+    mean: Decimal | None
+    p50: Decimal | None
+    p95: Decimal | None
+
+
+@dataclass(frozen=True)
+class ScopeStats:
+    """Figures over the tasks of one scope. Costs are USD; rates are ``Decimal`` shares (0.25 = 25%).
+
+    ``key`` maps each group key asked for to the scope's value (``None``: tasks without one).
+    """
+
+    key: dict[str, str | None]
+    tasks: int
+    successes: int
+    success_rate: Decimal | None
+    first_pass_rate: Decimal | None
+    """Tasks that succeeded on their first attempt with no retry, escalation or failed call / tasks."""
+    mean_attempts: Decimal | None
+    input_tokens_per_task: Distribution
+    """All input tokens, cache reads and writes included."""
+    output_tokens_per_task: Distribution
+    """All output tokens, reasoning included."""
+    cost_per_task_usd: Distribution
+    total_cost_usd: Decimal
+    """The tasks' own calls, priced ones only (a lower bound when ``cost_complete`` is False)."""
+    cost_per_successful_task_usd: Decimal | None
+    """ALL the scope's spend (failures and retries included) / successes; None with no success."""
+    wasted_cost_usd: Decimal
+    """Spend on failed attempts (retried, escalated, last of a failed task); part of the total."""
+    retry_tax: Decimal | None
+    """wasted / total; None when nothing was spent."""
+    escalation_rate: Decimal | None
+    """Tasks with at least one model escalation / tasks."""
+    escalation_premium_usd: Decimal | None
+    """Mean cost of escalated tasks - mean cost of the others; None if either group is empty."""
+    cache_savings_usd: Decimal
+    rework_cost_usd: Decimal
+    """Human rework recorded with late outcomes (tasks without any count 0)."""
+    unpriced_calls: int
+    estimated_calls: int
+    """Calls whose tokens were counted locally (tokenizer or heuristic), not reported by the provider."""
+    llm_calls: int
+    estimated_call_share: Decimal | None
+    cost_complete: bool
+    escalated_tasks: int = 0
+    first_pass_tasks: int = 0
+    attempts: int = 0
+
+
+def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def _sum_if(condition: sa.ColumnElement[bool], value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, value), else_=0))
+
+
+def _totals_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    t = s.tasks
+    escalated = t.c.escalations > 0
+    return (
+        sa.select(
+            *keys,
+            sa.func.count().label("tasks"),
+            _count_if(t.c.outcome == "success").label("successes"),
+            _count_if(t.c.first_pass.is_(True)).label("first_pass"),
+            sa.func.sum(t.c.attempts).label("attempts"),
+            sa.func.sum(t.c.input_tokens).label("input_tokens"),
+            sa.func.sum(t.c.output_tokens).label("output_tokens"),
+            sa.func.sum(t.c.cost_nano_usd).label("cost"),
+            sa.func.sum(t.c.wasted_nano_usd).label("wasted"),
+            sa.func.sum(t.c.cache_savings_nano_usd).label("savings"),
+            sa.func.sum(sa.func.coalesce(t.c.rework_nano_usd, 0)).label("rework"),
+            sa.func.sum(t.c.unpriced_calls).label("unpriced"),
+            sa.func.sum(t.c.estimated_calls).label("estimated"),
+            sa.func.sum(t.c.llm_calls).label("llm_calls"),
+            _count_if(escalated).label("escalated"),
+            _sum_if(escalated, t.c.cost_nano_usd).label("escalated_cost"),
+        )
+        .where(*where)
+        .group_by(*keys)
+        .having(sa.func.count() > 0)  # without GROUP BY, an empty ledger still gives one row
+    )
+
+
+def _percentile_query(
+    keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]], values: Sequence[sa.ColumnElement[int]]
+) -> sa.Select[Any]:
+    """Nearest-rank p50 and p95 of each of ``values`` per group, in one scan (columns p50_0, p95_0, ...).
+
+    ``CUME_DIST()`` is the share of the group's rows whose value is <= this row's (the share of the
+    last of its ties), so the smallest value with ``cume_dist >= p`` is the value ranked ceil(p * n):
+    the nearest-rank percentile, ties included. One window per value, against two (ROW_NUMBER and
+    COUNT) for the same result: about half the sorting. ``cume_dist`` is a double k/n; comparing it
+    with ``p`` is exact while n < 2**40, as k/n and p differ by at least 1/(20n) unless equal.
+    """
+    partition = [k.element for k in keys] or None
+    ranked = (
+        sa.select(
+            *keys,
+            *(value.label(f"v{j}") for j, value in enumerate(values)),
+            *(
+                sa.func.cume_dist().over(partition_by=partition, order_by=value).label(f"cd{j}")
+                for j, value in enumerate(values)
+            ),
+        )
+        .where(*where)
+        .subquery("ranked")
+    )
+    group = [ranked.c[f"k{i}"] for i in range(len(keys))]
+    columns: list[sa.ColumnElement[Any]] = []
+    for j in range(len(values)):
+        v, cd = ranked.c[f"v{j}"], ranked.c[f"cd{j}"]
+        columns.append(sa.func.min(sa.case((cd >= sa.literal(0.5, sa.Float), v))).label(f"p50_{j}"))
+        columns.append(sa.func.min(sa.case((cd >= sa.literal(0.95, sa.Float), v))).label(f"p95_{j}"))
+    return sa.select(*group, *columns).group_by(*group)
+
+
+def _run_stages(
+    engine: Engine, stages: Sequence[sa.Select[Any]], progress: ProgressCallback | None
+) -> list[list[sa.Row[Any]]]:
+    """Run the statements in one read transaction (on PostgreSQL one snapshot), reporting progress."""
+    results: list[list[sa.Row[Any]]] = []
+    if progress is not None:
+        progress(0, len(stages))
+    with engine.connect() as conn:
+        _read_snapshot(conn)
+        for i, stage in enumerate(stages, 1):
+            results.append(list(conn.execute(stage)))
+            if progress is not None:
+                progress(i, len(stages))
+    return results
+
+
+def _read_snapshot(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Every statement of the report sees the same rows; reports may outlast the ledger's
+        # 10-second statement timeout, which guards the writers, not analytics.
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    # SQLite: the connection's transaction already holds one snapshot for all statements.
+
+
+def scope_stats(
+    engine: Engine,
+    *,
+    by: Sequence[str] = ("feature",),
+    filters: Filters = Filters(),
+    progress: ProgressCallback | None = None,
+) -> list[ScopeStats]:
+    """Figures per scope over the ledger's tasks, aggregated in the database.
+
+    Two statements: the sums per group, then the nearest-rank percentiles of input tokens, output
+    tokens and cost per task (window functions). Groups come sorted by their key values, ascending,
+    with missing values last; only groups with tasks appear.
+
+    Args:
+        engine: The ledger's engine (``costtrace.ledger.engine.make_engine(url)``).
+        by: Group keys, any of :data:`GROUP_KEYS`, in the order of ``ScopeStats.key``; ``()`` for
+            one scope over everything. Time buckets are UTC (see :data:`TIME_KEYS`).
+        filters: Which tasks count (on ``ended_at`` for ``since`` / ``until``).
+        progress: ``progress(done, total)``, called with 0 first and after each statement.
+
+    Raises:
+        ConfigError: An unknown or repeated group key, or bad filters; the message lists the allowed keys.
+
+    Example:
+        >>> rows = scope_stats(engine, by=("feature", "route"))                # doctest: +SKIP
+        >>> [(r.key, r.cost_per_successful_task_usd) for r in rows]           # doctest: +SKIP
+        [({'feature': 'support', 'route': 'gpt-4o-mini'}, Decimal('0.00041'))]
+    """
+    keys = _check_keys(by)
+    where = _task_conditions(_check_filters(filters))
+    key_columns = _key_columns(keys, engine.dialect.name)
+    t = s.tasks
+    stages = [
+        _totals_query(key_columns, where),
+        _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd)),
+    ]
+    totals, percentiles = _run_stages(engine, stages, progress)
+    width = len(keys)
+    pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
+    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct) for row in totals]
+    stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
+    return stats
+
+
+def _scope(
+    keys: tuple[str, ...],
+    group: tuple[Any, ...],
+    row: Any,
+    pct: dict[tuple[Any, ...], tuple[Any, ...]],
+) -> ScopeStats:
+    n = int(row["tasks"])
+    successes = int(row["successes"])
+    cost_nano = int(row["cost"])
+    escalated = int(row["escalated"])
+    escalated_cost = int(row["escalated_cost"])
+    llm_calls = int(row["llm_calls"])
+    unpriced = int(row["unpriced"])
+    estimated = int(row["estimated"])
+    cost = _usd(cost_nano)
+    wasted = _usd(row["wasted"])
+    in50, in95, out50, out95, c50, c95 = pct.get(group, (None,) * 6)
+
+    def tokens(total: Any, p50: Any, p95: Any) -> Distribution:
+        return Distribution(
+            _div(int(total or 0), n),
+            None if p50 is None else Decimal(int(p50)),
+            None if p95 is None else Decimal(int(p95)),
+        )
+
+    premium: Decimal | None = None
+    if 0 < escalated < n:
+        mean_escalated = _div(_usd(escalated_cost), escalated)
+        mean_other = _div(_usd(cost_nano - escalated_cost), n - escalated)
+        assert mean_escalated is not None and mean_other is not None
+        premium = _CTX.subtract(mean_escalated, mean_other)
+    return ScopeStats(
+        key={key: (None if value is None else str(value)) for key, value in zip(keys, group, strict=True)},
+        tasks=n,
+        successes=successes,
+        success_rate=_div(successes, n),
+        first_pass_rate=_div(int(row["first_pass"]), n),
+        mean_attempts=_div(int(row["attempts"]), n),
+        input_tokens_per_task=tokens(row["input_tokens"], in50, in95),
+        output_tokens_per_task=tokens(row["output_tokens"], out50, out95),
+        cost_per_task_usd=Distribution(
+            _div(cost, n), None if c50 is None else _usd(c50), None if c95 is None else _usd(c95)
+        ),
+        total_cost_usd=cost,
+        cost_per_successful_task_usd=_div(cost, successes),
+        wasted_cost_usd=wasted,
+        retry_tax=_div(wasted, cost),
+        escalation_rate=_div(escalated, n),
+        escalation_premium_usd=premium,
+        cache_savings_usd=_usd(row["savings"]),
+        rework_cost_usd=_usd(row["rework"]),
+        unpriced_calls=unpriced,
+        estimated_calls=estimated,
+        llm_calls=llm_calls,
+        estimated_call_share=_div(estimated, llm_calls),
+        cost_complete=unpriced == 0,
+        escalated_tasks=escalated,
+        first_pass_tasks=int(row["first_pass"]),
+        attempts=int(row["attempts"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# model_costs
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What one requested model cost, per million tokens at the catalog's prices and per useful one.
+
+    ``useful_tokens`` are the input + output tokens of the calls that produced a delivered result:
+    calls in the final attempt (``attempt == tasks.attempts``) of tasks whose outcome is success.
+    Everything else the model was paid for (retried and escalated attempts, failed tasks, calls
+    outside any task) is spend without useful tokens, so ``effective_per_mtok_useful`` is at least
+    ``blended_list_per_mtok``; their ratio is the production overhead.
+    """
+
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    """Priced calls only (a lower bound when ``unpriced_calls > 0``)."""
+    list_input_per_mtok: Decimal | None
+    """The catalog's current input price of the model (its base tier), USD per million tokens."""
+    list_output_per_mtok: Decimal | None
+    blended_list_per_mtok: Decimal | None
+    """cost / (input + output tokens) x 1e6 over all calls: the catalog prices blended by your input /
+    output mix and cache use."""
+    useful_tokens: int
+    effective_per_mtok_useful: Decimal | None
+    """ALL the model's spend / useful tokens x 1e6; None with no useful token."""
+    unpriced_calls: int = 0
+    provider: str | None = None
+    """The provider of the model's calls (one of them, when several served the same model name)."""
+
+    @property
+    def cost_complete(self) -> bool:
+        return self.unpriced_calls == 0
+
+
+def _model_query(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    c, t = s.calls, s.tasks
+    useful = sa.and_(t.c.outcome == "success", c.c.attempt == t.c.attempts)
+    return (
+        sa.select(
+            c.c.request_model.label("model"),
+            sa.func.max(c.c.provider).label("provider"),
+            sa.func.count().label("calls"),
+            sa.func.sum(c.c.input_tokens).label("input_tokens"),
+            sa.func.sum(c.c.output_tokens).label("output_tokens"),
+            sa.func.sum(sa.func.coalesce(c.c.cost_nano_usd, 0)).label("cost"),
+            _count_if(c.c.cost_nano_usd.is_(None)).label("unpriced"),
+            _sum_if(useful, c.c.input_tokens + c.c.output_tokens).label("useful"),
+        )
+        .select_from(c.outerjoin(t, c.c.task_id == t.c.task_id))
+        .where(*where)
+        .group_by(c.c.request_model)
+    )
+
+
+def _list_prices(provider: str | None, model: str) -> tuple[Decimal | None, Decimal | None]:
+    """The catalog's (input, output) USD per million tokens for ``model`` now, or Nones when unpriced.
+
+    Priced on 1,000 tokens and scaled, so that a tiered model shows its base tier, not the tier
+    a 1M-token prompt would fall in.
+    """
+    from costtrace.pricing import default_catalog
+    from costtrace.usage import Usage
+
+    catalog = default_catalog()
+    if not catalog.is_priced(provider, model):
+        return None, None
+    per_k = Decimal(1000)
+    inp = catalog.cost(Usage(input_tokens=1000), provider=provider, model=model)
+    out = catalog.cost(Usage(output_tokens=1000), provider=provider, model=model)
+    return (
+        inp.input_usd * per_k if inp.priced else None,
+        out.output_usd * per_k if out.priced else None,
+    )
+
+
+def model_costs(
+    engine: Engine,
+    *,
+    filters: Filters = Filters(),
+    progress: ProgressCallback | None = None,
+) -> list[ModelCost]:
+    """Effective production token cost per requested model, next to its catalog price.
+
+    One statement over ``costtrace_calls`` joined to their tasks, grouped by ``request_model``;
+    then each model's catalog price. Sorted by cost, highest first.
+
+    Args:
+        engine: The ledger's engine.
+        filters: feature, task (``task_name``), team, customer on the calls' own columns; route on
+            their task's; ``since`` / ``until`` on the calls' ``started_at``.
+        progress: ``progress(done, total)``, called with 0 first and after each stage.
+
+    Raises:
+        ConfigError: Bad filters.
+
+    Example:
+        >>> for m in model_costs(engine, filters=Filters(feature="support")):    # doctest: +SKIP
+        ...     print(m.model, m.blended_list_per_mtok, m.effective_per_mtok_useful)
+        gpt-4o-mini 0.21 0.58
+    """
+    where = _call_conditions(_check_filters(filters))
+    tick: ProgressCallback | None = None
+    if progress is not None:
+        user_progress = progress
+
+        def tick(done: int, _total: int) -> None:
+            user_progress(done, 2)
+
+    (rows,) = _run_stages(engine, [_model_query(where)], tick)
+    result = []
+    for row in rows:  # one row per model, not per call
+        cost = _usd(row.cost)
+        calls, unpriced = int(row.calls), int(row.unpriced)
+        useful = int(row.useful or 0)
+        tokens = int(row.input_tokens or 0) + int(row.output_tokens or 0)
+        spend = _CTX.multiply(cost, _MILLION)
+        if unpriced == calls:  # no priced call: the cost is unknown, not 0, so no price per token either
+            tokens = useful_priced = 0
+        else:
+            useful_priced = useful
+        list_in, list_out = _list_prices(row.provider, row.model)
+        result.append(
+            ModelCost(
+                model=row.model,
+                calls=calls,
+                input_tokens=int(row.input_tokens or 0),
+                output_tokens=int(row.output_tokens or 0),
+                cost_usd=cost,
+                list_input_per_mtok=list_in,
+                list_output_per_mtok=list_out,
+                blended_list_per_mtok=_div(spend, tokens),
+                useful_tokens=useful,
+                effective_per_mtok_useful=_div(spend, useful_priced),
+                unpriced_calls=unpriced,
+                provider=row.provider,
+            )
+        )
+    if progress is not None:
+        progress(2, 2)
+    result.sort(key=lambda m: (-m.cost_usd, m.model))
+    return result
