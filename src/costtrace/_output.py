@@ -1,0 +1,210 @@
+"""Output of the ``costtrace`` commands: one row model, three writers (terminal table, JSON, CSV).
+
+A command builds a list of :class:`Column` and a list of row dicts keyed by ``Column.key``; the writers
+turn that into text. Values keep their exact type until the last moment:
+
+- **table**: money rounded for reading (:func:`usd`), rates as percentages, ``None`` as ``-``;
+- **json**: exact values; ``Decimal`` as a decimal string (``"0.000412"``: JSON floats would round it),
+  ints as numbers, ``None`` as ``null``, datetimes as ISO 8601;
+- **csv**: the same exact values as text, ``None`` as an empty cell.
+
+Rounding is display only: nothing here feeds back into a computation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal, TextIO
+
+Kind = Literal["text", "rtext", "int", "usd", "pct", "num"]
+"""How a column shows: text (left-aligned), rtext (already formatted, right-aligned), or a number kind."""
+FORMATS = ("table", "json", "csv")
+
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: ``key`` in the row dicts and in JSON/CSV, ``header`` in the table, how to show it."""
+
+    key: str
+    header: str
+    kind: Kind = "text"
+    table: bool = True
+    """False: in JSON and CSV only (keeps the terminal table narrow)."""
+
+
+# --- display formatting (table and HTML) ------------------------------------------------------------
+
+
+def usd(value: Decimal | None) -> str:
+    """Money for reading: whole dollars from $1,000, cents from $1, else three significant digits.
+
+    Example:
+        >>> [usd(Decimal(x)) for x in ("1234.5", "12.345", "0.5", "0.0123456", "0.000041234", "0")]
+        ['$1,235', '$12.35', '$0.500', '$0.0123', '$0.0000412', '$0']
+        >>> usd(None)
+        '-'
+    """
+    if value is None:
+        return "-"
+    if not value.is_finite():
+        return str(value)
+    if value == 0:
+        return "$0"
+    sign = "-" if value < 0 else ""
+    v = abs(value)
+    for _ in range(2):  # twice: rounding may carry into the next range (999.999 -> 1,000)
+        places = 0 if v >= 1000 else 2 if v >= 1 else max(3, 2 - v.adjusted())
+        v = v.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)  # as people round, not banks
+    return f"{sign}${v:,.{places}f}"
+
+
+def pct(value: Decimal | float | None, places: int = 1) -> str:
+    """A fraction as a percentage: ``0.1234`` -> ``12.3%``; ``None`` -> ``-``."""
+    if value is None:
+        return "-"
+    d = Decimal(value) if isinstance(value, float) else value
+    if not d.is_finite():
+        return "inf%" if d > 0 else str(d)
+    return f"{d * 100:.{places}f}%"
+
+
+def num(value: Decimal | float | int | None, places: int = 2) -> str:
+    """A plain number rounded for reading; ``None`` -> ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{places}f}"
+
+
+def display(value: Any, kind: Kind) -> str:
+    """``value`` as the table shows it."""
+    if value is None:
+        return "-"
+    if kind == "rtext":
+        return str(value)
+    if kind == "usd":
+        return usd(value)
+    if kind == "pct":
+        return pct(value)
+    if kind == "int":
+        return f"{value:,}" if isinstance(value, int) else str(value)
+    if kind == "num":
+        return num(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M %Z").strip()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+# --- writers -----------------------------------------------------------------------------------------
+
+
+def _exact(value: Any) -> Any:
+    """A JSON-ready exact value."""
+    if isinstance(value, Decimal):
+        return format(value, "f") if value.is_finite() else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _exact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_exact(v) for v in value]
+    return value
+
+
+def to_jsonable(value: Any) -> Any:
+    """Rows (or any nesting of dicts and lists) with exact, JSON-ready values."""
+    return _exact(value)
+
+
+def table(columns: Sequence[Column], rows: Sequence[Row]) -> str:
+    """An aligned plain-text table: text left-aligned, numbers right-aligned, a rule under the header."""
+    cols = [c for c in columns if c.table]
+    cells = [[display(r.get(c.key), c.kind) for c in cols] for r in rows]
+    widths = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.ljust(w) if c.kind == "text" else v.rjust(w) for v, w, c in zip(values, widths, cols, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [line([c.header for c in cols]), "  ".join("-" * w for w in widths)]
+    out.extend(line(row) for row in cells)
+    return "\n".join(out)
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON with exact values."""
+    return json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False)
+
+
+def csv_text(columns: Sequence[Column], rows: Sequence[Row]) -> str:
+    """CSV with a header of column keys and exact values; ``None`` as an empty cell."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([c.key for c in columns])
+    for r in rows:
+        out = []
+        for c in columns:
+            v = _exact(r.get(c.key))
+            out.append("" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else v)
+        writer.writerow(out)
+    return buf.getvalue().rstrip("\n")
+
+
+def records(columns: Sequence[Column], rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The rows restricted to the columns, in column order (what JSON output holds)."""
+    return [{c.key: r.get(c.key) for c in columns} for r in rows]
+
+
+# --- progress ----------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal (never in pipes or logs).
+
+    Call it as ``progress(done, total)``; :meth:`close` erases the line. Redraws at most 10 times a second.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        try:
+            self.enabled = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.enabled = False
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        frac = min(1.0, done / total) if total > 0 else 0.0
+        filled = int(frac * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {frac * 100:3.0f}% ({done:,}/{total:,})")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
