@@ -1,23 +1,34 @@
-"""`costtrace demo` and the `costtrace` command."""
+"""`costtrace demo`: the real OpenAI SDK against the built-in local server, recorded in a ledger."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import urllib.request
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
-from costtrace import demo
+from costtrace import _demo_server, demo
 from costtrace.cli import main
-from costtrace.report import by_model, group_by, group_calls_by
-from costtrace.testing import capture
+from costtrace.ledger import schema
+from costtrace.ledger.engine import make_engine
 
-ARGS = ["demo", "--tasks", "60", "--seed", "1"]
+pytest.importorskip("openai")
+
+TICKETS = 40
 
 
-def run_demo(capsys, argv=ARGS):
-    code = main(argv)
+@pytest.fixture
+def ledger(tmp_path):
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+def run_demo(capsys, ledger, *extra):
+    code = main(["demo", "--tasks", str(TICKETS), "--seed", "1", "--ledger", ledger, *extra])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -30,144 +41,259 @@ def row(out: str, label: str) -> list[str]:
     raise AssertionError(f"no row {label!r} in:\n{out}")
 
 
-def test_demo_prints_both_tables_and_findings(capsys):
-    code, out, err = run_demo(capsys)
+def money(cell: str) -> Decimal:
+    return Decimal(cell.removeprefix("$").replace(",", ""))
+
+
+def test_demo_prints_the_tables_findings_and_advice(capsys, ledger):
+    code, out, err = run_demo(capsys, ledger)
     assert code == 0, err
-    assert "Per model" in out and "Per routing strategy" in out
     for strategy in demo.STRATEGIES:
-        assert row(out, strategy.label)[0] == "60"
+        assert row(out, strategy.label)[0] == str(TICKETS)
     for model in (demo.CHEAP_MODEL, demo.FRONTIER_MODEL):
         row(out, model)
-    assert "Per token, gpt-4o-mini costs" in out
-    assert "a successful ticket costs" in out
-    assert err == ""
+    assert "Cheap per token: gpt-4o-mini costs" in out
+    assert "Routing advice for 'support': use" in out
+    assert "costtrace.routing.advise" in out
+    assert err.startswith("costtrace demo: run ") and err.count("\n") == 1
 
 
-def test_demo_output_is_deterministic(capsys):
-    _, first, _ = run_demo(capsys)
-    _, second, _ = run_demo(capsys)
+def test_same_seed_same_output_other_seed_other_output(capsys, ledger):
+    _, first, _ = run_demo(capsys, ledger)
+    _, second, _ = run_demo(capsys, ledger)  # the same ledger: the report is scoped to its own run
     assert first == second
-    _, other_seed, _ = run_demo(capsys, ["demo", "--tasks", "60", "--seed", "2"])
-    assert other_seed != first
-
-
-def test_routing_table_agrees_with_the_captured_task_summaries(capsys):
-    with capture() as got:
-        code, out, _ = run_demo(capsys)
+    code = main(["demo", "--tasks", str(TICKETS), "--seed", "2", "--ledger", ledger])
     assert code == 0
-    assert len(got.tasks) == 60 * len(demo.STRATEGIES)
+    assert capsys.readouterr().out != first
+
+
+def test_the_ledger_holds_every_task_and_call_of_the_run(capsys, ledger):
+    code, out, err = run_demo(capsys, ledger)
+    assert code == 0, err
+    run_id = err.split()[3]
+    engine = make_engine(ledger)
+    try:
+        with engine.connect() as conn:
+            tasks = conn.execute(sa.select(schema.tasks)).mappings().all()
+            calls = conn.execute(sa.select(schema.calls)).mappings().all()
+    finally:
+        engine.dispose()
+    assert len(tasks) == TICKETS * len(demo.STRATEGIES)
+    assert all(json.loads(t["dimensions"])["costtrace.dimension.demo_run"] == run_id for t in tasks)
+    assert {t["feature"] for t in tasks} == {"support"}
+    assert {t["name"] for t in tasks} == {s.task_name for s in demo.STRATEGIES}
+    assert len(calls) == sum(t["llm_calls"] for t in tasks)
+    assert {c["request_model"] for c in calls} == {demo.CHEAP_MODEL, demo.FRONTIER_MODEL}
+    assert {c["usage_source"] for c in calls} == {"provider"}  # tokens from the server's usage, via the SDK
+    assert all(c["priced"] for c in calls)
+    # What the report prints is what the ledger holds.
+    assert f"{len(tasks):,} tasks and {len(calls):,} calls of this run" in out
     for strategy in demo.STRATEGIES:
-        tasks = [t for t in got.tasks if t.dimensions["costtrace.dimension.routing"] == strategy.key]
-        spend = sum((t.cost_usd for t in tasks), Decimal(0))
-        successes = sum(t.outcome == "success" for t in tasks)
-        unresolved = len(tasks) - successes
+        rows = [t for t in tasks if t["name"] == strategy.task_name]
+        spend = sum(schema.from_nano(t["cost_nano_usd"]) for t in rows)
+        successes = sum(t["outcome"] == "success" for t in rows)
         cells = row(out, strategy.label)
-        tasks_, success, first_pass, retries, escalations, cost, per_task, per_success, tax, tco = cells
-        assert int(tasks_) == len(tasks) == 60
-        assert success == f"{successes / len(tasks):.1%}"
-        assert first_pass == f"{sum(bool(t.first_pass) for t in tasks) / len(tasks):.1%}"
-        assert int(retries) == sum(t.retries for t in tasks)
-        assert int(escalations) == sum(t.escalations for t in tasks)
-        assert cost == f"${spend:,.4f}"
-        assert per_task == f"${spend / len(tasks):,.5f}"
-        assert per_success == f"${spend / successes:,.5f}"
-        assert tax == f"{sum((t.wasted_cost_usd for t in tasks), Decimal(0)) / spend:.1%}"
-        assert tco == f"${(spend + unresolved * demo.DEFAULT_REWORK_COST_USD) / successes:,.5f}"
+        assert cells[5] == f"${spend:,.4f}"
+        assert cells[7] == f"${spend / successes:,.5f}"
+        rework = (len(rows) - successes) * demo.DEFAULT_REWORK_COST_USD
+        assert cells[9] == f"${(spend + rework) / successes:,.5f}"
+        assert {t["route"] for t in rows} <= {"gpt-4o-mini", "gpt-4o", "gpt-4o-mini->gpt-4o"}
 
 
-def test_model_table_agrees_with_the_captured_calls(capsys):
-    with capture() as got:
-        _, out, _ = run_demo(capsys)
-    for model in (demo.CHEAP_MODEL, demo.FRONTIER_MODEL):
-        calls = [c for c in got.calls if c.request_model == model]
-        assert all(c.cost_usd is not None for c in calls)
-        spend = sum((c.cost_usd for c in calls), Decimal(0))
-        tokens = sum(c.usage.input_tokens + c.usage.output_tokens for c in calls)
-        n, input_tokens, cached, output_tokens, cost, per_mtok = row(out, model)
-        assert int(n) == len(calls)
-        assert int(input_tokens.replace(",", "")) == sum(c.usage.input_tokens for c in calls)
-        assert int(cached.replace(",", "")) == sum(c.usage.cache_read_input_tokens for c in calls)
-        assert int(output_tokens.replace(",", "")) == sum(c.usage.output_tokens for c in calls)
-        assert cost == f"${spend:,.4f}"
-        assert per_mtok == f"${spend * 1_000_000 / tokens:,.3f}"
-
-
-def test_run_returns_what_the_listeners_saw():
-    with capture() as got:
-        result = demo.run(tickets=60, seed=1)
-    assert group_calls_by(got.calls, by_model) == result.per_model
-    assert group_by(got.tasks, "routing", rework_cost_usd=demo.DEFAULT_REWORK_COST_USD) == result.per_routing
-    assert list(result.per_routing) == [s.key for s in demo.STRATEGIES]
-
-
-def test_the_same_tickets_meet_the_same_luck_under_every_strategy():
-    result = demo.run(tickets=60, seed=1)
-    cheap_only, escalate, frontier_only = (result.per_routing[s.key] for s in demo.STRATEGIES)
-    # Both start with the same cheap attempt, so the same tickets pass first time.
-    assert cheap_only.first_pass == escalate.first_pass
-    assert escalate.escalations == escalate.tasks - escalate.first_pass
-    assert cheap_only.escalations == frontier_only.escalations == 0
-
-
-def test_findings_are_computed_from_the_numbers():
-    result = demo.run(tickets=60, seed=1)
-    cheap, frontier = result.per_model[demo.CHEAP_MODEL], result.per_model[demo.FRONTIER_MODEL]
-    ratio = frontier.cost_per_mtok_usd / cheap.cost_per_mtok_usd
-    text = " ".join(demo.findings(result))
-    assert f"costs {ratio:.1f}x less than gpt-4o" in text
-    for s in demo.STRATEGIES:
-        assert f"${result.per_routing[s.key].cost_per_successful_task_usd:,.5f} with '{s.label}'" in text
-
-
-def test_no_rework_cost_is_said_not_hidden(capsys):
-    code, out, _ = run_demo(capsys, [*ARGS, "--rework-cost", "0"])
+def test_cheap_is_cheaper_per_token_but_dearer_per_successful_ticket(capsys, ledger):
+    code, out, _ = run_demo(capsys, ledger)
     assert code == 0
-    assert "With no rework cost" in out
-    assert "rework cost per unresolved ticket: $0.00" in out
+    cheap, frontier = row(out, demo.CHEAP_MODEL), row(out, demo.FRONTIER_MODEL)
+    assert money(cheap[4]) < money(frontier[4])  # $/1M tok
+    assert money(cheap[4]) <= money(cheap[5])  # useful tokens cost more than tokens
+    cheap_only, cascade = row(out, "cheap only"), row(out, "cascade")
+    assert money(cheap_only[6]) < money(cascade[6])  # cheaper per token ...
+    assert money(cheap_only[9]) > money(cascade[9])  # ... dearer per successful ticket, rework counted
+    assert float(cheap_only[2].rstrip("%")) < float(row(out, "frontier only")[2].rstrip("%"))  # first pass
 
 
-def test_a_strategy_without_any_success_shows_na_instead_of_dividing_by_zero(capsys, monkeypatch):
-    monkeypatch.setitem(demo.VALIDATION_FAILURE_RATE, demo.CHEAP_MODEL, 1.0)
-    code, out, _ = run_demo(capsys, ["demo", "--tasks", "5"])
+def test_the_advice_names_the_cheapest_route_per_successful_ticket(capsys, ledger):
+    code, out, _ = run_demo(capsys, ledger)
     assert code == 0
-    cells = row(out, "cheap only")
-    assert cells[1] == "0.0%"
-    assert cells[7] == "n/a" and cells[9] == "n/a"  # cost per successful ticket, TCO per successful ticket
-    assert "'cheap only' resolved no ticket" in out
+    tco = {s.label: money(row(out, s.label)[9]) for s in demo.STRATEGIES}
+    best = min(tco, key=lambda label: tco[label])
+    assert f"Routing advice for 'support': use '{best}'" in out
 
 
-def test_the_demo_models_are_priced():
-    assert demo.unpriced_models() == []
+def test_with_no_rework_cost_the_advice_follows_token_spend(capsys, ledger):
+    code, out, _ = run_demo(capsys, ledger, "--rework-cost", "0")
+    assert code == 0
+    per_success = {s.label: money(row(out, s.label)[7]) for s in demo.STRATEGIES}
+    best = min(per_success, key=lambda label: per_success[label])
+    assert f"Routing advice for 'support': use '{best}'" in out
+    assert "ranks by cost per successful task" in out
 
 
-@pytest.mark.parametrize("tasks", ["0", "-3", "abc", "1.5", str(demo.MAX_TICKETS + 1)])
-def test_a_bad_task_count_is_a_usage_error(capsys, tasks):
-    code, out, err = run_demo(capsys, ["demo", "--tasks", tasks])
-    assert code == 2
-    assert "argument --tasks" in err
-    assert out == ""
+def test_the_demo_touches_no_address_but_loopback(capsys, ledger, monkeypatch):
+    """Every socket the run connects goes to 127.0.0.1 (getaddrinfo is blocked off-loopback suite-wide)."""
+    peers: list[object] = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        peers.append(address)
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    code, _, err = run_demo(capsys, ledger)
+    assert code == 0, err
+    assert peers, "the demo made no HTTP call"
+    assert {p[0] for p in peers if isinstance(p, tuple)} == {"127.0.0.1"}
+
+
+def test_the_validator_rejects_each_broken_contract():
+    ticket = demo.make_tickets(1, seed=1)[0]
+    good = {"category": ticket.category, "resolution": "x", "refund_usd": 0, "reply": "ok"}
+    assert demo.validate(json.dumps(good), ticket) is None
+    assert demo.validate("Sorry!", ticket).startswith("not JSON")
+    assert demo.validate(json.dumps({**good, "refund_usd": "5"}), ticket) == "schema: 'refund_usd' is not a number"
+    over = float(ticket.refund_limit_usd + 1)
+    assert demo.validate(json.dumps({**good, "refund_usd": over}), ticket).startswith("policy: refund")
+    missing = {k: v for k, v in good.items() if k != "resolution"}
+    assert demo.validate(json.dumps(missing), ticket) == "schema: missing field 'resolution'"
+    other = next(c for c in _demo_server.CATEGORIES if c != ticket.category)
+    assert demo.validate(json.dumps({**good, "category": other}), ticket).startswith("wrong category")
+
+
+def test_the_simulated_model_reads_every_ticket_as_its_category():
+    for ticket in demo.make_tickets(300, seed=3):
+        assert _demo_server._category_of(ticket.message) == ticket.category
+
+
+def test_the_server_answers_like_the_chat_completions_api():
+    ticket = demo.make_tickets(1, seed=1)[0]
+    body = {"model": "gpt-4o", "messages": demo._first_messages(ticket)}
+    with _demo_server.DemoServer(seed=1) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+
+        def post(payload):
+            req = urllib.request.Request(
+                server.url + "/chat/completions", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        status, first = post(body)
+        _, again = post(body)
+        status_unknown, unknown = post({**body, "model": "gpt-9"})
+    assert status == 200 and first["object"] == "chat.completion"
+    assert first["model"] == "gpt-4o-2024-08-06"
+    usage = first["usage"]
+    assert usage["prompt_tokens"] == _demo_server.count_tokens(body["messages"])
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+    # The same prompt again: the same answer, its prefix now read from the prompt cache.
+    assert again["choices"] == first["choices"]
+    cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached == _demo_server.cached_prefix_tokens(usage["prompt_tokens"] - 3) and cached >= 1024
+    assert status_unknown == 404 and unknown["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("tasks", ["0", "-3", "abc", "10001"])
+def test_a_bad_ticket_count_is_a_usage_error(capsys, tasks):
+    assert main(["demo", "--tasks", tasks]) == 2
+    out, err = capsys.readouterr()
+    assert "argument --tasks" in err and out == ""
 
 
 @pytest.mark.parametrize("cost", ["-1", "abc", "nan", "inf"])
 def test_a_bad_rework_cost_is_a_usage_error(capsys, cost):
-    code, _, err = run_demo(capsys, ["demo", "--rework-cost", cost])
-    assert code == 2
-    assert "argument --rework-cost" in err
+    assert main(["demo", "--rework-cost", cost]) == 2
+    assert "argument --rework-cost" in capsys.readouterr().err
 
 
-def test_a_rework_cost_may_carry_a_dollar_sign(capsys):
-    code, out, _ = run_demo(capsys, [*ARGS, "--rework-cost", "$2.50"])
+def test_a_rework_cost_may_carry_a_dollar_sign(capsys, ledger):
+    code, out, _ = run_demo(capsys, ledger, "--rework-cost", "$2.50")
     assert code == 0
     assert "rework cost per unresolved ticket: $2.50" in out
 
 
-def test_a_bad_otlp_endpoint_is_one_line_on_stderr_and_configures_nothing(capsys):
+def test_a_bad_ledger_url_is_one_line_on_stderr(capsys):
+    assert main(["demo", "--tasks", "2", "--ledger", "not a url"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("costtrace demo: error: ledger URL")
+
+
+def test_without_the_openai_sdk_the_demo_exits_2_with_the_install_hint(tmp_path):
+    code = (
+        "import sys\n"
+        "sys.modules['openai'] = None  # as if not installed\n"
+        "from costtrace.cli import main\n"
+        f"sys.exit(main(['demo', '--tasks', '2', '--ledger', 'sqlite:///{tmp_path / 'l.db'}']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == f"costtrace demo: error: {demo.INSTALL_HINT}\n"
+    assert "pip install 'costtrace[demo]'" in out.stderr
+
+
+def test_help_lists_the_demo_command(capsys):
+    assert main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out
+    assert main(["demo", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--rework-cost" in help_text and "--ledger" in help_text
+
+
+def test_python_m_costtrace_demo_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "costtrace", "demo", "--tasks", "10", "--ledger", f"sqlite:///{tmp_path / 'l.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Per route" in out.stdout
+    assert "10 support tickets" in out.stdout
+
+
+def test_the_demo_installs_no_opentelemetry_provider_unless_asked(tmp_path):
+    code = (
+        "import sys\n"
+        "from opentelemetry import metrics, trace\n"
+        "from costtrace.cli import main\n"
+        f"assert main(['demo', '--tasks', '3', '--ledger', 'sqlite:///{tmp_path / 'l.db'}']) == 0\n"
+        "print(type(trace.get_tracer_provider()).__name__, type(metrics.get_meter_provider()).__name__,"
+        " 'opentelemetry.sdk' in sys.modules, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.split()[-3:] == ["ProxyTracerProvider", "_ProxyMeterProvider", "False"]
+
+
+def test_console_prints_the_task_and_sdk_call_spans(tmp_path):
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "costtrace", "demo", "--tasks", "1", "--console"),
+            *("--ledger", f"sqlite:///{tmp_path / 'l.db'}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"name": "invoke_workflow resolve_ticket.cascade"' in out.stdout
+    assert '"costtrace.dimension.routing": "cascade"' in out.stdout
+    assert '"name": "chat gpt-4o-mini"' in out.stdout
+    assert '"service.name": "costtrace-demo"' in out.stdout
+    assert "Per route" in out.stdout
+
+
+def test_a_bad_otlp_endpoint_is_one_line_on_stderr_and_configures_nothing(capsys, ledger):
     from opentelemetry import trace
 
     from costtrace import config
 
     provider = trace.get_tracer_provider()
-    code, out, err = run_demo(capsys, [*ARGS, "--otlp-endpoint", "localhost:4318"])
+    code, out, err = run_demo(capsys, ledger, "--otlp-endpoint", "localhost:4318")
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("costtrace demo: error: otlp_endpoint='localhost:4318'")
@@ -175,59 +301,7 @@ def test_a_bad_otlp_endpoint_is_one_line_on_stderr_and_configures_nothing(capsys
     assert not config._configured
 
 
-def test_help_lists_the_demo_command(capsys):
-    assert main(["--help"]) == 0
-    assert "demo" in capsys.readouterr().out
-    assert main(["demo", "--help"]) == 0
-    assert "--rework-cost" in capsys.readouterr().out
-
-
-def test_no_command_prints_help_and_is_a_usage_error(capsys):
-    assert main([]) == 2
-    assert "demo" in capsys.readouterr().err
-
-
-def test_python_m_costtrace_demo_runs():
-    out = subprocess.run(
-        [sys.executable, "-m", "costtrace", "demo", "--tasks", "20"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "Per routing strategy" in out.stdout
-    assert "20 simulated support tickets" in out.stdout
-
-
-def test_the_demo_installs_no_opentelemetry_provider_unless_asked():
-    code = (
-        "import sys\n"
-        "from opentelemetry import metrics, trace\n"
-        "from costtrace.cli import main\n"
-        "assert main(['demo', '--tasks', '3']) == 0\n"
-        "print(type(trace.get_tracer_provider()).__name__, type(metrics.get_meter_provider()).__name__,"
-        " 'opentelemetry.sdk' in sys.modules, file=sys.stderr)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stderr.split() == ["ProxyTracerProvider", "_ProxyMeterProvider", "False"]
-
-
-def test_console_prints_the_spans():
-    out = subprocess.run(
-        [sys.executable, "-m", "costtrace", "demo", "--tasks", "1", "--console"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert '"name": "invoke_workflow resolve_ticket"' in out.stdout
-    assert '"costtrace.dimension.routing": "cheap_then_frontier"' in out.stdout
-    assert '"service.name": "costtrace-demo"' in out.stdout
-    assert "Per routing strategy" in out.stdout
-
-
-def test_otlp_endpoint_exports_spans_and_metrics_to_a_local_collector():
+def test_otlp_endpoint_exports_spans_and_metrics_to_a_local_collector(tmp_path):
     """A stand-in OTLP/HTTP collector on localhost receives what the demo exports."""
     import http.server
     import threading
@@ -252,7 +326,10 @@ def test_otlp_endpoint_exports_spans_and_metrics_to_a_local_collector():
     try:
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
         out = subprocess.run(
-            [sys.executable, "-m", "costtrace", "demo", "--tasks", "2", "--otlp-endpoint", endpoint],
+            [
+                *(sys.executable, "-m", "costtrace", "demo", "--tasks", "2", "--otlp-endpoint", endpoint),
+                *("--ledger", f"sqlite:///{tmp_path / 'l.db'}"),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -261,7 +338,7 @@ def test_otlp_endpoint_exports_spans_and_metrics_to_a_local_collector():
         server.shutdown()
         server.server_close()
     assert out.returncode == 0, out.stderr
-    assert "Per routing strategy" in out.stdout
+    assert "Per route" in out.stdout
     assert f"flushed spans and metrics to {endpoint}" in out.stderr
     paths = {path for path, size in received if size > 0}
     assert {"/v1/traces", "/v1/metrics"} <= paths

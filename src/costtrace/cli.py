@@ -2,7 +2,16 @@
 
 Commands::
 
-    costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--otlp-endpoint URL] [--console]
+    costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL] [--console]
+    costtrace report [--by feature,route] [FILTERS] [--format table|json|csv] [--html out.html]
+    costtrace compare --feature F [FILTERS] [--rework-cost USD]
+    costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD]
+    costtrace tco [--cheap-input-price ... | --feature F | --example] [--rework-cost USD | --hourly-rate USD --hours H]
+    costtrace budgets
+
+    FILTERS: --feature F --task T --route R --team T --customer C --since 7d --until 2026-05-01;
+    every ledger command takes --ledger URL (default: $COSTTRACE_LEDGER_URL, else the per-user SQLite file)
+    and --format table|json|csv. The ledger commands live in ``costtrace._ledger_commands``.
 
 Exit codes: 0 success; 2 bad arguments or configuration (one line on stderr saying what and how to
 fix it); 130 interrupted.
@@ -21,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
-from costtrace import demo
+from costtrace import _ledger_commands, demo
 from costtrace._version import __version__
 from costtrace.errors import ConfigError
 
@@ -68,12 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "demo",
-        help="simulate a support-ticket workload and compare routing strategies' cost per successful task",
+        help="run support tickets through the OpenAI SDK and a local server; compare routes' cost per success",
         description=(
-            "Simulate support tickets resolved by LLM calls under three routing strategies (cheap model "
-            "only, cheap then escalate to a frontier model, frontier only), record them with costtrace, "
-            "and print cost per model and per routing: success rate, retries, cost per successful task, "
-            "retry tax and total cost of ownership. Deterministic, offline, no API key needed."
+            "Resolve support tickets of varying difficulty through the real OpenAI SDK against a built-in "
+            "local server (127.0.0.1, simulated models, real prices) under three routes: cheap model only, "
+            "frontier model only, and a cascade (cheap, then escalate to the frontier model). Record them "
+            "with costtrace in the ledger, then print cost per token against cost per successful task, "
+            "retry tax, first-pass rate, total cost of ownership with rework, and routing advice. "
+            "Deterministic for a seed, no API key, no network. Needs: pip install 'costtrace[demo]'."
         ),
     )
     p.add_argument(
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ticket_count,
         default=demo.DEFAULT_TICKETS,
         metavar="N",
-        help="number of simulated tickets, each run through every strategy (default: %(default)s)",
+        help="number of tickets, each run through every route (default: %(default)s)",
     )
     p.add_argument(
         "--seed", type=int, default=demo.DEFAULT_SEED, metavar="S", help="random seed (default: %(default)s)"
@@ -95,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "total cost of ownership (default: %(default)s)",
     )
     p.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="ledger database to record the run in, e.g. sqlite:///demo.db (default: COSTTRACE_LEDGER_URL, "
+        "else the per-user SQLite ledger)",
+    )
+    p.add_argument(
         "--otlp-endpoint",
         metavar="URL",
         help="also export the demo's spans and metrics over OTLP to this collector or backend, e.g. "
@@ -102,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--console", action="store_true", help="also print every span to stdout as it ends")
     p.set_defaults(handler=_demo_command)
+    _ledger_commands.add_commands(commands)
     return parser
 
 
@@ -127,8 +145,13 @@ def _demo_command(args: argparse.Namespace) -> int:
                 "its calls are unpriced and the costs shown are lower bounds",
                 file=sys.stderr,
             )
-        result = demo.run(tickets=args.tasks, seed=args.seed, rework_cost_usd=args.rework_cost)
+        result = demo.run(tickets=args.tasks, seed=args.seed, rework_cost_usd=args.rework_cost, ledger_url=args.ledger)
         print(demo.render(result), flush=True)
+        print(
+            f"costtrace demo: run {result.run_id} recorded in {result.ledger_url} "
+            f"(dimension {demo.RUN_DIMENSION}={result.run_id})",
+            file=sys.stderr,
+        )
     finally:
         if exporting:
             done = costtrace.shutdown()
