@@ -28,21 +28,19 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import secrets
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
 import costtrace
+from _postgres import PG_ENV, postgres_unavailable, postgres_url
 from costtrace.ledger import schema
 
-PG_ENV = "COSTTRACE_TEST_POSTGRES_URL"
 MODEL = "gpt-4o-mini"
 PROMPT = (
     "Customer reports that invoices exported on the 3rd were missing VAT lines; they re-ran the export "
@@ -57,49 +55,6 @@ THREADS = 4
 @contextmanager
 def sqlite_url(tmp: Path) -> Iterator[str]:
     yield f"sqlite:///{tmp / 'ledger.db'}"
-
-
-@contextmanager
-def postgres_url(base: str) -> Iterator[str]:
-    """A URL whose connections use a fresh schema, dropped on exit."""
-    name = f"costtrace_bench_{secrets.token_hex(6)}"
-    admin = sa.create_engine(sa.make_url(base).set(drivername="postgresql+psycopg"), poolclass=sa.pool.NullPool)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-        url = sa.make_url(base).set(drivername="postgresql")
-        sep = "&" if url.query else "?"
-        yield url.render_as_string(hide_password=False) + f"{sep}options={quote(f'-csearch_path={name}')}"
-    finally:
-        try:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        finally:
-            admin.dispose()
-
-
-def postgres_unavailable(base: str) -> str | None:
-    """Why PostgreSQL cannot be benchmarked, or None when it can."""
-    if not base:
-        return f"--postgres-url and {PG_ENV} are not set"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed (pip install 'psycopg[binary]')"
-    engine = sa.create_engine(
-        sa.make_url(base).set(drivername="postgresql+psycopg"),
-        poolclass=sa.pool.NullPool,
-        connect_args={"connect_timeout": 3},
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
-        cause = getattr(exc, "orig", None) or exc
-        return f"cannot connect to {sa.make_url(base).render_as_string()}: {(str(cause).splitlines() or [''])[0]}"
-    finally:
-        engine.dispose()
-    return None
 
 
 def count_calls(url: str) -> int:

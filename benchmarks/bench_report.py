@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -27,15 +26,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from _postgres import PG_ENV, postgres_unavailable, postgres_url
 from costtrace.analytics import model_costs, scope_stats
 from costtrace.ledger import schema
 from costtrace.ledger.engine import make_engine
-
-PG_ENV = "COSTTRACE_TEST_POSTGRES_URL"
 
 # The task columns as expressions of the row number i (0-based); the same SQL on both databases.
 _TASK_COLUMNS = {
@@ -147,48 +144,6 @@ def generate(engine: sa.Engine, n: int) -> float:
 def sqlite_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="costtrace-bench-report-") as tmp:
         yield f"sqlite:///{Path(tmp) / 'ledger.db'}"
-
-
-@contextmanager
-def postgres_url(base: str) -> Iterator[str]:
-    """A URL whose connections use a fresh schema, dropped on exit."""
-    name = f"costtrace_bench_{secrets.token_hex(6)}"
-    admin = sa.create_engine(sa.make_url(base).set(drivername="postgresql+psycopg"), poolclass=sa.pool.NullPool)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-        url = sa.make_url(base).set(drivername="postgresql")
-        sep = "&" if url.query else "?"
-        yield url.render_as_string(hide_password=False) + f"{sep}options={quote(f'-csearch_path={name}')}"
-    finally:
-        try:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        finally:
-            admin.dispose()
-
-
-def postgres_unavailable(base: str) -> str | None:
-    if not base:
-        return f"--postgres-url and {PG_ENV} are not set"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed (pip install 'psycopg[binary]')"
-    engine = sa.create_engine(
-        sa.make_url(base).set(drivername="postgresql+psycopg"),
-        poolclass=sa.pool.NullPool,
-        connect_args={"connect_timeout": 3},
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
-        cause = getattr(exc, "orig", None) or exc
-        return f"cannot connect: {(str(cause).splitlines() or [''])[0]}"
-    finally:
-        engine.dispose()
-    return None
 
 
 # --- timing --------------------------------------------------------------------------------------------

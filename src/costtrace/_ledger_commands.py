@@ -37,7 +37,7 @@ FILTER_FLAGS = ("feature", "task", "route", "team", "customer")
 
 
 def usd_amount(text: str) -> Decimal:
-    """A non-negative USD amount such as ``2.50`` or ``$2.50``."""
+    """A non-negative USD amount argument such as ``2.50`` or ``$2.50`` (``--rework-cost``, ``--hourly-rate``)."""
     raw = text.strip().removeprefix("$").replace(",", "")
     try:
         amount = Decimal(raw)

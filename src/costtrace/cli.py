@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
 
 from costtrace import _ledger_commands, demo
 from costtrace._version import __version__
@@ -52,18 +51,6 @@ def _ticket_count(text: str) -> int:
     if not 1 <= n <= demo.MAX_TICKETS:
         raise argparse.ArgumentTypeError(f"must be between 1 and {demo.MAX_TICKETS:,}, got {n}")
     return n
-
-
-def _usd_amount(text: str) -> Decimal:
-    """``--rework-cost``: a non-negative USD amount such as ``2.50`` or ``$2.50``."""
-    raw = text.strip().removeprefix("$").replace(",", "")
-    try:
-        amount = Decimal(raw)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected an amount in USD such as 2.50, got {text!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite amount >= 0, got {text!r}")
-    return amount
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rework-cost",
-        type=_usd_amount,
+        type=_ledger_commands.usd_amount,
         default=demo.DEFAULT_REWORK_COST_USD,
         metavar="USD",
         help="cost of one unresolved ticket outside the model, e.g. an agent's time, used for the "
