@@ -158,11 +158,61 @@ def test_estimate_usage_is_flagged_estimated(spans):
     assert spans.calls()[0].attributes[sc.USAGE_SOURCE] == rec.usage.source
 
 
-def test_invalid_counts_are_ignored_not_raised(caplog):
+INVALID_COUNTS = [None, -1, float("nan"), float("inf"), "100", True, 10**30, 2.5, Decimal("100")]
+
+
+@pytest.mark.parametrize("bad", INVALID_COUNTS, ids=repr)
+def test_invalid_counts_make_the_call_unknown_never_zero(bad, caplog, spans):
+    """A count that is not a count is never read as 0 tokens (a $0 call): the usage is unknown, the
+    call unpriced with the reason, and its task's cost incomplete."""
+    with costtrace.task("t") as t:
+        with costtrace.llm_call("openai", "gpt-4o-mini") as call:
+            call.set_usage(bad, bad)  # type: ignore[arg-type]
+    rec = call.record
+    assert rec.usage.source == "unknown"
+    assert rec.cost.priced is False and rec.cost_usd is None
+    assert rec.cost.unpriced_reason.startswith("invalid usage: input_tokens=")
+    assert "invalid usage" in caplog.text
+    a = spans.calls()[0].attributes
+    assert a[sc.CALL_PRICED] is False and a[sc.USAGE_SOURCE] == "unknown"
+    assert sc.CALL_COST_USD not in a and sc.GEN_AI_USAGE_INPUT_TOKENS not in a
+    assert a[sc.CALL_UNPRICED_REASON] == rec.cost.unpriced_reason
+    assert t.summary.unpriced_calls == 1 and t.summary.cost_complete is False
+    assert t.summary.cost_usd is None
+
+
+@pytest.mark.parametrize("bad", INVALID_COUNTS, ids=repr)
+def test_record_llm_call_with_invalid_counts_is_unpriced(bad):
+    rec = costtrace.record_llm_call("openai", "gpt-4o-mini", 100, bad)  # type: ignore[arg-type]
+    assert rec.usage.source == "unknown" and rec.cost_usd is None
+    assert "output_tokens=" in rec.cost.unpriced_reason
+
+
+@pytest.mark.parametrize("field", ["cache_read_input_tokens", "reasoning_output_tokens", "cache_write_input_tokens"])
+def test_an_invalid_subset_makes_the_usage_unknown(field):
+    rec = costtrace.record_llm_call("openai", "gpt-4o-mini", 100, 10, **{field: -3})
+    assert rec.usage.source == "unknown" and rec.cost_usd is None
+    assert rec.cost.unpriced_reason == f"invalid usage: {field}=-3 is negative"
+
+
+def test_make_usage_validates_and_clamps_like_the_conventions():
+    from costtrace.calls import make_usage
+
+    assert make_usage(input_tokens=None, output_tokens=5).source == "unknown"
+    assert make_usage(input_tokens=10**30).source == "unknown"
+    # A subset above its total is a provider glitch, clamped to the total as costtrace.usage does.
+    u = make_usage(input_tokens=100, output_tokens=10, cache_read_input_tokens=500, reasoning_output_tokens=50)
+    assert (u.source, u.cache_read_input_tokens, u.reasoning_output_tokens) == ("provider", 100, 10)
+    # Integral floats (as JSON gives) are counts; subsets left as None are "none reported".
+    u = make_usage(input_tokens=100.0, output_tokens=10, cache_read_input_tokens=None)
+    assert (u.source, u.input_tokens, u.cache_read_input_tokens) == ("provider", 100, 0)
+
+
+def test_valid_usage_after_an_invalid_one_prices_the_call():
     with costtrace.llm_call("openai", "gpt-4o-mini") as call:
-        call.set_usage(-5, "many", cache_read_input_tokens=10**9)  # type: ignore[arg-type]
-    u = call.record.usage
-    assert (u.input_tokens, u.output_tokens, u.cache_read_input_tokens) == (0, 0, 0)
+        call.set_usage(-1, 10)
+        call.record_response({"usage": {"prompt_tokens": 100, "completion_tokens": 10}})
+    assert call.record.cost.priced is True and call.record.cost_usd > 0
 
 
 def test_internal_error_never_reaches_the_caller(monkeypatch, spans):

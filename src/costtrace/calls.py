@@ -17,12 +17,14 @@ has no price, is flagged unpriced: its cost is missing, never zero.
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,14 +43,51 @@ _UNKNOWN_USAGE = Usage(source="unknown")
 _USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
 
 
-def _count_arg(name: str, value: object) -> int:
-    """A caller-supplied token count; a bad value is logged and read as 0, never raised."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
-        return value
-    if value is None:
-        return 0
-    logger.warning("costtrace: ignoring invalid %s=%r (expected a non-negative int)", name, value)
-    return 0
+def _count_arg(name: str, value: object) -> tuple[int, str | None]:
+    """A caller-supplied token count, or the reason it is not one.
+
+    An ``int`` (or an integral, finite float, as JSON gives) in ``0 .. MAX_COUNT`` is a count. ``None``
+    is a count only for the subsets (not reported: none). Anything else (negative, NaN, infinite,
+    huge, a bool, text such as ``"100"``) makes the call's usage unknown: guessing a number would
+    turn a bad input into a made-up cost.
+    """
+    if isinstance(value, bool):  # an int subclass, but never a count
+        return 0, f"{name}={value!r} is not a token count (expected an int >= 0)"
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        count = int(value)
+        if 0 <= count <= MAX_COUNT:
+            return count, None
+        return 0, f"{name}={value!r} is {'negative' if count < 0 else 'too large to be a token count'}"
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return _count_arg(name, int(value))
+    if value is None and name not in _TOTALS:
+        return 0, None
+    return 0, f"{name}={value!r} is not a token count (expected an int >= 0)"
+
+
+_TOTALS = ("input_tokens", "output_tokens")
+
+
+def _checked_usage(counts: Mapping[str, object], source: object) -> tuple[Usage, str | None]:
+    """``counts`` (keyword -> value, in :class:`Usage` field order) as a :class:`Usage`, or the unknown
+    usage and the reason when a count is invalid."""
+    if source not in _USAGE_SOURCES:
+        logger.warning("costtrace: unknown usage source %r, recording it as 'provider'", source)
+        source = "provider"
+    values: list[int] = []
+    problems: list[str] = []
+    for name, value in counts.items():
+        count, problem = _count_arg(name, value)
+        values.append(count)
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        reason = "invalid usage: " + "; ".join(problems)
+        logger.warning("costtrace: %s; the call's usage and cost are recorded as unknown", reason)
+        return _UNKNOWN_USAGE, reason
+    inp, out, cache_read, cache_write, cache_write_1h, reasoning = values
+    usage = clamped_usage(inp, out, cache_read, cache_write, cache_write_1h, reasoning, cast(UsageSource, source))
+    return usage, None
 
 
 def make_usage(
@@ -61,19 +100,31 @@ def make_usage(
     reasoning_output_tokens: object = 0,
     source: UsageSource = "provider",
 ) -> Usage:
-    """Build a :class:`Usage` from caller-supplied counts, clamping subsets to their totals."""
-    if source not in _USAGE_SOURCES:
-        logger.warning("costtrace: unknown usage source %r, recording it as 'provider'", source)
-        source = "provider"
-    return clamped_usage(
-        _count_arg("input_tokens", input_tokens),
-        _count_arg("output_tokens", output_tokens),
-        _count_arg("cache_read_input_tokens", cache_read_input_tokens),
-        _count_arg("cache_write_input_tokens", cache_write_input_tokens),
-        _count_arg("cache_write_1h_input_tokens", cache_write_1h_input_tokens),
-        _count_arg("reasoning_output_tokens", reasoning_output_tokens),
+    """Build a :class:`Usage` from caller-supplied counts, clamping subsets to their totals.
+
+    A subset larger than its total (cache reads above the input tokens) is clamped to it, as the
+    GenAI conventions' totals include their subsets. A count that is not a count (negative, NaN,
+    infinite, above ``MAX_COUNT``, a bool, text, ``None`` for a total) is logged and gives the unknown
+    usage (``source="unknown"``): the call is then recorded unpriced with the reason, never at $0.
+
+    Example:
+        >>> make_usage(input_tokens=100, output_tokens=10, cache_read_input_tokens=500).cache_read_input_tokens
+        100
+        >>> make_usage(input_tokens=-1, output_tokens=10).source
+        'unknown'
+    """
+    usage, _ = _checked_usage(
+        {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": cache_read_input_tokens,
+            "cache_write_input_tokens": cache_write_input_tokens,
+            "cache_write_1h_input_tokens": cache_write_1h_input_tokens,
+            "reasoning_output_tokens": reasoning_output_tokens,
+        },
         source,
     )
+    return usage
 
 
 class LLMCall:
@@ -131,6 +182,8 @@ class LLMCall:
         self._batch = batch
         self._attributes = attributes
         self._usage: Usage | None = None
+        self._usage_problem: str | None = None
+        """Why the caller's usage was unusable (``set_usage`` with invalid counts): the unpriced reason."""
         self._response_model: str | None = None
         self._response_id: str | None = None
         self._finish_reasons: tuple[str, ...] = ()
@@ -163,6 +216,7 @@ class LLMCall:
             info = usage_from_response(response, self.provider)
             if info.usage is not None:
                 self._usage = info.usage
+                self._usage_problem = None
             if info.response_model:
                 self._response_model = info.response_model
             if info.response_id:
@@ -183,16 +237,23 @@ class LLMCall:
         reasoning_output_tokens: int = 0,
         source: UsageSource = "provider",
     ) -> None:
-        """Set token counts directly, normalised the GenAI conventions' way (see ``costtrace.usage``)."""
+        """Set token counts directly, normalised the GenAI conventions' way (see ``costtrace.usage``).
+
+        Subsets larger than their totals are clamped to them. An invalid count (negative, NaN,
+        infinite, huge, a bool, text, ``None`` for a total) is logged and makes the call's usage
+        unknown: it is recorded unpriced with the reason (``costtrace.call.unpriced_reason``), never $0.
+        """
         try:
-            self._usage = make_usage(
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_read_input_tokens=cache_read_input_tokens,
-                cache_write_input_tokens=cache_write_input_tokens,
-                cache_write_1h_input_tokens=cache_write_1h_input_tokens,
-                reasoning_output_tokens=reasoning_output_tokens,
-                source=source,
+            self._usage, self._usage_problem = _checked_usage(
+                {
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
+                    "cache_read_input_tokens": cache_read_input_tokens,
+                    "cache_write_input_tokens": cache_write_input_tokens,
+                    "cache_write_1h_input_tokens": cache_write_1h_input_tokens,
+                    "reasoning_output_tokens": reasoning_output_tokens,
+                },
+                source,
             )
         except Exception as exc:
             report_internal_error("calls.set_usage", exc)
@@ -211,6 +272,7 @@ class LLMCall:
             sources = {c.source for c in (n_in, n_out) if c is not None}
             source: UsageSource = "heuristic" if "heuristic" in sources else "estimated"
             self._usage = Usage(input_tokens=int(n_in or 0), output_tokens=int(n_out or 0), source=source)
+            self._usage_problem = None
         except Exception as exc:
             report_internal_error("calls.estimate_usage", exc)
 
@@ -228,7 +290,7 @@ class LLMCall:
             self._resends += 1
             self._span.set_attribute(sc.HTTP_REQUEST_RESEND_COUNT, self._resends)
             if self._task is not None:
-                self._task._record_sdk_retry(self._attempt, str(reason), self._response_model or self.model)
+                self._task._record_sdk_retry(self._attempt, str(reason), self.model)
         except Exception as exc:
             report_internal_error("calls.record_resend", exc)
 
@@ -434,7 +496,7 @@ class LLMCall:
 
     def _price(self, usage: Usage, at: datetime) -> Cost:
         if usage.source == "unknown":
-            return Cost.unpriced("usage unknown: the response carried no token usage")
+            return Cost.unpriced(self._usage_problem or "usage unknown: the response carried no token usage")
         catalog = default_catalog()
         model = self._response_model or self.model
         cost = catalog.cost(
@@ -530,7 +592,8 @@ def record_llm_call(
 ) -> CallRecord | None:
     """Record a call that already happened (e.g. read from a log or a gateway), in the current task.
 
-    Returns the call's record (None only if costtrace itself failed, which it logs).
+    Returns the call's record (None only if costtrace itself failed, which it logs). Token counts are
+    checked as in :meth:`LLMCall.set_usage`: an invalid one records the call unpriced, with the reason.
 
     Example:
         >>> rec = costtrace.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",  # doctest: +SKIP
@@ -553,9 +616,9 @@ def record_llm_call(
             logger.warning("costtrace: ignoring invalid duration_s=%r", duration_s)
             seconds = 0.0
         call.start(start_time_ns=end_ns - int(seconds * 1e9), admit=False)
-        call._usage = make_usage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+        call.set_usage(
+            input_tokens,
+            output_tokens,
             cache_read_input_tokens=cache_read_input_tokens,
             cache_write_input_tokens=cache_write_input_tokens,
             cache_write_1h_input_tokens=cache_write_1h_input_tokens,
