@@ -622,7 +622,7 @@ def _summary(
         outcome=outcome,
         outcome_reason=None,
         first_pass=first_pass,
-        cost_usd=Decimal(cost),
+        own_known_cost_usd=Decimal(cost),
         wasted_cost_usd=Decimal(wasted),
         cache_savings_usd=Decimal(0),
         subtasks_cost_usd=Decimal(0),

@@ -373,11 +373,12 @@ def test_b():
     result.stdout.fnmatch_lines(
         [
             "*- costtrace: tasks run by the tests -*",
-            "task             tasks     mean cost      max cost  attempts mean/max",
-            "resolve_ticket       2      $0.00042      $0.00063  2.0/3",
-            "triage               2     $0.000105      $0.00021  1.0/1",
+            "task             tasks      mean cost       max cost  attempts mean/max  unpriced tasks",
+            "resolve_ticket       2       $0.00042       $0.00063              2.0/3               0",
+            # The unpriced triage task makes both figures lower bounds, and the row says so.
+            "triage               2    >=$0.000105     >=$0.00021              1.0/1               1",
             "cost: the task's calls and its subtasks', as max_cost_usd counts it",
-            "1 task had unpriced calls: their cost is a lower bound",
+            "1 task had unpriced calls (no price or unknown usage): the costs on their rows are lower bounds (>=)",
         ]
     )
 
@@ -422,9 +423,13 @@ def test_assert_task_cost_sees_unpriced_subtasks_among_the_captured_tasks():
         with costtrace.task("parent") as parent:
             with costtrace.task("child"):
                 costtrace.record_llm_call("openai", "my-finetune-xyz", 1000, 100)
-    assert_task_cost(parent, 1)  # the summary alone cannot know
+    # The parent's summary knows its finished subtasks' unpriced calls: no list of subtasks needed.
+    assert parent.summary.cost_usd is None and parent.summary.subtasks_unpriced_calls == 1
+    with pytest.raises(AssertionError, match="1 call in its subtasks unpriced"):
+        assert_task_cost(parent, 1)
     with pytest.raises(AssertionError, match="1 call in its subtasks unpriced"):
         assert_task_cost(parent, 1, subtasks=got.tasks)
+    assert_task_cost(parent, 1, require_priced=False)  # the lower bound, $0, is under $1
 
 
 def test_assert_attempts_tokens_and_calls():

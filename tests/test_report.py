@@ -54,7 +54,7 @@ def summary(
         outcome=outcome,
         outcome_reason=None,
         first_pass=first_pass if outcome is not None else None,
-        cost_usd=D(cost),
+        own_known_cost_usd=D(cost),
         wasted_cost_usd=D(wasted),
         cache_savings_usd=D(0),
         subtasks_cost_usd=D(subtasks),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from decimal import Decimal
 
@@ -183,7 +184,9 @@ def test_nested_tasks_never_count_a_call_twice(spans):
             call(STRONG, 1000, 100)
             call(CHEAP, 300, 30)
     assert child.summary.cost_usd == price(STRONG, 1000, 100) + price(CHEAP, 300, 30)
-    assert parent.summary.cost_usd == price(CHEAP, 2000, 100)
+    # The parent's cost is the whole (its subtask's included), its own share beside it.
+    assert parent.summary.cost_usd == price(CHEAP, 2000, 100) + child.summary.cost_usd
+    assert parent.summary.own_cost_usd == parent.summary.own_known_cost_usd == price(CHEAP, 2000, 100)
     assert parent.summary.subtasks_cost_usd == child.summary.cost_usd
     assert child.summary.parent_id == parent.id
     assert child.summary.dimensions[sc.FEATURE] == "support"  # inherited
@@ -223,10 +226,68 @@ def test_unpriced_call_makes_task_cost_incomplete_not_zero(spans, caplog):
     s = t.summary
     assert s.unpriced_calls == 1
     assert s.cost_complete is False
-    assert s.cost_usd == price(CHEAP, 1000, 100)
+    assert s.cost_usd is None and s.own_cost_usd is None  # unknown: never a number
+    assert s.known_cost_usd == s.own_known_cost_usd == price(CHEAP, 1000, 100)  # the lower bound, named so
     a = spans.one_task().attributes
     assert a[sc.TASK_COST_COMPLETE] is False
     assert a[sc.TASK_UNPRICED_CALLS] == 1
+
+
+def test_a_task_of_unpriced_calls_has_no_cost_and_a_cost_assert_cannot_pass():
+    with costtrace.task("t") as t:
+        costtrace.record_llm_call("openai", "my-private-model-v9", 1000, 100)
+        costtrace.record_llm_call("openai", CHEAP, None, None)  # type: ignore[arg-type]
+    s = t.summary
+    assert (s.unpriced_calls, s.cost_usd, s.known_cost_usd) == (2, None, Decimal(0))
+    with pytest.raises(TypeError):  # `assert cost_usd <= limit` cannot pass silently on an unknown cost
+        assert s.cost_usd <= Decimal("0.01")  # type: ignore[operator]
+
+
+def test_an_unpriced_subtask_makes_its_parents_cost_unknown(spans):
+    with costtrace.task("root") as root:
+        call(CHEAP)
+        with costtrace.task("mid") as mid:
+            with costtrace.task("leaf") as leaf:
+                costtrace.record_llm_call("openai", "my-private-model-v9", 1000, 100)
+            call(CHEAP)
+    assert leaf.summary.cost_usd is None
+    for t in (mid, root):
+        s = t.summary
+        assert (s.cost_usd, s.cost_complete, s.own_cost_complete) == (None, False, True)
+        assert s.subtasks_unpriced_calls == 1 and s.all_unpriced_calls == 1
+        assert s.own_cost_usd == price(CHEAP, 1000, 100)
+    assert root.summary.known_cost_usd == 2 * price(CHEAP, 1000, 100)
+    a = spans.one_task("root").attributes
+    # The span's cost_usd and cost_complete describe the task's own calls; subtasks' are beside them.
+    assert a[sc.TASK_COST_COMPLETE] is True and a[sc.TASK_SUBTASKS_UNPRICED_CALLS] == 1
+
+
+def test_parent_with_subtasks_counts_each_call_once_in_spans_and_metrics(spans, metric_points):
+    """The parent's summary shows the whole cost, but what backends sum across tasks (task spans, the
+    task cost metric) carries each task's own calls: the sums equal the calls' sum. (The ledger's
+    task rows: tests/ledger/test_ledger_api.py.)"""
+    from costtrace import metrics
+
+    with costtrace.task("parent") as parent:
+        call(CHEAP, 2000, 100)
+        with costtrace.task("child") as child:
+            call(STRONG, 1000, 100)
+            with costtrace.task("grandchild"):
+                call(CHEAP, 300, 30)
+        call(STRONG, 500, 50)
+    calls = [price(CHEAP, 2000, 100), price(STRONG, 1000, 100), price(CHEAP, 300, 30), price(STRONG, 500, 50)]
+    total = sum(calls, Decimal(0))
+    assert parent.summary.cost_usd == total
+    assert parent.summary.own_cost_usd == calls[0] + calls[3]
+    assert child.summary.cost_usd == calls[1] + calls[2]
+
+    metrics.drain()
+    points = metric_points.collect()[sc.METRIC_TASK_COST]
+    assert sum(p.count for p in points) == 3
+    assert sum(p.sum for p in points) == pytest.approx(float(total))
+    assert all(p.attributes[sc.TASK_COST_COMPLETE] is True for p in points)
+
+    assert sum(s.attributes[sc.TASK_COST_USD] for s in spans.tasks()) == pytest.approx(float(total))
 
 
 # --- the decorator --------------------------------------------------------------------------
@@ -411,3 +472,129 @@ def test_summary_while_running_has_no_outcome():
         call(CHEAP)
         s = t.summary
         assert s.outcome is None and s.first_pass is None and s.llm_calls == 1
+
+
+# --- the caller gets the summary of a decorated task ------------------------------------------------
+
+
+def test_the_caller_of_a_decorated_task_gets_its_summary():
+    @costtrace.track_task("resolve_ticket")
+    def resolve(n: int) -> str:
+        for _ in range(n):
+            call(CHEAP)
+        with costtrace.task("subtask"):
+            call(CHEAP)
+        return "done"
+
+    assert contextvars.Context().run(costtrace.last_finished_task) is None  # a fresh context has none
+    assert resolve(2) == "done"
+    s = costtrace.last_finished_task()
+    assert s is not None and s.name == "resolve_ticket"  # the outermost task, not its subtask
+    assert (s.llm_calls, s.cost_usd) == (2, 3 * price(CHEAP, 1000, 100))
+
+    @costtrace.track_task
+    def broken() -> None:
+        call(STRONG)
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        broken()
+    s = costtrace.last_finished_task()
+    assert s is not None and (s.outcome, s.cost_usd) == ("failure", price(STRONG, 1000, 100))
+
+
+def test_last_finished_task_is_per_thread():
+    import threading
+
+    @costtrace.track_task("work")
+    def work(tokens: int) -> None:
+        call(CHEAP, tokens, 0)
+
+    barrier = threading.Barrier(8)
+    seen: dict[int, int] = {}
+    before = costtrace.last_finished_task()
+
+    def run(i: int) -> None:
+        barrier.wait()  # every thread finishes its task while the others do theirs
+        work(100 + i)
+        s = costtrace.last_finished_task()
+        assert s is not None
+        seen[i] = s.input_tokens
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert seen == {i: 100 + i for i in range(8)}
+    assert costtrace.last_finished_task() is before  # none finished in this thread
+
+
+def test_concurrent_async_tasks_each_get_their_own_summary():
+    @costtrace.track_task("answer")
+    async def answer(tokens: int) -> int:
+        await asyncio.sleep(0)
+        call(CHEAP, tokens, 0)
+        await asyncio.sleep(0)
+        return tokens
+
+    async def request(tokens: int) -> tuple[int, int]:
+        await answer(tokens)
+        s = costtrace.last_finished_task()
+        assert s is not None
+        return tokens, s.input_tokens
+
+    async def main() -> list[tuple[int, int]]:
+        return await asyncio.gather(*(request(100 + i) for i in range(20)))
+
+    assert all(asked == got for asked, got in asyncio.run(main()))
+
+
+def test_collect_tasks_gathers_this_contexts_tasks_only():
+    import threading
+
+    @costtrace.track_task("answer")
+    async def answer(tokens: int) -> None:
+        await asyncio.sleep(0)
+        call(CHEAP, tokens, 0)
+
+    other_started, other_may_finish = threading.Event(), threading.Event()
+
+    def other_request() -> None:  # a concurrent request in another thread, never collected
+        with costtrace.task("other"):
+            other_started.set()
+            other_may_finish.wait(10)
+            call(STRONG)
+
+    other = threading.Thread(target=other_request)
+    other.start()
+    other_started.wait(10)
+
+    async def main() -> list[costtrace.TaskSummary]:
+        with costtrace.collect_tasks() as finished:
+            await asyncio.gather(answer(100), answer(200))
+            await asyncio.create_task(answer(300))
+            other_may_finish.set()
+            other.join()
+        with costtrace.task("after"):  # after the block: not collected
+            pass
+        return finished
+
+    finished = asyncio.run(main())
+    assert sorted(s.input_tokens for s in finished) == [100, 200, 300]
+    assert {s.name for s in finished} == {"answer"}
+
+
+def test_escalation_names_requested_models_on_both_sides(spans):
+    with costtrace.task("cascade") as t:
+        with costtrace.llm_call("openai", CHEAP) as c:
+            c.record_response(
+                {"model": "gpt-4o-mini-2024-07-18", "usage": {"prompt_tokens": 100, "completion_tokens": 10}}
+            )
+        t.escalate(to_model=STRONG, reason="validation_failed")
+        call(STRONG)
+    (esc,) = events(spans.one_task(), sc.EVENT_ESCALATION)
+    a = esc.attributes
+    assert (a[sc.EVENT_ATTR_FROM_MODEL], a[sc.EVENT_ATTR_TO_MODEL]) == (CHEAP, STRONG)
+    assert a[sc.EVENT_ATTR_FROM_RESPONSE_MODEL] == "gpt-4o-mini-2024-07-18"
+    assert a[sc.EVENT_ATTR_MODEL] == CHEAP

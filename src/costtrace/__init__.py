@@ -39,7 +39,17 @@ from costtrace.spending import (
     flush_ledger,
     record_outcome,
 )
-from costtrace.tasks import Outcome, RetryReason, Task, carry_context, current_task, task, track_task
+from costtrace.tasks import (
+    Outcome,
+    RetryReason,
+    Task,
+    carry_context,
+    collect_tasks,
+    current_task,
+    last_finished_task,
+    task,
+    track_task,
+)
 from costtrace.tokens import TokenCount, count_tokens
 from costtrace.usage import Usage
 
@@ -68,6 +78,7 @@ __all__ = [
     "capture_content",
     "carry_context",
     "close_ledger",
+    "collect_tasks",
     "configure",
     "configure_ledger",
     "count_tokens",
@@ -75,6 +86,7 @@ __all__ = [
     "flush",
     "flush_ledger",
     "instrument",
+    "last_finished_task",
     "llm_call",
     "load_budgets",
     "load_prices",

@@ -78,7 +78,7 @@ class _Instruments:
         self.task_cost: Histogram = m.create_histogram(
             sc.METRIC_TASK_COST,
             unit="USD",
-            description="Cost of a task's own LLM calls.",
+            description="Cost of a task's own priced LLM calls (costtrace.task.cost_complete=false: a lower bound).",
             explicit_bucket_boundaries_advisory=list(sc.COST_BUCKETS_USD),
         )
         self.task_wasted_cost: Counter = m.create_counter(
@@ -270,7 +270,9 @@ def _record_task_now(summary: TaskSummary) -> None:
     if feature is not None:
         attrs[sc.FEATURE] = feature
     ins.tasks.add(1, {**attrs, sc.TASK_FIRST_PASS: bool(summary.first_pass)})
-    ins.task_cost.record(float(summary.cost_usd), attrs)
+    # The task's OWN priced calls (subtasks report theirs): summed over tasks, each call counts once.
+    # Flagged with cost_complete, so a dashboard can tell a lower bound from a known cost.
+    ins.task_cost.record(float(summary.own_known_cost_usd), {**attrs, sc.TASK_COST_COMPLETE: summary.own_cost_complete})
     if summary.wasted_cost_usd:
         ins.task_wasted_cost.add(float(summary.wasted_cost_usd), attrs)
     ins.task_tokens.record(summary.input_tokens, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"})

@@ -187,7 +187,7 @@ class _Report:
         pass
 
     def on_task(self, summary: TaskSummary) -> None:
-        cost = summary.cost_usd + summary.subtasks_cost_usd
+        cost = summary.known_cost_usd  # a lower bound when incomplete: the row then says so
         with self._lock:
             row = self._rows.setdefault(summary.name, _Row())
             row.tasks += 1
@@ -203,15 +203,23 @@ class _Report:
         if not rows:
             return ["no costtrace task ran"]
         width = max(len("task"), *(len(name) for name, _ in rows))
-        out = [f"{'task':<{width}}  {'tasks':>6}  {'mean cost':>12}  {'max cost':>12}  attempts mean/max"]
+        out = [
+            f"{'task':<{width}}  {'tasks':>6}  {'mean cost':>13}  {'max cost':>13}  attempts mean/max  unpriced tasks"
+        ]
         for name, r in rows:
-            mean = _usd((r.total_usd / r.tasks).quantize(Decimal("1e-9")))
+            # A row with an unpriced task has no known mean or max: show the lower bound, marked ">=".
+            bound = ">=" if r.incomplete else ""
+            mean = bound + _usd((r.total_usd / r.tasks).quantize(Decimal("1e-9")))
+            top = bound + _usd(r.max_usd)
             attempts = f"{r.attempts / r.tasks:.1f}/{r.max_attempts}"
-            out.append(f"{name:<{width}}  {r.tasks:>6}  {mean:>12}  {_usd(r.max_usd):>12}  {attempts}")
+            out.append(f"{name:<{width}}  {r.tasks:>6}  {mean:>13}  {top:>13}  {attempts:>17}  {r.incomplete:>14}")
         out.append("cost: the task's calls and its subtasks', as max_cost_usd counts it")
         incomplete = sum(r.incomplete for _, r in rows)
         if incomplete:
-            out.append(f"{_n(incomplete, 'task')} had unpriced calls: their cost is a lower bound")
+            out.append(
+                f"{_n(incomplete, 'task')} had unpriced calls (no price or unknown usage): the costs on their "
+                "rows are lower bounds (>=)"
+            )
         return out
 
 

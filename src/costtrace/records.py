@@ -54,7 +54,16 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class TaskSummary:
-    """A task's numbers. ``cost_usd`` counts the task's own calls only; subtasks report their own.
+    """A task's numbers.
+
+    Cost, three ways, so that an unknown cost never reads as a number:
+
+    - ``cost_usd``: the task's whole cost, its own calls plus its finished subtasks', or ``None`` when
+      any of those calls is unpriced (no price, unknown usage): then the cost is not known;
+    - ``known_cost_usd``: the same sum over the priced calls only, always a ``Decimal``: the exact cost
+      when ``cost_complete``, else a lower bound (the name says so);
+    - ``own_cost_usd`` / ``own_known_cost_usd``: the task's own calls only, without its subtasks
+      (what spans, metrics and the ledger carry per task, so sums across tasks count each call once).
 
     Example:
         >>> with costtrace.task("triage") as t:          # doctest: +SKIP
@@ -62,6 +71,8 @@ class TaskSummary:
         ...                               input_tokens=1000, output_tokens=200)
         >>> t.summary.cost_usd                            # doctest: +SKIP
         Decimal('0.00027')
+        >>> t.summary.cost_usd is None or t.summary.cost_usd <= Decimal("0.01")   # doctest: +SKIP
+        True
     """
 
     task_id: str
@@ -72,13 +83,15 @@ class TaskSummary:
     outcome_reason: str | None
     first_pass: bool | None
     """Succeeded on its first attempt with no retry, escalation or failed call; None while running."""
-    cost_usd: Decimal
-    """Sum of the priced calls' cost. A lower bound when ``cost_complete`` is False."""
+    own_known_cost_usd: Decimal
+    """Sum of the task's own priced calls (subtasks excluded); a lower bound when ``unpriced_calls > 0``."""
     wasted_cost_usd: Decimal
     """Cost of the calls in failed attempts: retried, escalated or raised, and the last attempt of a task
     that ended ``failure`` or ``escalated_to_human`` (its output was not usable as it stood)."""
     cache_savings_usd: Decimal
     subtasks_cost_usd: Decimal
+    """Sum of the priced calls of the subtasks that finished inside this task (at every depth); a lower
+    bound when ``subtasks_unpriced_calls > 0``."""
     input_tokens: int
     output_tokens: int
     cache_read_input_tokens: int
@@ -90,7 +103,7 @@ class TaskSummary:
     retries: int
     escalations: int
     unpriced_calls: int
-    """Calls with no price or with unknown usage: their cost is missing from ``cost_usd``, not zero."""
+    """The task's own calls with no price or with unknown usage: their cost is missing, not zero."""
     estimated_calls: int
     """Calls whose tokens were counted locally (tiktoken or heuristic), not reported by the provider."""
     duration_s: float | None
@@ -98,11 +111,39 @@ class TaskSummary:
     models: tuple[str, ...] = ()
     """The models the task's own calls requested, in order of first use: its route (``gpt-4o-mini``, then
     ``gpt-4o`` after an escalation)."""
+    subtasks_unpriced_calls: int = 0
+    """Unpriced calls in the finished subtasks (at every depth)."""
 
     @property
     def cost_complete(self) -> bool:
-        """True when every call of the task was priced from known usage."""
+        """True when every call of the task and of its finished subtasks was priced from known usage."""
+        return self.unpriced_calls == 0 and self.subtasks_unpriced_calls == 0
+
+    @property
+    def own_cost_complete(self) -> bool:
+        """True when every one of the task's own calls was priced (subtasks not considered)."""
         return self.unpriced_calls == 0
+
+    @property
+    def known_cost_usd(self) -> Decimal:
+        """Own and subtasks' priced calls: the cost when ``cost_complete``, else a lower bound."""
+        return self.own_known_cost_usd + self.subtasks_cost_usd
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """The task's cost, its subtasks' included; ``None`` when a call's cost is unknown (see
+        ``known_cost_usd`` for the lower bound and ``unpriced_calls`` for why)."""
+        return self.known_cost_usd if self.cost_complete else None
+
+    @property
+    def own_cost_usd(self) -> Decimal | None:
+        """The cost of the task's own calls (subtasks excluded); ``None`` when one of them is unpriced."""
+        return self.own_known_cost_usd if self.unpriced_calls == 0 else None
+
+    @property
+    def all_unpriced_calls(self) -> int:
+        """Unpriced calls of the task and of its finished subtasks."""
+        return self.unpriced_calls + self.subtasks_unpriced_calls
 
 
 @dataclass(frozen=True, slots=True)

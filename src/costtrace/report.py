@@ -236,13 +236,14 @@ _TASK_SUMS = (
     "llm_calls", "failed_calls", "attempts", "retries", "escalations", "input_tokens", "output_tokens",
     "cache_read_input_tokens", "cache_write_input_tokens", "reasoning_output_tokens",
     # Own calls only: adding subtasks_cost_usd as well would count subtasks twice.
-    "cost_usd", "wasted_cost_usd", "cache_savings_usd", "unpriced_calls", "estimated_calls",
+    "wasted_cost_usd", "cache_savings_usd", "unpriced_calls", "estimated_calls",
 )  # fmt: skip
 
 
 def _task_counts(t: TaskSummary) -> dict[str, Any]:
     """What one task adds to each :class:`TaskStats` field."""
     counts: dict[str, Any] = {name: getattr(t, name) for name in _TASK_SUMS}
+    counts["cost_usd"] = t.own_known_cost_usd
     counts["tasks"] = 1
     counts[_OUTCOME_COUNTS.get(t.outcome or "", "unfinished")] = 1
     counts["first_pass"] = int(t.first_pass is True)

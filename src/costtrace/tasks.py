@@ -19,6 +19,7 @@ The current task lives in a ContextVar, so it follows ``await``, ``asyncio.gathe
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import enum
 import functools
@@ -26,7 +27,7 @@ import inspect
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -85,6 +86,64 @@ def current_task() -> Task | None:
         ...     assert costtrace.current_task() is t
     """
     return _current_task.get()
+
+
+_last_finished: contextvars.ContextVar[TaskSummary | None] = contextvars.ContextVar(
+    "costtrace_last_finished_task", default=None
+)
+_collectors: contextvars.ContextVar[tuple[list[TaskSummary], ...]] = contextvars.ContextVar(
+    "costtrace_task_collectors", default=()
+)
+
+
+def last_finished_task() -> TaskSummary | None:
+    """The summary of the task that finished last in the calling context, or None.
+
+    "Context" is the one ``contextvars`` gives: the current thread, or the current asyncio task. So the
+    caller of a ``@track_task`` function gets that call's summary right after it returns (or raises),
+    and a task finished concurrently in another thread or asyncio task never shows here. A subtask
+    finishes before its parent, so after a call of a decorated function this is the outermost task.
+    Work started with ``asyncio.create_task`` or in a thread pool runs in a copy of the context: there,
+    use :func:`collect_tasks` around the work, or ``await`` the coroutine itself.
+
+    Example:
+        >>> @costtrace.track_task("resolve_ticket")                 # doctest: +SKIP
+        ... def resolve(ticket): ...
+        >>> resolve("T-1")                                          # doctest: +SKIP
+        >>> s = costtrace.last_finished_task()                      # doctest: +SKIP
+        >>> s.name, s.outcome, s.cost_usd                           # doctest: +SKIP
+        ('resolve_ticket', 'success', Decimal('0.00027'))
+    """
+    return _last_finished.get()
+
+
+@contextlib.contextmanager
+def collect_tasks() -> Iterator[list[TaskSummary]]:
+    """Collect the summaries of the tasks that finish inside the ``with`` block, in finishing order
+    (subtasks before their parent).
+
+    Only tasks finished in this context and in the contexts it hands on (``await``, ``gather``,
+    ``TaskGroup`` and ``asyncio.create_task`` started inside the block, :func:`carry_context` into
+    threads) are collected: concurrent requests of other threads or asyncio tasks never mix in.
+
+    Example:
+        >>> with costtrace.collect_tasks() as finished:             # doctest: +SKIP
+        ...     await asyncio.gather(resolve("T-1"), resolve("T-2"))
+        >>> [s.cost_usd for s in finished]                          # doctest: +SKIP
+        [Decimal('0.00027'), Decimal('0.00031')]
+    """
+    finished: list[TaskSummary] = []  # list.append is atomic: threads may finish tasks into it
+    token = _collectors.set((*_collectors.get(), finished))
+    try:
+        yield finished
+    finally:
+        _collectors.reset(token)
+
+
+def _set_last_finished(summary: TaskSummary) -> None:
+    _last_finished.set(summary)
+    for finished in _collectors.get():
+        finished.append(summary)
 
 
 def carry_context(fn: Callable[P, R]) -> Callable[P, R]:
@@ -169,12 +228,16 @@ class Task:
         """(attempt, reason) of an attempt closed by a raising call, awaiting its retry or escalation."""
         self._failed_attempts = 0
         self._last_model: str | None = None
+        """The model the last call requested: events name models as requested (``gpt-4o``), on both sides."""
+        self._last_response_model: str | None = None
+        """The model that served the last call, as the provider named it (``gpt-4o-mini-2024-07-18``)."""
         self._models: list[str] = []
         # Rollups.
         self._cost = ZERO_USD
         self._wasted = ZERO_USD
         self._savings = ZERO_USD
         self._subtasks_cost = ZERO_USD
+        self._subtasks_unpriced = 0
         self._tokens = [0, 0, 0, 0, 0]  # input, output, cache read, cache write, reasoning
         self._llm_calls = 0
         self._failed_calls = 0
@@ -362,7 +425,8 @@ class Task:
             span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
         span.end(end_time=end_ns)
         if self._parent is not None:
-            self._parent._add_subtask_cost(summary.cost_usd + summary.subtasks_cost_usd)
+            self._parent._add_subtask(summary.known_cost_usd, summary.all_unpriced_calls)
+        _set_last_finished(summary)
         metrics.record_task(summary)
         records.emit_task(summary)
 
@@ -385,7 +449,7 @@ class Task:
             outcome=self._outcome.value if (done and self._outcome is not None) else None,
             outcome_reason=self._outcome_reason if done else None,
             first_pass=first_pass,
-            cost_usd=self._cost,
+            own_known_cost_usd=self._cost,
             wasted_cost_usd=self._wasted,
             cache_savings_usd=self._savings,
             subtasks_cost_usd=self._subtasks_cost,
@@ -404,6 +468,7 @@ class Task:
             duration_s=self._duration_s,
             dimensions=self._dimensions,
             models=tuple(self._models),
+            subtasks_unpriced_calls=self._subtasks_unpriced,
         )
 
     # --- called by costtrace.calls --------------------------------------------------------------
@@ -494,7 +559,8 @@ class Task:
                 call_cost = cost.total_usd
                 self._cost += call_cost
                 self._savings += cost.cache_savings_usd
-            self._last_model = record.response_model or record.request_model
+            self._last_model = record.request_model
+            self._last_response_model = record.response_model
             if record.request_model not in self._models:
                 self._models.append(record.request_model)
             attempt = record.attempt if record.attempt is not None else self._attempt
@@ -551,9 +617,11 @@ class Task:
             )
         )
 
-    def _add_subtask_cost(self, cost: Decimal) -> None:
+    def _add_subtask(self, known_cost: Decimal, unpriced_calls: int) -> None:
+        """Fold a finished subtask (its own calls and its subtasks') into this task's subtask totals."""
         with self._lock:
-            self._subtasks_cost += cost
+            self._subtasks_cost += known_cost
+            self._subtasks_unpriced += unpriced_calls
 
     def _fail_current_attempt_locked(self) -> None:
         self._wasted += self._attempt_cost
@@ -597,6 +665,8 @@ class Task:
                 if to_model is not None:
                     if self._last_model is not None:
                         attrs[sc.EVENT_ATTR_FROM_MODEL] = self._last_model
+                    if self._last_response_model is not None and self._last_response_model != self._last_model:
+                        attrs[sc.EVENT_ATTR_FROM_RESPONSE_MODEL] = self._last_response_model
                     attrs[sc.EVENT_ATTR_TO_MODEL] = to_model
             self._span.add_event(event_name, attrs)
             self._emit_event("retry" if event_name == sc.EVENT_RETRY else "escalation", attrs)
@@ -627,7 +697,7 @@ def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {
         sc.TASK_OUTCOME: s.outcome or "",
         sc.TASK_FIRST_PASS: bool(s.first_pass),
-        sc.TASK_COST_USD: float(s.cost_usd),
+        sc.TASK_COST_USD: float(s.own_known_cost_usd),  # own calls only: sums across task spans count once
         sc.TASK_WASTED_COST_USD: float(s.wasted_cost_usd),
         sc.TASK_CACHE_SAVINGS_USD: float(s.cache_savings_usd),
         sc.TASK_SUBTASKS_COST_USD: float(s.subtasks_cost_usd),
@@ -643,8 +713,10 @@ def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
         sc.TASK_ESCALATIONS: s.escalations,
         sc.TASK_UNPRICED_CALLS: s.unpriced_calls,
         sc.TASK_ESTIMATED_CALLS: s.estimated_calls,
-        sc.TASK_COST_COMPLETE: s.cost_complete,
+        sc.TASK_COST_COMPLETE: s.own_cost_complete,
     }
+    if s.subtasks_unpriced_calls:
+        attrs[sc.TASK_SUBTASKS_UNPRICED_CALLS] = s.subtasks_unpriced_calls
     if s.outcome_reason is not None:
         attrs[sc.TASK_OUTCOME_REASON] = s.outcome_reason
     return attrs

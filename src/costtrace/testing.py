@@ -84,10 +84,11 @@ def assert_task_cost(
     """Fail when a task cost more than ``max_cost_usd`` (its own calls plus its subtasks', as the task's
     own ``max_cost_usd`` cap counts them).
 
-    With ``require_priced`` (the default) a task whose cost is incomplete fails too: an unpriced call
-    (unknown model, unknown usage) is missing from ``cost_usd``, so the figure is a lower bound and the
-    task may well be over budget. Pass ``subtasks`` (e.g. ``captured.tasks``) to also catch unpriced
-    calls in its subtasks; a summary alone only knows about its own calls.
+    With ``require_priced`` (the default) a task whose cost is incomplete fails too, with a message
+    saying so: an unpriced call (unknown model, unknown usage) in the task or in a subtask makes
+    ``cost_usd`` None and ``known_cost_usd`` only a lower bound, so the task may well be over budget.
+    With ``require_priced=False`` the lower bound is checked (it still fails when over the limit).
+    ``subtasks`` (e.g. ``captured.tasks``) adds subtasks that finished after the task itself.
 
     Example:
         >>> with costtrace.task("resolve_ticket") as t:                               # doctest: +SKIP
@@ -190,8 +191,10 @@ def _descendants(s: TaskSummary, among: Iterable[TaskSummary]) -> list[TaskSumma
 
 
 def _cost_problems(s: TaskSummary, limit: Decimal, require_priced: bool, subtasks: Iterable[TaskSummary]) -> list[str]:
-    cost = s.cost_usd + s.subtasks_cost_usd
-    sub_unpriced = sum(t.unpriced_calls for t in _descendants(s, subtasks))
+    cost = s.known_cost_usd  # exact when complete; else a lower bound, said so below
+    # The summary counts the subtasks that finished inside the task; captured summaries may add ones
+    # that finished after it.
+    sub_unpriced = max(s.subtasks_unpriced_calls, sum(t.unpriced_calls for t in _descendants(s, subtasks)))
     unpriced = []
     if s.unpriced_calls:
         unpriced.append(f"{s.unpriced_calls} of its {_n(s.llm_calls, 'call')} unpriced")

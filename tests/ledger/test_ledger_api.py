@@ -62,6 +62,38 @@ def test_a_task_with_retries_and_an_escalation_lands_whole(ledger):
     assert (events["escalation"]["from_model"], events["escalation"]["to_model"]) == ("gpt-4o-mini", "gpt-4o")
 
 
+def test_task_rows_of_a_parent_and_its_subtasks_sum_to_the_calls(ledger):
+    """The parent's summary counts its subtasks' cost, but its ledger row holds its own calls only:
+    summing task rows (as every report does) counts each call once."""
+    with costtrace.task("parent") as parent:
+        costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=2000, output_tokens=100)
+        with costtrace.task("child"):
+            costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=100)
+            with costtrace.task("grandchild"):
+                costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=300, output_tokens=30)
+    assert costtrace.flush_ledger(10)
+    calls = _rows(ledger, schema.calls)
+    tasks = _rows(ledger, schema.tasks)
+    call_total = sum(c["cost_nano_usd"] for c in calls)
+    assert len(calls) == 3 and len(tasks) == 3
+    assert sum(t["cost_nano_usd"] for t in tasks) == call_total
+    assert schema.from_nano(call_total) == parent.summary.cost_usd  # the whole, on the parent's summary
+    (parent_row,) = [t for t in tasks if t["name"] == "parent"]
+    assert schema.from_nano(parent_row["cost_nano_usd"]) == parent.summary.own_cost_usd
+
+
+def test_invalid_usage_lands_unknown_and_unpriced_never_at_zero(ledger):
+    with costtrace.task("t") as t:
+        with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:
+            call.set_usage(None, None)  # type: ignore[arg-type]
+        costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=-1, output_tokens=10)
+    assert costtrace.flush_ledger(10)
+    calls = _rows(ledger, schema.calls)
+    assert [(c["usage_source"], c["priced"], c["cost_nano_usd"]) for c in calls] == [("unknown", False, None)] * 2
+    (task,) = _rows(ledger, schema.tasks)
+    assert task["unpriced_calls"] == 2 and t.summary.cost_usd is None
+
+
 def test_a_raising_call_is_a_failed_attempt_event(ledger):
     with costtrace.task("t") as t:
         with pytest.raises(TimeoutError):

@@ -136,7 +136,7 @@ def task_row(summary: TaskSummary, ended_at: datetime) -> Row:
         "original_outcome": None,
         "outcome_updated_at": None,
         "first_pass": summary.first_pass,
-        "cost_nano_usd": to_nano(summary.cost_usd),
+        "cost_nano_usd": to_nano(summary.own_known_cost_usd),  # own calls: summing task rows counts each call once
         "wasted_nano_usd": to_nano(summary.wasted_cost_usd),
         "cache_savings_nano_usd": to_nano(summary.cache_savings_usd),
         "subtasks_cost_nano_usd": to_nano(summary.subtasks_cost_usd),
