@@ -448,18 +448,23 @@ def stats_columns(by: Sequence[str]) -> list[Column]:
 
 def stats_row(s: ScopeStats) -> dict[str, Any]:
     row: dict[str, Any] = dict(s.key)
+    complete = s.cost_complete  # else every cost of the row is a lower bound, shown ">=$x" on the row
+
+    def cost(value: Decimal | None) -> Decimal | None:
+        return out.at_least(value, complete)
+
     row.update(
         tasks=s.tasks,
         successes=s.successes,
         success_rate=s.success_rate,
         first_pass_rate=s.first_pass_rate,
         mean_attempts=s.mean_attempts,
-        cost_per_task_mean_usd=s.cost_per_task_usd.mean,
-        cost_per_task_p50_usd=s.cost_per_task_usd.p50,
-        cost_per_task_p95_usd=s.cost_per_task_usd.p95,
-        cost_per_successful_task_usd=s.cost_per_successful_task_usd,
-        total_cost_usd=s.total_cost_usd,
-        wasted_cost_usd=s.wasted_cost_usd,
+        cost_per_task_mean_usd=cost(s.cost_per_task_usd.mean),
+        cost_per_task_p50_usd=cost(s.cost_per_task_usd.p50),
+        cost_per_task_p95_usd=cost(s.cost_per_task_usd.p95),
+        cost_per_successful_task_usd=cost(s.cost_per_successful_task_usd),
+        total_cost_usd=cost(s.total_cost_usd),
+        wasted_cost_usd=cost(s.wasted_cost_usd),
         retry_tax=s.retry_tax,
         escalation_rate=s.escalation_rate,
         escalation_premium_usd=s.escalation_premium_usd,
@@ -483,8 +488,8 @@ def stats_notes(stats: Sequence[ScopeStats]) -> list[str]:
     unpriced = sum(s.unpriced_calls for s in stats)
     if unpriced:
         notes.append(
-            f"{unpriced:,} call(s) had no price: the costs of their groups are lower bounds "
-            "(add the models to the price list; see docs/pricing.md)"
+            f"{unpriced:,} call(s) had no price or unknown usage: the costs of their groups are lower bounds, "
+            "shown >= (add the models to the price list; see docs/pricing.md)"
         )
     estimated = sum(s.estimated_calls for s in stats)
     calls = sum(s.llm_calls for s in stats)
@@ -561,15 +566,17 @@ def _total(stats: Sequence[ScopeStats]) -> dict[str, Any]:
     successes = sum(s.successes for s in stats)
     total = sum((s.total_cost_usd for s in stats), Decimal(0))
     wasted = sum((s.wasted_cost_usd for s in stats), Decimal(0))
+    unpriced = sum(s.unpriced_calls for s in stats)
+    complete = unpriced == 0
     return {
         "tasks": tasks,
         "successes": successes,
-        "total_cost_usd": total,
-        "wasted_cost_usd": wasted,
+        "total_cost_usd": out.at_least(total, complete),
+        "wasted_cost_usd": out.at_least(wasted, complete),
         "success_rate": Decimal(successes) / tasks if tasks else None,
-        "cost_per_successful_task_usd": total / successes if successes else None,
+        "cost_per_successful_task_usd": out.at_least(total / successes, complete) if successes else None,
         "retry_tax": wasted / total if total else None,
-        "unpriced_calls": sum(s.unpriced_calls for s in stats),
+        "unpriced_calls": unpriced,
     }
 
 
@@ -602,17 +609,34 @@ def _write_html(
             *((f"Filter {k}", str(getattr(filters, k))) for k in FILTER_FLAGS if getattr(filters, k) is not None),
         ],
         kpis=[
-            h.Kpi("Cost per successful task", out.usd(total["cost_per_successful_task_usd"]), "all spend / successes"),
+            h.Kpi(
+                "Cost per successful task",
+                out.display(total["cost_per_successful_task_usd"], "usd"),
+                "all spend / successes" + (", a lower bound (unpriced calls)" if total["unpriced_calls"] else ""),
+            ),
             h.Kpi(
                 "Success rate", out.pct(total["success_rate"]), f"{total['successes']:,} of {total['tasks']:,} tasks"
             ),
             h.Kpi("Tasks", f"{total['tasks']:,}", f"{len(by_feature)} feature(s)"),
-            h.Kpi("Total spend", out.usd(total["total_cost_usd"]), "priced calls"),
+            h.Kpi(
+                "Total spend",
+                out.display(total["total_cost_usd"], "usd"),
+                "priced calls"
+                if not total["unpriced_calls"]
+                else f"{total['unpriced_calls']:,} unpriced call(s) left out",
+            ),
             h.Kpi("Retry tax", out.pct(total["retry_tax"]), "spend on failed attempts"),
-            h.Kpi("Wasted", out.usd(total["wasted_cost_usd"]), "failed attempts' cost"),
+            h.Kpi("Wasted", out.display(total["wasted_cost_usd"], "usd"), "failed attempts' cost"),
         ],
         over_time=_day_points(days),
-        cost_by_feature=[h.Bar(str(s.key.get("feature") or "(none)"), (s.total_cost_usd,)) for s in features],
+        cost_by_feature=[
+            h.Bar(
+                str(s.key.get("feature") or "(none)"),
+                (out.at_least(s.total_cost_usd, s.cost_complete),),
+                "" if s.cost_complete else f"a lower bound: {s.unpriced_calls:,} unpriced call(s)",
+            )
+            for s in features
+        ],
         retry_tax_by_feature=[h.Bar(str(s.key.get("feature") or "(none)"), (s.retry_tax,)) for s in features],
         models=[h.Bar(m.model, (m.blended_list_per_mtok, m.effective_per_mtok_useful)) for m in models],
         table=(columns, rows),
@@ -648,7 +672,10 @@ def _day_points(days: Sequence[ScopeStats]) -> list[Any]:
         if st is None:
             points.append(h.Point(label, None, "no tasks"))
         else:
-            points.append(h.Point(label, st.cost_per_successful_task_usd, f"{st.successes}/{st.tasks} tasks succeeded"))
+            note = f"{st.successes}/{st.tasks} tasks succeeded"
+            if not st.cost_complete:
+                note += f"; a lower bound: {st.unpriced_calls:,} unpriced call(s)"
+            points.append(h.Point(label, out.at_least(st.cost_per_successful_task_usd, st.cost_complete), note))
     return points
 
 
@@ -760,16 +787,19 @@ def whatif_command(args: argparse.Namespace) -> int:
             raise no_tasks_error(engine, shown, filters)
     finally:
         engine.dispose()
+    # Recorded costs miss the unpriced calls: lower bounds, shown ">=" (projected ones are priced whole).
+    recorded_cost = out.at_least(result.recorded_cost_usd, result.recorded_cost_complete)
+    recorded_per_success = out.at_least(result.recorded_cost_per_success_usd, result.recorded_cost_complete)
     row = {
         "feature": result.feature,
         "route": result.route,
         "tasks": result.tasks,
-        "recorded_cost_usd": result.recorded_cost_usd,
+        "recorded_cost_usd": recorded_cost,
         "projected_cost_usd": result.projected_cost_usd,
         "projected_successes": result.projected_successes,
         "projected_cost_per_success_usd": result.projected_cost_per_success_usd,
         "recorded_successes": result.recorded_successes,
-        "recorded_cost_per_success_usd": result.recorded_cost_per_success_usd,
+        "recorded_cost_per_success_usd": recorded_per_success,
         "recorded_cost_complete": result.recorded_cost_complete,
         "rework_cost_usd": result.rework_cost_usd,
         "recorded_tco_per_task_usd": result.recorded_tco_per_task_usd,
@@ -795,13 +825,13 @@ def whatif_command(args: argparse.Namespace) -> int:
     print(f"What if the {result.tasks:,} recorded task(s) of {scope} had run on {result.route!r}")
     print(f"({window_text(filters)}, ledger {shown})")
     side: list[tuple[str, out.Kind, Decimal | int | None, Decimal | None]] = [
-        ("total cost", "usd", result.recorded_cost_usd, result.projected_cost_usd),
+        ("total cost", "usd", recorded_cost, result.projected_cost_usd),
         ("successes", "num", result.recorded_successes, result.projected_successes),
         ("success rate", "pct", _ratio(result.recorded_successes, result.tasks), result.projected_success_rate),
         (
             "cost per successful task",
             "usd",
-            result.recorded_cost_per_success_usd,
+            recorded_per_success,
             result.projected_cost_per_success_usd,
         ),
     ]
@@ -1014,12 +1044,15 @@ def _tco_measured(args: argparse.Namespace, rework: Decimal | None) -> int:
     rows = [
         {
             **_tco_row("", r.tco, feature=r.feature, route=r.route, tasks=r.tasks),
-            "cost_per_successful_task_usd": r.cost_per_successful_task_usd,
+            "cost_per_successful_task_usd": out.at_least(r.cost_per_successful_task_usd, not r.unpriced_calls),
             "unpriced_calls": r.unpriced_calls,
         }
         for f in comparisons
         for r in f.routes
     ]
+    for row, r in zip(rows, (r for f in comparisons for r in f.routes), strict=True):
+        for key in ("token_cost_usd", "tco_per_task_usd"):  # measured from the route's priced calls only
+            row[key] = out.at_least(row[key], not r.unpriced_calls)
     for row in rows:
         del row["model"]
     if args.format == "json":
@@ -1102,7 +1135,7 @@ def budgets_command(args: argparse.Namespace) -> int:
                 "scope": ", ".join(f"{k}={v}" for k, v in b.scope.items()) or "all calls",
                 "period": period,
                 "action": b.action,
-                "spent_usd": st.spent_usd,
+                "spent_usd": out.at_least(st.spent_usd, not st.unpriced_calls),
                 "reserved_usd": st.reserved_usd,
                 "limit_usd": st.limit_usd,
                 "utilisation": st.utilisation,

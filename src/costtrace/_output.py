@@ -9,6 +9,10 @@ turn that into text. Values keep their exact type until the last moment:
 - **csv**: the same exact values as text, ``None`` as an empty cell.
 
 Rounding is display only: nothing here feeds back into a computation.
+
+A cost that misses unpriced calls is a lower bound, and says so on its row: the table and the HTML
+page show it as ``>=$0.0123`` (:class:`LowerBound`); JSON and CSV keep the exact amount, and the row
+carries ``cost_complete: false`` (or its ``unpriced_calls``) beside it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,26 @@ class Column:
 
 
 # --- display formatting (table and HTML) ------------------------------------------------------------
+
+
+class LowerBound(Decimal):
+    """An amount known only from below (some calls in it are unpriced): shown as ``>=$0.0123``.
+
+    Arithmetic on it gives plain ``Decimal``; JSON and CSV write the exact amount.
+
+    Example:
+        >>> display(LowerBound("0.0123"), "usd"), display(LowerBound(0), "usd")
+        ('>=$0.0123', '>=$0')
+    """
+
+    __slots__ = ()
+
+
+def at_least(value: Decimal | None, complete: bool) -> Decimal | None:
+    """``value`` itself when ``complete``, else the same amount marked as a :class:`LowerBound`."""
+    if value is None or complete:
+        return value
+    return LowerBound(value)
 
 
 def usd(value: Decimal | None) -> str:
@@ -94,7 +118,7 @@ def display(value: Any, kind: Kind) -> str:
     if kind == "rtext":
         return str(value)
     if kind == "usd":
-        return usd(value)
+        return (">=" if isinstance(value, LowerBound) else "") + usd(value)
     if kind == "pct":
         return pct(value)
     if kind == "int":
@@ -113,7 +137,7 @@ def display(value: Any, kind: Kind) -> str:
 
 def _exact(value: Any) -> Any:
     """A JSON-ready exact value."""
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal):  # a LowerBound too: its row says it is one (cost_complete)
         return format(value, "f") if value.is_finite() else str(value)
     if isinstance(value, datetime):
         return value.isoformat()

@@ -134,7 +134,8 @@ def line_chart(points: Sequence[Point], *, width: int = 1080, height: int = 260,
     for i, p in enumerate(points):
         if p.value is None:
             continue
-        tip = f"{p.label}: {usd(p.value) if kind == 'usd' else pct(p.value)}" + (f" ({p.note})" if p.note else "")
+        shown = display(p.value, "usd") if kind == "usd" else pct(p.value)
+        tip = f"{p.label}: {shown}" + (f" ({p.note})" if p.note else "")
         out.append(
             f'<circle cx="{_f(x(i))}" cy="{_f(y(float(p.value)))}" r="4" fill="#fff" stroke="{PALETTE[0]}" '
             f'stroke-width="2"><title>{_e(tip)}</title></circle>'
@@ -142,7 +143,7 @@ def line_chart(points: Sequence[Point], *, width: int = 1080, height: int = 260,
     if n <= 16:
         for i, p in enumerate(points):
             if p.value is not None:
-                text = usd(p.value) if kind == "usd" else pct(p.value)
+                text = display(p.value, "usd") if kind == "usd" else pct(p.value)
                 out.append(
                     f'<text x="{_f(x(i))}" y="{_f(y(float(p.value)) - 10)}" text-anchor="middle" class="value">'
                     f"{_e(text)}</text>"
@@ -184,7 +185,7 @@ def bar_chart(
         label = b.label if len(b.label) <= 22 else b.label[:21] + "\u2026"
         out.append(
             f'<text x="{label_width - 10}" y="{_f(gy + group_h / 2 + 4)}" text-anchor="end" class="label">'
-            f"<title>{_e(b.label)}</title>{_e(label)}</text>"
+            f"<title>{_e(b.label + (f' ({b.note})' if b.note else ''))}</title>{_e(label)}</text>"
         )
         for s, v in enumerate(b.values):
             by = gy + s * (bar_h + gap)
@@ -197,7 +198,7 @@ def bar_chart(
                 out.append(
                     f'<rect x="{label_width}" y="{by}" width="{_f(bw)}" height="{bar_h}" rx="3" fill="{color}"/>'
                 )
-                text = usd(v) if kind == "usd" else pct(v)
+                text = display(v, "usd") if kind == "usd" else pct(v)
             out.append(f'<text x="{label_width + w + 8}" y="{by + 12}" class="value">{_e(text)}</text>')
     out.append("</svg>")
     return "".join(out)
