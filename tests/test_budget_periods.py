@@ -10,7 +10,7 @@ the first instant at which the clock reads ``a`` or later, and ends where the ne
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -20,8 +20,6 @@ from costtrace.budgets import Budget
 from tests import tzdb
 
 PERIODS = ("hour", "day", "week", "month")
-Reach = Callable[[datetime], datetime]
-"""``Offsets.first_reaching`` of one zone, cached."""
 US = timedelta(microseconds=1)
 
 
@@ -30,54 +28,13 @@ def groups() -> dict[tuple[object, ...], list[str]]:
     return tzdb.zone_groups()
 
 
-def _first(local: datetime, period: str) -> datetime:
-    """The first local moment of the period holding the local time ``local``."""
-    if period == "hour":
-        return datetime(local.year, local.month, local.day, local.hour)
-    day = datetime(local.year, local.month, local.day)
-    if period == "day":
-        return day
-    if period == "week":
-        return day - timedelta(days=day.weekday())
-    return datetime(local.year, local.month, 1)
-
-
-def _after(first: datetime, period: str) -> datetime:
-    """The first local moment of the next period."""
-    if period == "hour":
-        return first + timedelta(hours=1)
-    if period == "day":
-        return first + timedelta(days=1)
-    if period == "week":
-        return first + timedelta(days=7)
-    return datetime(first.year + first.month // 12, first.month % 12 + 1, 1)
-
-
-def expected_period(z: tzdb.Offsets, reach: Reach, at: datetime, period: str) -> tuple[datetime, datetime]:
-    """The ``[start, end)`` of the period holding ``at``, from the offsets alone.
-
-    The first instant at which the clock reads a local time or later only grows with the local time,
-    so exactly one period ``[a, b)`` has ``start(a) <= at < start(b)``. The clock reads at least the
-    period of its own reading at ``at``; if it went back across a boundary, a later period holds ``at``.
-    """
-    first = _first(z.reading(at), period)
-    start = reach(first)
-    assert start <= at
-    nxt = _after(first, period)
-    end = reach(nxt)
-    while end <= at:
-        first, start, nxt = nxt, end, _after(nxt, period)
-        end = reach(nxt)
-    return start, end
-
-
-def _instants(reach: Reach, change: datetime, old: int, new: int, period: str) -> Iterator[datetime]:
+def _instants(reach: tzdb.Reach, change: datetime, old: int, new: int, period: str) -> Iterator[datetime]:
     """Instants to test around one offset change: just before, at, just after it; and the local period
     boundaries next to it, read on the old and on the new offset, and where the periods really start."""
     yield from (change - US, change, change + US)
     for reading in (change - US + timedelta(seconds=old), change + timedelta(seconds=new)):
-        first = _first(reading, period)
-        for boundary in (first, _after(first, period)):
+        first = tzdb.period_first(reading, period)
+        for boundary in (first, tzdb.period_after(first, period)):
             yield from (boundary - timedelta(seconds=old), boundary - timedelta(seconds=new))
             at = reach(boundary)
             yield from (at - US, at)
@@ -106,7 +63,7 @@ def test_every_period_at_every_offset_change_of_every_zone(groups, period):
             for i, at in enumerate(dict.fromkeys(_instants(reach, change, old, new, period))):
                 checked += 1
                 got = bucket(at)
-                want = expected_period(z, reach, at, period)
+                want = tzdb.expected_period(z, reach, at, period)
                 start, end = got
                 ok = (
                     got == want

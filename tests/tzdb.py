@@ -18,6 +18,7 @@ import itertools
 import re
 import struct
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -219,3 +220,50 @@ def zone_groups(first_year: int = 1970, last_year: int = 2040) -> dict[tuple[obj
         signature = (z.offset_at((lo - EPOCH) // SECOND), tuple(transitions(key, first_year - 1, last_year + 1)))
         groups.setdefault(signature, []).append(key)
     return groups
+
+
+# --- calendar periods, by their definition (docs/budgets.md, "Periods") ---------------------------
+
+Reach = Callable[[datetime], datetime]
+"""``Offsets.first_reaching`` of one zone (cached by the caller)."""
+
+
+def period_first(local: datetime, period: str) -> datetime:
+    """The first local moment of the period holding the local time ``local``."""
+    if period == "hour":
+        return datetime(local.year, local.month, local.day, local.hour)
+    day = datetime(local.year, local.month, local.day)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return datetime(local.year, local.month, 1)
+
+
+def period_after(first: datetime, period: str) -> datetime:
+    """The first local moment of the next period."""
+    if period == "hour":
+        return first + timedelta(hours=1)
+    if period == "day":
+        return first + timedelta(days=1)
+    if period == "week":
+        return first + timedelta(days=7)
+    return datetime(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def expected_period(z: Offsets, reach: Reach, at: datetime, period: str) -> tuple[datetime, datetime]:
+    """The ``[start, end)`` of the period holding ``at``, from the offsets alone.
+
+    The first instant at which the clock reads a local time or later only grows with the local time,
+    so exactly one period ``[a, b)`` has ``start(a) <= at < start(b)``. The clock reads at least the
+    period of its own reading at ``at``; if it went back across a boundary, a later period holds ``at``.
+    """
+    first = period_first(z.reading(at), period)
+    start = reach(first)
+    assert start <= at
+    nxt = period_after(first, period)
+    end = reach(nxt)
+    while end <= at:
+        first, start, nxt = nxt, end, period_after(nxt, period)
+        end = reach(nxt)
+    return start, end
