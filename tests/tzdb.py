@@ -7,7 +7,8 @@ for the years after them. It is an oracle independent of ``zoneinfo``'s own arit
 against it by :func:`check_against_zoneinfo`.
 
 :class:`Offsets` answers, from the transitions alone, what the local clock reads at an instant and the
-first instant at which it reads a given local time or later (the definition of a period start).
+first instant at which it reads a given local time or later; :func:`expected_period` builds on it the
+calendar period holding an instant, by the definition of docs/budgets.md ("Periods at a clock change").
 """
 
 from __future__ import annotations
