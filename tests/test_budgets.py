@@ -108,10 +108,22 @@ def test_total_budget_never_resets():
     assert t.bucket(datetime(2026, 1, 1)) == t.bucket(datetime(2099, 1, 1))
 
 
-_ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago"]
+_ZONES = [
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+    "America/Santiago",
+    "America/Havana",
+    "Asia/Beirut",
+    "Pacific/Apia",
+]
 
 
-@settings(max_examples=300, deadline=None)
+# An extra guard, sampled. Derandomized so it picks the same examples on every run (a random one found the
+# skipped-midnight bug once in a while). tests/test_budget_periods.py enumerates every offset change instead.
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(
     at=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1)),
     tz=st.sampled_from(_ZONES),

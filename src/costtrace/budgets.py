@@ -53,6 +53,7 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 DEFAULT_LEASE_S = 600.0
 _EPOCH = datetime(1970, 1, 1)
 _END_OF_TIME = datetime(9999, 1, 1)
+_SECOND = timedelta(seconds=1)
 
 SCOPE_KEYS: Mapping[str, str] = {
     "feature": sc.FEATURE,
@@ -260,8 +261,12 @@ class Budget:
     def bucket(self, at: datetime) -> tuple[datetime, datetime]:
         """The period (or rolling bucket) containing ``at``, as naive UTC ``[start, end)``.
 
-        Calendar periods start at local midnight (or the hour, Monday, the 1st) in the budget's time
-        zone, so a day across a DST change lasts 23 or 25 hours.
+        A calendar period (the hour, the day, the week from Monday, the month) is a span of local time
+        in the budget's zone. It starts at the first instant at which the zone's clock reads the
+        period's first moment or later, and ends where the next period starts. So a day across a DST
+        change lasts 23 or 25 hours, a day whose midnight a change skips starts at the change, and
+        local times the clock reads twice stay in the period their first reading began (see
+        docs/budgets.md, "Periods"). Consecutive periods touch: every instant is in exactly one.
 
         Example:
             >>> b = Budget("d", limit_usd=1, period="day", timezone="America/New_York")
@@ -277,21 +282,17 @@ class Budget:
             start = _EPOCH + n * size
             return start, start + size
         tz = ZoneInfo(self.timezone)
-        local = at_utc.replace(tzinfo=UTC).astimezone(tz)
-        if self.period == "hour":
-            start_local = local.replace(minute=0, second=0, microsecond=0)
-            end_utc = start_local.astimezone(UTC) + timedelta(hours=1)
-            return start_local.astimezone(UTC).replace(tzinfo=None), end_utc.replace(tzinfo=None)
-        day = local.date()
-        if self.period == "week":
-            first = day - timedelta(days=day.weekday())
-            nxt = first + timedelta(days=7)
-        elif self.period == "month":
-            first = day.replace(day=1)
-            nxt = (first + timedelta(days=32)).replace(day=1)
-        else:
-            first, nxt = day, day + timedelta(days=1)
-        return _local_midnight_utc(first, tz), _local_midnight_utc(nxt, tz)
+        first = _period_first(tz.fromutc(at_utc.replace(tzinfo=tz)), self.period)
+        start = _clock_reaches(first, tz)  # <= at: the clock read at least `first` at `at`
+        nxt = _period_after(first, self.period)
+        end = _clock_reaches(nxt, tz)
+        while end <= at_utc:
+            # The clock went back across a period boundary it had already reached (a change that
+            # repeats a boundary): `at` is in a later period than its own reading says.
+            start, first = end, nxt
+            nxt = _period_after(first, self.period)
+            end = _clock_reaches(nxt, tz)
+        return start, end
 
     def window_start(self, at: datetime) -> datetime:
         """The first bucket start whose spend counts at ``at`` (the period start, for calendar periods)."""
@@ -355,13 +356,46 @@ def _as_utc(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(tzinfo=None)
 
 
-def _local_midnight_utc(day: Any, tz: ZoneInfo) -> datetime:
-    local = datetime(day.year, day.month, day.day, tzinfo=tz)
-    # A zone whose DST change skips midnight: the day starts at the first instant that exists.
-    roundtrip = local.astimezone(UTC).astimezone(tz)
-    if roundtrip.replace(tzinfo=None) != local.replace(tzinfo=None):
-        local = local.replace(fold=1)
-    return local.astimezone(UTC).replace(tzinfo=None)
+def _period_first(local: datetime, period: str) -> datetime:
+    """The first moment (naive local time, fold 0) of the calendar period holding the reading ``local``."""
+    if period == "hour":
+        return datetime(local.year, local.month, local.day, local.hour)
+    if period == "month":
+        return datetime(local.year, local.month, 1)
+    day = datetime(local.year, local.month, local.day)
+    return day - timedelta(days=day.weekday()) if period == "week" else day
+
+
+def _period_after(first: datetime, period: str) -> datetime:
+    """The first moment (naive local time, fold 0) of the calendar period after the one starting at ``first``."""
+    if period == "hour":
+        return first + timedelta(hours=1)
+    if period == "month":
+        return datetime(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first + timedelta(days=7 if period == "week" else 1)
+
+
+def _clock_reaches(local: datetime, tz: ZoneInfo) -> datetime:
+    """The first instant (naive UTC) at which the clock of ``tz`` reads ``local`` (naive, fold 0) or later.
+
+    ``local`` read once: that instant. Read twice (the clock was set back over it): the first
+    reading. Never read (the clock jumped over it): the instant of the jump, the first one after it.
+    """
+    earlier = local - tz.utcoffset(local)  # type: ignore[operator]  # fold 0: the first reading; never None
+    later = local - tz.utcoffset(local.replace(fold=1))  # type: ignore[operator]
+    if later >= earlier:
+        return earlier  # read once (equal) or twice (fold=0 is the first reading)
+    # In a gap fold=0 applies the offset before the jump and fold=1 the one after, so the jump is
+    # in (later, earlier]. Jumps happen at whole seconds: find the first second reading >= local.
+    # (`local` is a whole hour and offsets are whole seconds, so both ends are whole seconds.)
+    lo, hi = later, earlier  # the clock reads < local at lo, >= local at hi
+    while hi - lo > _SECOND:
+        mid = lo + _SECOND * ((hi - lo) // _SECOND // 2)
+        if mid.replace(tzinfo=UTC).astimezone(tz).replace(tzinfo=None) >= local:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 # --- loading from a file ---------------------------------------------------------------------------
