@@ -43,6 +43,8 @@ MAX_RETRIES = 10
 """Most retries of a webhook delivery (the backoff doubles each time)."""
 MAX_TOKENS = 100_000_000
 """Largest token count a setting takes (``max_output_tokens``)."""
+MAX_QUEUE = 10_000_000
+"""Largest in-memory record queue (``configure_ledger(max_queue=...)``)."""
 MAX_COUNT = 10**12
 """Largest count otherwise (task caps, ``min_tasks``)."""
 
@@ -116,7 +118,8 @@ def fraction(value: object, what: str, *, zero: bool = True, floats: bool = True
     hint = hint or "0.8 means 80%"
     share = number(value, what, minimum=_MINUS_INF, maximum=_INF, floats=floats, hint=hint)
     if share > 1 or share < 0 or (share == 0 and not zero):
-        raise ConfigError(f"{what}={value!r} is not in {'[' if zero else '('}0, 1]; {hint}")
+        span = "[0, 1]: it must be between 0 and 1" if zero else "(0, 1]: it must be > 0 and <= 1"
+        raise ConfigError(f"{what}={value!r} is not in {span}; {hint}")
     return share
 
 

@@ -196,11 +196,11 @@ class Budget:
         fb = self.fallback_price
         if fb is not None and not isinstance(fb, FallbackPrice):
             try:
-                fi, fo = fb  # type: ignore[misc]
+                fi, fo = fb
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: fallback_price must be (input_per_mtok, output_per_mtok)") from None
             try:
-                fb = FallbackPrice(fi, fo)
+                fb = FallbackPrice(fi, fo)  # type: ignore[arg-type]  # validated (and converted) there
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             set_(self, "fallback_price", fb)

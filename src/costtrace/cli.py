@@ -5,7 +5,7 @@ Commands::
     costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL] [--console]
     costtrace report [--by feature,route] [FILTERS] [--format table|json|csv] [--html out.html]
     costtrace compare --feature F [FILTERS] [--rework-cost USD]
-    costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD]
+    costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
     costtrace tco [--cheap-input-price ... | --feature F | --example] [--rework-cost USD | --hourly-rate USD --hours H]
     costtrace budgets
 
