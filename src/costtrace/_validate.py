@@ -163,8 +163,12 @@ def duration(value: object, what: str, *, maximum: timedelta) -> timedelta:
         s = float(m.group(1)) * _UNIT_S[m.group(2)]
     else:
         raise ConfigError(f"{what}={value!r} is not a duration; {form}")
+    positive = f"{what}={value!r} must be a positive duration; {form}"
     if math.isnan(s) or s <= 0:
-        raise ConfigError(f"{what}={value!r} must be a positive duration; {form}")
+        raise ConfigError(positive)
     if s > maximum.total_seconds():
         raise ConfigError(f"{what}={value!r} is too long; it must be {limit}")
-    return value if isinstance(value, timedelta) else timedelta(seconds=s)
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=s)
+    if delta <= timedelta(0):  # a positive value below a microsecond rounds to 0
+        raise ConfigError(positive)
+    return delta
