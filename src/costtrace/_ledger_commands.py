@@ -1135,7 +1135,13 @@ def budgets_command(args: argparse.Namespace) -> int:
     engine = open_ledger(url)
     try:
         with _reading(shown):
-            budgets = store.load_budget_definitions(engine)
+            try:
+                budgets = store.load_budget_definitions(engine)
+            except ConfigError as exc:  # stored by an older costtrace that did not check it
+                raise ConfigError(
+                    f"the ledger at {shown} holds a budget definition this costtrace refuses ({exc}); "
+                    "fix it in your app's budgets and restart the app to store it again"
+                ) from None
             states = store.budget_states(engine, budgets)
     finally:
         engine.dispose()

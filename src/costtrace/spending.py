@@ -277,6 +277,8 @@ def add_budget(budget: Budget) -> None:
     """
     from costtrace.ledger import store
 
+    if not isinstance(budget, Budget):
+        raise ConfigError(f"add_budget() takes a costtrace.Budget, got {budget!r}")
     rt = _require("add_budget")
     store.save_budget_definitions(rt.engine, [budget])
     _set_budgets(rt, [budget])

@@ -220,6 +220,25 @@ def test_a_report_never_writes_to_the_ledger_file(tmp_path, capsys):
     assert (tmp_path / "ledger.db").read_bytes() == before
 
 
+def test_a_stored_budget_an_older_costtrace_accepted_is_a_one_line_error(ledger_url, capsys):
+    import sqlalchemy as sa
+
+    build_ledger(ledger_url)
+    engine = make_engine(ledger_url)
+    with engine.begin() as conn:  # as an unchecked older costtrace stored it: a window of 100000000 days
+        definition = conn.execute(sa.select(schema.budgets.c.definition).where(schema.budgets.c.budget_id == BUDGET))
+        data = json.loads(definition.scalar_one())
+        data.update(period="rolling", window_s=100_000_000 * 86_400.0)
+        conn.execute(
+            schema.budgets.update().where(schema.budgets.c.budget_id == BUDGET).values(definition=json.dumps(data))
+        )
+    engine.dispose()
+    code, out, err = cli(capsys, "budgets", "--ledger", ledger_url)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert "holds a budget definition this costtrace refuses" in line and "is too long" in line
+
+
 @pytest.mark.parametrize("version_offset", [1, 97])
 def test_a_ledger_newer_than_this_costtrace_is_refused(ledger_url, capsys, version_offset):
     engine = make_engine(ledger_url)

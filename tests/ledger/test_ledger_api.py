@@ -187,6 +187,15 @@ def test_configure_ledger_checks_its_numbers_before_opening_anything(tmp_path, k
     assert list(tmp_path.iterdir()) == []
 
 
+def test_add_budget_takes_a_budget(tmp_path):
+    costtrace.configure_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        with pytest.raises(costtrace.ConfigError, match=r"add_budget\(\) takes a costtrace.Budget, got 'b'"):
+            costtrace.add_budget("b")  # type: ignore[arg-type]
+    finally:
+        costtrace.close_ledger()
+
+
 def test_budget_status_works_for_the_longest_window_and_periods(ledger_url):
     budgets = [
         costtrace.Budget("rolling-max", limit_usd=1, period="rolling", window="366d", action="block"),
