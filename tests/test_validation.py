@@ -175,3 +175,28 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, name: 
     for load in (load_budgets, load_config):
         with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 22: b'\\xe9'\); save it as UTF-8"):
             load(path)
+
+
+def test_report_misuse_logs_once_per_interval_counts_every_time_and_raises_only_under_pytest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from costtrace import _internal
+
+    error = ConfigError("outcome=" + "x" * 100_000 + " is not an outcome")
+    with pytest.raises(ConfigError):  # PYTEST_CURRENT_TEST is set while this test runs
+        _internal.report_misuse("example", error)
+    assert len(caplog.records) == 1
+    caplog.clear()
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    monkeypatch.delenv("COSTTRACE_RAISE_INTERNAL_ERRORS")
+    with caplog.at_level("WARNING", logger="costtrace"):
+        for _ in range(3):
+            assert _internal.report_misuse("example", error) is None
+    assert _internal.internal_error_counts() == {"misuse.example": 4}
+    assert caplog.records == []  # logged at the first occurrence (above); the interval has not passed
+    _internal._reset_for_tests()
+    with caplog.at_level("WARNING", logger="costtrace"):
+        _internal.report_misuse("example", error)
+    (record,) = caplog.records
+    assert "ignored a call to example" in record.getMessage() and len(record.getMessage()) < 1_000
+    assert "(100,026 characters)" in record.getMessage()

@@ -65,6 +65,11 @@ def _count(where: str) -> bool:
     return should_log
 
 
+def _shorten(text: str, limit: int = 500) -> str:
+    """A message cut to ``limit`` characters: a bad value may be a 10 MB string."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def report_misuse(where: str, error: ConfigError) -> None:
     """A bad value given to costtrace at run time by the app: log (rate-limited), count, ignore.
 
@@ -82,7 +87,7 @@ def report_misuse(where: str, error: ConfigError) -> None:
         logger.warning(
             "costtrace: ignored a call to %s with a bad argument (your code is still running fine): %s",
             where,
-            error,
+            _shorten(str(error)),
         )
     if _raise_enabled() or os.environ.get("PYTEST_CURRENT_TEST"):
         raise error

@@ -332,7 +332,7 @@ class Budget:
         data = json.loads(text)
         window_s = data.pop("window_s", None)
         if window_s is not None:
-            data["window"] = timedelta(seconds=window_s)
+            data["window"] = window_s  # seconds: checked (and bounded) by __post_init__
         if data.get("fallback_price") is None:
             data.pop("fallback_price", None)
         if data.get("downgrade_to") is None:
