@@ -239,6 +239,21 @@ def test_a_stored_budget_an_older_costtrace_accepted_is_a_one_line_error(ledger_
     assert "holds a budget definition this costtrace refuses" in line and "is too long" in line
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://example.invalid/ledger", "'http://example.invalid/ledger' is not a database costtrace supports"),
+        ("mysql://app:s3cret@db/costs", "'mysql://app:***@db/costs' is not a database costtrace supports"),
+        ("sqlite://", "is an in-memory database"),
+    ],
+)
+def test_a_ledger_url_costtrace_cannot_read_is_one_line_exit_2(capsys, url, message):
+    code, out, err = cli(capsys, "report", "--ledger", url)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert message in line and "s3cret" not in line
+
+
 @pytest.mark.parametrize("version_offset", [1, 97])
 def test_a_ledger_newer_than_this_costtrace_is_refused(ledger_url, capsys, version_offset):
     engine = make_engine(ledger_url)
