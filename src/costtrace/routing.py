@@ -663,8 +663,9 @@ def advise(
         >>> for a in advise(engine, filters=Filters(feature="support"), rework_cost_usd=75):  # doctest: +SKIP
         ...     print(a.best_route, [(c.route, c.metric_usd, c.tasks) for c in a.candidates], a.warnings)
     """
-    if isinstance(min_tasks, bool) or not isinstance(min_tasks, int) or min_tasks < 1:
-        raise ConfigError(f"min_tasks={min_tasks!r} must be an int >= 1")
+    from costtrace import _validate
+
+    _validate.count(min_tasks, "min_tasks", minimum=1)
     rework = None if rework_cost_usd is None else _amount(rework_cost_usd, "rework_cost_usd")
     metric: Literal["cost_per_success", "tco"] = "tco" if rework is not None else "cost_per_success"
     groups: dict[str | None, list[RouteEvidence]] = {}

@@ -184,9 +184,10 @@ def attempt_cost(
         >>> attempt_cost(40_000, 8_000, 1, 5), attempt_cost(40_000, 8_000, 10, 50, token_multiplier="1.3")
         (Decimal('0.08'), Decimal('1.04'))
     """
-    for name, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(f"{name}={count!r} must be an int >= 0")
+    from costtrace import _validate
+
+    _validate.count(input_tokens, "input_tokens")
+    _validate.count(output_tokens, "output_tokens")
     r_in = _amount(input_per_mtok, "input_per_mtok")
     r_out = _amount(output_per_mtok, "output_per_mtok")
     mult = _amount(token_multiplier, "token_multiplier")
