@@ -322,7 +322,9 @@ def test_out_of_range_times_are_one_line_exit_2(ledger, capsys, args):
 def test_out_of_range_amounts_are_usage_errors(ledger, capsys, args, message):
     code, out, err = cli(capsys, *args, "--ledger", ledger)
     assert code == 2 and out == ""
-    assert message in err and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"costtrace {args[0]}: error: argument --") and message in line
+    assert line.endswith(f"; see costtrace {args[0]} --help")
 
 
 def test_an_empty_window_and_an_unknown_feature_are_explained(ledger, capsys):
