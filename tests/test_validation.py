@@ -200,3 +200,27 @@ def test_report_misuse_logs_once_per_interval_counts_every_time_and_raises_only_
     (record,) = caplog.records
     assert "ignored a call to example" in record.getMessage() and len(record.getMessage()) < 1_000
     assert "(100,026 characters)" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "message"),
+    [
+        (lambda v: _validate.usd(v, "x"), 10**5000, "x=<an int of 16610 bits> must be <= 1,000,000,000 USD"),
+        (lambda v: _validate.seconds(v, "x", maximum=60), 10**400, "must be <= 60 seconds"),
+        (lambda v: _validate.duration(v, "x", maximum=_validate.MAX_WINDOW), 10**400, "is too long"),
+        (
+            lambda v: _validate.duration(v, "x", maximum=_validate.MAX_WINDOW),
+            "9" * 400 + "d",
+            "characters) is too long",
+        ),
+        (lambda v: _validate.usd(v, "x"), Decimal("sNaN"), "x=Decimal('sNaN') is not finite"),
+        (lambda v: _validate.usd(v, "x"), "1" * 10_000_000, "characters) must be <= 1,000,000,000 USD"),
+    ],
+    ids=["int-5000-digits", "seconds-int-400-digits", "duration-int", "duration-400-digits", "snan", "10MB-string"],
+)
+def test_huge_values_are_refused_with_a_short_message(
+    parse: Callable[[object], object], value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(value)
+    assert message in str(info.value) and len(str(info.value)) < 300

@@ -54,6 +54,23 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def _show(value: object) -> str:
+    """``repr(value)`` for a message, cut short: a bad value may be a 10 MB string or a 10,000-digit int."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"<an int of {value.bit_length() if isinstance(value, int) else '?'} bits>"
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text):,} characters)"
+
+
+def _float(value: float) -> float:
+    """``float(value)``; an int too large for a float is infinity (then refused as too large)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _fmt(x: Decimal | float | int) -> str:
     if isinstance(x, Decimal):
         return f"{x.normalize():,f}"
@@ -81,18 +98,23 @@ def number(
     allowed: tuple[type, ...] = (int, float, Decimal, str) if floats else (int, Decimal, str)
     if isinstance(value, bool) or not isinstance(value, allowed):
         kinds = "a number" if floats else "a Decimal, an int or a str (not a float: inexact)"
-        raise ConfigError(f"{what}={value!r} is not a number; it must be {kinds}{tail}")
+        raise ConfigError(f"{what}={_show(value)} is not a number; it must be {kinds}{tail}")
     try:
-        amount = Decimal(value.strip().replace("_", "")) if isinstance(value, str) else Decimal(str(value))
+        if isinstance(value, str):
+            amount = Decimal(value.strip().replace("_", ""))
+        elif isinstance(value, float):  # as it prints: 0.1 -> Decimal('0.1')
+            amount = Decimal(str(value))
+        else:  # an int or a Decimal, exactly
+            amount = Decimal(value)  # type: ignore[arg-type]
     except (InvalidOperation, ValueError):
-        raise ConfigError(f"{what}={value!r} is not a number{tail}") from None
+        raise ConfigError(f"{what}={_show(value)} is not a number{tail}") from None
     if not amount.is_finite():
-        raise ConfigError(f"{what}={value!r} is not finite; it must be a number{tail}")
+        raise ConfigError(f"{what}={_show(value)} is not finite; it must be a number{tail}")
     if amount < minimum or (above_minimum and amount == minimum):
         sign = ">" if above_minimum else ">="
-        raise ConfigError(f"{what}={value!r} must be {sign} {_fmt(minimum)}{unit}{tail}")
+        raise ConfigError(f"{what}={_show(value)} must be {sign} {_fmt(minimum)}{unit}{tail}")
     if amount > maximum:
-        raise ConfigError(f"{what}={value!r} must be <= {_fmt(maximum)}{unit}{tail}")
+        raise ConfigError(f"{what}={_show(value)} must be <= {_fmt(maximum)}{unit}{tail}")
     return amount
 
 
@@ -119,28 +141,28 @@ def fraction(value: object, what: str, *, zero: bool = True, floats: bool = True
     share = number(value, what, minimum=_MINUS_INF, maximum=_INF, floats=floats, hint=hint)
     if share > 1 or share < 0 or (share == 0 and not zero):
         span = "[0, 1]: it must be between 0 and 1" if zero else "(0, 1]: it must be > 0 and <= 1"
-        raise ConfigError(f"{what}={value!r} is not in {span}; {hint}")
+        raise ConfigError(f"{what}={_show(value)} is not in {span}; {hint}")
     return share
 
 
 def count(value: object, what: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
     """A whole number in ``[minimum, maximum]`` (an ``int``, not a bool or a float)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{what}={value!r} must be an int >= {minimum}")
+        raise ConfigError(f"{what}={_show(value)} must be an int >= {minimum}")
     if value > maximum:
-        raise ConfigError(f"{what}={value!r} must be <= {maximum:,}")
+        raise ConfigError(f"{what}={_show(value)} must be <= {maximum:,}")
     return value
 
 
 def seconds(value: object, what: str, *, maximum: float, zero: bool = False) -> float:
     """A number of seconds, above 0 (or from 0, ``zero=True``) and at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{what}={value!r} must be a number of seconds")
-    s = float(value)
+        raise ConfigError(f"{what}={_show(value)} must be a number of seconds")
+    s = _float(value)
     if math.isnan(s) or s < 0 or (s == 0 and not zero):
-        raise ConfigError(f"{what}={value!r} must be a number of seconds {'>=' if zero else '>'} 0")
+        raise ConfigError(f"{what}={_show(value)} must be a number of seconds {'>=' if zero else '>'} 0")
     if s > maximum:
-        raise ConfigError(f"{what}={value!r} must be <= {_fmt(maximum)} seconds")
+        raise ConfigError(f"{what}={_show(value)} must be <= {_fmt(maximum)} seconds")
     return s
 
 
@@ -158,16 +180,16 @@ def duration(value: object, what: str, *, maximum: timedelta) -> timedelta:
     if isinstance(value, timedelta):
         s = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        s = float(value)
+        s = _float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         s = float(m.group(1)) * _UNIT_S[m.group(2)]
     else:
-        raise ConfigError(f"{what}={value!r} is not a duration; {form}")
-    positive = f"{what}={value!r} must be a positive duration; {form}"
+        raise ConfigError(f"{what}={_show(value)} is not a duration; {form}")
+    positive = f"{what}={_show(value)} must be a positive duration; {form}"
     if math.isnan(s) or s <= 0:
         raise ConfigError(positive)
     if s > maximum.total_seconds():
-        raise ConfigError(f"{what}={value!r} is too long; it must be {limit}")
+        raise ConfigError(f"{what}={_show(value)} is too long; it must be {limit}")
     delta = value if isinstance(value, timedelta) else timedelta(seconds=s)
     if delta <= timedelta(0):  # a positive value below a microsecond rounds to 0
         raise ConfigError(positive)
