@@ -26,7 +26,7 @@ def test_limit_is_exact_decimal_and_defaults_are_alert_only():
     ("kwargs", "message"),
     [
         ({"limit_usd": -1}, "must be >= 0"),
-        ({"limit_usd": "abc"}, "must be a number"),
+        ({"limit_usd": "abc"}, "is not a number"),
         ({"limit_usd": float("nan")}, "finite"),
         ({"limit_usd": 1, "period": "fortnight"}, "period='fortnight'"),
         ({"limit_usd": 1, "timezone": "Mars/Olympus"}, "IANA time zone"),

@@ -28,7 +28,11 @@ import costtrace
         ({"otlp_endpoint": "localhost:4318"}, "is not an http(s) URL"),
         ({"headers": "x-api-key"}, "cannot parse 'x-api-key'"),
         ({"headers": 42}, "headers must be a dict"),
-        ({"metric_export_interval_s": 0}, "must be > 0"),
+        ({"metric_export_interval_s": 0}, "must be a number of seconds > 0"),
+        ({"metric_export_interval_s": float("nan")}, "metric_export_interval_s=nan must be a number of seconds > 0"),
+        ({"metric_export_interval_s": 1e12}, "metric_export_interval_s=1000000000000.0 must be <= 86,400 seconds"),
+        ({"export_timeout_s": -1}, "export_timeout_s=-1 must be a number of seconds > 0"),
+        ({"export_timeout_s": float("inf")}, "export_timeout_s=inf must be <= 3,600 seconds"),
     ],
 )
 def test_bad_configuration_raises_config_error_naming_the_value(kwargs, message):

@@ -773,7 +773,7 @@ def test_override_for_a_service_tier_applies_only_to_that_tier(catalog: PriceCat
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"input_per_mtok": -1, "output_per_mtok": 1}, "input_per_mtok=-1 is negative"),
+        ({"input_per_mtok": -1, "output_per_mtok": 1}, "input_per_mtok=-1 must be >= 0"),
         ({"input_per_mtok": "cheap", "output_per_mtok": 1}, "input_per_mtok='cheap' is not a number"),
         ({"input_per_mtok": 1, "output_per_mtok": float("nan")}, "output_per_mtok=nan is not finite"),
         ({"input_per_mtok": True, "output_per_mtok": 1}, "input_per_mtok=True is not a number"),
@@ -943,7 +943,7 @@ def test_override_file_bad_value_names_entry(catalog: PriceCatalog, tmp_path: Pa
     message = str(info.value)
     assert str(path.resolve()) in message
     assert "prices[1] ('my-llm')" in message
-    assert "input_per_mtok=-2 is negative" in message
+    assert "input_per_mtok=-2 must be >= 0" in message
     assert not catalog.cost(Usage(input_tokens=1), provider=None, model="ok").priced  # nothing applied
 
 

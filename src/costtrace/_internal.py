@@ -6,6 +6,13 @@ guarded block, so its return values and exceptions pass through untouched.
 
 Under the test suite (``COSTTRACE_RAISE_INTERNAL_ERRORS=1``, set by ``tests/conftest.py``) internal
 errors are re-raised so bugs surface instead of hiding in a log.
+
+A bad value the *app* passes at run time (``record_outcome(task_id, "done")``, a NaN rework cost) is
+not our bug but the app's, and still must not break it: :func:`report_misuse` logs it (at most once per
+interval and site), counts it under ``misuse.<site>`` in :func:`internal_error_counts`, and the call is
+ignored. Under pytest (``PYTEST_CURRENT_TEST`` is set while a test runs) it raises the
+:class:`~costtrace.ConfigError` instead, so the app's own tests catch the mistake. Configuration calls
+(``configure_ledger``, ``Budget(...)``) raise ``ConfigError`` directly: they run at start-up.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from costtrace.errors import BudgetExceeded
+from costtrace.errors import BudgetExceeded, ConfigError
 
 logger = logging.getLogger("costtrace")
 
@@ -46,8 +53,8 @@ def _raise_enabled() -> bool:
     return os.environ.get("COSTTRACE_RAISE_INTERNAL_ERRORS", "") not in ("", "0", "false", "False")
 
 
-def report_internal_error(where: str, exc: BaseException) -> None:
-    """Log and count an internal error at ``where``; re-raise it only under the test suite."""
+def _count(where: str) -> bool:
+    """Count one event at ``where``; True when it should be logged (the first in its interval)."""
     with _lock:
         _counts[where] = _counts.get(where, 0) + 1
         now = time.monotonic()
@@ -55,7 +62,40 @@ def report_internal_error(where: str, exc: BaseException) -> None:
         should_log = last is None or now - last >= _LOG_INTERVAL_S
         if should_log:
             _last_logged[where] = now
-    if should_log:
+    return should_log
+
+
+def _shorten(text: str, limit: int = 500) -> str:
+    """A message cut to ``limit`` characters: a bad value may be a 10 MB string."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def report_misuse(where: str, error: ConfigError) -> None:
+    """A bad value given to costtrace at run time by the app: log (rate-limited), count, ignore.
+
+    Raises ``error`` under pytest (``PYTEST_CURRENT_TEST`` set) or the costtrace test suite, so a test
+    exercising the mistake fails; in production the call it came from is ignored and the app runs on.
+
+    Example:
+        >>> def record(outcome: str) -> None:
+        ...     if outcome not in ("success", "failure"):
+        ...         report_misuse("record", ConfigError(f"outcome={outcome!r} is not success or failure"))
+        ...         return
+    """
+    site = f"misuse.{where}"
+    if _count(site):
+        logger.warning(
+            "costtrace: ignored a call to %s with a bad argument (your code is still running fine): %s",
+            where,
+            _shorten(str(error)),
+        )
+    if _raise_enabled() or os.environ.get("PYTEST_CURRENT_TEST"):
+        raise error
+
+
+def report_internal_error(where: str, exc: BaseException) -> None:
+    """Log and count an internal error at ``where``; re-raise it only under the test suite."""
+    if _count(where):
         # The traceback goes in as text, not exc_info: a log handler that keeps records (caplog, memory
         # handlers) would otherwise keep the frames alive, and with them the app's objects.
         logger.error(
@@ -96,7 +136,7 @@ def guarded(where: str, default: Any = None) -> Callable[[_F], _F]:
 
 
 def internal_error_counts() -> dict[str, int]:
-    """A copy of the internal error counters, by site."""
+    """A copy of the internal error counters, by site (``misuse.<site>`` for bad values the app passed)."""
     with _lock:
         return dict(_counts)
 

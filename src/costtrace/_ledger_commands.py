@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costtrace import _output as out
+from costtrace import _validate
 from costtrace._output import Column
 from costtrace.errors import ConfigError
 
@@ -36,55 +37,79 @@ FILTER_FLAGS = ("feature", "task", "route", "team", "customer")
 # --- arguments ---------------------------------------------------------------------------------------
 
 
-def usd_amount(text: str) -> Decimal:
-    """A non-negative USD amount argument such as ``2.50`` or ``$2.50`` (``--rework-cost``, ``--hourly-rate``)."""
-    raw = text.strip().removeprefix("$").replace(",", "")
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a :mod:`costtrace._validate` parser: its ConfigError becomes a usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text.strip().replace(",", "").replace("_", ""))
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value=", "", 1)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _usd(text: str) -> Decimal:
+    return _validate.usd(text.removeprefix("$"), "value")
+
+
+def _price(text: str) -> Decimal:
+    return _validate.price_per_mtok(text.removeprefix("$"), "value")
+
+
+def _hours(text: str) -> Decimal:
+    return _validate.number(text, "value", maximum=MAX_REWORK_HOURS)
+
+
+def _tokens(text: str) -> int:
     try:
-        amount = Decimal(raw)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected an amount in USD such as 2.50, got {text!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite amount >= 0, got {text!r}")
-    return amount
-
-
-def _number(text: str) -> Decimal:
-    try:
-        value = Decimal(text.strip().replace(",", "").replace("_", ""))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text.strip().replace(",", "").replace("_", ""))
+        n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of tokens, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+        raise ConfigError(f"value={text!r} is not a whole number of tokens") from None
+    return _validate.count(n, "value", maximum=_validate.MAX_TOKENS)
 
 
-def _positive(text: str) -> Decimal:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _rate(text: str) -> Decimal:
-    """A failure rate: ``0.12`` or ``12%``, between 0 and 1."""
-    raw = text.strip()
+def _min_tasks(text: str) -> int:
     try:
-        value = Decimal(raw[:-1]) / 100 if raw.endswith("%") else Decimal(raw)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected a rate such as 0.12 or 12%, got {text!r}") from None
-    if not value.is_finite() or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (or 0% and 100%), got {text!r}")
-    return value
+        n = int(text)
+    except ValueError:
+        raise ConfigError(f"value={text!r} is not a whole number of tasks") from None
+    return _validate.count(n, "value", minimum=1)
+
+
+def _multiplier(text: str) -> Decimal:
+    return _validate.number(text, "value", maximum=MAX_TOKEN_MULTIPLIER, above_minimum=True)
+
+
+def _share(text: str) -> Decimal:
+    """A failure rate: ``0.12`` or ``12%``, between 0 and 1."""
+    if text.endswith("%"):
+        try:
+            text = str(Decimal(text[:-1]) / 100)
+        except InvalidOperation:
+            raise ConfigError(f"value={text!r} is not a rate such as 0.12 or 12%") from None
+    return _validate.fraction(text, "value", hint="a rate such as 0.12 or 12%")
+
+
+MAX_REWORK_HOURS = Decimal(1_000_000)
+MAX_TOKEN_MULTIPLIER = Decimal(1_000)
+usd_amount = _arg(_usd)
+"""A USD amount argument such as ``2.50`` or ``$2.50`` (``--rework-cost``, ``--hourly-rate``), 0 to 1e9."""
+_number = _arg(_price)
+_hours_arg = _arg(_hours)
+_count = _arg(_tokens)
+_positive = _arg(_multiplier)
+_rate = _arg(_share)
+_min_tasks_arg = _arg(_min_tasks)
+
+
+def _failure_rate_pair(text: str) -> tuple[str, Decimal]:
+    """``--failure-rate MODEL=P``: a model's failure rate (0.12 or 12%) for ``whatif``."""
+    model, sep, rate = text.partition("=")
+    if not sep or not model.strip():
+        raise argparse.ArgumentTypeError(f"expected MODEL=RATE such as gpt-4.1=0.1, got {text!r}")
+    return model.strip(), _rate(rate)
 
 
 def _ledger_parent() -> argparse.ArgumentParser:
@@ -154,7 +179,11 @@ def add_commands(commands: Any) -> None:
     )
     p.add_argument("--rework-cost", type=usd_amount, metavar="USD", help="cost of one failed task outside the model")
     p.add_argument(
-        "--min-tasks", type=int, default=30, metavar="N", help="tasks a route needs for advice (default: %(default)s)"
+        "--min-tasks",
+        type=_min_tasks_arg,
+        default=30,
+        metavar="N",
+        help="tasks a route needs for advice (default: %(default)s)",
     )
     p.set_defaults(handler=compare_command)
 
@@ -175,6 +204,16 @@ def add_commands(commands: Any) -> None:
         help="the route to project: 'gpt-4o' (one model) or 'gpt-4o-mini->gpt-4o' (cheap first, escalate on failure)",
     )
     p.add_argument("--rework-cost", type=usd_amount, metavar="USD", help="cost of one failed task outside the model")
+    p.add_argument(
+        "--failure-rate",
+        dest="failure_rates",
+        type=_failure_rate_pair,
+        action="append",
+        default=[],
+        metavar="MODEL=P",
+        help="a model's failure rate per attempt (0.12 or 12%%) instead of the measured one; needed for a model "
+        "with no recorded attempt; repeat for several models",
+    )
     p.set_defaults(handler=whatif_command)
 
     p = commands.add_parser(
@@ -208,7 +247,7 @@ def add_commands(commands: Any) -> None:
     )
     g.add_argument("--rework-cost", type=usd_amount, metavar="USD", help="cost of one failure outside the model")
     g.add_argument("--hourly-rate", type=usd_amount, metavar="USD", help="with --hours: rework = rate x hours")
-    g.add_argument("--hours", type=_number, metavar="H", help="hours of human rework per failure")
+    g.add_argument("--hours", type=_hours_arg, metavar="H", help="hours of human rework per failure")
     p.set_defaults(handler=tco_command)
 
     p = commands.add_parser(
@@ -241,6 +280,7 @@ def open_ledger(url: str) -> Engine:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from costtrace.ledger import schema
     from costtrace.ledger.engine import make_engine, safe_url
 
     shown = safe_url(url)
@@ -255,23 +295,34 @@ def open_ledger(url: str) -> Engine:
         path = Path(database).expanduser()
         if not path.is_file():
             raise ConfigError(f"no ledger at {path}; {NO_LEDGER_HINT}")
+        if path.stat().st_size == 0:
+            raise ConfigError(f"no ledger at {path} (the file is empty); {NO_LEDGER_HINT}")
         shown = str(path)
+    # Read-only: a SQLite file is opened with mode=ro (never written, never created), and a long
+    # report never holds the write lock the app's writers need.
+    engine = make_engine(url, read_only=True)
     try:
-        engine = make_engine(url, read_only=True)  # a report never blocks the app's writers
-    except sa.exc.NoSuchModuleError:
-        raise ConfigError(
-            f"--ledger {shown!r} names a database costtrace cannot open; use sqlite:///path/to/ledger.db or "
-            "postgresql://user@host:5432/dbname"
-        ) from None
-    try:
-        with _reading(shown):
-            tables = set(sa.inspect(engine).get_table_names())
+        with _reading(shown), engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            version = schema.current_version(conn) if "costtrace_tasks" in tables else 0
     except BaseException:
         engine.dispose()
         raise
     if "costtrace_tasks" not in tables:
         engine.dispose()
         raise ConfigError(f"no ledger at {shown} (no costtrace tables there); {NO_LEDGER_HINT}")
+    if version != schema.SCHEMA_VERSION:
+        engine.dispose()
+        if version > schema.SCHEMA_VERSION:
+            raise ConfigError(
+                f"the ledger at {shown} has schema version {version}, newer than this costtrace understands "
+                f"({schema.SCHEMA_VERSION}); upgrade costtrace (pip install -U costtrace)"
+            )
+        raise ConfigError(
+            f"the ledger at {shown} has schema version {version}, older than this costtrace's "
+            f"({schema.SCHEMA_VERSION}); reports never write, so let your app (costtrace.configure_ledger) "
+            "upgrade it first"
+        )
     return engine
 
 
@@ -781,8 +832,20 @@ def whatif_command(args: argparse.Namespace) -> int:
     shown = _shown(url)
     engine = open_ledger(url)
     try:
-        with _reading(shown):
-            result = routing.whatif(engine, route=target, filters=filters, rework_cost_usd=args.rework_cost)
+        try:
+            with _reading(shown):
+                result = routing.whatif(
+                    engine,
+                    route=target,
+                    filters=filters,
+                    rework_cost_usd=args.rework_cost,
+                    failure_rates=dict(args.failure_rates),
+                )
+        except routing.UnknownFailureRate as exc:
+            raise ConfigError(
+                f"model {exc.model!r} has no recorded attempt in the ledger's tasks (for these filters): its "
+                f"failure rate is unknown; give one with --failure-rate {exc.model}=0.1 (or record tasks on it first)"
+            ) from None
         if result.tasks == 0:
             raise no_tasks_error(engine, shown, filters)
     finally:
@@ -1105,7 +1168,13 @@ def budgets_command(args: argparse.Namespace) -> int:
     engine = open_ledger(url)
     try:
         with _reading(shown):
-            budgets = store.load_budget_definitions(engine)
+            try:
+                budgets = store.load_budget_definitions(engine)
+            except ConfigError as exc:  # stored by an older costtrace that did not check it
+                raise ConfigError(
+                    f"the ledger at {shown} holds a budget definition this costtrace refuses ({exc}); "
+                    "fix it in your app's budgets and restart the app to store it again"
+                ) from None
             states = store.budget_states(engine, budgets)
     finally:
         engine.dispose()

@@ -46,11 +46,11 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _otel
+from costtrace import _otel, _validate
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
 from costtrace._version import __version__
-from costtrace.budgets import _decimal, parse_duration
+from costtrace.budgets import parse_duration
 from costtrace.errors import ConfigError
 from costtrace.records import TaskEvent, emit_event, new_event_id
 
@@ -272,12 +272,12 @@ class Webhook:
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
             shown = f"{parsed.scheme}://{parsed.hostname}" if parsed is not None else type(self.url).__name__
             raise ConfigError(f"webhook URL {shown!r} must be an http:// or https:// URL with a host")
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
-            raise ConfigError(f"webhook {self.target!r}: retries={self.retries!r} must be an int >= 0")
-        for what in ("timeout_s", "backoff_s"):
-            value = getattr(self, what)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                raise ConfigError(f"webhook {self.target!r}: {what}={value!r} must be a number of seconds >= 0")
+        where = f"webhook {self.target!r}"
+        _validate.count(self.retries, f"{where}: retries", maximum=_validate.MAX_RETRIES)
+        _validate.seconds(self.timeout_s, f"{where}: timeout_s", maximum=_validate.MAX_TIMEOUT_S)
+        _validate.seconds(self.backoff_s, f"{where}: backoff_s", maximum=_validate.MAX_TIMEOUT_S, zero=True)
+        if not isinstance(self.slack, bool):
+            raise ConfigError(f"{where}: slack={self.slack!r} must be True or False")
         if self.headers is not None:
             if not isinstance(self.headers, Mapping):
                 raise ConfigError(f"webhook {self.target!r}: headers must be a mapping of names to values")
@@ -1008,21 +1008,14 @@ class OutcomeRule:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{where}: {key}={value!r} must be a non-empty string or None")
         set_(self, "window", parse_duration(self.window, f"{where}: window"))
-        if isinstance(self.min_tasks, bool) or not isinstance(self.min_tasks, int) or self.min_tasks < 1:
-            raise ConfigError(f"{where}: min_tasks={self.min_tasks!r} must be an int >= 1")
+        _validate.count(self.min_tasks, f"{where}: min_tasks", minimum=1)
         if self.max_cost_per_success_usd is not None:
-            cost = _decimal(self.max_cost_per_success_usd, f"{where}: max_cost_per_success_usd")
-            if cost < 0:
-                raise ConfigError(f"{where}: max_cost_per_success_usd={self.max_cost_per_success_usd!r} must be >= 0")
+            cost = _validate.usd(self.max_cost_per_success_usd, f"{where}: max_cost_per_success_usd")
             set_(self, "max_cost_per_success_usd", cost)
         for key in _RATE_BOUNDS:
             value = getattr(self, key)
-            if value is None:
-                continue
-            rate = _decimal(value, f"{where}: {key}")
-            if not 0 <= rate <= 1:
-                raise ConfigError(f"{where}: {key}={value!r} must be a fraction between 0 and 1 (0.8 means 80%)")
-            set_(self, key, rate)
+            if value is not None:
+                set_(self, key, _validate.fraction(value, f"{where}: {key}"))
         if not self.conditions():
             raise ConfigError(
                 f"{where}: set at least one condition: max_cost_per_success_usd, min_first_pass_rate, "

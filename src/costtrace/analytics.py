@@ -141,6 +141,8 @@ class Filters:
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+MAX_LOOKBACK = timedelta(days=36_525)
+"""Relative bounds (``"7d"``) go back at most a century."""
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -165,17 +167,25 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         count = int(m.group(1))
         if count <= 0:
             raise ConfigError(f"since={text!r} must be a positive amount of time, e.g. '7d'")
+        unit = _UNIT[m.group(2).lower()]
+        if count > MAX_LOOKBACK // unit:
+            raise ConfigError(
+                f"since={text!r} reaches too far back; relative times go back at most {MAX_LOOKBACK.days:,} "
+                "days (use an ISO date for older bounds)"
+            )
         base = now if now is not None else datetime.now(UTC)
         base = base.replace(tzinfo=UTC) if base.tzinfo is None else base.astimezone(UTC)
-        return base - count * _UNIT[m.group(2).lower()]
+        return base - count * unit
     try:
         parsed = datetime.fromisoformat(text.strip())
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise ConfigError(
             f"since={text!r} is not a time; use '30m', '24h', '7d', '2w' (minutes, hours, days, weeks ago) "
             "or an ISO date or time such as '2024-05-01' or '2024-05-01T08:00:00+02:00'"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"since={text!r} is outside the years 1 to 9999 in UTC; give a nearer date") from None
 
 
 def _check_filters(filters: object) -> Filters:

@@ -28,17 +28,16 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from costtrace import _validate
 from costtrace import semconv as sc
 from costtrace.errors import ConfigError
 
@@ -67,53 +66,24 @@ match the task name, the provider and the requested model; any other key is a cu
 DowngradeHook = Mapping[str, str] | Callable[[str], str | None]
 
 
-def _decimal(value: object, what: str) -> Decimal:
-    if isinstance(value, bool):
-        raise ConfigError(f"{what}={value!r} must be a number")
-    try:
-        amount = Decimal(str(value)) if isinstance(value, (int, float, str)) else Decimal(value)  # type: ignore[arg-type,unused-ignore]
-    except (InvalidOperation, TypeError, ValueError):
-        raise ConfigError(f"{what}={value!r} must be a number") from None
-    if not amount.is_finite():
-        raise ConfigError(f"{what}={value!r} must be finite")
-    return amount
-
-
 def non_negative_usd(value: object, what: str) -> Decimal:
-    """A USD amount from a number or numeric string: finite and >= 0, else ConfigError naming ``what``.
+    """A USD amount from a number or numeric string: from 0 to ``MAX_USD``, else ConfigError naming ``what``.
 
     Example:
         >>> non_negative_usd("0.50", "max_cost_usd")
         Decimal('0.50')
     """
-    amount = _decimal(value, what)
-    if amount < 0:
-        raise ConfigError(f"{what}={value!r} must be >= 0")
-    return amount
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return _validate.usd(value, what)
 
 
 def parse_duration(value: str | float | timedelta, what: str = "window") -> timedelta:
-    """``"30m"``, ``"24h"``, ``"7d"``, ``"2w"``, seconds, or a ``timedelta``.
+    """``"30m"``, ``"24h"``, ``"7d"``, ``"2w"``, seconds, or a ``timedelta``: positive, at most 366 days.
 
     Example:
         >>> parse_duration("24h")
         datetime.timedelta(days=1)
     """
-    if isinstance(value, timedelta):
-        delta = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        delta = timedelta(seconds=float(value))
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        delta = timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
-    else:
-        raise ConfigError(f"{what}={value!r} is not a duration; use e.g. '30m', '24h', '7d' or seconds")
-    if delta <= timedelta(0):
-        raise ConfigError(f"{what}={value!r} must be positive")
-    return delta
+    return _validate.duration(value, what, maximum=_validate.MAX_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -122,6 +92,11 @@ class FallbackPrice:
 
     input_per_mtok: Decimal
     output_per_mtok: Decimal
+
+    def __post_init__(self) -> None:
+        for what in ("input_per_mtok", "output_per_mtok"):
+            rate = _validate.price_per_mtok(getattr(self, what), f"fallback_price {what}")
+            object.__setattr__(self, what, rate)
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
         return (self.input_per_mtok * input_tokens + self.output_per_mtok * output_tokens) / 1_000_000
@@ -190,9 +165,24 @@ class Budget:
         if not isinstance(self.scope, Mapping):
             raise ConfigError(f"budget {self.name!r}: scope must be a mapping like {{'feature': 'support'}}")
         set_(self, "scope", {str(k): str(v) for k, v in self.scope.items()})
-        thresholds = tuple(sorted({_decimal(t, f"budget {self.name!r}: threshold") for t in self.thresholds}))
-        if any(t <= 0 for t in thresholds):
-            raise ConfigError(f"budget {self.name!r}: thresholds must be fractions > 0 (0.8 means 80%)")
+        if isinstance(self.thresholds, (str, bytes)) or not isinstance(self.thresholds, Iterable):
+            raise ConfigError(
+                f"budget {self.name!r}: thresholds={self.thresholds!r} must be a list such as [0.5, 0.8, 1]"
+            )
+        thresholds = tuple(
+            sorted(
+                {
+                    _validate.number(
+                        t,
+                        f"budget {self.name!r}: threshold",
+                        maximum=_validate.MAX_FRACTION_ABOVE_ONE,
+                        above_minimum=True,
+                        hint="thresholds are fractions of the limit: 0.8 means 80%",
+                    )
+                    for t in self.thresholds
+                }
+            )
+        )
         set_(self, "thresholds", thresholds)
         if self.action not in ACTIONS:
             raise ConfigError(f"budget {self.name!r}: action={self.action!r} is not one of {ACTIONS}")
@@ -202,20 +192,22 @@ class Budget:
             isinstance(self.downgrade_to, Mapping) or callable(self.downgrade_to)
         ):
             raise ConfigError(f"budget {self.name!r}: downgrade_to must be a mapping or a function")
-        if not isinstance(self.max_output_tokens, int) or self.max_output_tokens < 0:
-            raise ConfigError(f"budget {self.name!r}: max_output_tokens must be an int >= 0")
+        where = f"budget {self.name!r}"
+        _validate.count(self.max_output_tokens, f"{where}: max_output_tokens", maximum=_validate.MAX_TOKENS)
         fb = self.fallback_price
         if fb is not None and not isinstance(fb, FallbackPrice):
             try:
                 fi, fo = fb
             except (TypeError, ValueError):
-                raise ConfigError(
-                    f"budget {self.name!r}: fallback_price must be (input_per_mtok, output_per_mtok)"
-                ) from None
-            fb = FallbackPrice(_decimal(fi, "fallback input_per_mtok"), _decimal(fo, "fallback output_per_mtok"))
+                raise ConfigError(f"{where}: fallback_price must be (input_per_mtok, output_per_mtok)") from None
+            try:
+                fb = FallbackPrice(fi, fo)  # type: ignore[arg-type]  # validated (and converted) there
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
             set_(self, "fallback_price", fb)
-        if not (isinstance(self.lease_s, (int, float)) and 0 < self.lease_s < math.inf):
-            raise ConfigError(f"budget {self.name!r}: lease_s must be a positive number of seconds")
+        if not isinstance(self.fail_open, bool):
+            raise ConfigError(f"{where}: fail_open={self.fail_open!r} must be True or False")
+        set_(self, "lease_s", _validate.seconds(self.lease_s, f"{where}: lease_s", maximum=_validate.MAX_LEASE_S))
 
     # --- what the budget covers -------------------------------------------------------------------
 
@@ -341,7 +333,7 @@ class Budget:
         data = json.loads(text)
         window_s = data.pop("window_s", None)
         if window_s is not None:
-            data["window"] = timedelta(seconds=window_s)
+            data["window"] = window_s  # seconds: checked (and bounded) by __post_init__
         if data.get("fallback_price") is None:
             data.pop("fallback_price", None)
         if data.get("downgrade_to") is None:
@@ -425,9 +417,16 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {str(p)!r}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)

@@ -5,7 +5,7 @@ Commands::
     costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL] [--console]
     costtrace report [--by feature,route] [FILTERS] [--format table|json|csv] [--html out.html]
     costtrace compare --feature F [FILTERS] [--rework-cost USD]
-    costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD]
+    costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
     costtrace tco [--cheap-input-price ... | --feature F | --example] [--rework-cost USD | --hourly-rate USD --hours H]
     costtrace budgets
 
@@ -28,6 +28,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from costtrace import _ledger_commands, demo
 from costtrace._version import __version__
@@ -53,9 +54,16 @@ def _ticket_count(text: str) -> int:
     return n
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``costtrace report: error: ...; see --help``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``costtrace`` command."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of the ``costtrace`` command (its subcommands are of the same class)."""
+    parser = _Parser(
         prog="costtrace",
         description="Task-level cost observability for LLM applications: cost per successful task.",
     )

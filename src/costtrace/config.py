@@ -167,8 +167,13 @@ def configure(
     protocol = _resolve_protocol(otlp_protocol) if otlp else "http/protobuf"
     endpoint = _check_endpoint(otlp_endpoint) if otlp_endpoint is not None else None
     parsed_headers = _parse_headers(headers)
-    if metric_export_interval_s <= 0:
-        raise ConfigError(f"metric_export_interval_s={metric_export_interval_s!r} must be > 0")
+    from costtrace import _validate
+
+    metric_export_interval_s = _validate.seconds(
+        metric_export_interval_s, "metric_export_interval_s", maximum=_validate.MAX_INTERVAL_S
+    )
+    if export_timeout_s is not None:
+        export_timeout_s = _validate.seconds(export_timeout_s, "export_timeout_s", maximum=_validate.MAX_TIMEOUT_S)
     if prices_file is not None:
         from costtrace.pricing import load_prices
 

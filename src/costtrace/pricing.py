@@ -31,11 +31,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from costtrace import _validate
 from costtrace._internal import guarded
 from costtrace.errors import ConfigError
 from costtrace.usage import Usage
@@ -618,19 +619,7 @@ _DISCOUNT_ENTRY_KEYS = frozenset(("provider", "model", "multiplier"))
 
 
 def _parse_amount(value: object, field: str, where: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
-        raise ConfigError(f"{where}: {field}={value!r} is not a number; write USD per million tokens, e.g. {field}=2.5")
-    try:
-        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(str(value))
-    except InvalidOperation:
-        raise ConfigError(
-            f"{where}: {field}={value!r} is not a number; write USD per million tokens, e.g. {field}=2.5"
-        ) from None
-    if not amount.is_finite():
-        raise ConfigError(f"{where}: {field}={value!r} is not finite; write a price such as {field}=2.5")
-    if amount < 0:
-        raise ConfigError(f"{where}: {field}={value!r} is negative; prices are >= 0 (0 for a free model)")
-    return amount
+    return _validate.price_per_mtok(value, f"{where}: {field}", hint=f"write USD per million tokens, e.g. {field}=2.5")
 
 
 def _parse_optional_str(value: object, field: str, where: str) -> str | None:
@@ -1193,12 +1182,13 @@ def _parse_discount(entry: Mapping[str, object], *, where: str, source: str, seq
     value = entry.get("multiplier")
     if value is None:
         raise ConfigError(f"{where}: multiplier is required, e.g. multiplier=0.8 for 20% off the list price")
-    multiplier = _parse_amount(value, "multiplier", where)
-    if not 0 < multiplier <= 1:
-        raise ConfigError(
-            f"{where}: multiplier={value!r} is not in (0, 1]; it is the fraction of the list price you pay, "
-            "e.g. 0.8 for 20% off (use set_price for a price above list)"
-        )
+    multiplier = _validate.fraction(
+        value,
+        f"{where}: multiplier",
+        zero=False,
+        hint="it is the fraction of the list price you pay, in (0, 1], e.g. 0.8 for 20% off "
+        "(use set_price for a price above list)",
+    )
     return _Discount(provider, model, _is_glob(model) if model else False, multiplier, source, seq)
 
 

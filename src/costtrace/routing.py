@@ -113,6 +113,14 @@ def parse_route(route: str) -> tuple[str, ...]:
     return models
 
 
+class UnknownFailureRate(ConfigError):
+    """:func:`whatif` needs a failure rate for ``model``: it has no recorded attempt in the scope."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
 @dataclass(frozen=True, slots=True)
 class ModelStep:
     """One model of a projected route."""
@@ -466,9 +474,10 @@ def whatif(
                 p, source = Decimal(failed) / n, "measured"
                 sample = f"measured: {failed}/{n} attempts failed in this scope"
             else:
-                raise ConfigError(
+                raise UnknownFailureRate(
                     f"model {model!r} has no recorded attempt in {rates_scope}: its failure rate is unknown; "
-                    f"pass failure_rates={{{model!r}: Decimal('0.1')}} (or record tasks on it first)"
+                    f"pass failure_rates={{{model!r}: Decimal('0.1')}} (or record tasks on it first)",
+                    model=model,
                 )
             provider = providers.get(model)
             rates = _model_rates(catalog, provider, model, probe)
@@ -654,8 +663,9 @@ def advise(
         >>> for a in advise(engine, filters=Filters(feature="support"), rework_cost_usd=75):  # doctest: +SKIP
         ...     print(a.best_route, [(c.route, c.metric_usd, c.tasks) for c in a.candidates], a.warnings)
     """
-    if isinstance(min_tasks, bool) or not isinstance(min_tasks, int) or min_tasks < 1:
-        raise ConfigError(f"min_tasks={min_tasks!r} must be an int >= 1")
+    from costtrace import _validate
+
+    _validate.count(min_tasks, "min_tasks", minimum=1)
     rework = None if rework_cost_usd is None else _amount(rework_cost_usd, "rework_cost_usd")
     metric: Literal["cost_per_success", "tco"] = "tco" if rework is not None else "cost_per_success"
     groups: dict[str | None, list[RouteEvidence]] = {}

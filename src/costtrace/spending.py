@@ -26,10 +26,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from costtrace import records
+from costtrace import _validate, records
 from costtrace import semconv as sc
-from costtrace._internal import logger, report_internal_error
-from costtrace.budgets import Budget, non_negative_usd
+from costtrace._internal import logger, report_internal_error, report_misuse
+from costtrace.budgets import Budget
 from costtrace.errors import BudgetExceeded, BudgetStoreUnavailable, ConfigError, TaskBudgetExceeded
 from costtrace.records import TaskEvent, new_event_id
 
@@ -127,9 +127,34 @@ def configure_ledger(
     from costtrace.ledger.engine import default_url, make_engine, safe_url
     from costtrace.ledger.writer import LedgerWriter
 
+    budget_timeout_s = _validate.seconds(budget_timeout_s, "budget_timeout_s", maximum=_validate.MAX_TIMEOUT_S)
+    outcome_rules_interval_s = _validate.seconds(
+        outcome_rules_interval_s, "outcome_rules_interval_s", maximum=_validate.MAX_INTERVAL_S
+    )
+    max_queue = _validate.count(max_queue, "max_queue", minimum=1, maximum=_validate.MAX_QUEUE)
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"url={url!r} must be a database URL string or None")
+    given: tuple[tuple[str, object], ...] = (
+        ("budgets", budgets),
+        ("outcome_rules", outcome_rules),
+        ("webhooks", webhooks),
+    )
+    for kind, items in given:
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise ConfigError(f"{kind}= must be a list, got {type(items).__name__}")
     all_budgets = list(budgets)
     outcome_rules = list(outcome_rules)
     webhooks = list(webhooks)
+    from costtrace.alerts import OutcomeRule, Webhook
+
+    for kind, items, cls in (
+        ("budgets", all_budgets, Budget),
+        ("outcome_rules", outcome_rules, OutcomeRule),
+        ("webhooks", webhooks, Webhook),
+    ):
+        for item in items:
+            if not isinstance(item, cls):
+                raise ConfigError(f"{kind}= takes costtrace.{cls.__name__} objects, got {item!r}")
     if budgets_file is not None:
         file_budgets, file_rules, file_hooks = load_config(budgets_file)
         all_budgets.extend(file_budgets)
@@ -139,7 +164,7 @@ def configure_ledger(
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"budget names must be unique; defined twice: {dupes}")
-    resolved = url or default_url()
+    resolved = default_url() if url is None else url
     engine = make_engine(resolved)
     try:
         schema.migrate(engine)
@@ -151,12 +176,6 @@ def configure_ledger(
         raise ConfigError(
             f"cannot open the ledger at {safe_url(resolved)!r}: {type(cause).__name__}: {first_line}"
         ) from None
-    if not (isinstance(budget_timeout_s, (int, float)) and budget_timeout_s > 0):
-        engine.dispose()
-        raise ConfigError(f"budget_timeout_s={budget_timeout_s!r} must be a positive number of seconds")
-    if outcome_rules and not (isinstance(outcome_rules_interval_s, (int, float)) and outcome_rules_interval_s > 0):
-        engine.dispose()
-        raise ConfigError(f"outcome_rules_interval_s={outcome_rules_interval_s!r} must be a positive number of seconds")
     budget_engine = make_engine(resolved, sqlite_busy_timeout_s=float(budget_timeout_s))
     close_ledger()
     holder: list[_Runtime] = []  # the writer keeps its runtime's budgets through close_ledger()
@@ -258,6 +277,8 @@ def add_budget(budget: Budget) -> None:
     """
     from costtrace.ledger import store
 
+    if not isinstance(budget, Budget):
+        raise ConfigError(f"add_budget() takes a costtrace.Budget, got {budget!r}")
     rt = _require("add_budget")
     store.save_budget_definitions(rt.engine, [budget])
     _set_budgets(rt, [budget])
@@ -279,6 +300,10 @@ def ledger_engine() -> Engine | None:
 def budget_status(name: str | None = None) -> list[BudgetState]:
     """The current period's spend, reservations and limit of each budget (or of ``name``).
 
+    Raises:
+        ConfigError: No ledger is configured, or no budget is named ``name``. Nothing else: if the
+            ledger cannot be read, the error is logged and counted and the list is empty.
+
     Example:
         >>> for s in costtrace.budget_status():                   # doctest: +SKIP
         ...     print(s.budget, s.spent_usd, s.limit_usd, s.resets_at)
@@ -289,7 +314,11 @@ def budget_status(name: str | None = None) -> list[BudgetState]:
     budgets = rt.budget_list() if name is None else tuple(b for b in rt.budget_list() if b.name == name)
     if name is not None and not budgets:
         raise ConfigError(f"no budget named {name!r}; installed: {sorted(rt.budgets)}")
-    return store.budget_states(rt.engine, budgets)
+    try:
+        return store.budget_states(rt.engine, budgets)
+    except Exception as exc:
+        report_internal_error("spending.budget_status", exc)
+        return []
 
 
 def flush_ledger(timeout_s: float = 5.0) -> bool:
@@ -353,20 +382,27 @@ def record_outcome(
         reason: Why (free text).
         rework_cost_usd: Human cost of fixing it, counted in TCO reports.
 
-    Raises:
-        ConfigError: No ledger is configured, or an argument is invalid.
+    Never raises into your app: with no ledger configured or a bad argument (an unknown outcome, a
+    negative or NaN rework cost), the call is ignored, logged (at most once a minute) and counted. Under
+    pytest it raises :class:`costtrace.ConfigError` instead, so your tests catch the mistake.
 
     Example:
         >>> costtrace.record_outcome(task_id, "escalated_to_human", reason="ticket reopened",  # doctest: +SKIP
         ...                          rework_cost_usd=37.5)
     """
-    _require("record_outcome")
-    value = getattr(outcome, "value", outcome)
-    if value not in _OUTCOMES:
-        raise ConfigError(f"outcome={outcome!r} is not one of {_OUTCOMES}")
-    if not isinstance(task_id, str) or not task_id:
-        raise ConfigError(f"task_id={task_id!r} must be the task's id (t.summary.task_id)")
-    rework = None if rework_cost_usd is None else non_negative_usd(rework_cost_usd, "rework_cost_usd")
+    try:
+        _require("record_outcome")
+        value = getattr(outcome, "value", outcome)
+        if not isinstance(value, str) or value not in _OUTCOMES:
+            raise ConfigError(f"record_outcome: outcome={outcome!r} is not one of {_OUTCOMES}")
+        if not isinstance(task_id, str) or not task_id:
+            raise ConfigError(f"record_outcome: task_id={task_id!r} must be the task's id (t.summary.task_id)")
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigError(f"record_outcome: reason={reason!r} must be a str or None")
+        rework = None if rework_cost_usd is None else _validate.usd(rework_cost_usd, "record_outcome: rework_cost_usd")
+    except ConfigError as exc:
+        report_misuse("record_outcome", exc)
+        return
     records.emit_event(
         TaskEvent(
             event_id=new_event_id(),

@@ -41,7 +41,7 @@ from opentelemetry.util.types import AttributeValue
 from costtrace import _otel, metrics, records
 from costtrace import semconv as sc
 from costtrace._internal import guarded, report_internal_error
-from costtrace.errors import ConfigError, TaskBudgetExceeded
+from costtrace.errors import TaskBudgetExceeded
 from costtrace.records import ZERO_USD, TaskSummary
 
 if TYPE_CHECKING:
@@ -684,13 +684,12 @@ def _parse_caps(
     """Validate a task's caps (ConfigError on a bad value: a programming error, raised when the task is made)."""
     if max_cost_usd is None and max_llm_calls is None and max_tokens is None:
         return None
-    from costtrace.budgets import non_negative_usd
+    from costtrace import _validate
 
-    cost = None if max_cost_usd is None else non_negative_usd(max_cost_usd, "max_cost_usd")
-    for name, value in (("max_llm_calls", max_llm_calls), ("max_tokens", max_tokens)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ConfigError(f"{name}={value!r} must be an int >= 0")
-    return cost, max_llm_calls, max_tokens  # type: ignore[return-value]
+    cost = None if max_cost_usd is None else _validate.usd(max_cost_usd, "max_cost_usd")
+    calls = None if max_llm_calls is None else _validate.count(max_llm_calls, "max_llm_calls")
+    tokens = None if max_tokens is None else _validate.count(max_tokens, "max_tokens")
+    return cost, calls, tokens
 
 
 def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Literal, overload
 
 from costtrace.analytics import Filters, _naive_utc
@@ -79,18 +79,15 @@ _CTX = Context(prec=28, rounding=ROUND_HALF_EVEN)
 
 
 def _amount(value: Amount, name: str, *, upper: Decimal | None = None) -> Decimal:
-    """``value`` as a finite Decimal >= 0 (and <= ``upper``), or ConfigError naming it and the fix."""
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
-        raise ConfigError(f"{name}={value!r} must be a Decimal, an int or a str, e.g. Decimal('0.45') (not a float)")
-    try:
-        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
-    except InvalidOperation:
-        raise ConfigError(f"{name}={value!r} is not a number, e.g. {name}=Decimal('0.45')") from None
-    if not amount.is_finite() or amount < 0:
-        raise ConfigError(f"{name}={value!r} must be a finite number >= 0")
-    if upper is not None and amount > upper:
-        raise ConfigError(f"{name}={value!r} must be <= {upper} (a rate is a fraction: 0.45 for 45%)")
-    return amount
+    """``value`` as a Decimal from 0 to ``upper`` (default: ``_validate.MAX_USD``), or ConfigError naming it.
+
+    Floats are refused (inexact).
+    """
+    from costtrace import _validate
+
+    if upper is not None:
+        return _validate.number(value, name, maximum=upper, floats=False, hint="a rate is a fraction: 0.45 for 45%")
+    return _validate.number(value, name, maximum=_validate.MAX_USD, floats=False, hint=f"e.g. {name}=Decimal('0.45')")
 
 
 def _rate(value: Amount, name: str) -> Decimal:
@@ -187,9 +184,10 @@ def attempt_cost(
         >>> attempt_cost(40_000, 8_000, 1, 5), attempt_cost(40_000, 8_000, 10, 50, token_multiplier="1.3")
         (Decimal('0.08'), Decimal('1.04'))
     """
-    for name, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(f"{name}={count!r} must be an int >= 0")
+    from costtrace import _validate
+
+    _validate.count(input_tokens, "input_tokens")
+    _validate.count(output_tokens, "output_tokens")
     r_in = _amount(input_per_mtok, "input_per_mtok")
     r_out = _amount(output_per_mtok, "output_per_mtok")
     mult = _amount(token_multiplier, "token_multiplier")

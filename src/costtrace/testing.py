@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from costtrace.errors import ConfigError
 from costtrace.records import CallRecord, TaskSummary, add_listener, remove_listener
 from costtrace.tasks import Task
 
@@ -148,15 +147,15 @@ def _summary(task: TaskSummary | Task) -> TaskSummary:
 
 
 def _usd_limit(value: object) -> Decimal:
-    from costtrace.budgets import non_negative_usd
+    from costtrace import _validate
 
-    return non_negative_usd(value, "max_cost_usd")
+    return _validate.usd(value, "max_cost_usd")
 
 
 def _int_limit(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{what}={value!r} must be an int >= 0")
-    return value
+    from costtrace import _validate
+
+    return _validate.count(value, what)
 
 
 def _usd(amount: Decimal) -> str:

@@ -177,10 +177,154 @@ def test_an_empty_ledger_says_it_has_no_tasks_yet(tmp_path, capsys):
 
 
 def test_a_file_that_is_not_a_ledger_is_an_error(tmp_path, capsys):
+    import sqlite3
+
     path = tmp_path / "other.db"
-    path.write_bytes(b"")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (x TEXT)")
+    conn.close()
+    before = path.read_bytes()
     code, _, err = cli(capsys, "budgets", "--ledger", f"sqlite:///{path}")
     assert code == 2 and f"no ledger at {path} (no costtrace tables there)" in err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "command", ["report", "budgets", "compare --feature f", "whatif --route gpt-4o", "tco --feature f"]
+)
+def test_a_report_on_an_empty_file_is_an_error_and_never_writes_to_it(tmp_path, capsys, command):
+    path = tmp_path / "zero.db"
+    path.write_bytes(b"")
+    code, out, err = cli(capsys, *command.split(), "--ledger", f"sqlite:///{path}")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"costtrace {command.split()[0]}: error: no ledger at {path} (the file is empty); run your app with "
+        "costtrace.configure_ledger() or `costtrace demo` first"
+    ]
+    assert path.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zero.db"]
+
+
+def test_a_report_never_writes_to_the_ledger_file(tmp_path, capsys):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    build_ledger(url)
+    conn = sqlite3.connect(tmp_path / "ledger.db")  # out of WAL mode: a report must not switch it back
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    before = (tmp_path / "ledger.db").read_bytes()
+    for command in (["report"], ["budgets"], ["report", "--since", "7d"]):
+        code, _, err = cli(capsys, *command, "--ledger", url)
+        assert code == 0, err
+    assert (tmp_path / "ledger.db").read_bytes() == before
+
+
+def test_a_stored_budget_an_older_costtrace_accepted_is_a_one_line_error(ledger_url, capsys):
+    import sqlalchemy as sa
+
+    build_ledger(ledger_url)
+    engine = make_engine(ledger_url)
+    with engine.begin() as conn:  # as an unchecked older costtrace could have stored it
+        definition = conn.execute(sa.select(schema.budgets.c.definition).where(schema.budgets.c.budget_id == BUDGET))
+        data = json.loads(definition.scalar_one())
+        data.update(period="rolling", window_s=1e20)  # too large even for a timedelta
+        conn.execute(
+            schema.budgets.update().where(schema.budgets.c.budget_id == BUDGET).values(definition=json.dumps(data))
+        )
+    engine.dispose()
+    code, out, err = cli(capsys, "budgets", "--ledger", ledger_url)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert "holds a budget definition this costtrace refuses" in line and "is too long" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://example.invalid/ledger", "'http://example.invalid/ledger' is not a database costtrace supports"),
+        ("mysql://app:s3cret@db/costs", "'mysql://app:***@db/costs' is not a database costtrace supports"),
+        ("sqlite://", "is an in-memory database"),
+    ],
+)
+def test_a_ledger_url_costtrace_cannot_read_is_one_line_exit_2(capsys, url, message):
+    code, out, err = cli(capsys, "report", "--ledger", url)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert message in line and "s3cret" not in line
+
+
+@pytest.mark.parametrize("version_offset", [1, 97])
+def test_a_ledger_newer_than_this_costtrace_is_refused(ledger_url, capsys, version_offset):
+    engine = make_engine(ledger_url)
+    schema.migrate(engine)
+    newer = schema.SCHEMA_VERSION + version_offset
+    with engine.begin() as conn:
+        conn.execute(schema.schema_version.update().values(version=newer))
+    engine.dispose()
+    for command in (["report"], ["budgets"]):
+        code, out, err = cli(capsys, *command, "--ledger", ledger_url)
+        assert code == 2 and out == ""
+        (line,) = err.strip().splitlines()
+        assert f"has schema version {newer}, newer than this costtrace understands ({schema.SCHEMA_VERSION})" in line
+        assert "upgrade costtrace" in line
+
+
+def test_a_ledger_older_than_this_costtrace_is_refused_not_migrated(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    schema.migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.schema_version.update().values(version=1))
+    engine.dispose()
+    code, _, err = cli(capsys, "report", "--ledger", url)
+    assert code == 2 and "has schema version 1, older than this costtrace's" in err
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert schema.current_version(conn) == 1
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--since", "9999999999d"],
+        ["report", "--since", "99999999999999999999999999w"],
+        ["report", "--until", "9999-12-31T23:59:59-14:00"],
+        ["report", "--since", "0001-01-01T00:00:00+14:00"],
+        ["compare", "--feature", "support", "--since", "9999999999d"],
+        ["whatif", "--route", "gpt-4o", "--since", "9999999999d"],
+        ["tco", "--feature", "support", "--until", "9999999999m"],
+    ],
+)
+def test_out_of_range_times_are_one_line_exit_2(ledger, capsys, args):
+    code, out, err = cli(capsys, *args, "--ledger", ledger)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"costtrace {args[0]}: error: --")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "--feature", "support", "--rework-cost", "1e30"], "must be <= 1,000,000,000 USD"),
+        (["compare", "--feature", "support", "--rework-cost", "nan"], "is not finite"),
+        (["compare", "--feature", "support", "--min-tasks", "0"], "must be an int >= 1"),
+        (["whatif", "--route", "gpt-4o", "--rework-cost", "-1"], "must be >= 0"),
+        (["whatif", "--route", "gpt-4o", "--failure-rate", "gpt-4o=2"], "must be between 0 and 1"),
+        (["whatif", "--route", "gpt-4o", "--failure-rate", "0.1"], "expected MODEL=RATE"),
+        ([*("tco", "--example", "--hourly-rate", "1", "--hours", "1e999999")], "must be <= 1,000,000"),
+        ([*("tco", "--example", "--cheap-input-price", "1e400")], "must be <= 100,000"),
+        ([*("tco", "--example", "--input-tokens", "10" * 30)], "must be <= 100,000,000"),
+        ([*("tco", "--example", "--frontier-token-multiplier", "0")], "must be > 0"),
+    ],
+)
+def test_out_of_range_amounts_are_usage_errors(ledger, capsys, args, message):
+    code, out, err = cli(capsys, *args, "--ledger", ledger)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"costtrace {args[0]}: error: argument --") and message in line
+    assert line.endswith(f"; see costtrace {args[0]} --help")
 
 
 def test_an_empty_window_and_an_unknown_feature_are_explained(ledger, capsys):
@@ -259,6 +403,20 @@ def test_whatif_json_is_exact(ledger, capsys):
     assert data["route"] == "gpt-4o-mini->gpt-4o" and data["tasks"] == 25
     assert Decimal(data["recorded_cost_usd"]) == SUPPORT_TOTAL and data["recorded_successes"] == SUPPORT_SUCCESSES
     assert data["assumptions"]
+
+
+def test_whatif_on_a_model_without_attempts_names_the_failure_rate_flag(ledger, capsys):
+    args = ("whatif", "--ledger", ledger, "--feature", "support", "--route", "gpt-4.1-mini")
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert "'gpt-4.1-mini' has no recorded attempt" in line
+    assert "--failure-rate gpt-4.1-mini=0.1" in line and "failure_rates" not in line
+    code, out, err = cli(capsys, *args, "--failure-rate", "gpt-4.1-mini=20%", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert Decimal(data["projected_successes"]) == 25 * Decimal("0.8")
+    assert any("gpt-4.1-mini: failure rate 20" in a and "given (no recorded attempt)" in a for a in data["assumptions"])
 
 
 def test_whatif_rejects_a_malformed_route(ledger, capsys):

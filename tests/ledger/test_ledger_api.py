@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
+import costtrace.spending
 from costtrace.ledger import schema
 from costtrace.ledger.engine import make_engine
 
@@ -134,11 +135,117 @@ def test_late_outcome_restates_the_task_and_keeps_the_original(ledger):
         (("", "success"), {}, "task_id"),
         (("abc", "failure"), {"rework_cost_usd": -1}, "rework_cost_usd"),
         (("abc", "failure"), {"rework_cost_usd": "much"}, "rework_cost_usd"),
+        (("abc", "failure"), {"rework_cost_usd": float("nan")}, "rework_cost_usd=nan is not finite"),
+        (("abc", "failure"), {"rework_cost_usd": 10**30}, "rework_cost_usd=10{30} must be <= 1,000,000,000 USD"),
+        (("abc", 7), {}, "outcome=7"),
     ],
 )
 def test_record_outcome_rejects_bad_arguments(ledger, args, kwargs, message):
     with pytest.raises(costtrace.ConfigError, match=message):
         costtrace.record_outcome(*args, **kwargs)
+
+
+def test_record_outcome_misuse_is_ignored_logged_once_and_counted_outside_tests(ledger, monkeypatch, caplog):
+    """In production a bad argument never raises into the app: the call is ignored, one log line per
+    interval, every occurrence counted. (Under pytest it raises: the test above.)"""
+    from costtrace import _internal
+
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.delenv("COSTTRACE_RAISE_INTERNAL_ERRORS", raising=False)
+    with caplog.at_level("WARNING", logger="costtrace"):
+        assert costtrace.record_outcome("abc", "solved") is None
+        assert costtrace.record_outcome("abc", "failure", rework_cost_usd=float("nan")) is None
+        assert costtrace.record_outcome("abc", "failure", rework_cost_usd=-5) is None
+        costtrace.record_outcome("abc", "failure", rework_cost_usd="2.5")  # a good one still lands
+    assert costtrace.flush_ledger(10)
+    assert _internal.internal_error_counts() == {"misuse.record_outcome": 3}
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "ignored a call to record_outcome" in line and "outcome='solved'" in line
+    assert "your code is still running fine" in line
+    events = _rows(ledger, schema.events)
+    assert [(e["kind"], e["outcome"], schema.from_nano(e["amount_nano_usd"])) for e in events] == [
+        ("outcome_updated", "failure", Decimal("2.5"))
+    ]
+
+
+def test_record_outcome_without_a_ledger_is_ignored_outside_tests(monkeypatch):
+    from costtrace import _internal
+
+    costtrace.close_ledger()
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.delenv("COSTTRACE_RAISE_INTERNAL_ERRORS", raising=False)
+    costtrace.record_outcome("abc", "success")
+    assert _internal.internal_error_counts() == {"misuse.record_outcome": 1}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "the ledger URL is empty"),
+        ("   ", "the ledger URL is empty"),
+        ("http://example.invalid/ledger", "'http://example.invalid/ledger' is not a database costtrace supports"),
+        ("mysql://u:s3cret@h/db", "'mysql://u:***@h/db' is not a database costtrace supports"),
+        ("not a url", "is not a database URL"),
+    ],
+)
+def test_configure_ledger_rejects_a_bad_url_and_never_opens_the_default(tmp_path, monkeypatch, url, message):
+    monkeypatch.delenv("COSTTRACE_LEDGER_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    with pytest.raises(costtrace.ConfigError) as info:
+        costtrace.configure_ledger(url)
+    assert message in str(info.value) and "s3cret" not in str(info.value)
+    assert "sqlite:///" in str(info.value)  # the fix: the URL forms
+    assert list(tmp_path.iterdir()) == []
+    assert costtrace.spending.ledger_engine() is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget_timeout_s": float("nan")}, "budget_timeout_s=nan"),
+        ({"budget_timeout_s": 0}, "budget_timeout_s=0 must be a number of seconds > 0"),
+        ({"budget_timeout_s": 1e12}, "budget_timeout_s=1000000000000.0 must be <= 3,600 seconds"),
+        ({"outcome_rules_interval_s": 10**10}, "outcome_rules_interval_s=10000000000 must be <= 86,400 seconds"),
+        ({"max_queue": 0}, "max_queue=0 must be an int >= 1"),
+        ({"max_queue": 10**12}, "max_queue=1000000000000 must be <= 10,000,000"),
+        ({"budgets": [{"name": "b"}]}, "budgets= takes costtrace.Budget objects"),
+        ({"webhooks": "https://x.example"}, "webhooks= must be a list"),
+    ],
+)
+def test_configure_ledger_checks_its_numbers_before_opening_anything(tmp_path, kwargs, message):
+    with pytest.raises(costtrace.ConfigError) as info:
+        costtrace.configure_ledger(f"sqlite:///{tmp_path / 'l.db'}", **kwargs)
+    assert message in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_add_budget_takes_a_budget(tmp_path):
+    costtrace.configure_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        with pytest.raises(costtrace.ConfigError, match=r"add_budget\(\) takes a costtrace.Budget, got 'b'"):
+            costtrace.add_budget("b")  # type: ignore[arg-type]
+    finally:
+        costtrace.close_ledger()
+
+
+def test_budget_status_works_for_the_longest_window_and_periods(ledger_url):
+    budgets = [
+        costtrace.Budget("rolling-max", limit_usd=1, period="rolling", window="366d", action="block"),
+        costtrace.Budget("total", limit_usd="1000000000", period="total", action="block"),
+        costtrace.Budget("month", limit_usd="0", period="month", timezone="Pacific/Kiritimati"),
+    ]
+    costtrace.configure_ledger(ledger_url, budgets=budgets)
+    try:
+        with costtrace.task("t", feature="f"):
+            costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+        assert costtrace.flush_ledger(10)
+        states = {s.budget: s for s in costtrace.budget_status()}
+        assert set(states) == {"rolling-max", "total", "month"}
+        assert states["rolling-max"].spent_usd == states["total"].spent_usd == Decimal("0.00021")
+        with pytest.raises(costtrace.ConfigError, match="no budget named 'nope'"):
+            costtrace.budget_status("nope")
+    finally:
+        costtrace.close_ledger()
 
 
 def test_ledger_calls_without_a_ledger_say_how_to_set_it_up():

@@ -55,14 +55,29 @@ def safe_url(url: str | sa.URL) -> str:
         return "<unparseable ledger URL>"
 
 
+_URL_FORMS = "use e.g. 'sqlite:///costtrace.db' or 'postgresql://user@host:5432/dbname'"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+"""The databases the ledger runs on."""
+
+
 def _normalise(url: str) -> sa.URL:
+    """Parse and check a ledger URL: a SQLite or PostgreSQL URL, else ConfigError (password hidden)."""
+    if not isinstance(url, str):
+        raise ConfigError(f"the ledger URL must be a string, got {type(url).__name__}; {_URL_FORMS}")
+    if not url.strip():
+        raise ConfigError(f"the ledger URL is empty; {_URL_FORMS}, or pass None for the default ledger")
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
+        parsed = make_url(url.strip())
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"ledger URL {safe_url(url)!r} is not a database URL; {_URL_FORMS}") from exc
+    backend = parsed.drivername.partition("+")[0]
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in SUPPORTED_BACKENDS:
         raise ConfigError(
-            f"ledger URL {safe_url(url)!r} is not a database URL; use e.g. 'sqlite:///costtrace.db' or "
-            "'postgresql://user@host:5432/dbname'"
-        ) from exc
+            f"ledger URL {safe_url(parsed)!r} is not a database costtrace supports "
+            f"({', '.join(SUPPORTED_BACKENDS)}); {_URL_FORMS}"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
@@ -73,25 +88,29 @@ def make_engine(
 ) -> Engine:
     """Create the ledger's engine for ``url`` (default: :func:`default_url`).
 
-    ``read_only=True`` (reports, the CLI): SQLite transactions start deferred (``BEGIN``) with
+    ``read_only=True`` (reports, the CLI): a SQLite file is opened read-only (``mode=ro``: never
+    created, never written, not even its header), transactions start deferred (``BEGIN``) with
     ``PRAGMA query_only``, so a long report never holds the write lock the app's writers need; on
     PostgreSQL sessions default to read-only transactions.
 
     Raises:
-        ConfigError: The URL is not a database URL, its driver is not installed, or the SQLite file's
-            folder cannot be created.
+        ConfigError: The URL is empty, not a database URL or not SQLite/PostgreSQL, its driver is not
+            installed, or the SQLite file's folder cannot be created.
 
     Example:
         >>> engine = make_engine("sqlite://")          # in-memory, for a quick look
         >>> engine.dialect.name
         'sqlite'
     """
-    parsed = _normalise(url or default_url())
+    parsed = _normalise(default_url() if url is None else url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
+        if on_disk and read_only:
+            kwargs["creator"] = _read_only_sqlite(Path(database).expanduser(), sqlite_busy_timeout_s)
+        elif on_disk:
             try:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -125,6 +144,19 @@ def make_engine(
     return engine
 
 
+def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
+    """A connection factory opening the SQLite file with ``mode=ro``: a missing file is an error, not created."""
+    import sqlite3
+    import urllib.parse
+
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)
+
+    return connect
+
+
 def _tune_sqlite(engine: Engine, busy_timeout_s: float, *, read_only: bool = False) -> None:
     """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction (the SQLAlchemy recipe);
     read-only engines begin deferred and refuse writes."""
@@ -135,7 +167,7 @@ def _tune_sqlite(engine: Engine, busy_timeout_s: float, *, read_only: bool = Fal
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            if engine.url.database not in (None, "", ":memory:"):
+            if engine.url.database not in (None, "", ":memory:") and not read_only:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
             cursor.execute("PRAGMA foreign_keys = ON")
