@@ -674,9 +674,13 @@ class SlowLoris:
 
 
 @pytest.fixture
-def slow_loris(monkeypatch):
+def no_proxy(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def slow_loris(no_proxy):
     made: list[SlowLoris] = []
 
     def make(**kw: Any) -> SlowLoris:
@@ -725,10 +729,11 @@ def test_a_slow_loris_webhook_never_delays_another(hook_factory, slow_loris):
         # although the server never stopped sending: generous bound, 20 drips = 10 s.
         assert slow.wait(lambda: len(slow.abandoned) >= 2)
         assert all(drips <= 20 for drips in slow.abandoned), slow.abandoned
+        targets = {Webhook(slow.url).target, Webhook(healthy.url).target}
+        threads = [t for t in threading.enumerate() if t.name.removeprefix("costtrace-alerts ") in targets]
+        assert len(threads) == 2 and all(t.daemon for t in threads)  # one sender thread per webhook
     finally:
         assert not d.shutdown(0.1)  # the slow alerts were still waiting: dropped, counted
-    threads = [t for t in threading.enumerate() if t.name.startswith("costtrace-alerts")]
-    assert all(t.daemon for t in threads)
     for t in threads:
         t.join(60)  # the attempt in flight ends within its timeout_s; then its thread exits
         assert not t.is_alive()
@@ -753,7 +758,7 @@ def test_timeout_bounds_the_whole_delivery_however_slowly_the_server_answers(dis
     assert "s3cr3t" not in caplog.text
 
 
-def test_timeout_bounds_the_name_lookup_too(dispatcher, slow_loris, monkeypatch, caplog):
+def test_timeout_bounds_the_name_lookup_too(dispatcher, no_proxy, monkeypatch, caplog):
     lookup_released = threading.Event()
     real_getaddrinfo = socket.getaddrinfo
 
@@ -763,7 +768,6 @@ def test_timeout_bounds_the_name_lookup_too(dispatcher, slow_loris, monkeypatch,
             raise socket.gaierror("released by the test")
         return real_getaddrinfo(host, *args, **kwargs)
 
-    slow_loris()  # clears the proxy variables
     monkeypatch.setattr(socket, "getaddrinfo", stuck_resolver)
     d, _ = dispatcher
     d.add_webhook(Webhook(f"http://hooks.example/{SECRET}", timeout_s=0.5, retries=0))
