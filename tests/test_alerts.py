@@ -6,7 +6,10 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -597,6 +600,206 @@ def test_remove_webhook(dispatcher, hook_factory):
     d.dispatch(_alert())
     assert d.flush(1.0)
     assert hook.requests == []
+
+
+class SlowLoris:
+    """A local server that reads the request, then answers one byte every ``interval_s`` and never finishes.
+
+    ``head`` is sent first (e.g. complete headers announcing a body, to drip the body instead of the
+    status line). Records, per connection the client hung up on, how many bytes it had dripped.
+    """
+
+    def __init__(self, interval_s: float = 0.5, head: bytes = b"") -> None:
+        self.interval_s = interval_s
+        self.head = head
+        self.cond = threading.Condition()
+        self.accepted = 0
+        self.abandoned: list[int] = []  # drips sent on each connection before the client hung up
+        self.closing = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks/{SECRET}"
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed by close()
+                return
+            with self.cond:
+                self.accepted += 1
+                self.cond.notify_all()
+            thread = threading.Thread(target=self._drip, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        drips, hung_up, pending = 0, False, self.head
+        with conn:
+            try:
+                while not self.closing.is_set():
+                    readable, _, _ = select.select([conn], [], [], 0 if pending else self.interval_s)
+                    if readable:
+                        if not conn.recv(65_536):
+                            hung_up = True
+                            break
+                        continue  # more of the request
+                    if pending:
+                        conn.sendall(pending)
+                        pending = b""
+                        continue
+                    conn.sendall(b"a")
+                    drips += 1
+            except OSError:  # reset by the client
+                hung_up = True
+        if hung_up:
+            with self.cond:
+                self.abandoned.append(drips)
+                self.cond.notify_all()
+
+    def wait(self, predicate: Any, timeout_s: float = 60.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout_s)
+
+    def close(self) -> None:
+        self.closing.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close() alone does not)
+        except OSError:
+            pass
+        self.listener.close()
+        for thread in self.threads:
+            thread.join()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def slow_loris(no_proxy):
+    made: list[SlowLoris] = []
+
+    def make(**kw: Any) -> SlowLoris:
+        server = SlowLoris(**kw)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def _wait_for_requests(hook: Hook, n: int, timeout_s: float = 60.0) -> bool:
+    done = threading.Event()
+
+    def check() -> None:
+        while not done.is_set():
+            with hook.lock:
+                if len(hook.requests) >= n:
+                    done.set()
+                    return
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=check, daemon=True)
+    watcher.start()
+    ok = done.wait(timeout_s)
+    done.set()
+    watcher.join()
+    return ok
+
+
+def test_a_slow_loris_webhook_never_delays_another(hook_factory, slow_loris):
+    """Issue 10: one endpoint trickling a byte every 0.5 s used to hold the only sender thread forever."""
+    slow, healthy = slow_loris(interval_s=0.5), hook_factory([200])
+    d = AlertDispatcher()
+    try:
+        d.add_webhook(Webhook(slow.url, timeout_s=2, retries=3, backoff_s=1))
+        d.add_webhook(Webhook(healthy.url))
+        for i in range(5):
+            d.dispatch(_alert(message=f"alert {i}"))
+        assert _wait_for_requests(healthy, 5)
+        # The slow destination is still on its first alert: 4 attempts of 2 s and >= 3.5 s of backoff.
+        assert len(slow.abandoned) < 4
+        assert [body["message"] for _, _, body in healthy.requests] == [f"alert {i}" for i in range(5)]
+        # Each attempt on the slow one is abandoned by the client within its timeout_s (2 s = ~4 drips),
+        # although the server never stopped sending: generous bound, 20 drips = 10 s.
+        assert slow.wait(lambda: len(slow.abandoned) >= 2)
+        assert all(drips <= 20 for drips in slow.abandoned), slow.abandoned
+        targets = {Webhook(slow.url).target, Webhook(healthy.url).target}
+        threads = [t for t in threading.enumerate() if t.name.removeprefix("costtrace-alerts ") in targets]
+        assert len(threads) == 2 and all(t.daemon for t in threads)  # one sender thread per webhook
+    finally:
+        assert not d.shutdown(0.1)  # the slow alerts were still waiting: dropped, counted
+    for t in threads:
+        t.join(60)  # the attempt in flight ends within its timeout_s; then its thread exits
+        assert not t.is_alive()
+    stats = d.stats()
+    assert stats["sent"] == 5
+    assert stats["sent"] + stats["failed"] + stats["dropped"] == 10  # every delivery counted once
+
+
+@pytest.mark.parametrize("where", ["status_line", "body"])
+def test_timeout_bounds_the_whole_delivery_however_slowly_the_server_answers(dispatcher, slow_loris, caplog, where):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" if where == "body" else b""
+    slow = slow_loris(interval_s=0.2, head=head)
+    d, _ = dispatcher
+    d.add_webhook(Webhook(slow.url, timeout_s=1, retries=0))
+    with caplog.at_level(logging.DEBUG, logger="costtrace"):
+        d.dispatch(_alert())
+        assert d.flush(60.0)  # would wait forever if timeout_s bounded each read only
+    assert d.stats() == {"sent": 0, "failed": 1, "retried": 0, "dropped": 0}
+    assert slow.wait(lambda: len(slow.abandoned) == 1)
+    assert slow.abandoned[0] <= 50  # ~5 drips in 1 s; generous bound
+    assert "failed (timed out: timeout_s=1 per attempt) after 1 attempt(s)" in caplog.text
+    assert "s3cr3t" not in caplog.text
+
+
+def test_timeout_bounds_the_name_lookup_too(dispatcher, no_proxy, monkeypatch, caplog):
+    lookup_released = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def stuck_resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.example":
+            lookup_released.wait(60)
+            raise socket.gaierror("released by the test")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck_resolver)
+    d, _ = dispatcher
+    d.add_webhook(Webhook(f"http://hooks.example/{SECRET}", timeout_s=0.5, retries=0))
+    try:
+        with caplog.at_level(logging.DEBUG, logger="costtrace"):
+            d.dispatch(_alert())
+            assert d.flush(60.0)
+        assert d.stats()["failed"] == 1
+        assert "timed out: timeout_s=0.5 per attempt" in caplog.text
+    finally:
+        lookup_released.set()
+
+
+def test_exit_is_not_held_by_a_stuck_webhook(slow_loris, tmp_path):
+    slow = slow_loris()
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from costtrace import alerts\n"
+        f"alerts.add_webhook(alerts.Webhook({slow.url!r}, timeout_s=3600, retries=0))\n"
+        "alerts.default_dispatcher().dispatch(alerts.Alert('outcome_rule', 'r', 'm', datetime.now(UTC)))\n"
+        "sys.stdin.readline()\n"  # the test lets the app exit once its alert is in flight
+    )
+    app = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE)
+    try:
+        assert slow.wait(lambda: slow.accepted == 1)  # the delivery is stuck on the slow-loris now
+        app.communicate(b"exit\n", timeout=60)  # an hour-long webhook timeout does not hold exit
+        assert app.returncode == 0
+    finally:
+        app.kill()
+        app.wait()
 
 
 # --- outcome rules ---------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""configure(): validation errors, real OTLP/HTTP export to a local receiver, bounded flush and shutdown.
+"""configure(): validation errors, real OTLP/HTTP export to a local receiver, bounded flush and shutdown,
+and what a plain install gives: the README's quickstart runs as written, with only the packages its install
+line brings (other modules of this environment are made unimportable in the subprocess).
 
 Export runs in a subprocess because OpenTelemetry's global providers can be set once per process
 (this test process already has the in-memory ones from conftest).
@@ -6,6 +8,10 @@ Export runs in a subprocess because OpenTelemetry's global providers can be set 
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +20,8 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +167,229 @@ def test_a_stalled_collector_cannot_hang_exit(stalled_collector, explicit_shutdo
     # The exporter alone would wait 30 s for the stalled collector; exit is bounded by the 1 s shutdown
     # timeout plus interpreter start-up. A generous margin keeps this robust on a loaded machine.
     assert elapsed < 12, elapsed
+
+
+# --- what a plain install gives: the README's quickstart, configure() on core dependencies -------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _section(heading: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def _code_blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def _installed_by(extras: frozenset[str]) -> set[str]:
+    """The distributions ``pip install 'costtrace[extras]'`` brings (costtrace's requirements, recursively)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [("costtrace", extras)]
+    while todo:
+        name, wanted = todo.pop()
+        if (name, wanted) in seen:
+            continue
+        seen.add((name, wanted))
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a requirement for another platform or Python (its marker excluded it)
+        found.add(name)
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in wanted | {""}):
+                continue
+            todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+    return found
+
+
+def _modules_not_installed_by(extras: frozenset[str]) -> list[str]:
+    """Modules of this environment that ``pip install 'costtrace[extras]'`` would not have installed."""
+    from packaging.utils import canonicalize_name
+
+    allowed = _installed_by(extras)
+    blocked: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        if canonicalize_name(dist.metadata["Name"]) in allowed:
+            continue
+        for file in dist.files or []:
+            parts = file.parts
+            if not parts or parts[0] in ("..", "bin") or parts[0].endswith((".dist-info", ".data")):
+                continue
+            if file.suffix == ".py":
+                module = ".".join((*parts[:-1], file.stem))
+            elif file.suffix in (".so", ".pyd"):
+                module = ".".join((*parts[:-1], file.name.split(".")[0]))
+            else:
+                continue
+            blocked.add(module.removesuffix(".__init__"))
+    return sorted(blocked)
+
+
+_BLOCKER = """
+import json, sys
+_blocked = frozenset(json.load(open(sys.argv[1])))
+class _NotInstalled:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name in _blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed by the install line)", name=name)
+        return None
+sys.meta_path.insert(0, _NotInstalled)
+"""
+
+
+def _run_installed_by(
+    extras: frozenset[str], code: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that can import only what ``costtrace[extras]`` installs."""
+    blocked = tmp_path / "blocked.json"
+    blocked.write_text(json.dumps(_modules_not_installed_by(extras)))
+    script = tmp_path / "app.py"
+    script.write_text(_BLOCKER + "\n" + code, encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSTTRACE_", "OPENAI_"))}
+    clean = {k: v for k, v in clean.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    return subprocess.run(
+        [sys.executable, str(script), str(blocked)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+        cwd=tmp_path,
+    )
+
+
+def _exported_spans(received: list[tuple[str, bytes, dict[str, str]]]) -> dict[str, dict[str, Any]]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans: dict[str, dict[str, Any]] = {}
+    for path, body, _ in received:
+        if path != "/v1/traces":
+            continue
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    spans[span.name] = {a.key: a.value for a in span.attributes}
+    return spans
+
+
+def test_the_otlp_http_exporter_is_a_core_dependency_and_grpc_the_otlp_extra():
+    from packaging.requirements import Requirement
+
+    requires = [Requirement(r) for r in importlib.metadata.requires("costtrace") or []]
+    http = [r for r in requires if r.name == "opentelemetry-exporter-otlp-proto-http"]
+    assert [r.marker for r in http] == [None]  # installed by a plain `pip install costtrace`
+    grpc = [r for r in requires if r.name == "opentelemetry-exporter-otlp-proto-grpc"]
+    assert [str(r.marker) for r in grpc] == ['extra == "otlp"']
+    assert "opentelemetry-exporter-otlp-proto-http" in _installed_by(frozenset())
+    assert "opentelemetry-exporter-otlp-proto-grpc" not in _installed_by(frozenset())
+
+
+def test_the_readme_quickstart_runs_as_written_after_its_install_line(otlp_receiver, tmp_path):
+    """Issue 10: the quickstart raised ConfigError after the README's own install line."""
+    from tests.instrumentation.fake_server import FakeLLMServer
+
+    quickstart = _section("## Quickstart")
+    install = _code_blocks(quickstart, "bash")[0]  # the section's first command and first code block
+    [extras_text] = re.findall(r"pip install -e '\.\[([a-z,]+)\]'", install)
+    code = _code_blocks(quickstart, "python")[0]
+    assert "costtrace.configure(service_name=" in code
+
+    def answer(content: str) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1735689600,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42},
+        }
+
+    openai_server = FakeLLMServer()
+    try:
+        openai_server.json(answer(""))  # fails the quickstart's check: one retry
+        openai_server.json(answer("Refund issued: you were charged twice."))
+        result = _run_installed_by(
+            frozenset(extras_text.split(",")),
+            code,
+            tmp_path,
+            env={
+                "OPENAI_API_KEY": "test-not-a-key",
+                "OPENAI_BASE_URL": f"{openai_server.url}/v1",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_receiver.server_address[1]}",
+            },
+        )
+    finally:
+        openai_server.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Refund issued: you were charged twice.\n"
+    assert len(openai_server.requests) == 2
+    spans = _exported_spans(otlp_receiver.received)  # exported at exit by configure()'s shutdown
+    task = spans["invoke_workflow resolve_ticket"]
+    assert task["costtrace.task.outcome"].string_value == "success"
+    assert task["costtrace.task.retries"].int_value == 1
+    assert task["costtrace.task.cost_usd"].double_value > 0
+    assert spans["chat gpt-4o-mini"]["gen_ai.usage.input_tokens"].int_value == 30
+
+
+def test_configure_with_a_service_name_needs_only_core_dependencies(otlp_receiver, tmp_path):
+    port = otlp_receiver.server_address[1]
+    result = _run_installed_by(
+        frozenset(),
+        f"""
+import costtrace
+costtrace.configure(service_name="support-bot", otlp_endpoint="http://127.0.0.1:{port}")
+with costtrace.task("resolve_ticket", feature="support"):
+    costtrace.record_llm_call("openai", "gpt-4o-mini", 1000, 100)
+print(costtrace.shutdown(timeout_s=10))
+""",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+    assert set(_exported_spans(otlp_receiver.received)) == {"invoke_workflow resolve_ticket", "chat gpt-4o-mini"}
+
+
+def test_configure_console_alone_prints_spans_and_exports_nothing(tmp_path):
+    result = _run_installed_by(
+        frozenset(),
+        """
+import costtrace
+from opentelemetry import trace
+costtrace.configure(console=True)
+with costtrace.task("resolve_ticket"):
+    costtrace.record_llm_call("openai", "gpt-4o-mini", 10, 1)
+processors = trace.get_tracer_provider()._active_span_processor._span_processors
+print("PROCESSORS", [(type(p).__name__, type(p.span_exporter).__name__) for p in processors])
+""",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"name": "invoke_workflow resolve_ticket"' in result.stdout
+    assert "PROCESSORS [('SimpleSpanProcessor', 'ConsoleSpanExporter')]" in result.stdout
+    assert "4318" not in result.stderr  # no attempt to reach a collector nobody configured
+
+
+def test_grpc_without_the_otlp_extra_names_the_extra(tmp_path):
+    result = _run_installed_by(
+        frozenset(),
+        """
+import costtrace
+try:
+    costtrace.configure(service_name="s", otlp_protocol="grpc")
+except costtrace.ConfigError as exc:
+    print(exc)
+""",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "opentelemetry-exporter-otlp-proto-grpc" in result.stdout
+    assert "pip install 'costtrace[otlp]'" in result.stdout

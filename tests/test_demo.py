@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import socket
 import subprocess
 import sys
 import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -342,3 +345,101 @@ def test_otlp_endpoint_exports_spans_and_metrics_to_a_local_collector(tmp_path):
     assert f"flushed spans and metrics to {endpoint}" in out.stderr
     paths = {path for path, size in received if size > 0}
     assert {"/v1/traces", "/v1/metrics"} <= paths
+
+
+# --- the demo's own ledger, and the docs' figures -------------------------------------------------------
+
+
+def _printed_commands(out: str) -> list[str]:
+    """The report commands the demo printed at its end."""
+    return [line.strip() for line in out.splitlines() if line.startswith("  costtrace ")]
+
+
+def _tasks_by_name(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            t = schema.tasks
+            rows = conn.execute(sa.select(t.c.name, sa.func.count()).group_by(t.c.name)).all()
+    finally:
+        engine.dispose()
+    return {name: n for name, n in rows}
+
+
+def test_the_demo_records_in_a_fresh_ledger_of_its_own_and_prints_how_to_report_on_it(capsys, tmp_path, monkeypatch):
+    """Issue 10: the demo wrote into the default ledger (or COSTTRACE_LEDGER_URL), mixing runs and apps."""
+    app_ledger = tmp_path / "app.db"
+    monkeypatch.setenv("COSTTRACE_LEDGER_URL", f"sqlite:///{app_ledger}")  # an app's ledger: not the demo's
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    own = tmp_path / "data" / "costtrace" / "demo.db"
+    for _ in range(2):
+        stale = own.with_name("demo.db.spool")
+        if own.exists():
+            stale.mkdir(exist_ok=True)
+            (stale / "spool-1-x.jsonl").write_text("left over by an earlier run\n")
+        assert main(["demo", "--tasks", "3", "--seed", "1"]) == 0
+        out, err = capsys.readouterr()
+        assert not stale.exists()
+    assert not app_ledger.exists()
+    assert not (tmp_path / "data" / "costtrace" / "ledger.db").exists()
+    assert demo.default_ledger_path() == own
+    # Replaced at each run: it holds the last run only (3 tickets x 3 routes).
+    assert _tasks_by_name(f"sqlite:///{own}") == {s.task_name: 3 for s in demo.STRATEGIES}
+    assert f"recorded in sqlite:///{own} " in err
+    assert "Report on this run's ledger (it holds this run only; the next `costtrace demo` replaces it):" in out
+    report, compare = _printed_commands(out)
+    assert report == f"costtrace report --ledger sqlite:///{own} --by task"
+    assert compare == f"costtrace compare --ledger sqlite:///{own} --feature support"
+    # The printed commands run as printed, and show the run's figures.
+    assert main(shlex.split(report)[1:]) == 0
+    table, _ = capsys.readouterr()
+    for strategy in demo.STRATEGIES:
+        assert row(table, strategy.task_name)[0] == "3"
+    assert main(shlex.split(compare)[1:]) == 0
+    assert "Feature 'support': routes side by side" in capsys.readouterr()[0]
+
+
+def test_every_report_command_takes_a_ledger_option(capsys):
+    for command in ("report", "compare", "whatif", "tco", "budgets"):
+        assert main([command, "--help"]) == 0
+        assert "--ledger URL" in capsys.readouterr()[0], command
+
+
+REPO = Path(__file__).resolve().parents[1]
+_MARKER = "<!-- figures: costtrace demo"
+
+
+def _normalised(text: str) -> str:
+    """The demo's output without what depends on the machine: SDK version, price data version, ledger path."""
+    text = re.sub(r"OpenAI SDK \S+", "OpenAI SDK <version>", text)
+    text = re.sub(r"from genai-prices \S+\)", "from genai-prices <version>)", text)
+    return re.sub(r"sqlite:///\S+?\.db", "<ledger>", text)
+
+
+def _figures(text: str) -> list[str]:
+    """The numbers in ``text``: money, ratios, percentages, counts (``$0.00052``, ``20.0x``, ``26.7%``, ``200``)."""
+    return [m.rstrip(".,") for m in re.findall(r"\$?\d[\d,]*(?:\.\d+)?(?:x|%)?", text.replace("\u00d7", "x"))]
+
+
+def test_the_figures_the_docs_quote_are_the_ones_the_demo_computes(tmp_path, monkeypatch):
+    """The demo is deterministic per seed: the sample output and every figure quoted from it must match it."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    out = demo.render(demo.run())  # the defaults: 200 tickets, seed 7, $2.00 rework, its own ledger
+
+    sample = (REPO / "docs" / "demo.md").read_text(encoding="utf-8").split("## Sample output", 1)[1]
+    block = re.findall(r"```text\n(.*?)```", sample, flags=re.DOTALL)[0]
+    assert _normalised(block) == _normalised(out) + "\n"
+
+    quoted = 0
+    tokens = set(_figures(out))
+    for doc in ("README.md", "docs/concepts.md", "docs/demo.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        passages = [part.split("\n\n", 1)[0] for part in text.split(_MARKER)[1:]]
+        assert passages, f"{doc} quotes no demo figures under a {_MARKER!r} marker"
+        for passage in passages:
+            figures = _figures(passage.split("-->", 1)[1])
+            assert figures, passage
+            missing = [f for f in figures if f not in tokens]
+            assert not missing, f"{doc} quotes {missing}, which the demo does not print:\n{passage}"
+            quoted += len(figures)
+    assert quoted >= 10

@@ -16,8 +16,9 @@ What fires:
 
 Where it goes (:class:`AlertDispatcher`): a WARNING on the ``costtrace`` logger, an event on the
 current span when one is recording, a ``TaskEvent`` for the ledger, the callbacks registered with
-:func:`on_alert`, and :class:`Webhook` targets (JSON, or Slack's shape), posted from one background
-thread with a bounded queue. Nothing here raises into the app, and nothing blocks it on the network.
+:func:`on_alert`, and :class:`Webhook` targets (JSON, or Slack's shape), each posted from a background
+thread and bounded queue of its own, so a stuck endpoint delays only itself. Nothing here raises into
+the app, and nothing blocks it on the network.
 
 Example:
     >>> import costtrace.alerts as alerts
@@ -81,7 +82,7 @@ AlertKind = Literal["budget_threshold", "budget_exhausted", "budget_store_unavai
 STORE_UNAVAILABLE_INTERVAL_S = 300.0
 """A budget store outage alerts at most once per budget per this many seconds, per process."""
 WEBHOOK_QUEUE_SIZE = 1000
-"""Webhook deliveries waiting at once (per dispatcher); past it new ones are dropped and counted."""
+"""Deliveries waiting at once for one webhook (each has its own queue); past it new ones are dropped and counted."""
 _LOG_INTERVAL_S = 60.0
 _EPOCH = datetime(1970, 1, 1)
 _ONE = Decimal(1)
@@ -223,28 +224,17 @@ def _warn_limited(key: str, message: str, *args: object) -> None:
     logger.warning(message, *args)
 
 
-def _opener() -> Any:
-    """A urllib opener that follows no redirect: that would send the alert (and its headers) to another host.
-
-    urllib is imported here, on the webhook thread, not at ``import costtrace``.
-    """
-    import urllib.request
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(NoRedirect)
-
-
 @dataclass(frozen=True, repr=False)
 class Webhook:
     """An HTTP endpoint that receives every alert as a JSON POST.
 
     The URL may hold a secret (a Slack incoming-webhook path, a token): costtrace never logs it, only
-    its ``scheme://host``. Deliveries run on one background thread; 5xx answers, 408/429 and connection
-    errors are retried with exponential backoff (``backoff_s``, doubled each time, with jitter); other
-    4xx answers and redirects are not retried.
+    its ``scheme://host``. Each webhook has its own background thread and bounded queue, so a stuck
+    endpoint only delays its own alerts. ``timeout_s`` bounds one whole attempt (name lookup, connect,
+    TLS, sending, reading the answer), however slowly the server trickles bytes. 5xx answers, 408/429,
+    connection errors and timeouts are retried with exponential backoff (``backoff_s``, doubled each
+    time, with jitter); other 4xx answers and redirects are not retried. One alert therefore takes at
+    most ``(retries + 1) * timeout_s + backoff_s * (2 ** retries - 1)`` seconds on its webhook.
 
     Args:
         url: ``https://...`` (or ``http://`` for a local relay).
@@ -300,13 +290,12 @@ class Webhook:
         return json.dumps(_slack_payload(alert)).encode("utf-8")
 
     def _post(self, body: bytes) -> None:
+        """One attempt: POST ``body``; ``timeout_s`` bounds all of it (lookup, connect, TLS, send, answer)."""
+        from costtrace import _deadline_http
+
         headers = {"Content-Type": "application/json", "User-Agent": f"costtrace/{__version__}"}
         headers.update(self.headers or {})
-        import urllib.request
-
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with _opener().open(request, timeout=self.timeout_s) as response:
-            response.read(65_536)
+        _deadline_http.post(self.url, body, headers, _deadline_http.Deadline(self.timeout_s))
 
 
 def _slack_escape(text: str) -> str:
@@ -338,22 +327,30 @@ def _slack_payload(alert: Alert) -> dict[str, Any]:
     }
 
 
-def _retryable(exc: BaseException) -> tuple[bool, str]:
+def _retryable(exc: BaseException, timeout_s: float) -> tuple[bool, str]:
     """Whether a failed POST is worth retrying, and a log-safe reason (never the URL)."""
     import urllib.error
 
     if isinstance(exc, urllib.error.HTTPError):
         code = exc.code
         return code >= 500 or code in (408, 429), f"HTTP {code}"
-    if isinstance(exc, urllib.error.URLError):
-        return True, f"connection error ({type(exc.reason).__name__})"
-    if isinstance(exc, OSError):  # timeouts, resets
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, TimeoutError):
+        return True, f"timed out: timeout_s={timeout_s:g} per attempt"
+    if isinstance(exc, OSError):  # refused, reset, DNS failure
         return True, f"connection error ({type(exc).__name__})"
     return False, type(exc).__name__
 
 
 class _WebhookSender:
-    """One daemon thread posting queued (webhook, body) pairs; bounded, counted, never blocking."""
+    """A dispatcher's webhook deliveries: one :class:`_Lane` (bounded queue + daemon thread) per webhook.
+
+    A destination that hangs holds only its own lane's thread, for at most its delivery bound; the
+    others keep delivering. Threads: one per webhook that has had an alert, exiting when the webhook is
+    removed or the sender shut down. Never blocks the caller; every delivery ends counted exactly once:
+    ``sent``, ``failed`` (gave up) or ``dropped`` (queue full, webhook removed, or shut down first).
+    """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
@@ -361,61 +358,155 @@ class _WebhookSender:
         self.failed = 0
         self.dropped = 0
         self.retried = 0
-        self._reset()
+        self._lock = threading.Lock()
+        self._lanes: dict[int, _Lane] = {}  # id(webhook) -> its lane (the lane holds the webhook alive)
+        self._stopped = False
         _senders.add(self)
 
-    def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[tuple[Webhook, bytes]] = deque()
-        self._busy = 0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for lane in self._lanes.values():
+            lane._reset()
+
+    def count(self, *, sent: int = 0, failed: int = 0, dropped: int = 0, retried: int = 0) -> None:
+        with self._lock:
+            self.sent += sent
+            self.failed += failed
+            self.dropped += dropped
+            self.retried += retried
+
+    def add(self, webhook: Webhook) -> None:
+        with self._lock:
+            if id(webhook) not in self._lanes:
+                self._lanes[id(webhook)] = _Lane(self, webhook)
+
+    def remove(self, webhook: Webhook) -> None:
+        with self._lock:
+            lane = self._lanes.pop(id(webhook), None)
+        if lane is not None:
+            self.count(dropped=lane.close())
 
     def submit(self, webhook: Webhook, body: bytes) -> None:
-        with self._cond:
-            if self._stop.is_set():
-                self.dropped += 1
-                return
-            if len(self._queue) + self._busy >= self.maxsize:
-                self.dropped += 1
-                dropped = self.dropped
-            else:
-                self._queue.append((webhook, body))
-                dropped = 0
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="costtrace-alerts", daemon=True)
-                    self._thread.start()
-                self._cond.notify()
-        if dropped:
+        with self._lock:
+            lane = self._lanes.get(id(webhook))
+            stopped = self._stopped
+        if lane is None or stopped:  # removed meanwhile, or shut down
+            if stopped:
+                self.count(dropped=1)
+            return
+        refused = lane.submit(body)
+        if refused:
+            self.count(dropped=1)
+        if refused == "full":
             _warn_limited(
-                "alerts.webhook.dropped", "costtrace alert webhook queue full: %d alert deliveries dropped", dropped
+                f"alerts.webhook.dropped.{webhook.target}",
+                "costtrace alert webhook %s: queue full (%d waiting), alert deliveries dropped (%d so far)",
+                webhook.target,
+                self.maxsize,
+                self.dropped,
             )
 
+    def _lane_list(self) -> list[_Lane]:
+        with self._lock:
+            return list(self._lanes.values())
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all([lane.wait_idle(deadline) for lane in self._lane_list()])
+
+    def shutdown(self, timeout_s: float) -> bool:
+        done = self.flush(timeout_s)
+        with self._lock:
+            self._stopped = True
+        lanes = self._lane_list()
+        threads = []
+        for lane in lanes:
+            self.count(dropped=lane.close())
+            threads.append(lane.thread)
+        join_until = time.monotonic() + 0.1  # idle threads exit at once; a busy one ends within its timeout
+        for thread in threads:
+            if thread is not None:
+                thread.join(timeout=max(0.0, join_until - time.monotonic()))
+        return done
+
+
+class _Lane:
+    """One webhook's queue (bounded by the sender's ``maxsize``) and the daemon thread that drains it."""
+
+    def __init__(self, sender: _WebhookSender, webhook: Webhook) -> None:
+        self.sender = sender
+        self.webhook = webhook
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also the child's state after a fork: the parent delivers what it queued; the child starts empty.
+        self.cond = threading.Condition(threading.Lock())
+        self.queue: deque[bytes] = deque()
+        self.busy = False
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+
+    def submit(self, body: bytes) -> Literal["full", "closed"] | None:
+        """Queue ``body``; or say why not (the caller counts a drop)."""
+        with self.cond:
+            if self.stop.is_set():
+                return "closed"
+            if len(self.queue) + self.busy >= self.sender.maxsize:
+                return "full"
+            self.queue.append(body)
+            if self.thread is None:
+                thread = threading.Thread(target=self._run, name=f"costtrace-alerts {self.webhook.target}", daemon=True)
+                thread.start()
+                self.thread = thread
+            self.cond.notify()
+        return None
+
+    def close(self) -> int:
+        """Stop the lane: its thread exits after the attempt in flight (if any). Returns the deliveries dropped."""
+        with self.cond:
+            self.stop.set()
+            dropped = len(self.queue)
+            self.queue.clear()
+            self.cond.notify_all()
+        return dropped
+
+    def wait_idle(self, deadline: float) -> bool:
+        with self.cond:
+            while self.queue or self.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
     def _run(self) -> None:
+        cond, queue, stop = self.cond, self.queue, self.stop
         while True:
-            with self._cond:
-                while not self._queue and not self._stop.is_set():
-                    self._cond.wait()
-                if self._stop.is_set():
+            with cond:
+                while not queue and not stop.is_set():
+                    cond.wait()
+                if stop.is_set():
                     return
-                webhook, body = self._queue.popleft()
-                self._busy += 1
+                body = queue.popleft()
+                self.busy = True
             try:
-                self._deliver(webhook, body)
+                self._deliver(body)
             except Exception as exc:  # a bug of ours: never kill the thread
                 report_internal_error("alerts.webhook", exc)
             finally:
-                with self._cond:
-                    self._busy -= 1
-                    self._cond.notify_all()
+                with cond:
+                    self.busy = False
+                    cond.notify_all()
 
-    def _deliver(self, webhook: Webhook, body: bytes) -> None:
+    def _deliver(self, body: bytes) -> None:
+        webhook = self.webhook
         reason = ""
         for attempt in range(webhook.retries + 1):
             if attempt:
-                self.retried += 1
+                self.sender.count(retried=1)
                 delay = webhook.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-                if self._stop.wait(delay):
+                if self.stop.wait(delay):
+                    reason = "shut down"
                     break
             try:
                 webhook._post(body)
@@ -423,42 +514,20 @@ class _WebhookSender:
                 close = getattr(exc, "close", None)  # an HTTPError holds the response: close it, or the socket leaks
                 if callable(close):
                     close()
-                retry, reason = _retryable(exc)
+                retry, reason = _retryable(exc, webhook.timeout_s)
                 if not retry:
                     break
                 continue
-            self.sent += 1
+            self.sender.count(sent=1)
             return
-        self.failed += 1
+        self.sender.count(failed=1)
         _warn_limited(
             f"alerts.webhook.failed.{webhook.target}",
             "costtrace alert webhook %s failed (%s) after %d attempt(s); the alert was not delivered there",
             webhook.target,
-            reason or "stopped",
+            reason,
             attempt + 1,
         )
-
-    def flush(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def shutdown(self, timeout_s: float) -> bool:
-        done = self.flush(timeout_s)
-        with self._cond:
-            self._stop.set()
-            self.dropped += len(self._queue)
-            self._queue.clear()
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=0.1)
-        return done
 
 
 _senders: weakref.WeakSet[_WebhookSender] = weakref.WeakSet()
@@ -472,7 +541,7 @@ def _after_fork_in_child() -> None:
     _claims_lock = threading.Lock()
     _store_down_lock = threading.Lock()
     for sender in list(_senders):
-        sender._reset()
+        sender._after_fork()
     for dispatcher in list(_dispatchers):
         dispatcher._lock = threading.Lock()
 
@@ -490,7 +559,8 @@ class AlertDispatcher:
     Sinks, in order: a WARNING on the ``costtrace`` logger; an event (``costtrace.budget.alert``, or
     ``costtrace.outcome.alert``) on the current span if it is recording; a ``TaskEvent`` for the ledger
     (kind ``budget_alert`` or ``outcome_alert``); the callbacks, in the dispatching thread (keep them
-    quick: it is usually the ledger's writer thread); then the webhooks, queued for the sender thread.
+    quick: it is usually the ledger's writer thread); then the webhooks, each queued for its own sender
+    thread (``queue_size`` deliveries per webhook).
 
     Example:
         >>> d = AlertDispatcher()
@@ -528,11 +598,13 @@ class AlertDispatcher:
         if not isinstance(webhook, Webhook):
             raise ConfigError(f"add_webhook needs a costtrace.alerts.Webhook, got {type(webhook).__name__}")
         with self._lock:
+            self._sender.add(webhook)
             self._webhooks = (*self._webhooks, webhook)
 
         def remove() -> None:
             with self._lock:
                 self._webhooks = tuple(w for w in self._webhooks if w is not webhook)
+                self._sender.remove(webhook)  # its queued deliveries are dropped (counted)
 
         return remove
 
@@ -550,7 +622,11 @@ class AlertDispatcher:
         return self._sender.flush(timeout_s)
 
     def shutdown(self, timeout_s: float = 5.0) -> bool:
-        """Flush, then stop the sender thread (queued deliveries left after the timeout are dropped)."""
+        """Flush, then stop the webhooks' threads (deliveries still queued after ``timeout_s`` are dropped).
+
+        Returns within about ``timeout_s``: an attempt still in flight is abandoned to its daemon thread,
+        which ends within that webhook's ``timeout_s``.
+        """
         return self._sender.shutdown(timeout_s)
 
     def dispatch(self, alert: Alert) -> None:

@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ledger",
         metavar="URL",
-        help="ledger database to record the run in, e.g. sqlite:///demo.db (default: COSTTRACE_LEDGER_URL, "
-        "else the per-user SQLite ledger)",
+        help="ledger database to add the run to, e.g. sqlite:///demo.db (default: the demo's own "
+        "~/.local/share/costtrace/demo.db, replaced at each run; never COSTTRACE_LEDGER_URL nor the default ledger)",
     )
     p.add_argument(
         "--otlp-endpoint",

@@ -6,6 +6,7 @@ Apps without OpenTelemetry call :func:`configure` once at start-up::
     costtrace.configure(service_name="support-bot")          # OTLP to the standard endpoint
     costtrace.configure(service_name="support-bot", otlp_endpoint="http://collector:4318",
                         headers={"x-honeycomb-team": key})
+    costtrace.configure(console=True)                         # print finished spans; no export
 
 Configuration errors raise :class:`costtrace.ConfigError` at once; nothing here raises later.
 """
@@ -31,7 +32,12 @@ if TYPE_CHECKING:
 ENV_LEDGER_URL = "COSTTRACE_LEDGER_URL"
 
 _PROTOCOLS = ("http/protobuf", "grpc")
-_INSTALL_HINT = "install the OTLP exporters with: pip install 'costtrace[otlp]'"
+_INSTALL_HINTS = {
+    # The HTTP exporter is a core dependency: missing, the installation is broken.
+    "http/protobuf": "it is a dependency of costtrace: reinstall costtrace (pip install --force-reinstall costtrace)",
+    "grpc": "install it with: pip install 'costtrace[otlp]'",
+}
+_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 _lock = threading.Lock()
 _configured = False
@@ -110,14 +116,17 @@ def _otlp_exporters(
             span_kw = dict(kwargs, endpoint=f"{endpoint}/v1/traces") if endpoint else kwargs
             metric_kw = dict(kwargs, endpoint=f"{endpoint}/v1/metrics") if endpoint else kwargs
     except ImportError as exc:
-        raise ConfigError(f"OTLP export over {protocol} needs {exc.name!r}; {_INSTALL_HINT}") from exc
+        package = f"opentelemetry-exporter-otlp-proto-{'grpc' if protocol == 'grpc' else 'http'}"
+        raise ConfigError(
+            f"OTLP export over {protocol} needs {package} (import of {exc.name!r} failed); {_INSTALL_HINTS[protocol]}"
+        ) from exc
     return OTLPSpanExporter(**span_kw), OTLPMetricExporter(**metric_kw)
 
 
 def configure(
     *,
     service_name: str | None = None,
-    otlp: bool = True,
+    otlp: bool | None = None,
     otlp_endpoint: str | None = None,
     otlp_protocol: str | None = None,
     headers: Mapping[str, str] | str | None = None,
@@ -141,7 +150,9 @@ def configure(
 
     Args:
         service_name: ``service.name`` of the resource (else ``OTEL_SERVICE_NAME``).
-        otlp: Export over OTLP (default True).
+        otlp: Export over OTLP. Default: yes, unless another destination (``console``, ``span_exporter``,
+            ``metric_reader``) is given and no OTLP endpoint is (argument or ``OTEL_EXPORTER_OTLP_*ENDPOINT``),
+            so ``configure(console=True)`` only prints.
         otlp_endpoint: Base URL of the collector or backend, e.g. ``http://localhost:4318``.
         otlp_protocol: ``http/protobuf`` (default) or ``grpc``.
         headers: Export headers (a dict or ``"k=v,k2=v2"``), e.g. an API key for a hosted backend.
@@ -154,7 +165,7 @@ def configure(
             ``COSTTRACE_LEDGER_URL`` is set.
 
     Raises:
-        ConfigError: A bad value, or the OTLP exporters are not installed.
+        ConfigError: A bad value, or the gRPC exporter is asked for and not installed (``costtrace[otlp]``).
 
     Example:
         >>> costtrace.configure(service_name="support-bot", otlp_endpoint="http://localhost:4318")  # doctest: +SKIP
@@ -164,6 +175,13 @@ def configure(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
+    if otlp is None:
+        elsewhere = console or span_exporter is not None or metric_reader is not None
+        otlp = (
+            not elsewhere
+            or otlp_endpoint is not None
+            or any(os.environ.get(v, "").strip() for v in _ENDPOINT_VARIABLES)
+        )
     protocol = _resolve_protocol(otlp_protocol) if otlp else "http/protobuf"
     endpoint = _check_endpoint(otlp_endpoint) if otlp_endpoint is not None else None
     parsed_headers = _parse_headers(headers)

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import random
+import shlex
+import shutil
 import textwrap
 import threading
 import uuid
@@ -39,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import costtrace
@@ -69,9 +73,11 @@ __all__ = [
     "Strategy",
     "Ticket",
     "best_strategy",
+    "default_ledger_path",
     "findings",
     "make_tickets",
     "render",
+    "report_commands",
     "run",
     "unpriced_models",
     "validate",
@@ -97,6 +103,7 @@ DEFAULT_SEED = 7
 DEFAULT_REWORK_COST_USD = Decimal("2.00")
 MAX_TICKETS = 10_000
 """Upper bound for ``--tasks``: the demo keeps every record in memory."""
+DEMO_LEDGER_FILE = "demo.db"
 
 TASK_NAME = "resolve_ticket"
 ROUTING_DIMENSION = "routing"
@@ -481,6 +488,8 @@ class DemoResult:
     run_id: str
     """The ``demo_run`` dimension of this run's tasks and calls in the ledger."""
     sdk_version: str
+    own_ledger: bool = False
+    """The run went to the demo's own ledger (:func:`default_ledger_path`), emptied first: it holds this run only."""
 
     def tco_per_success_usd(self, key: str) -> Decimal | None:
         """(all spend + unresolved tickets x rework cost) / successful tickets, for route ``key``."""
@@ -522,16 +531,17 @@ def run(
 ) -> DemoResult:
     """Resolve ``tickets`` tickets under each route through the OpenAI SDK and the local server, recording them.
 
-    Opens the ledger at ``ledger_url`` (default: the default ledger, see ``costtrace.configure_ledger``),
-    closes it once everything is written, and reads the report back from it (this run's rows only:
-    feature ``support``, ended since the run started). The figures are the same for the same
-    ``seed``; nothing leaves 127.0.0.1.
+    Opens the ledger at ``ledger_url`` (default: the demo's own SQLite file, :func:`default_ledger_path`,
+    replaced at each run so that it holds this run only; never ``COSTTRACE_LEDGER_URL`` nor the default
+    ledger, which belong to your apps), closes it once everything is written, and reads the report back
+    from it (this run's rows only: feature ``support``, ended since the run started). The figures are
+    the same for the same ``seed``; nothing leaves 127.0.0.1.
 
     Args:
         tickets: How many tickets (1 to :data:`MAX_TICKETS`).
         seed: Seed of the tickets and of the simulated models' answers.
         rework_cost_usd: Cost of one unresolved ticket outside the model, for TCO.
-        ledger_url: SQLAlchemy URL of the ledger.
+        ledger_url: SQLAlchemy URL of the ledger to add the run to (kept: the run is appended).
         strategies: The routes to compare (models the server serves: ``gpt-4o-mini``, ``gpt-4o``).
 
     Raises:
@@ -544,9 +554,10 @@ def run(
         raise ValueError(f"rework_cost_usd={rework_cost_usd!r} must be >= 0")
     openai = _openai()
     from costtrace import records
-    from costtrace.ledger.engine import default_url, safe_url
+    from costtrace.ledger.engine import safe_url
 
-    url = ledger_url or default_url()
+    own_ledger = not ledger_url
+    url = ledger_url or _fresh_ledger(default_ledger_path())
     batch = make_tickets(tickets, seed)
     run_id = uuid.uuid4().hex[:12]
     collector = _Collector(run_id)
@@ -591,7 +602,41 @@ def run(
         ledger_url=safe_url(url),
         run_id=run_id,
         sdk_version=str(getattr(openai, "__version__", "?")),
+        own_ledger=own_ledger,
     )
+
+
+def default_ledger_path() -> Path:
+    """The demo's own ledger: ``demo.db`` in costtrace's per-user data folder (``$XDG_DATA_HOME/costtrace``,
+    else ``~/.local/share/costtrace``), beside the default ledger ``ledger.db``, never in it.
+
+    Example:
+        >>> default_ledger_path().name
+        'demo.db'
+    """
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "costtrace" / DEMO_LEDGER_FILE
+
+
+def _fresh_ledger(path: Path) -> str:
+    """Delete the previous demo run's ledger at ``path`` (SQLite file, WAL, spool folder); its URL."""
+    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.name + ".spool"), ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def report_commands(result: DemoResult) -> list[str]:
+    """The CLI commands that report on the run's ledger: the per-route table (``report --by task``), and
+    the routes as the tasks took them, with routing advice (``compare``).
+
+    Example:
+        >>> report_commands(result)[0]                      # doctest: +SKIP
+        'costtrace report --ledger sqlite:////home/me/.local/share/costtrace/demo.db --by task'
+    """
+    ledger = shlex.quote(result.ledger_url)
+    return [f"costtrace report --ledger {ledger} --by task", f"costtrace compare --ledger {ledger} --feature {FEATURE}"]
 
 
 def unpriced_models(strategies: tuple[Strategy, ...] = STRATEGIES) -> list[str]:
@@ -891,5 +936,12 @@ def render(result: DemoResult) -> str:
         "TCO/success = (all spend + unresolved tickets x rework cost) / successful tickets.",
         "",
         *(line for sentence in findings(result) for line in textwrap.wrap(sentence, width=_WRAP)),
+        "",
+        (
+            "Report on this run's ledger (it holds this run only; the next `costtrace demo` replaces it):"
+            if result.own_ledger
+            else "Report on the ledger (this run and whatever else it holds):"
+        ),
+        *(f"  {command}" for command in report_commands(result)),
     ]
     return "\n".join(lines)
