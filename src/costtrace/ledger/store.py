@@ -197,12 +197,90 @@ def row_to_json(row: Row) -> dict[str, Any]:
 
 
 def row_from_json(data: Mapping[str, Any]) -> Row:
+    """A spool line's row back (datetimes parsed); check it with :func:`validate_row` before writing it."""
     row = dict(data)
     for key in _DATETIME_KEYS:
         value = row.get(key)
         if isinstance(value, str):
-            row[key] = datetime.fromisoformat(value)
+            try:
+                row[key] = datetime.fromisoformat(value)
+            except ValueError:
+                pass  # left as text: validate_row refuses it
     return row
+
+
+# --- validation: one check for live rows and replayed spool lines -----------------------------------
+
+MAX_NANO_USD = 10**18
+"""$1,000,000,000: the largest amount one row may hold (a guard against corrupt or forged spool lines)."""
+MAX_COUNT = 2**53
+"""Token and call counts above this are refused."""
+MAX_JSON_TEXT = 16 * MAX_TEXT
+"""The ``dimensions`` and ``data`` JSON columns (many values of up to ``MAX_TEXT`` each)."""
+_SIGNED_MONEY = frozenset({"cache_savings_nano_usd"})
+"""Savings are a difference of prices: the only money column that may be negative (bounded all the same)."""
+_TABLES = {"call": s.calls, "task": s.tasks, "event": s.events}
+
+
+def _column_error(column: sa.Column[Any], value: object) -> str | None:
+    """Why ``value`` can't go in ``column`` (a short reason naming no value), or None."""
+    if value is None:
+        return None if column.nullable and not column.primary_key else "missing"
+    t = column.type
+    if isinstance(t, sa.Boolean):
+        return None if isinstance(value, bool) else "not a boolean"
+    if isinstance(t, sa.Integer):  # BigInteger included
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "not an integer"
+        if column.name.endswith("_nano_usd"):
+            low = -MAX_NANO_USD if column.name in _SIGNED_MONEY else 0
+            return None if low <= value <= MAX_NANO_USD else "money out of range"
+        return None if 0 <= value <= MAX_COUNT else "count out of range"
+    if isinstance(t, sa.Float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "not a number"
+        return None if 0 <= value < float("inf") else "out of range"
+    if isinstance(t, sa.DateTime):
+        return None if isinstance(value, datetime) and value.tzinfo is None else "not a naive UTC datetime"
+    if not isinstance(value, str):
+        return "not text"
+    length = getattr(t, "length", None)
+    limit = length if length is not None else MAX_JSON_TEXT if column.name in ("dimensions", "data") else MAX_TEXT
+    if len(value) > limit:
+        return "too long"
+    if "\x00" in value:
+        return "NUL character"
+    return None
+
+
+def validate_row(kind: str, row: object) -> str | None:
+    """Check a row against its table before it is written, live or replayed from a spool file.
+
+    Every column must be present (and no other key), of its column's type, within its size; money is a
+    non-negative integer of nano-USD up to :data:`MAX_NANO_USD` (cache savings may be negative), token
+    and call counts non-negative. Returns None for a good row, else a reason such as
+    ``"cost_nano_usd: money out of range"``, which names the column, never the value: a bad row may hold
+    anything, and the reason is logged.
+
+    Example:
+        >>> validate_row("event", {"event_id": "e1"})
+        'missing column(s): 11'
+    """
+    table = _TABLES.get(kind)
+    if table is None:
+        return "unknown row kind"
+    if not isinstance(row, dict):
+        return "not an object"
+    missing = [c for c in table.columns if c.name not in row]
+    if missing:
+        return f"missing column(s): {len(missing)}"
+    if len(row) != len(table.columns):
+        return f"unknown key(s): {len(row) - len(table.columns)}"
+    for column in table.columns:
+        error = _column_error(column, row[column.name])
+        if error is not None:
+            return f"{column.name}: {error}"
+    return None
 
 
 # --- transactions with retry -------------------------------------------------------------------------
@@ -601,13 +679,17 @@ def reserve(
     *,
     call_id: str,
     at: datetime,
+    unwritten: Mapping[str, int] | None = None,
 ) -> Denied | None:
     """Reserve ``amount`` nano-USD on each budget for call ``call_id``, all or nothing.
 
-    Returns None when every budget had room (the reservations are held until the call's record is
-    written, or their lease expires), else the first budget that refused and its state.
+    ``unwritten``: nano-USD per budget name that this process has recorded but not yet written (its
+    writer's queue and spool, see ``LedgerWriter.pending_nano``); it counts as spent. Returns None when
+    every budget had room (the reservations are held until the call's record is written, or their lease
+    expires), else the first budget that refused and its state (``spent_usd`` including ``unwritten``).
     """
     now = _naive_utc(at)
+    extra = unwritten or {}
 
     def work(conn: Connection) -> None:
         ordered = sorted(holds, key=lambda h: h[0].name)
@@ -616,6 +698,7 @@ def reserve(
         for budget, amount in ordered:
             _sweep_expired(conn, budget.name, now)
             spent, held, calls, unpriced, start = _window_totals(conn, budget, now)
+            spent += extra.get(budget.name, 0)
             if spent + held + amount > (to_nano(budget.limit) or 0):
                 state = BudgetState(
                     budget=budget.name,
