@@ -363,3 +363,44 @@ def test_forked_children_of_a_configured_parent_share_the_cap(ledger_url):
     spent = _check_invariants(ledger_url, budget)
     per_call = schema.to_nano(Decimal("0.00015") * 250 / 1000 + Decimal("0.0006") * 150 / 1000)
     assert spent == sent * per_call  # every admitted call recorded once: none lost, none twice
+
+
+def test_spend_recorded_but_not_yet_written_counts_at_admission(ledger_url, monkeypatch):
+    """record_llm_call reports spend after the fact; until the writer commits it, admission adds it."""
+    from costtrace import spending
+
+    budget = Budget("dollar", limit_usd=1, period="day", scope={"feature": "support"}, action="block")
+    costtrace.configure_ledger(ledger_url, budgets=[budget])
+    writer = spending._runtime.writer
+    # Hold the records in the writer's queue: no batch is written until flush_ledger() asks for one.
+    monkeypatch.setattr(writer, "_flush_interval_s", 3600.0)
+    with costtrace.task("spend", feature="support"):
+        with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=10, input="hi") as call:
+            call.set_usage(input_tokens=10, output_tokens=10)  # reserved: its hold covers it, not pending
+        assert writer.pending_nano([budget], datetime.now(UTC)) == {}
+        rec = costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=9_333_334, output_tokens=0)
+        assert rec is not None and rec.cost_usd == Decimal("1.4000001")
+        assert writer.stats().pending == 3 - 1  # the two calls (the task is still open); nothing written
+        with pytest.raises(costtrace.BudgetExceeded) as info:
+            with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=10, input="hi"):
+                pytest.fail("a $1 cap let a call through after $1.40 of recorded spend")
+    assert info.value.spent_usd > Decimal("1.4")  # the message counts the unwritten spend as spent
+    assert costtrace.flush_ledger(30)
+    assert writer.pending_nano([budget], datetime.now(UTC)) == {}  # written: counted once, by the database
+    with pytest.raises(costtrace.BudgetExceeded):
+        with costtrace.task("spend", feature="support"):
+            with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=10, input="hi"):
+                pass
+    costtrace.close_ledger()
+    _check_invariants_over_limit(ledger_url, budget)
+
+
+def _check_invariants_over_limit(url: str, budget: Budget) -> None:
+    """After-the-fact spend may pass the limit (it is never trimmed); the counter still equals the ledger."""
+    engine = make_engine(url)
+    try:
+        spent, reserved = _counter(engine, budget)
+        assert reserved == 0 and store.outstanding_reservations(engine) == 0
+        assert spent == _spent_by_ledger(engine, budget) > schema.to_nano(budget.limit)
+    finally:
+        engine.dispose()

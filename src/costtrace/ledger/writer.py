@@ -967,7 +967,8 @@ class LedgerWriter:
         try:
             if items:
                 self._write(self._build(items))
-        except Exception as exc:  # pragma: no cover - _write guards its parts
+            self._record_losses()  # before flush() is told these records are done: it then sees the event
+        except Exception as exc:  # pragma: no cover - _write and _record_losses guard their parts
             self._drops.add("internal_error", len(items))
             _report("ledger.writer.write", exc)
         finally:
@@ -978,10 +979,6 @@ class LedgerWriter:
                 self._processed += wt_done
                 self._done.notify_all()
                 more = bool(self._queue) or self._wt_pending > 0
-        try:
-            self._record_losses()
-        except Exception as exc:  # pragma: no cover - _record_losses guards its parts
-            _report("ledger.writer.losses", exc)
         return not (stopping and not more)
 
     def _idle_timeout(self) -> float:
