@@ -395,7 +395,9 @@ def _forged_lines(calls: list[CallRecord]) -> tuple[list[str], int]:
     return lines, len(bad_rows) + 1
 
 
-def test_replayed_rows_are_validated_and_bad_ones_quarantined(ledger_engine: Engine, new_writer, tmp_path, caplog) -> None:
+def test_replayed_rows_are_validated_and_bad_ones_quarantined(
+    ledger_engine: Engine, new_writer, tmp_path, caplog
+) -> None:
     calls = make_calls(12)
     spool = tmp_path / "spool"
     spool.mkdir()

@@ -222,35 +222,53 @@ _SIGNED_MONEY = frozenset({"cache_savings_nano_usd"})
 _TABLES = {"call": s.calls, "task": s.tasks, "event": s.events}
 
 
-def _column_error(column: sa.Column[Any], value: object) -> str | None:
-    """Why ``value`` can't go in ``column`` (a short reason naming no value), or None."""
-    if value is None:
-        return None if column.nullable and not column.primary_key else "missing"
-    t = column.type
+_BOOL, _INT, _FLOAT, _TIME, _TEXT = range(5)
+
+
+def _column_spec(column: sa.Column[Any]) -> tuple[str, int, bool, int, int]:
+    """(name, type code, nullable, low, high): low/high bound an integer, or give a text's length."""
+    t, name = column.type, column.name
+    nullable = bool(column.nullable) and not column.primary_key
     if isinstance(t, sa.Boolean):
-        return None if isinstance(value, bool) else "not a boolean"
+        return name, _BOOL, nullable, 0, 0
     if isinstance(t, sa.Integer):  # BigInteger included
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "not an integer"
-        if column.name.endswith("_nano_usd"):
-            low = -MAX_NANO_USD if column.name in _SIGNED_MONEY else 0
-            return None if low <= value <= MAX_NANO_USD else "money out of range"
-        return None if 0 <= value <= MAX_COUNT else "count out of range"
+        if name.endswith("_nano_usd"):
+            return name, _INT, nullable, -MAX_NANO_USD if name in _SIGNED_MONEY else 0, MAX_NANO_USD
+        return name, _INT, nullable, 0, MAX_COUNT
     if isinstance(t, sa.Float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "not a number"
-        return None if 0 <= value < float("inf") else "out of range"
+        return name, _FLOAT, nullable, 0, 0
     if isinstance(t, sa.DateTime):
-        return None if isinstance(value, datetime) and value.tzinfo is None else "not a naive UTC datetime"
-    if not isinstance(value, str):
-        return "not text"
+        return name, _TIME, nullable, 0, 0
     length = getattr(t, "length", None)
-    limit = length if length is not None else MAX_JSON_TEXT if column.name in ("dimensions", "data") else MAX_TEXT
-    if len(value) > limit:
-        return "too long"
-    if "\x00" in value:
-        return "NUL character"
-    return None
+    limit = length if length is not None else MAX_JSON_TEXT if name in ("dimensions", "data") else MAX_TEXT
+    return name, _TEXT, nullable, 0, limit
+
+
+_SPECS = {kind: tuple(_column_spec(c) for c in table.columns) for kind, table in _TABLES.items()}
+_INF = float("inf")
+
+
+def _value_error(code: int, low: int, high: int, value: Any) -> str | None:
+    """Why ``value`` can't go in a column of this spec (a short reason naming no value), or None."""
+    if code == _TEXT:
+        if not isinstance(value, str):
+            return "not text"
+        if len(value) > high:
+            return "too long"
+        return "NUL character" if "\x00" in value else None
+    if code == _INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return "not an integer"
+        if low <= value <= high:
+            return None
+        return "money out of range" if high == MAX_NANO_USD else "count out of range"
+    if code == _BOOL:
+        return None if isinstance(value, bool) else "not a boolean"
+    if code == _TIME:
+        return None if isinstance(value, datetime) and value.tzinfo is None else "not a naive UTC datetime"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "not a number"
+    return None if 0 <= value < _INF else "out of range"
 
 
 def validate_row(kind: str, row: object) -> str | None:
@@ -266,20 +284,23 @@ def validate_row(kind: str, row: object) -> str | None:
         >>> validate_row("event", {"event_id": "e1"})
         'missing column(s): 11'
     """
-    table = _TABLES.get(kind)
-    if table is None:
+    specs = _SPECS.get(kind)
+    if specs is None:
         return "unknown row kind"
     if not isinstance(row, dict):
         return "not an object"
-    missing = [c for c in table.columns if c.name not in row]
-    if missing:
-        return f"missing column(s): {len(missing)}"
-    if len(row) != len(table.columns):
-        return f"unknown key(s): {len(row) - len(table.columns)}"
-    for column in table.columns:
-        error = _column_error(column, row[column.name])
+    if len(row) != len(specs) or not all(spec[0] in row for spec in specs):
+        missing = sum(1 for spec in specs if spec[0] not in row)
+        return f"missing column(s): {missing}" if missing else f"unknown key(s): {len(row) - len(specs)}"
+    for name, code, nullable, low, high in specs:
+        value = row[name]
+        if value is None:
+            if nullable:
+                continue
+            return f"{name}: missing"
+        error = _value_error(code, low, high, value)
         if error is not None:
-            return f"{column.name}: {error}"
+            return f"{name}: {error}"
     return None
 
 

@@ -8,11 +8,29 @@ How a record travels
     (``batch_size`` records, or what arrived within ``flush_interval_s``) with :func:`store.write_batch`,
     which is idempotent (every row carries its own key), then calls ``on_committed(touched)``.
 
+Write-through, in worker processes
+    A process its master may terminate or recycle at any moment (multiprocessing and billiard children,
+    gunicorn workers, any process forked after import; or ``write_through=True``) does not queue:
+    ``on_*`` turns the record into its row and appends it to the process's spool file (``write()``
+    under the lock, no fsync: a killed process keeps its page cache) before returning. The thread then
+    takes that file (one at a time), replays it into the database like a left-over spool and deletes
+    it; if the process dies first, any other writer on the folder claims and replays it.
+
+Validation
+    Every row, built here or read back from a spool file, passes :func:`store.validate_row` (types,
+    ranges, sizes, required keys) before it is written. A refused row is appended to
+    ``quarantine-<pid>-<token>.jsonl`` in the spool folder (never replayed) and counted ``invalid``;
+    the log line names the column at fault, never a value.
+
 Drops, always counted (``stats().dropped``) and logged at most once a minute with the count
     ``queue_full`` (more than ``max_queue`` records waiting), ``spool_full`` (the spool file reached
-    ``max_spool_bytes``), ``spool_error`` (the spool file could not be written), ``rejected`` (the
-    database refused a row for a reason other than being unreachable, e.g. a constraint), ``invalid``
-    (a record could not be turned into a row: a costtrace bug, also reported as an internal error).
+    ``max_spool_bytes``), ``spool_error`` (the spool file could not be written: disk full...),
+    ``rejected`` (the database refused a row for a reason other than being unreachable, e.g. a
+    constraint), ``invalid`` (a record could not be turned into a row, or the row failed validation),
+    ``spool_corrupt`` (a spool line that is not JSON), ``closed`` (recorded after ``close()``). Each log
+    line is also a ``ledger_records_lost`` alert (through :mod:`costtrace.alerts`), the counts feed the
+    ``costtrace.ledger.lost_records`` metric, and the writer writes them to the ledger as a
+    ``ledger_records_lost`` event once the database takes writes.
 
 The database down: the spool
     A batch that cannot be committed (database unreachable, locked past its busy timeout, missing
@@ -28,7 +46,8 @@ Spool files
     its own ``spool-<pid>-<token>.jsonl`` (one ``{"t": "call"|"task"|"event", "r": row}`` per line),
     holding an exclusive ``flock`` on it while it lives. At start, a writer claims every other file of
     the folder whose lock is free (its process is gone) by renaming it to ``claimed-<pid>-<token>.jsonl``
-    under the lock, replays it and deletes it, so two processes never replay the same file at once.
+    under the lock, replays it and deletes it, so two processes never replay the same file at once. It
+    looks for such files when it starts, at every ``flush()`` and every ``RESCAN_S`` seconds.
 
 Exit and fork
     ``close(timeout_s)`` (registered with ``atexit`` and, in ``multiprocessing`` children, as a
