@@ -329,10 +329,21 @@ class _SpoolFile:
     @classmethod
     def create(cls, directory: Path, prefix: str = "spool") -> _SpoolFile:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if _flock is not None:
-            _flock(fd, _LOCK_NOW)  # a new file: nobody else has it
+        name = f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        # Locked under a name no claimer looks at, then renamed: another writer scanning the folder
+        # never sees the file between its creation and its lock (and would otherwise claim it).
+        new = directory / f".new-{name}"
+        fd = os.open(new, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if _flock is not None:
+                _flock(fd, _LOCK_NOW)
+            path = directory / name
+            os.rename(new, path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                new.unlink()
+            raise
         return cls(path, fd)
 
     def append(self, data: bytes, *, sync: bool = True) -> None:
