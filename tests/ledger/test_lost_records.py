@@ -149,6 +149,7 @@ _DISK_FULL = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_disk_full_losses_are_counted_alerted_and_recorded_when_the_ledger_is_back(ledger_url, tmp_path) -> None:
     n = 3600
     proc = subprocess.run(

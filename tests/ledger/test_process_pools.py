@@ -100,6 +100,7 @@ def parent_ledger(ledger_url: str, tmp_path: Path):
     costtrace.close_ledger()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pool_exit_terminates_workers_and_loses_nothing(parent_ledger, method: str) -> None:
     url, spool = parent_ledger
@@ -112,6 +113,7 @@ def test_pool_exit_terminates_workers_and_loses_nothing(parent_ledger, method: s
     _check_all_arrived(url, TASKS)
 
 
+@pytest.mark.slow
 def test_pool_workers_recycled_by_maxtasksperchild_lose_nothing(parent_ledger) -> None:
     url, spool = parent_ledger
     ctx = multiprocessing.get_context("spawn")
@@ -121,6 +123,7 @@ def test_pool_workers_recycled_by_maxtasksperchild_lose_nothing(parent_ledger) -
     _check_all_arrived(url, 20)
 
 
+@pytest.mark.slow
 def test_process_pool_executor_loses_nothing(parent_ledger) -> None:
     url, spool = parent_ledger
     ctx = multiprocessing.get_context("spawn")
@@ -150,6 +153,7 @@ _WSGI_APP = textwrap.dedent(
 ).format(calls=CALLS_PER_TASK)
 
 
+@pytest.mark.slow
 def test_gunicorn_workers_recycled_by_max_requests_or_killed_lose_nothing(parent_ledger, tmp_path: Path) -> None:
     pytest.importorskip("gunicorn")
     url, spool = parent_ledger

@@ -133,7 +133,8 @@ class WriterStats:
 
     ``written_*`` count rows committed to the database (directly or replayed from a spool), ``spooled``
     rows written to the spool, ``replayed`` rows committed from a spool, ``dropped`` records lost by
-    reason (see the module docstring), ``pending`` records in memory not yet committed or spooled.
+    reason (see the module docstring), ``pending`` records in memory not yet committed or spooled. With
+    ``write_through``, every record is spooled, then replayed.
     """
 
     enqueued: int
@@ -656,7 +657,7 @@ class LedgerWriter:
         self._put((_TASK, summary, datetime.now(UTC)))
 
     def on_event(self, event: TaskEvent) -> None:
-        if getattr(_alert_guard, "active", False):
+        if getattr(_alert_guard, "active", False) and event.reason == LOST_ALERT_KIND:
             return  # a ledger_records_lost alert's own event: _record_losses writes it, with exact counts
         self._put((_EVENT, event, None))
 
