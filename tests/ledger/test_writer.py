@@ -453,6 +453,30 @@ def test_a_replay_retried_after_an_outage_counts_bad_lines_once(tmp_path, new_wr
         engine.dispose()
 
 
+def test_rows_the_database_rejects_are_counted_and_logged_without_their_values(
+    ledger_engine: Engine, new_writer, monkeypatch, caplog
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    calls = make_calls(3)
+    real = store.write_batch
+
+    def refuse_calls(engine, batch, budgets):  # e.g. a constraint added by the operator
+        if batch.calls:
+            raise IntegrityError("INSERT INTO costtrace_calls ...", [{"customer": CANARY}], Exception("constraint"))
+        return real(engine, batch, budgets)
+
+    monkeypatch.setattr(store, "write_batch", refuse_calls)
+    w = new_writer(ledger_engine)
+    with caplog.at_level(logging.INFO, logger="costtrace"):
+        for c in calls:
+            w.on_call(c)
+        assert w.flush(60.0)
+    assert w.stats().dropped == {"rejected": 3}
+    assert CANARY not in "\n".join(r.getMessage() for r in caplog.records)
+    assert "rejected" in "\n".join(r.getMessage() for r in caplog.records)
+
+
 # --- bounded queue, flush, close -----------------------------------------------------------------------
 
 

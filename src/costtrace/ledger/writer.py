@@ -287,6 +287,16 @@ def _report(where: str, exc: BaseException) -> None:
         pass
 
 
+def _report_db(where: str, exc: BaseException) -> None:
+    """Report a database error without its SQL or parameters (SQLAlchemy puts the row's values in its
+    message): the log names the error's type and the driver's first line only."""
+    _report(where, _DatabaseError(_describe(exc)))
+
+
+class _DatabaseError(Exception):
+    """A database error, described without data (see :func:`_describe`)."""
+
+
 def _describe(exc: BaseException) -> str:
     """A short, data-free description of a database error (no SQL, no parameters, no URL password)."""
     orig = getattr(exc, "orig", None) or exc
@@ -1065,7 +1075,7 @@ class LedgerWriter:
                 self._mark_down(exc)
             else:
                 self._retry_at = time.monotonic() + RETRY_MAX_S
-                _report("ledger.writer.losses", exc)
+                _report_db("ledger.writer.losses", exc)
             return
         self._mark_up()
         with self._lock:
@@ -1176,7 +1186,7 @@ class LedgerWriter:
             if _is_unavailable(exc):
                 self._mark_down(exc)
                 return False
-            _report("ledger.writer.write_batch", exc)
+            _report_db("ledger.writer.write_batch", exc)
             return self._commit_singly(batch, replay=replay)
         self._mark_up()
         self._count_written(batch, replay=replay)
@@ -1207,7 +1217,7 @@ class LedgerWriter:
                     return True
                 self._settle_pending(r["call_id"] for r in single.calls)
                 self._drops.add("rejected")
-                _report("ledger.writer.rejected", exc)
+                _report_db("ledger.writer.rejected", exc)
                 continue
             self._count_written(single, replay=replay)
             self._committed(touched)
