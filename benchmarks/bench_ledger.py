@@ -21,6 +21,10 @@ every run.
    the database before it is sent) against the same budget with ``action="alert"`` (no reservation).
    The difference is the reservation cost (input token count, worst-case price, one transaction).
    Then 4 threads make the same capped calls at once: aggregate calls/s.
+3. Write-through (what worker processes do, docs/ledger.md): the same ``--calls`` records with
+   ``configure_ledger(write_through=True)`` (each record turned into its row and written to the spool
+   file on the app's thread, no fsync) against the default queue: µs per record on the app thread, and
+   the rows that reached the database after ``flush_ledger()``.
 """
 
 from __future__ import annotations
@@ -200,6 +204,31 @@ def bench_caps(url: str, spool: Path, calls: int, repeats: int) -> None:
     )
 
 
+# --- 3. write-through ---------------------------------------------------------------------------------
+
+
+def bench_write_through(url: str, spool: Path, calls: int, repeats: int) -> None:
+    best = {False: float("inf"), True: float("inf")}
+    written = {False: calls, True: calls}
+    for _ in range(repeats):
+        for through in (False, True):
+            costtrace.configure_ledger(url, spool_path=spool, max_queue=max(100_000, 2 * calls), write_through=through)
+            try:
+                record_loop(200)  # warm-up: the writer thread, its connection, the spool file
+                costtrace.flush_ledger(30.0)
+                before = count_calls(url)
+                best[through] = min(best[through], timed_us(record_loop, calls))
+                costtrace.flush_ledger(max(60.0, calls / 500))
+                written[through] = min(written[through], count_calls(url) - before)
+            finally:
+                costtrace.close_ledger()
+    queued, through = best[False], best[True]
+    print(f"-- write-through: {calls} record_llm_call in one task, best of {repeats}")
+    print(f"{'app thread, queued (main program)':38s}: {queued:8.2f} µs/record  ({written[False]} of {calls} rows)")
+    print(f"{'app thread, written through (workers)':38s}: {through:8.2f} µs/record  ({written[True]} of {calls} rows)")
+    print(f"{'write-through cost':38s}: {through - queued:8.2f} µs/record  (ratio {through / queued:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000, help="records per throughput run")
@@ -232,6 +261,7 @@ def main() -> None:
                 spool = Path(tmp) / "spool"
                 bench_throughput(url, spool, args.calls, args.repeats)
                 bench_caps(url, spool, cap_calls, args.repeats)
+                bench_write_through(url, spool, args.calls, args.repeats)
 
 
 if __name__ == "__main__":

@@ -308,7 +308,7 @@ def flush(timeout_s: float = 5.0) -> bool:
 
     deadline = time.monotonic() + timeout_s
     ok = _bounded(flush_all, timeout_s, "flush")
-    return flush_ledger(max(0.0, deadline - time.monotonic())) and ok
+    return bool(flush_ledger(max(0.0, deadline - time.monotonic()))) and ok
 
 
 def shutdown(timeout_s: float | None = None) -> bool:

@@ -63,6 +63,8 @@ class _Runtime:
     closed: bool = False
     rules: _RuleRunner | None = None
     unsubscribe: list[Callable[[], None]] = field(default_factory=list)
+    lost_reported: dict[str, int] = field(default_factory=dict)
+    """The writer's lost-record counts already returned by :func:`flush_ledger`."""
 
     def budget_list(self) -> tuple[Budget, ...]:
         return tuple(self.budgets.values())
@@ -79,6 +81,7 @@ def _set_budgets(rt: _Runtime, budgets: Iterable[Budget]) -> None:
     for b in budgets:
         rt.budgets[b.name] = b
     rt.enforcing = tuple(b for b in rt.budgets.values() if b.enforcing)
+    rt.writer.set_enforcing(rt.enforcing)
     enforcing = bool(rt.enforcing)
 
 
@@ -93,8 +96,12 @@ def configure_ledger(
     outcome_rules: Sequence[OutcomeRule] = (),
     outcome_rules_interval_s: float = 60.0,
     webhooks: Sequence[Webhook] = (),
+    write_through: bool | None = None,
 ) -> None:
     """Open the cost ledger and install budgets. Call once at start-up (again to replace it).
+
+    Spool files left by processes that died (a killed worker, a crash while the database was down) are
+    replayed into the database from now on, in the background.
 
     Args:
         url: SQLAlchemy URL: ``sqlite:///path/ledger.db`` or ``postgresql://user@host/db``. Default:
@@ -110,6 +117,11 @@ def configure_ledger(
         outcome_rules: :class:`costtrace.OutcomeRule` alerts (cost per success, first-pass rate ...),
             evaluated every ``outcome_rules_interval_s`` seconds over the ledger.
         webhooks: :class:`costtrace.Webhook` targets for every alert (JSON or Slack payloads).
+        write_through: Write each record to the spool file before the recording call returns, so a
+            process terminated at any moment loses nothing. Default (None): the
+            ``COSTTRACE_LEDGER_WRITE_THROUGH`` environment variable if set, else on in worker processes
+            (multiprocessing and Celery pool workers, gunicorn workers, any process forked after
+            costtrace was imported) and off in the main program. See docs/ledger.md.
 
     Raises:
         ConfigError: A bad URL or budget, a missing driver, or a database that cannot be reached or
@@ -132,6 +144,9 @@ def configure_ledger(
         outcome_rules_interval_s, "outcome_rules_interval_s", maximum=_validate.MAX_INTERVAL_S
     )
     max_queue = _validate.count(max_queue, "max_queue", minimum=1, maximum=_validate.MAX_QUEUE)
+    wt_setting: object = write_through  # checked at run time whatever the annotation says
+    if wt_setting is not None and not isinstance(wt_setting, bool):
+        raise ConfigError(f"write_through={write_through!r} must be True, False or None (automatic)")
     if url is not None and not isinstance(url, str):
         raise ConfigError(f"url={url!r} must be a database URL string or None")
     given: tuple[tuple[str, object], ...] = (
@@ -185,6 +200,7 @@ def configure_ledger(
         spool_path=spool_path,
         max_queue=max_queue,
         on_committed=_committed_hook(holder),
+        write_through=write_through,
     )
     rt = _Runtime(engine=engine, budget_engine=budget_engine, writer=writer, url=safe_url(resolved))
     holder.append(rt)
@@ -198,6 +214,7 @@ def configure_ledger(
     with _lock:
         _runtime = rt
     records.add_listener(writer)
+    writer.start()  # replays what dead processes left in the spool folder, without waiting for a record
     atexit.register(close_ledger)
 
 
@@ -321,16 +338,59 @@ def budget_status(name: str | None = None) -> list[BudgetState]:
         return []
 
 
-def flush_ledger(timeout_s: float = 5.0) -> bool:
-    """Write everything recorded so far to the ledger (or its spool) within ``timeout_s``."""
+@dataclass(frozen=True)
+class FlushResult:
+    """What :func:`flush_ledger` found: true when nothing recorded is missing, false otherwise.
+
+    ``if costtrace.flush_ledger(): ...`` keeps working as with the plain bool it used to return.
+
+    Attributes:
+        complete: Everything recorded before the call reached the database or the spool (and queued
+            alert webhooks were delivered) within the timeout.
+        lost: Records that can never be written, by reason (``queue_full``, ``spool_full``,
+            ``spool_error``, ``invalid``...), counted since the previous ``flush_ledger()`` call.
+        pending: Records still in memory.
+        spool_bytes: Bytes waiting in this process's spool files (the database was unreachable); they
+            are written when it is back.
+    """
+
+    complete: bool
+    lost: Mapping[str, int] = field(default_factory=dict)
+    pending: int = 0
+    spool_bytes: int = 0
+
+    def __bool__(self) -> bool:
+        return self.complete and not self.lost
+
+    @property
+    def lost_total(self) -> int:
+        return sum(self.lost.values())
+
+
+def flush_ledger(timeout_s: float = 5.0) -> FlushResult:
+    """Write everything recorded so far to the ledger (or its spool) within ``timeout_s``.
+
+    Returns a :class:`FlushResult`, false if something was not written in time or records were lost
+    since the previous call (its ``lost`` says how many, by reason).
+
+    Example:
+        >>> result = costtrace.flush_ledger(10)                   # doctest: +SKIP
+        >>> if not result:
+        ...     print(result.lost, result.pending)
+    """
     rt = _runtime
     if rt is None or rt.closed:
-        return True
+        return FlushResult(True)
     deadline = time.monotonic() + timeout_s
     ok: bool = rt.writer.flush(timeout_s)
     from costtrace import alerts
 
-    return alerts.default_dispatcher().flush(max(0.0, deadline - time.monotonic())) and ok
+    ok = alerts.default_dispatcher().flush(max(0.0, deadline - time.monotonic())) and ok
+    st = rt.writer.stats()
+    with _lock:
+        lost = {r: n - rt.lost_reported.get(r, 0) for r, n in st.dropped.items() if n > rt.lost_reported.get(r, 0)}
+        rt.lost_reported = dict(st.dropped)
+    return FlushResult(ok, lost, st.pending, st.spool_bytes)
 
 
 def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
@@ -561,7 +621,8 @@ def _try_reserve(
             )
         holds.append((budget, wc.nano_usd))
     try:
-        denied = store.reserve(rt.budget_engine, holds, call_id=call.id, at=at)
+        unwritten = rt.writer.pending_nano([b for b, _ in holds], at)
+        denied = store.reserve(rt.budget_engine, holds, call_id=call.id, at=at, unwritten=unwritten)
     except Exception as exc:
         refused = _store_unavailable(rt, scoped, exc)
         if refused is None:
@@ -572,6 +633,7 @@ def _try_reserve(
         rt.store_down_since = None
     if denied is None:
         call._reserved = True
+        rt.writer.note_reserved(call.id)
         return None
     st = denied.state
     budget = rt.budgets[denied.budget]

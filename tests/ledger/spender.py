@@ -1,6 +1,6 @@
 """A process that spends against the ledger's budgets: run by the hard-cap tests as a subprocess.
 
-    python tests/ledger/spender.py URL BUDGETS_JSON --calls N --threads T [--clock-offset-s S]
+    python tests/ledger/spender.py URL BUDGETS_JSON --calls N --threads T [--clock-offset-s S | --clock-at-go T]
 
 Each thread makes calls with ``costtrace.llm_call`` (gpt-4o-mini, input text and ``max_tokens`` set,
 actual usage at most the worst case) until it has made ``--calls`` attempts. It prints one JSON line:
@@ -27,11 +27,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pace-s", type=float, default=0.0)
     parser.add_argument("--go-at", type=float, default=0.0, help="real epoch seconds to start spending at")
+    parser.add_argument(
+        "--clock-at-go", type=float, default=0.0, help="what the clock reads when spending starts (epoch seconds)"
+    )
     args = parser.parse_args()
-    if args.clock_offset_s:
-        real_time_ns = time.time_ns
-        offset = int(args.clock_offset_s * 1e9)
-        time.time_ns = lambda: real_time_ns() + offset  # a clock set near a period boundary (calls read it)
+    real_time_ns = time.time_ns
+    offset = [int(args.clock_offset_s * 1e9)]
+    if args.clock_offset_s or args.clock_at_go:
+        time.time_ns = lambda: real_time_ns() + offset[0]  # a clock set near a period boundary (calls read it)
 
     import costtrace
     from costtrace.budgets import Budget
@@ -63,8 +66,10 @@ def main() -> int:
             if args.pace_s:
                 time.sleep(args.pace_s)
 
-    while time.time() < args.go_at:  # the real clock: every process starts together
+    while real_time_ns() / 1e9 < args.go_at:  # the real clock: every process starts together
         time.sleep(0.01)
+    if args.clock_at_go:  # however late this process got here, its clock starts where the test wants
+        offset[0] = int(args.clock_at_go * 1e9) - real_time_ns()
     threads = [threading.Thread(target=work, args=(n,)) for n in range(args.threads)]
     for t in threads:
         t.start()

@@ -197,12 +197,111 @@ def row_to_json(row: Row) -> dict[str, Any]:
 
 
 def row_from_json(data: Mapping[str, Any]) -> Row:
+    """A spool line's row back (datetimes parsed); check it with :func:`validate_row` before writing it."""
     row = dict(data)
     for key in _DATETIME_KEYS:
         value = row.get(key)
         if isinstance(value, str):
-            row[key] = datetime.fromisoformat(value)
+            try:
+                row[key] = datetime.fromisoformat(value)
+            except ValueError:
+                pass  # left as text: validate_row refuses it
     return row
+
+
+# --- validation: one check for live rows and replayed spool lines -----------------------------------
+
+MAX_NANO_USD = 10**18
+"""$1,000,000,000: the largest amount one row may hold (a guard against corrupt or forged spool lines)."""
+MAX_COUNT = 2**53
+"""Token and call counts above this are refused."""
+MAX_JSON_TEXT = 16 * MAX_TEXT
+"""The ``dimensions`` and ``data`` JSON columns (many values of up to ``MAX_TEXT`` each)."""
+_SIGNED_MONEY = frozenset({"cache_savings_nano_usd"})
+"""Savings are a difference of prices: the only money column that may be negative (bounded all the same)."""
+_TABLES = {"call": s.calls, "task": s.tasks, "event": s.events}
+
+
+_BOOL, _INT, _FLOAT, _TIME, _TEXT = range(5)
+
+
+def _column_spec(column: sa.Column[Any]) -> tuple[str, int, bool, int, int]:
+    """(name, type code, nullable, low, high): low/high bound an integer, or give a text's length."""
+    t, name = column.type, column.name
+    nullable = bool(column.nullable) and not column.primary_key
+    if isinstance(t, sa.Boolean):
+        return name, _BOOL, nullable, 0, 0
+    if isinstance(t, sa.Integer):  # BigInteger included
+        if name.endswith("_nano_usd"):
+            return name, _INT, nullable, -MAX_NANO_USD if name in _SIGNED_MONEY else 0, MAX_NANO_USD
+        return name, _INT, nullable, 0, MAX_COUNT
+    if isinstance(t, sa.Float):
+        return name, _FLOAT, nullable, 0, 0
+    if isinstance(t, sa.DateTime):
+        return name, _TIME, nullable, 0, 0
+    length = getattr(t, "length", None)
+    limit = length if length is not None else MAX_JSON_TEXT if name in ("dimensions", "data") else MAX_TEXT
+    return name, _TEXT, nullable, 0, limit
+
+
+_SPECS = {kind: tuple(_column_spec(c) for c in table.columns) for kind, table in _TABLES.items()}
+_INF = float("inf")
+
+
+def _value_error(code: int, low: int, high: int, value: Any) -> str | None:
+    """Why ``value`` can't go in a column of this spec (a short reason naming no value), or None."""
+    if code == _TEXT:
+        if not isinstance(value, str):
+            return "not text"
+        if len(value) > high:
+            return "too long"
+        return "NUL character" if "\x00" in value else None
+    if code == _INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return "not an integer"
+        if low <= value <= high:
+            return None
+        return "money out of range" if high == MAX_NANO_USD else "count out of range"
+    if code == _BOOL:
+        return None if isinstance(value, bool) else "not a boolean"
+    if code == _TIME:
+        return None if isinstance(value, datetime) and value.tzinfo is None else "not a naive UTC datetime"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "not a number"
+    return None if 0 <= value < _INF else "out of range"
+
+
+def validate_row(kind: str, row: object) -> str | None:
+    """Check a row against its table before it is written, live or replayed from a spool file.
+
+    Every column must be present (and no other key), of its column's type, within its size; money is a
+    non-negative integer of nano-USD up to :data:`MAX_NANO_USD` (cache savings may be negative), token
+    and call counts non-negative. Returns None for a good row, else a reason such as
+    ``"cost_nano_usd: money out of range"``, which names the column, never the value: a bad row may hold
+    anything, and the reason is logged.
+
+    Example:
+        >>> validate_row("event", {"event_id": "e1"})
+        'missing column(s): 11'
+    """
+    specs = _SPECS.get(kind)
+    if specs is None:
+        return "unknown row kind"
+    if not isinstance(row, dict):
+        return "not an object"
+    if len(row) != len(specs) or not all(spec[0] in row for spec in specs):
+        missing = sum(1 for spec in specs if spec[0] not in row)
+        return f"missing column(s): {missing}" if missing else f"unknown key(s): {len(row) - len(specs)}"
+    for name, code, nullable, low, high in specs:
+        value = row[name]
+        if value is None:
+            if nullable:
+                continue
+            return f"{name}: missing"
+        error = _value_error(code, low, high, value)
+        if error is not None:
+            return f"{name}: {error}"
+    return None
 
 
 # --- transactions with retry -------------------------------------------------------------------------
@@ -601,13 +700,17 @@ def reserve(
     *,
     call_id: str,
     at: datetime,
+    unwritten: Mapping[str, int] | None = None,
 ) -> Denied | None:
     """Reserve ``amount`` nano-USD on each budget for call ``call_id``, all or nothing.
 
-    Returns None when every budget had room (the reservations are held until the call's record is
-    written, or their lease expires), else the first budget that refused and its state.
+    ``unwritten``: nano-USD per budget name that this process has recorded but not yet written (its
+    writer's queue and spool, see ``LedgerWriter.pending_nano``); it counts as spent. Returns None when
+    every budget had room (the reservations are held until the call's record is written, or their lease
+    expires), else the first budget that refused and its state (``spent_usd`` including ``unwritten``).
     """
     now = _naive_utc(at)
+    extra = unwritten or {}
 
     def work(conn: Connection) -> None:
         ordered = sorted(holds, key=lambda h: h[0].name)
@@ -616,6 +719,7 @@ def reserve(
         for budget, amount in ordered:
             _sweep_expired(conn, budget.name, now)
             spent, held, calls, unpriced, start = _window_totals(conn, budget, now)
+            spent += extra.get(budget.name, 0)
             if spent + held + amount > (to_nano(budget.limit) or 0):
                 state = BudgetState(
                     budget=budget.name,

@@ -8,11 +8,29 @@ How a record travels
     (``batch_size`` records, or what arrived within ``flush_interval_s``) with :func:`store.write_batch`,
     which is idempotent (every row carries its own key), then calls ``on_committed(touched)``.
 
+Write-through, in worker processes
+    A process its master may terminate or recycle at any moment (multiprocessing and billiard children,
+    gunicorn workers, any process forked after import; or ``write_through=True``) does not queue:
+    ``on_*`` turns the record into its row and appends it to the process's spool file (``write()``
+    under the lock, no fsync: a killed process keeps its page cache) before returning. The thread then
+    takes that file (one at a time), replays it into the database like a left-over spool and deletes
+    it; if the process dies first, any other writer on the folder claims and replays it.
+
+Validation
+    Every row, built here or read back from a spool file, passes :func:`store.validate_row` (types,
+    ranges, sizes, required keys) before it is written. A refused row is appended to
+    ``quarantine-<pid>-<token>.jsonl`` in the spool folder (never replayed) and counted ``invalid``;
+    the log line names the column at fault, never a value.
+
 Drops, always counted (``stats().dropped``) and logged at most once a minute with the count
     ``queue_full`` (more than ``max_queue`` records waiting), ``spool_full`` (the spool file reached
-    ``max_spool_bytes``), ``spool_error`` (the spool file could not be written), ``rejected`` (the
-    database refused a row for a reason other than being unreachable, e.g. a constraint), ``invalid``
-    (a record could not be turned into a row: a costtrace bug, also reported as an internal error).
+    ``max_spool_bytes``), ``spool_error`` (the spool file could not be written: disk full...),
+    ``rejected`` (the database refused a row for a reason other than being unreachable, e.g. a
+    constraint), ``invalid`` (a record could not be turned into a row, or the row failed validation),
+    ``spool_corrupt`` (a spool line that is not JSON), ``closed`` (recorded after ``close()``). Each log
+    line is also a ``ledger_records_lost`` alert (through :mod:`costtrace.alerts`), the counts feed the
+    ``costtrace.ledger.lost_records`` metric, and the writer writes them to the ledger as a
+    ``ledger_records_lost`` event once the database takes writes.
 
 The database down: the spool
     A batch that cannot be committed (database unreachable, locked past its busy timeout, missing
@@ -28,7 +46,8 @@ Spool files
     its own ``spool-<pid>-<token>.jsonl`` (one ``{"t": "call"|"task"|"event", "r": row}`` per line),
     holding an exclusive ``flock`` on it while it lives. At start, a writer claims every other file of
     the folder whose lock is free (its process is gone) by renaming it to ``claimed-<pid>-<token>.jsonl``
-    under the lock, replays it and deletes it, so two processes never replay the same file at once.
+    under the lock, replays it and deletes it, so two processes never replay the same file at once. It
+    looks for such files when it starts, at every ``flush()`` and every ``RESCAN_S`` seconds.
 
 Exit and fork
     ``close(timeout_s)`` (registered with ``atexit`` and, in ``multiprocessing`` children, as a
@@ -60,14 +79,17 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.metrics import CallbackOptions, Observation
+
 from costtrace._internal import logger, report_internal_error
 from costtrace.ledger import store
+from costtrace.ledger.schema import to_nano
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -86,6 +108,13 @@ except ImportError:  # pragma: no cover - Windows: left-over spools are claimed 
 __all__ = ["LedgerWriter", "WriterStats", "default_spool_dir"]
 
 MiB = 1024 * 1024
+LOST_RECORDS_METRIC = "costtrace.ledger.lost_records"
+"""Observable counter: records the ledger could not write, attribute ``costtrace.reason``."""
+LOST_ALERT_KIND = "ledger_records_lost"
+"""The alert (and ledger event) kind raised when records are lost."""
+RESCAN_S = 5.0
+"""How often an idle writer looks for spool files left by dead processes (also at every flush)."""
+WRITE_THROUGH_ENV = "COSTTRACE_LEDGER_WRITE_THROUGH"
 DROP_LOG_INTERVAL_S = 60.0
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 30.0
@@ -93,6 +122,7 @@ _STALE_UNLOCKED_S = 3600.0
 """Without ``flock`` (Windows), another process's spool file is claimed once untouched this long."""
 
 _CALL, _TASK, _EVENT = "call", "task", "event"
+_KINDS = (_CALL, _TASK, _EVENT)
 Item = tuple[str, Any, Any]
 """(kind, record, ended_at for tasks)."""
 
@@ -103,7 +133,8 @@ class WriterStats:
 
     ``written_*`` count rows committed to the database (directly or replayed from a spool), ``spooled``
     rows written to the spool, ``replayed`` rows committed from a spool, ``dropped`` records lost by
-    reason (see the module docstring), ``pending`` records in memory not yet committed or spooled.
+    reason (see the module docstring), ``pending`` records in memory not yet committed or spooled. With
+    ``write_through``, every record is spooled, then replayed.
     """
 
     enqueued: int
@@ -117,28 +148,107 @@ class WriterStats:
     db_available: bool
     spool_bytes: int = 0
     spool_files: tuple[str, ...] = field(default_factory=tuple)
+    quarantined: int = 0
+    """Rows refused by validation (live or replayed), kept in a ``quarantine-*.jsonl`` file of the spool
+    folder for inspection, never written to the ledger (also counted in ``dropped["invalid"]``)."""
+    write_through: bool = False
+    """Records go to the spool file synchronously before the app's call returns (see the module docstring)."""
+
+
+_lost_lock = threading.Lock()
+_lost_totals: dict[str, int] = {}
+"""Records lost by this process since it started (or forked), by reason: the ``costtrace.ledger.lost_records``
+counter (kept here, not per writer, so it never goes down when a writer is replaced)."""
+_lost_metric_registered = False
+_alert_guard = threading.local()
+"""Set while this module dispatches a loss alert: the writers skip the alert's own ledger event (each
+writer records the losses itself, as a ``ledger_records_lost`` event, once the database takes writes)."""
+
+
+def _observe_lost(options: CallbackOptions) -> Iterable[Observation]:
+    with _lost_lock:
+        items = list(_lost_totals.items())
+    return [Observation(n, {"costtrace.reason": reason}) for reason, n in items]
+
+
+def _register_lost_metric() -> None:
+    global _lost_metric_registered
+    with _lost_lock:
+        if _lost_metric_registered:
+            return
+        _lost_metric_registered = True
+    from costtrace import _otel
+
+    _otel.meter().create_observable_counter(
+        LOST_RECORDS_METRIC,
+        callbacks=[_observe_lost],
+        unit="{record}",
+        description="Ledger records that could not be written (their cost is missing from budgets), by reason.",
+    )
+
+
+def _alert_lost(counts: dict[str, int]) -> None:
+    """Deliver a ``ledger_records_lost`` alert through the alert dispatcher (log, span event, callbacks,
+    webhooks). Its ledger event is written by the writer instead (see ``_alert_guard``)."""
+    from typing import cast
+
+    from costtrace import alerts
+
+    total = sum(counts.values())
+    detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+    alert = alerts.Alert(
+        kind=cast("alerts.AlertKind", LOST_ALERT_KIND),
+        rule="costtrace.ledger",
+        message=f"costtrace ledger: {total} record(s) could not be written ({detail}); budgets and reports "
+        "miss their cost. See docs/ledger.md",
+        at=datetime.now(UTC),
+    )
+    _alert_guard.active = True
+    try:
+        alerts.default_dispatcher().dispatch(alert)
+    finally:
+        _alert_guard.active = False
 
 
 class _DropLog:
-    """Counts drops by reason; logs the first at once, then at most one summary line per interval."""
+    """Counts drops by reason; logs the first at once, then at most one summary line per interval, and
+    raises each such line to a ``ledger_records_lost`` alert. ``unrecorded`` holds the counts not yet
+    written to the ledger as a ``ledger_records_lost`` event."""
 
     def __init__(self, interval_s: float = DROP_LOG_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self._lock = threading.Lock()
         self.totals: dict[str, int] = {}
+        self.unrecorded: dict[str, int] = {}
         self._unlogged: dict[str, int] = {}
         self._last_log: float | None = None
 
     def add(self, reason: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        with _lost_lock:
+            _lost_totals[reason] = _lost_totals.get(reason, 0) + n
         with self._lock:
             self.totals[reason] = self.totals.get(reason, 0) + n
+            self.unrecorded[reason] = self.unrecorded.get(reason, 0) + n
             self._unlogged[reason] = self._unlogged.get(reason, 0) + n
             now = time.monotonic()
             if self._last_log is not None and now - self._last_log < self.interval_s:
                 return
             self._last_log = now
             pending, self._unlogged = self._unlogged, {}
-        self._emit(pending)
+        self._emit(pending, alert=True)
+
+    def take_unrecorded(self) -> dict[str, int]:
+        with self._lock:
+            taken, self.unrecorded = self.unrecorded, {}
+        return taken
+
+    def give_back(self, counts: dict[str, int]) -> None:
+        """The ``ledger_records_lost`` event could not be written: keep its counts for the next try."""
+        with self._lock:
+            for reason, n in counts.items():
+                self.unrecorded[reason] = self.unrecorded.get(reason, 0) + n
 
     def flush_log(self) -> None:
         """Log what was dropped since the last line (at close)."""
@@ -151,7 +261,7 @@ class _DropLog:
         with self._lock:
             return dict(self.totals)
 
-    def _emit(self, counts: dict[str, int]) -> None:
+    def _emit(self, counts: dict[str, int], *, alert: bool = False) -> None:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
         logger.warning(
             "costtrace ledger: dropped %d record(s) (%s); at most one such line per %.0f s",
@@ -159,6 +269,13 @@ class _DropLog:
             detail,
             self.interval_s,
         )
+        if not alert or getattr(_alert_guard, "active", False):
+            return
+        try:
+            _register_lost_metric()
+            _alert_lost(counts)
+        except Exception as exc:
+            _report("ledger.writer.alert", exc)
 
 
 def _report(where: str, exc: BaseException) -> None:
@@ -168,6 +285,16 @@ def _report(where: str, exc: BaseException) -> None:
         report_internal_error(where, exc)
     except BaseException:
         pass
+
+
+def _report_db(where: str, exc: BaseException) -> None:
+    """Report a database error without its SQL or parameters (SQLAlchemy puts the row's values in its
+    message): the log names the error's type and the driver's first line only."""
+    _report(where, _DatabaseError(_describe(exc)))
+
+
+class _DatabaseError(Exception):
+    """A database error, described without data (see :func:`_describe`)."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -207,23 +334,45 @@ class _SpoolFile:
         self.path = path
         self.fd = fd
         self.size = os.fstat(fd).st_size
+        self.bad_reported = 0
+        """Lines before this one whose problems were already counted (a replay retried after an outage)."""
 
     @classmethod
     def create(cls, directory: Path, prefix: str = "spool") -> _SpoolFile:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if _flock is not None:
-            _flock(fd, _LOCK_NOW)  # a new file: nobody else has it
+        name = f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        # Locked under a name no claimer looks at, then renamed: another writer scanning the folder
+        # never sees the file between its creation and its lock (and would otherwise claim it).
+        new = directory / f".new-{name}"
+        fd = os.open(new, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if _flock is not None:
+                _flock(fd, _LOCK_NOW)
+            path = directory / name
+            os.rename(new, path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                new.unlink()
+            raise
         return cls(path, fd)
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes, *, sync: bool = True) -> None:
+        """Append ``data``; ``sync=False`` (write-through records) leaves it in the page cache, which a
+        killed process does not lose (only a machine crash would)."""
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        os.fsync(self.fd)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError:
+            if len(view) < len(data):  # a short write (disk full): take the partial lines back out, so
+                with contextlib.suppress(OSError):  # a record is either spooled or counted lost, never both
+                    os.ftruncate(self.fd, self.size)
+            raise
         self.size += len(data)
+        if sync:
+            os.fsync(self.fd)
 
     def truncate(self) -> None:
         os.ftruncate(self.fd, 0)
@@ -267,37 +416,121 @@ def _claim(path: Path) -> _SpoolFile | None:
     return _SpoolFile(claimed, fd)
 
 
-def _read_batches(path: Path, batch_size: int) -> Iterator[tuple[store.Batch, int]]:
-    """The spool's rows in order, ``batch_size`` rows at a time, with the count of unreadable lines."""
-    batch, bad = store.Batch([], [], [], []), 0
+@dataclass
+class _Bad:
+    """Spool lines that are not rows: unreadable (cut short by a crash) or refused by validation."""
+
+    corrupt: list[tuple[int, bytes]] = field(default_factory=list)
+    """(line number, line)."""
+    invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
+    """(line number, line, reason); the reason names a column, never a value."""
+    next_line: int = 0
+    """The number of the first line after this batch."""
+
+
+def _parse_line(line: bytes) -> tuple[str, store.Row] | str | None:
+    """A spool line as (kind, row); a validation reason (str) for a bad row; None if unreadable."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("r"), dict) or entry.get("t") not in _KINDS:
+        return None
+    kind = entry["t"]
+    row = store.row_from_json(entry["r"])
+    reason = store.validate_row(kind, row)
+    return reason if reason is not None else (kind, row)
+
+
+def _add_row(batch: store.Batch, kind: str, row: store.Row) -> None:
+    if kind == _CALL:
+        batch.calls.append(row)
+    elif kind == _TASK:
+        batch.tasks.append(row)
+    else:
+        batch.events.append(row)
+        if row["kind"] == "outcome_updated":
+            batch.outcome_updates.append(row)
+
+
+def _read_batches(path: Path, batch_size: int) -> Iterator[tuple[store.Batch, _Bad]]:
+    """The spool's valid rows in order, ``batch_size`` rows at a time, with the lines that are not."""
+    batch, bad = store.Batch([], [], [], []), _Bad()
     with open(path, "rb") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-                kind, row = entry["t"], store.row_from_json(entry["r"])
-            except (ValueError, KeyError, TypeError):
-                bad += 1  # a line cut short by a crash while spooling
+        for i, line in enumerate(fh):
+            bad.next_line = i + 1
+            parsed = _parse_line(line)
+            if parsed is None:
+                bad.corrupt.append((i, line))
                 continue
-            if kind == _CALL:
-                batch.calls.append(row)
-            elif kind == _TASK:
-                batch.tasks.append(row)
-            else:
-                batch.events.append(row)
-                if row.get("kind") == "outcome_updated":
-                    batch.outcome_updates.append(row)
+            if isinstance(parsed, str):
+                bad.invalid.append((i, line, parsed))
+                continue
+            _add_row(batch, *parsed)
             if len(batch) >= batch_size:
                 yield batch, bad
-                batch, bad = store.Batch([], [], [], []), 0
-    if len(batch) or bad:
+                batch, bad = store.Batch([], [], [], []), _Bad(next_line=i + 1)
+    if len(batch) or bad.corrupt or bad.invalid:
         yield batch, bad
 
 
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_ENCODER = json.JSONEncoder(default=_iso)
+"""Spool lines: the same text as ``json.dumps`` of :func:`store.row_to_json`, without the copy."""
+
+
+def _spool_line(kind: str, row: store.Row) -> bytes:
+    return (_ENCODER.encode({"t": kind, "r": row}) + "\n").encode()
+
+
 def _spool_lines(batch: store.Batch) -> list[bytes]:
-    lines = [json.dumps({"t": _CALL, "r": store.row_to_json(r)}) for r in batch.calls]
-    lines += [json.dumps({"t": _TASK, "r": store.row_to_json(r)}) for r in batch.tasks]
-    lines += [json.dumps({"t": _EVENT, "r": store.row_to_json(r)}) for r in batch.events]
-    return [(line + "\n").encode() for line in lines]
+    lines = [_spool_line(_CALL, r) for r in batch.calls]
+    lines += [_spool_line(_TASK, r) for r in batch.tasks]
+    lines += [_spool_line(_EVENT, r) for r in batch.events]
+    return lines
+
+
+_MAX_RESERVED_IDS = 100_000
+_ABSENT = object()
+_forked_since_import = False
+"""Set in a child forked after this module was imported (gunicorn --preload, Celery prefork, fork pools)."""
+
+
+def _in_worker_process() -> bool:
+    """A process some master may terminate or recycle at any moment: its records are written through."""
+    if _forked_since_import:
+        return True
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None:
+        try:
+            if mp.parent_process() is not None or mp.current_process().name != "MainProcess":
+                return True  # fork, spawn and forkserver children; spawn children during their imports too
+        except Exception:  # pragma: no cover - multiprocessing half-imported
+            pass
+    billiard = sys.modules.get("billiard.process")  # Celery's prefork pool
+    if billiard is not None:
+        try:
+            if billiard.current_process().name != "MainProcess":
+                return True
+        except Exception:  # pragma: no cover
+            pass
+    return "gunicorn.arbiter" in sys.modules  # a gunicorn worker (its master records nothing itself)
+
+
+def _spend_nano(budget: Budget, record: CallRecord) -> int:
+    """What ``record`` will add to ``budget`` once written (as :func:`store.budget_spend_for_call`)."""
+    cost = record.cost.total_usd
+    if cost is not None:
+        return to_nano(cost) or 0
+    fb = budget.fallback_price
+    if fb is not None and record.usage.source != "unknown" and not isinstance(fb, tuple):
+        return to_nano(fb.cost_usd(record.usage.input_tokens, record.usage.output_tokens)) or 0
+    return 0
 
 
 _writers: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
@@ -319,6 +552,9 @@ class LedgerWriter:
         on_committed: Called on the writer's thread with the budget periods each commit changed.
         close_timeout_s: What ``close()`` at interpreter exit may take at most.
         close_at_exit: Register ``close`` with ``atexit`` (and ``multiprocessing``'s finalizers).
+        write_through: Write each record to the spool file before returning to the app (see the module
+            docstring). None (default): ``COSTTRACE_LEDGER_WRITE_THROUGH`` if set, else on in worker
+            processes (multiprocessing and billiard children, gunicorn, any process forked after import).
 
     Example:
         >>> w = LedgerWriter(engine, budgets=lambda: my_budgets)     # doctest: +SKIP
@@ -338,6 +574,7 @@ class LedgerWriter:
         on_committed: Callable[[list[store.Touched]], None] | None = None,
         close_timeout_s: float = 5.0,
         close_at_exit: bool = True,
+        write_through: bool | None = None,
     ) -> None:
         from costtrace.errors import ConfigError
 
@@ -359,6 +596,9 @@ class LedgerWriter:
         self._on_committed = on_committed
         self.close_timeout_s = close_timeout_s
         self._close_at_exit = close_at_exit
+        self._write_through_setting = write_through
+        self._enforcing: tuple[Budget, ...] = ()
+        self._forked = False
         self._init_state()
         _writers.add(self)
 
@@ -388,30 +628,57 @@ class LedgerWriter:
         self._claimed: list[_SpoolFile] = []
         self._emergency: list[_SpoolFile] = []
         self._last_budgets: Sequence[Budget] = ()
+        # Write-through (worker processes): records appended to _wt_file by the app's threads; the
+        # writer thread moves a full file to _claimed (one at a time: _wt_rotated) and replays it.
+        self._wt: bool | None = None  # decided at the first record of this process
+        self._wt_file: _SpoolFile | None = None
+        self._wt_rotated: _SpoolFile | None = None
+        self._wt_pending = 0
+        self._quarantine_lock = threading.Lock()
+        self._quarantine_file: _SpoolFile | None = None
+        self._quarantined = 0
+        self._quarantine_logged_at: float | None = None
+        self._rescan = False
+        self._last_scan = time.monotonic()
+        # Spend recorded here but not yet in the database, per hard-capped budget and period (admission).
+        self._pending_lock = threading.Lock()
+        self._pending_calls: dict[str, list[tuple[str, datetime, int]]] = {}
+        self._pending_totals: dict[tuple[str, datetime], int] = {}
+        self._reserved_ids: dict[str, None] = {}
 
     def _after_fork_in_child(self) -> None:
         # The parent writes what it queued; our copies of its spool descriptors must not unlock its files.
-        if self._spool is not None:
-            self._spool.abandon()
-        for f in (*self._claimed, *self._emergency):
-            f.abandon()
+        for f in (self._spool, self._wt_file, self._quarantine_file, *self._claimed, *self._emergency):
+            if f is not None:
+                f.abandon()
         closed = self._closed
         self._init_state()
         self._closed = self._stopping = closed
+        self._forked = True
 
     # --- the app's side: O(1), never raises, never blocks ------------------------------------------
 
     def on_call(self, record: CallRecord) -> None:
+        if self._enforcing:
+            self._track_pending(record)
         self._put((_CALL, record, None))
 
     def on_task(self, summary: TaskSummary) -> None:
         self._put((_TASK, summary, datetime.now(UTC)))
 
     def on_event(self, event: TaskEvent) -> None:
+        if getattr(_alert_guard, "active", False) and event.reason == LOST_ALERT_KIND:
+            return  # a ledger_records_lost alert's own event: _record_losses writes it, with exact counts
         self._put((_EVENT, event, None))
 
     def _put(self, item: Item) -> None:
         try:
+            wt = self._wt
+            if wt is None:
+                wt = self._decide_write_through()
+            if wt:
+                self._put_through(item)
+                return
             needs_thread = False
             with self._lock:
                 if self._stopping or len(self._queue) >= self._max_queue:
@@ -425,11 +692,134 @@ class LedgerWriter:
                         self._work.notify()
                     needs_thread = self._thread is None
             if full:
-                self._drops.add("queue_full" if not self._stopping else "closed")
+                self._lost_on_put(item, "queue_full" if not self._stopping else "closed")
             elif needs_thread:
                 self._start_thread()
         except Exception as exc:
             report_internal_error("ledger.writer.enqueue", exc)
+
+    def _lost_on_put(self, item: Item, reason: str) -> None:
+        if item[0] == _CALL:
+            self._settle_pending([item[1].call_id])
+        self._drops.add(reason)
+
+    def _decide_write_through(self) -> bool:
+        setting = self._write_through_setting
+        if setting is None:
+            env = os.environ.get(WRITE_THROUGH_ENV, "").strip().lower()
+            if env in ("1", "true", "yes", "on"):
+                setting = True
+            elif env in ("0", "false", "no", "off"):
+                setting = False
+        if setting is None:
+            setting = self._forked or _in_worker_process()
+        self._wt = setting
+        return setting
+
+    def _put_through(self, item: Item) -> None:
+        """Write-through: the record is in the spool file (page cache) when this returns, so a worker
+        terminated right after (``Pool.__exit__``, a recycled worker) loses nothing; the writer thread
+        or, if this process dies first, the next writer on the folder moves it to the database."""
+        kind, obj, ended_at = item
+        row = self._row(kind, obj, ended_at, validate=False)  # validated once, when read back from the spool
+        if row is None:
+            if kind == _CALL:
+                self._settle_pending([obj.call_id])
+            return
+        line = _spool_line(kind, row)
+        lost: str | None = None
+        error: BaseException | None = None
+        needs_thread = False
+        with self._lock:
+            if self._stopping:
+                lost = "closed"
+            else:
+                try:
+                    f = self._wt_file
+                    if f is None:
+                        f = self._wt_file = _SpoolFile.create(self._spool_dir)
+                    if f.size + len(line) > self._max_spool_bytes:
+                        lost = "spool_full"
+                    else:
+                        f.append(line, sync=False)
+                        self._enqueued += 1
+                        self._spooled += 1
+                        self._wt_pending += 1
+                        if self._wt_pending == 1 or self._wt_pending == self._batch_size:
+                            self._work.notify()
+                        needs_thread = self._thread is None
+                except OSError as exc:
+                    lost, error = "spool_error", exc
+        if lost is not None:
+            self._lost_on_put(item, lost)
+            if error is not None:
+                _report("ledger.writer.spool", error)
+        elif needs_thread:
+            self._start_thread()
+
+    # --- spend not yet written, for admission ----------------------------------------------------------
+
+    def set_enforcing(self, budgets: Sequence[Budget]) -> None:
+        """The hard-capped budgets whose spend recorded here but not yet written :meth:`pending_nano` reports."""
+        self._enforcing = tuple(b for b in budgets if b.enforcing)
+
+    def note_reserved(self, call_id: str) -> None:
+        """This call holds a reservation in the database until its row is written: not pending spend."""
+        with self._pending_lock:
+            self._reserved_ids[call_id] = None
+            if len(self._reserved_ids) > _MAX_RESERVED_IDS:  # calls reserved but never recorded
+                del self._reserved_ids[next(iter(self._reserved_ids))]
+
+    def pending_nano(self, budgets: Iterable[Budget], at: datetime) -> dict[str, int]:
+        """Spend this process recorded (unreserved calls: ``record_llm_call``, fail-open calls) that is
+        queued or spooled but not yet in the database, per budget, in the window counting at ``at``."""
+        with self._pending_lock:
+            if not self._pending_totals:
+                return {}
+            items = list(self._pending_totals.items())
+        out: dict[str, int] = {}
+        try:
+            for b in budgets:
+                first, (start, _) = b.window_start(at), b.bucket(at)
+                n = sum(v for (name, period), v in items if name == b.name and first <= period <= start)
+                if n:
+                    out[b.name] = n
+        except Exception as exc:
+            report_internal_error("ledger.writer.pending_nano", exc)
+        return out
+
+    def _track_pending(self, record: CallRecord) -> None:
+        try:
+            with self._pending_lock:
+                if self._reserved_ids.pop(record.call_id, _ABSENT) is None:
+                    return
+            amounts: list[tuple[str, datetime, int]] = []
+            for b in self._enforcing:
+                if b.matches(record.dimensions, task_name=record.task_name, provider=record.provider,
+                             model=record.request_model):  # fmt: skip
+                    nano = _spend_nano(b, record)
+                    if nano:
+                        amounts.append((b.name, b.bucket(record.start_time)[0], nano))
+            if amounts:
+                with self._pending_lock:
+                    self._pending_calls[record.call_id] = amounts
+                    for name, period, nano in amounts:
+                        self._pending_totals[(name, period)] = self._pending_totals.get((name, period), 0) + nano
+        except Exception as exc:
+            report_internal_error("ledger.writer.pending", exc)
+
+    def _settle_pending(self, call_ids: Iterable[str]) -> None:
+        """These calls are written (their spend is in the database now) or lost."""
+        if not self._pending_calls:
+            return
+        with self._pending_lock:
+            for call_id in call_ids:
+                for name, period, nano in self._pending_calls.pop(call_id, ()):
+                    left = self._pending_totals.get((name, period), 0) - nano
+                    if left > 0:
+                        self._pending_totals[(name, period)] = left
+                    else:
+                        self._pending_totals.pop((name, period), None)
 
     def start(self) -> None:
         """Start the background thread now (it otherwise starts with the first record)."""
@@ -464,6 +854,9 @@ class LedgerWriter:
             deadline = time.monotonic() + max(0.0, timeout_s)
             with self._lock:
                 target = self._enqueued
+                self._rescan = True  # and look for spool files left by dead processes (pool workers)
+                if self._thread is not None:
+                    self._work.notify()
                 if self._processed >= target:
                     return True
                 start = self._thread is None
@@ -553,13 +946,15 @@ class LedgerWriter:
         for f in self._claimed:
             f.close()  # not replayed: the next writer claims it again
         self._claimed = []
-        if self._spool is not None:
-            self._spool.close(remove=self._spool.size == 0)
-            self._spool = None
+        self._wt_rotated = None
+        for own in (self._spool, self._wt_file, self._quarantine_file):
+            if own is not None:
+                own.close(remove=own.size == 0)
+        self._spool = self._wt_file = self._quarantine_file = None
 
     def stats(self) -> WriterStats:
         with self._lock:
-            files = [f for f in (self._spool, *self._claimed, *self._emergency) if f is not None]
+            files = [f for f in (self._spool, self._wt_file, *self._claimed, *self._emergency) if f is not None]
             return WriterStats(
                 enqueued=self._enqueued,
                 written_calls=self._written[_CALL],
@@ -572,6 +967,8 @@ class LedgerWriter:
                 db_available=self._db_available,
                 spool_bytes=sum(f.size for f in files),
                 spool_files=tuple(str(f.path) for f in files if f.size),
+                quarantined=self._quarantined,
+                write_through=bool(self._wt),
             )
 
     @property
@@ -596,14 +993,26 @@ class LedgerWriter:
     def _step(self) -> bool:
         """One round: wait for records, write one batch. False when the writer stops."""
         with self._lock:
-            if not self._queue and not self._stopping:
+            if not self._queue and not self._wt_pending and not self._stopping and not self._rescan:
                 self._work.wait(self._idle_timeout())
-            if self._queue and len(self._queue) < self._batch_size and not self._stopping and not self._flush_requests:
+            waiting = len(self._queue) + self._wt_pending
+            if 0 < waiting < self._batch_size and not self._stopping and not self._flush_requests:
                 self._work.wait(self._flush_interval_s)  # let a batch fill; a full batch or flush() wakes us
             n = min(len(self._queue), self._batch_size)
             items = [self._queue.popleft() for _ in range(n)]
             self._inflight = items
+            wt_done, self._wt_pending = self._wt_pending, 0  # on disk already: done once replay was tried
+            if self._wt_file is not None and self._wt_file.size and self._wt_rotated is None:
+                self._wt_rotated, self._wt_file = self._wt_file, None
+                self._claimed.append(self._wt_rotated)
+            rescan = self._rescan or time.monotonic() - self._last_scan >= RESCAN_S
+            self._rescan = False
             stopping = self._stopping
+        try:
+            if rescan:
+                self._claim_leftovers()
+        except Exception as exc:
+            _report("ledger.writer.claim", exc)
         try:
             if self._has_spool() and time.monotonic() >= self._retry_at:
                 self._replay()
@@ -613,7 +1022,8 @@ class LedgerWriter:
         try:
             if items:
                 self._write(self._build(items))
-        except Exception as exc:  # pragma: no cover - _write guards its parts
+            self._record_losses()  # before flush() is told these records are done: it then sees the event
+        except Exception as exc:  # pragma: no cover - _write and _record_losses guard their parts
             self._drops.add("internal_error", len(items))
             _report("ledger.writer.write", exc)
         finally:
@@ -621,17 +1031,55 @@ class LedgerWriter:
                 if self._inflight is items:  # else close() took them over
                     self._inflight = []
                     self._processed += len(items)
+                self._processed += wt_done
                 self._done.notify_all()
-                more = bool(self._queue)
+                more = bool(self._queue) or self._wt_pending > 0
         return not (stopping and not more)
 
     def _idle_timeout(self) -> float:
-        if self._has_spool():
-            return max(0.01, min(5.0, self._retry_at - time.monotonic()))
-        return 5.0
+        until_scan = max(0.01, RESCAN_S - (time.monotonic() - self._last_scan))
+        if self._has_spool() or self._drops.unrecorded:
+            return max(0.01, min(until_scan, self._retry_at - time.monotonic()))
+        return until_scan
 
     def _has_spool(self) -> bool:
-        return bool(self._claimed) or (self._spool is not None and self._spool.size > 0)
+        return (
+            bool(self._claimed)
+            or (self._spool is not None and self._spool.size > 0)
+            or (self._wt_file is not None and self._wt_file.size > 0)
+        )
+
+    def _record_losses(self) -> None:
+        """Write what was lost so far as a ``ledger_records_lost`` event, once the database takes writes."""
+        if not self._drops.unrecorded or (not self._db_available and time.monotonic() < self._retry_at):
+            return
+        from costtrace.records import new_event_id
+
+        counts = self._drops.take_unrecorded()
+        if not counts:
+            return
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+        row = store.event_row(
+            event_id=new_event_id(),
+            task_id=None,
+            kind=LOST_ALERT_KIND,
+            at=datetime.now(UTC),
+            reason=f"{sum(counts.values())} record(s) could not be written ({detail})",
+            data={"lost": counts, "pid": os.getpid()},
+        )
+        try:
+            store.write_batch(self._engine, store.Batch([], [], [row], []), ())
+        except Exception as exc:
+            self._drops.give_back(counts)
+            if _is_unavailable(exc):
+                self._mark_down(exc)
+            else:
+                self._retry_at = time.monotonic() + RETRY_MAX_S
+                _report_db("ledger.writer.losses", exc)
+            return
+        self._mark_up()
+        with self._lock:
+            self._written[_EVENT] += 1
 
     def _current_budgets(self) -> Sequence[Budget]:
         try:
@@ -643,33 +1091,84 @@ class LedgerWriter:
     def _build(self, items: list[Item]) -> store.Batch:
         batch = store.Batch([], [], [], [])
         for kind, obj, ended_at in items:
-            try:
-                if kind == _CALL:
-                    batch.calls.append(store.call_row(obj))
-                elif kind == _TASK:
-                    batch.tasks.append(store.task_row(obj, ended_at))
-                else:
-                    row = store.event_row(
-                        event_id=obj.event_id,
-                        task_id=obj.task_id,
-                        kind=obj.kind,
-                        at=obj.at,
-                        attempt=obj.attempt,
-                        reason=obj.reason,
-                        details=obj.details,
-                        from_model=obj.from_model,
-                        to_model=obj.to_model,
-                        outcome=obj.outcome,
-                        amount_usd=obj.amount_usd,
-                        data=dict(obj.data) if obj.data else None,
-                    )
-                    batch.events.append(row)
-                    if row["kind"] == "outcome_updated":
-                        batch.outcome_updates.append(row)
-            except Exception as exc:
-                self._drops.add("invalid")
-                _report("ledger.writer.row", exc)
+            row = self._row(kind, obj, ended_at)
+            if row is not None:
+                _add_row(batch, kind, row)
+            elif kind == _CALL:
+                self._settle_pending([obj.call_id])
         return batch
+
+    def _row(self, kind: str, obj: Any, ended_at: Any, *, validate: bool = True) -> store.Row | None:
+        """A record's row, checked by the same :func:`store.validate_row` as replayed spool lines; None
+        (counted ``invalid``, the row put in quarantine) when it can't be built or is refused.
+        ``validate=False``: the row goes to the spool, and is checked when it is read back."""
+        try:
+            if kind == _CALL:
+                row = store.call_row(obj)
+            elif kind == _TASK:
+                row = store.task_row(obj, ended_at)
+            else:
+                row = store.event_row(
+                    event_id=obj.event_id,
+                    task_id=obj.task_id,
+                    kind=obj.kind,
+                    at=obj.at,
+                    attempt=obj.attempt,
+                    reason=obj.reason,
+                    details=obj.details,
+                    from_model=obj.from_model,
+                    to_model=obj.to_model,
+                    outcome=obj.outcome,
+                    amount_usd=obj.amount_usd,
+                    data=dict(obj.data) if obj.data else None,
+                )
+        except Exception as exc:
+            self._drops.add("invalid")
+            _report("ledger.writer.row", exc)
+            return None
+        reason = store.validate_row(kind, row) if validate else None
+        if reason is None:
+            return row
+        try:
+            line = (json.dumps({"t": kind, "r": store.row_to_json(row)}, default=str) + "\n").encode()
+        except Exception:  # pragma: no cover - rows hold JSON-safe values
+            line = b""
+        self._put_aside([line] if line else [], 1, reason, "recorded")
+        self._drops.add("invalid")
+        return None
+
+    def _put_aside(self, lines: list[bytes], n: int, reason: str, source: str) -> None:
+        """Quarantine: keep refused rows in ``quarantine-<pid>-<token>.jsonl`` beside the spool (never
+        replayed), bounded like the spool. The log line names the reason (a column), never a value."""
+        with self._quarantine_lock:
+            self._quarantined += n
+            try:
+                f = self._quarantine_file
+                if f is None:
+                    f = self._quarantine_file = _SpoolFile.create(self._spool_dir, prefix="quarantine")
+                room, keep = self._max_spool_bytes - f.size, []
+                for line in lines:
+                    if len(line) > room:
+                        break
+                    keep.append(line if line.endswith(b"\n") else line + b"\n")
+                    room -= len(keep[-1])
+                if keep:
+                    f.append(b"".join(keep), sync=False)
+            except OSError as exc:
+                _report("ledger.writer.quarantine", exc)
+            now = time.monotonic()
+            if self._quarantine_logged_at is not None and now - self._quarantine_logged_at < DROP_LOG_INTERVAL_S:
+                return
+            self._quarantine_logged_at = now
+            where = self._quarantine_file.path if self._quarantine_file is not None else self._spool_dir
+        logger.warning(
+            "costtrace ledger: %d %s row(s) refused (%s); kept in %s, not written; at most one such line per %.0f s",
+            n,
+            source,
+            reason,
+            where,
+            DROP_LOG_INTERVAL_S,
+        )
 
     def _write(self, batch: store.Batch) -> None:
         if not len(batch):
@@ -687,7 +1186,7 @@ class LedgerWriter:
             if _is_unavailable(exc):
                 self._mark_down(exc)
                 return False
-            _report("ledger.writer.write_batch", exc)
+            _report_db("ledger.writer.write_batch", exc)
             return self._commit_singly(batch, replay=replay)
         self._mark_up()
         self._count_written(batch, replay=replay)
@@ -716,14 +1215,16 @@ class LedgerWriter:
                         return False  # the replay stops here and is retried later, whole
                     self._to_spool(rest)
                     return True
+                self._settle_pending(r["call_id"] for r in single.calls)
                 self._drops.add("rejected")
-                _report("ledger.writer.rejected", exc)
+                _report_db("ledger.writer.rejected", exc)
                 continue
             self._count_written(single, replay=replay)
             self._committed(touched)
         return True
 
     def _count_written(self, batch: store.Batch, *, replay: bool) -> None:
+        self._settle_pending(r["call_id"] for r in batch.calls)
         with self._lock:
             self._written[_CALL] += len(batch.calls)
             self._written[_TASK] += len(batch.tasks)
@@ -778,17 +1279,39 @@ class LedgerWriter:
             with self._lock:
                 self._spooled += len(keep)
             if len(keep) < len(lines):
+                self._settle_pending(r["call_id"] for r in batch.calls[len(keep) :])  # calls come first
                 self._drops.add("spool_full", len(lines) - len(keep))
         except Exception as exc:
+            self._settle_pending(r["call_id"] for r in batch.calls)
             self._drops.add("spool_error", len(lines))
             _report("ledger.writer.spool", exc)
+
+    def _put_aside_bad(self, f: _SpoolFile, bad: _Bad) -> None:
+        new_corrupt = [line for i, line in bad.corrupt if i >= f.bad_reported]
+        if new_corrupt:
+            self._drops.add("spool_corrupt", len(new_corrupt))
+            self._put_aside(new_corrupt, len(new_corrupt), "unreadable line", "spooled")
+        by_reason: dict[str, list[bytes]] = {}
+        for i, line, reason in bad.invalid:
+            if i >= f.bad_reported:
+                by_reason.setdefault(reason, []).append(line)
+        for reason, lines in sorted(by_reason.items()):
+            self._drops.add("invalid", len(lines))
+            self._put_aside(lines, len(lines), reason, "spooled")
+        f.bad_reported = max(f.bad_reported, bad.next_line)
 
     def _claim_leftovers(self) -> None:
         try:
             names = sorted(os.listdir(self._spool_dir))
         except FileNotFoundError:
             return
-        mine = {str(f.path) for f in (self._spool, *self._claimed, *self._emergency) if f is not None}
+        finally:
+            self._last_scan = time.monotonic()
+        mine = {
+            str(f.path)
+            for f in (self._spool, self._wt_file, self._quarantine_file, *self._claimed, *self._emergency)
+            if f is not None
+        }
         for name in names:
             if not name.endswith(".jsonl") or not name.startswith(("spool-", "claimed-")):
                 continue
@@ -806,16 +1329,20 @@ class LedgerWriter:
         for f in list(self._claimed):
             if not self._replay_file(f):
                 return
-            self._claimed.remove(f)
+            with self._lock:
+                self._claimed.remove(f)
+                if f is self._wt_rotated:
+                    self._wt_rotated = None
             f.close(remove=True)
         if self._spool is not None and self._spool.size and self._replay_file(self._spool):
             self._spool.truncate()
+            self._spool.bad_reported = 0
 
     def _replay_file(self, f: _SpoolFile) -> bool:
+        """Replay one file; bad lines are counted and put aside once, even if the replay is retried."""
         try:
             for batch, bad in _read_batches(f.path, self._batch_size):
-                if bad:
-                    self._drops.add("spool_corrupt", bad)
+                self._put_aside_bad(f, bad)
                 if len(batch) and not self._commit(batch, replay=True):
                     return False
         except OSError as exc:
@@ -848,6 +1375,10 @@ def _close_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _forked_since_import, _lost_lock
+    _forked_since_import = True
+    _lost_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    _lost_totals.clear()  # the parent reports its own
     for writer in list(_writers):
         try:
             writer._after_fork_in_child()
