@@ -77,7 +77,9 @@ __all__ = [
     "update_budget_gauges",
 ]
 
-AlertKind = Literal["budget_threshold", "budget_exhausted", "budget_store_unavailable", "outcome_rule"]
+AlertKind = Literal[
+    "budget_threshold", "budget_exhausted", "budget_store_unavailable", "outcome_rule", "ledger_records_lost"
+]
 
 STORE_UNAVAILABLE_INTERVAL_S = 300.0
 """A budget store outage alerts at most once per budget per this many seconds, per process."""
@@ -97,7 +99,8 @@ class Alert:
     """One alert, as every sink receives it.
 
     Attributes:
-        kind: ``budget_threshold`` | ``budget_exhausted`` | ``budget_store_unavailable`` | ``outcome_rule``.
+        kind: ``budget_threshold`` | ``budget_exhausted`` | ``budget_store_unavailable`` | ``outcome_rule`` |
+            ``ledger_records_lost`` (records the ledger could not write: their cost is missing).
         rule: The budget's name, or the outcome rule's name.
         message: One human sentence saying what happened (safe to post: no URLs, no secrets).
         at: When it was detected (aware UTC).

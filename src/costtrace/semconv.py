@@ -138,6 +138,7 @@ METRIC_TASK_TOKENS: Final = "costtrace.task.tokens"
 METRIC_TASK_ATTEMPTS: Final = "costtrace.task.attempts"
 METRIC_TASK_WASTED_COST: Final = "costtrace.task.wasted_cost"
 METRIC_INTERNAL_ERRORS: Final = "costtrace.internal_errors"
+METRIC_LEDGER_LOST_RECORDS: Final = "costtrace.ledger.lost_records"
 
 TOKEN_USAGE_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,

@@ -83,10 +83,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
 from costtrace.ledger import store
 from costtrace.ledger.schema import to_nano
@@ -108,9 +109,9 @@ except ImportError:  # pragma: no cover - Windows: left-over spools are claimed 
 __all__ = ["LedgerWriter", "WriterStats", "default_spool_dir"]
 
 MiB = 1024 * 1024
-LOST_RECORDS_METRIC = "costtrace.ledger.lost_records"
+LOST_RECORDS_METRIC = sc.METRIC_LEDGER_LOST_RECORDS
 """Observable counter: records the ledger could not write, attribute ``costtrace.reason``."""
-LOST_ALERT_KIND = "ledger_records_lost"
+LOST_ALERT_KIND: Final = "ledger_records_lost"
 """The alert (and ledger event) kind raised when records are lost."""
 RESCAN_S = 5.0
 """How often an idle writer looks for spool files left by dead processes (also at every flush)."""
@@ -190,14 +191,12 @@ def _register_lost_metric() -> None:
 def _alert_lost(counts: dict[str, int]) -> None:
     """Deliver a ``ledger_records_lost`` alert through the alert dispatcher (log, span event, callbacks,
     webhooks). Its ledger event is written by the writer instead (see ``_alert_guard``)."""
-    from typing import cast
-
     from costtrace import alerts
 
     total = sum(counts.values())
     detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
     alert = alerts.Alert(
-        kind=cast("alerts.AlertKind", LOST_ALERT_KIND),
+        kind=LOST_ALERT_KIND,
         rule="costtrace.ledger",
         message=f"costtrace ledger: {total} record(s) could not be written ({detail}); budgets and reports "
         "miss their cost. See docs/ledger.md",
