@@ -49,13 +49,14 @@ EMITTED: dict[str, tuple[str, str]] = {
     sc.METRIC_TASK_TOKENS: ("costtrace_task_tokens", "histogram"),
     sc.METRIC_TASK_ATTEMPTS: ("costtrace_task_attempts", "histogram"),
     sc.METRIC_INTERNAL_ERRORS: ("costtrace_internal_errors_total", "counter"),
+    sc.METRIC_LEDGER_LOST_RECORDS: ("costtrace_ledger_lost_records_total", "counter"),
     sc.METRIC_BUDGET_SPEND: ("costtrace_budget_spend_USD", "gauge"),
     sc.METRIC_BUDGET_LIMIT: ("costtrace_budget_limit_USD", "gauge"),
     sc.METRIC_BUDGET_UTILISATION: ("costtrace_budget_utilisation", "gauge"),
 }
-# Exposed only once costtrace has had an internal error: absent from a healthy scrape.
-ONLY_AFTER_ERRORS = {"costtrace_internal_errors_total"}
-RULE_COUNT = 16  # recording and alerting rules in costtrace-rules.yml (what `promtool check rules` reports)
+# Exposed only once costtrace has had an internal error or lost a record: absent from a healthy scrape.
+ONLY_AFTER_ERRORS = {"costtrace_internal_errors_total", "costtrace_ledger_lost_records_total"}
+RULE_COUNT = 17  # recording and alerting rules in costtrace-rules.yml (what `promtool check rules` reports)
 
 
 def _series_names() -> set[str]:

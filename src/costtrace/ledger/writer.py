@@ -169,7 +169,7 @@ writer records the losses itself, as a ``ledger_records_lost`` event, once the d
 def _observe_lost(options: CallbackOptions) -> Iterable[Observation]:
     with _lost_lock:
         items = list(_lost_totals.items())
-    return [Observation(n, {"costtrace.reason": reason}) for reason, n in items]
+    return [Observation(n, {sc.EVENT_ATTR_REASON: reason}) for reason, n in items]
 
 
 def _register_lost_metric() -> None:
