@@ -13,6 +13,7 @@ os.environ["COSTTRACE_RAISE_INTERNAL_ERRORS"] = "1"
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
@@ -37,6 +38,15 @@ def _loopback_only() -> None:
 
 
 _loopback_only()
+
+# Property tests must not depend on the machine's speed or on earlier runs: no per-example deadline
+# (200 ms by default, missed on a loaded machine), no too-slow health check, the same examples every
+# run (seeded from each test), and no example database replaying what another run found. A test's own
+# @settings override only the fields it names.
+settings.register_profile(
+    "costtrace", deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("costtrace")
 
 _span_exporter = InMemorySpanExporter()
 _tracer_provider = TracerProvider()
