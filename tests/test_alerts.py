@@ -418,9 +418,11 @@ def test_on_alert_rejects_a_non_callable():
 class Hook:
     """A local HTTP server answering with scripted statuses (the last one repeats)."""
 
-    def __init__(self, statuses: list[int], delay_s: float = 0.0) -> None:
+    def __init__(self, statuses: list[int], delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
         self.statuses = list(statuses)
         self.delay_s = delay_s
+        self.gate = gate  # if given, requests are answered only once the test sets it
+        self.answered = 0
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.lock = threading.Lock()
         hook = self
@@ -433,10 +435,14 @@ class Hook:
                     status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
                 if hook.delay_s:
                     time.sleep(hook.delay_s)
+                if hook.gate is not None:
+                    hook.gate.wait(60)
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+                with hook.lock:
+                    hook.answered += 1
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -458,8 +464,8 @@ def hook_factory(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     made: list[Hook] = []
 
-    def make(statuses: list[int], delay_s: float = 0.0) -> Hook:
-        h = Hook(statuses, delay_s)
+    def make(statuses: list[int], delay_s: float = 0.0, gate: threading.Event | None = None) -> Hook:
+        h = Hook(statuses, delay_s, gate)
         made.append(h)
         return h
 
@@ -549,14 +555,17 @@ def test_webhook_connection_error_is_retried_then_dropped_quietly(dispatcher, ca
 
 def test_dispatch_never_waits_on_a_slow_webhook(dispatcher, hook_factory):
     d, got = dispatcher
-    hook = hook_factory([200], delay_s=0.5)
+    gate = threading.Event()
+    hook = hook_factory([200], gate=gate)  # the server answers nothing until the gate opens
     d.add_webhook(Webhook(hook.url))
-    started = time.perf_counter()
-    d.dispatch(_alert())
-    d.dispatch(_alert())
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0  # loose: the server takes 0.5 s per request, dispatch does not wait for it
-    assert len(got) == 2
+    try:
+        d.dispatch(_alert())
+        d.dispatch(_alert())
+        # Both returned while no request could be answered: dispatch never waits for the webhook.
+        assert hook.answered == 0
+        assert len(got) == 2
+    finally:
+        gate.set()
     assert d.flush(10.0)
     assert d.stats()["sent"] == 2
 
