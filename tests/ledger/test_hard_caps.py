@@ -150,13 +150,15 @@ def test_reservation_released_on_success_error_and_cancel(ledger_url):
             with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=100):
                 raise ProviderError("500 from the provider")
 
-        async def cancelled() -> None:
+        async def cancelled(inside: asyncio.Event) -> None:
             async with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=100):
-                await asyncio.sleep(10)
+                inside.set()
+                await asyncio.sleep(3600)
 
         async def run() -> None:
-            job = asyncio.ensure_future(cancelled())
-            await asyncio.sleep(0.05)
+            inside = asyncio.Event()
+            job = asyncio.ensure_future(cancelled(inside))
+            await asyncio.wait_for(inside.wait(), 60)  # cancelled inside the call, however slow its reservation
             job.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await job
@@ -170,8 +172,8 @@ def test_reservation_released_on_success_error_and_cancel(ledger_url):
         engine.dispose()
 
 
-def test_a_process_killed_mid_call_releases_by_lease_expiry(ledger_url, tmp_path):
-    budget = Budget("lease", limit_usd="0.0003", period="day", action="block", lease_s=1)
+def test_a_process_killed_mid_call_releases_by_lease_expiry(ledger_url, tmp_path, monkeypatch):
+    budget = Budget("lease", limit_usd="0.0003", period="day", action="block", lease_s=60)
     costtrace.configure_ledger(ledger_url, budgets=[budget])
     costtrace.close_ledger()
     script = tmp_path / "hang.py"
@@ -194,7 +196,9 @@ def test_a_process_killed_mid_call_releases_by_lease_expiry(ledger_url, tmp_path
     with pytest.raises(costtrace.BudgetExceeded):
         with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=400):
             pass
-    time.sleep(1.2)
+    # A minute later (the call's clock read 61 s ahead, rather than sleeping) the lease has ended.
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 61_000_000_000)
     with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=400) as call:
         call.set_usage(input_tokens=0, output_tokens=100)
     assert costtrace.flush_ledger(10)
@@ -277,11 +281,10 @@ def test_period_boundary_under_load_counts_each_call_once(ledger_url):
     )
     costtrace.configure_ledger(ledger_url, budgets=[budget])
     costtrace.close_ledger()
-    now = datetime.now(UTC)
-    _, boundary = budget.bucket(now)
-    go_at = time.time() + 8  # every child has started by then
-    # Fake clocks read 1 s before local midnight at go_at; each thread spends for about 2 s from there.
-    offset = (boundary.replace(tzinfo=UTC) - now).total_seconds() - 8 - 1
+    _, boundary = budget.bucket(datetime.now(UTC))
+    # Each process's clock reads 1 s before local midnight at its first call, however late that is; each
+    # thread then paces its 30 calls over at least 1.5 s, so every process spends on both sides of midnight.
+    clock_at_go = boundary.replace(tzinfo=UTC).timestamp() - 1
     args = [sys.executable, str(SPENDER), ledger_url, json.dumps([json.loads(budget.to_json())])]
     children = [
         subprocess.Popen(
@@ -293,18 +296,23 @@ def test_period_boundary_under_load_counts_each_call_once(ledger_url):
                 "2",
                 "--seed",
                 str(i),
-                "--clock-offset-s",
-                str(offset),
+                "--clock-at-go",
+                str(clock_at_go),
                 "--pace-s",
                 "0.05",
-                "--go-at",
-                str(go_at),
+                "--wait-go",
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for i in range(4)
     ]
+    for child in children:  # every child has started: they all go together
+        assert child.stdout.readline().strip() == "ready"
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
     for child in children:
         out, _ = child.communicate(timeout=300)
         assert child.returncode == 0 and json.loads(out.strip().splitlines()[-1])["errors"] == []
