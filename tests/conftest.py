@@ -48,6 +48,14 @@ settings.register_profile(
 )
 settings.load_profile("costtrace")
 
+# The first token estimate in this process waits for tiktoken to load the bundled cl100k_base: 0.1 s on
+# an idle machine, more than the 3 s default on a busy one, which would make that one test's estimate a
+# "heuristic". Here it may take a minute (downloads still fail at once: the network is blocked above).
+# tests/test_tokens.py tests the wait itself.
+import costtrace.tokens  # noqa: E402
+
+costtrace.tokens.DEFAULT_TIMEOUT_S = 60.0
+
 _span_exporter = InMemorySpanExporter()
 _tracer_provider = TracerProvider()
 _tracer_provider.add_span_processor(SimpleSpanProcessor(_span_exporter))

@@ -57,9 +57,6 @@ def _offline_tiktoken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.setattr(tiktoken.load, "read_file", read_file_without_network)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
     monkeypatch.delenv(TIMEOUT_ENV_VAR, raising=False)
-    # Loading the bundled cl100k_base takes 0.1 s on an idle machine, and longer than the 3 s default wait
-    # on a busy one: tests wait as long as it takes (the tests of the wait itself set their own).
-    monkeypatch.setattr(tokens, "DEFAULT_TIMEOUT_S", 60.0)
     tokens._reset_for_tests()
     yield
     tokens._reset_for_tests()
@@ -315,8 +312,9 @@ def test_hung_o200k_download_still_gets_cl100k_on_the_first_call(
         return real_read_file(blobpath)
 
     monkeypatch.setattr(tiktoken.load, "read_file", hanging_downloads)
-    # The default timeout (3 s for users, 60 s here): two thirds for o200k_base, the rest for the bundled
-    # cl100k_base. The hung o200k_base wait is skipped on costtrace's clock; cl100k_base loads for real.
+    # The default timeout (3 s for users, 60 s in tests: see conftest.py): two thirds for o200k_base, the
+    # rest for the bundled cl100k_base. The hung o200k_base wait is skipped on costtrace's clock; cl100k_base
+    # loads for real.
     timeout_s = tokens.DEFAULT_TIMEOUT_S
     loader = _LoaderWaits(monkeypatch)
     loader.skipped.add(O200K_BASE)
