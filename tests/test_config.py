@@ -68,7 +68,7 @@ def otlp_receiver() -> Iterator[ThreadingHTTPServer]:
     server.server_close()
 
 
-def _run(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=timeout
     )

@@ -241,7 +241,7 @@ def test_configure_opens_the_ledger_and_shutdown_writes_it(tmp_path, via):
     env = {k: v for k, v in os.environ.items() if k != "COSTTRACE_LEDGER_URL"}
     if via == "environment":
         env["COSTTRACE_LEDGER_URL"] = url
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
