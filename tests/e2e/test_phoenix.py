@@ -195,7 +195,7 @@ BATCH_WORKLOAD = textwrap.dedent(
     with costtrace.task("summarise", feature="digest", team="growth", customer="globex") as t:
         calls = [costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=12000, output_tokens=800)]
     tasks.append((t, calls))
-    ok = costtrace.flush(timeout_s=10)
+    ok = costtrace.flush(timeout_s=60)
     print(json.dumps({"flushed": ok, "tasks": [
         {"id": t.id, "name": t.name, "cost_usd": str(t.summary.cost_usd),
          "input_tokens": t.summary.input_tokens, "output_tokens": t.summary.output_tokens,
@@ -247,7 +247,7 @@ def _run_batch(tmp_path: Path, protocol: str, endpoint: str, project: str) -> di
         [sys.executable, str(script), protocol, endpoint, project],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         env=_child_env(),
     )
     assert done.returncode == 0, done.stderr

@@ -131,7 +131,7 @@ def _promtool() -> str:
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=PROMETHEUS_DIR)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PROMETHEUS_DIR)
 
 
 # --- without a server ---------------------------------------------------------------------------
