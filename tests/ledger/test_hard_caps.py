@@ -164,7 +164,7 @@ def test_reservation_released_on_success_error_and_cancel(ledger_url):
                 await job
 
         asyncio.run(run())
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
         assert store.outstanding_reservations(engine) == 0
         (state,) = costtrace.budget_status()
         assert state.reserved_usd == 0 and state.calls == 3 and state.unpriced_calls == 2  # errors: usage unknown
@@ -201,7 +201,7 @@ def test_a_process_killed_mid_call_releases_by_lease_expiry(ledger_url, tmp_path
     monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 61_000_000_000)
     with costtrace.llm_call(provider="openai", model="gpt-4o-mini", max_tokens=400) as call:
         call.set_usage(input_tokens=0, output_tokens=100)
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     costtrace.close_ledger()
     _check_invariants(ledger_url, budget)
 
@@ -232,7 +232,7 @@ def test_unpriced_model_blocks_or_uses_the_fallback_price(ledger_url):
     with costtrace.task("t", feature="b"):
         with costtrace.llm_call(provider="acme", model="acme-llm-9", max_tokens=10) as call:
             call.set_usage(input_tokens=1000, output_tokens=10)
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     states = {s.budget: s for s in costtrace.budget_status()}
     assert states["fb"].spent_usd == Decimal("0.00208")  # 1000 x $2/MTok + 10 x $8/MTok, never $0
     assert states["fb"].unpriced_calls == 1
@@ -263,7 +263,7 @@ def test_store_unreachable_fail_open_lets_calls_through_fail_closed_blocks_fast(
     finally:
         conn.execute("ROLLBACK")
         conn.close()
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
 
 
 def test_alert_only_budgets_never_block(ledger_url):
@@ -271,7 +271,7 @@ def test_alert_only_budgets_never_block(ledger_url):
     costtrace.configure_ledger(ledger_url, budgets=[budget])
     for _ in range(3):
         _spend_call()
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     (state,) = costtrace.budget_status()
     assert state.spent_usd > state.limit_usd and state.calls == 3
 
