@@ -421,9 +421,11 @@ def test_on_alert_rejects_a_non_callable():
 class Hook:
     """A local HTTP server answering with scripted statuses (the last one repeats)."""
 
-    def __init__(self, statuses: list[int], delay_s: float = 0.0) -> None:
+    def __init__(self, statuses: list[int], delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
         self.statuses = list(statuses)
         self.delay_s = delay_s
+        self.gate = gate  # if given, requests are answered only once the test sets it
+        self.answered = 0
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.lock = threading.Lock()
         hook = self
@@ -436,10 +438,14 @@ class Hook:
                     status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
                 if hook.delay_s:
                     time.sleep(hook.delay_s)
+                if hook.gate is not None:
+                    hook.gate.wait(60)
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+                with hook.lock:
+                    hook.answered += 1
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -461,8 +467,8 @@ def hook_factory(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     made: list[Hook] = []
 
-    def make(statuses: list[int], delay_s: float = 0.0) -> Hook:
-        h = Hook(statuses, delay_s)
+    def make(statuses: list[int], delay_s: float = 0.0, gate: threading.Event | None = None) -> Hook:
+        h = Hook(statuses, delay_s, gate)
         made.append(h)
         return h
 
@@ -476,7 +482,7 @@ def test_webhook_posts_the_alert_as_json(dispatcher, hook_factory):
     hook = hook_factory([200])
     d.add_webhook(Webhook(hook.url, headers={"Authorization": "Bearer abc"}))
     d.dispatch(_alert())
-    assert d.flush(5.0)
+    assert d.flush(60.0)
     [(path, headers, body)] = hook.requests
     assert path == f"/services/{SECRET}"
     assert headers["Content-Type"] == "application/json"
@@ -494,7 +500,7 @@ def test_slack_webhook_gets_slacks_shape(dispatcher, hook_factory):
     hook = hook_factory([200])
     d.add_webhook(Webhook(hook.url, slack=True))
     d.dispatch(_alert(rule="<b&c>", message="budget '<b&c>' at 80%"))
-    assert d.flush(5.0)
+    assert d.flush(60.0)
     [(_, _, body)] = hook.requests
     assert body["text"] == "budget '<b&c>' at 80%"
     assert [b["type"] for b in body["blocks"]] == ["header", "section", "context"]
@@ -506,7 +512,7 @@ def test_webhook_retries_a_500_then_succeeds(dispatcher, hook_factory):
     hook = hook_factory([500, 200])
     d.add_webhook(Webhook(hook.url, retries=3, backoff_s=0.01))
     d.dispatch(_alert())
-    assert d.flush(5.0)
+    assert d.flush(60.0)
     assert len(hook.requests) == 2
     assert d.stats() == {"sent": 1, "failed": 0, "retried": 1, "dropped": 0}
 
@@ -518,7 +524,7 @@ def test_webhook_gives_up_after_its_retries_and_logs_host_only(dispatcher, hook_
     d.add_webhook(webhook)
     with caplog.at_level(logging.DEBUG, logger="costtrace"):
         d.dispatch(_alert())
-        assert d.flush(5.0)
+        assert d.flush(60.0)
     assert len(hook.requests) == 3
     assert d.stats()["failed"] == 1
     assert f"webhook {webhook.target} failed (HTTP 503) after 3 attempt(s)" in caplog.text
@@ -531,7 +537,7 @@ def test_webhook_does_not_retry_a_4xx(dispatcher, hook_factory, caplog):
     d.add_webhook(Webhook(hook.url, retries=3, backoff_s=0.01))
     with caplog.at_level(logging.DEBUG, logger="costtrace"):
         d.dispatch(_alert())
-        assert d.flush(5.0)
+        assert d.flush(60.0)
     assert len(hook.requests) == 1
     assert d.stats() == {"sent": 0, "failed": 1, "retried": 0, "dropped": 0}
     assert "HTTP 404" in caplog.text and "s3cr3t" not in caplog.text
@@ -545,22 +551,25 @@ def test_webhook_connection_error_is_retried_then_dropped_quietly(dispatcher, ca
     d.add_webhook(Webhook(f"http://127.0.0.1:{port}/hooks/{SECRET}", retries=1, backoff_s=0.01, timeout_s=1))
     with caplog.at_level(logging.DEBUG, logger="costtrace"):
         d.dispatch(_alert())
-        assert d.flush(5.0)
+        assert d.flush(60.0)
     assert d.stats()["failed"] == 1 and d.stats()["retried"] == 1
     assert "connection error" in caplog.text and "s3cr3t" not in caplog.text
 
 
 def test_dispatch_never_waits_on_a_slow_webhook(dispatcher, hook_factory):
     d, got = dispatcher
-    hook = hook_factory([200], delay_s=0.5)
+    gate = threading.Event()
+    hook = hook_factory([200], gate=gate)  # the server answers nothing until the gate opens
     d.add_webhook(Webhook(hook.url))
-    started = time.perf_counter()
-    d.dispatch(_alert())
-    d.dispatch(_alert())
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0  # loose: the server takes 0.5 s per request, dispatch does not wait for it
-    assert len(got) == 2
-    assert d.flush(10.0)
+    try:
+        d.dispatch(_alert())
+        d.dispatch(_alert())
+        # Both returned while no request could be answered: dispatch never waits for the webhook.
+        assert hook.answered == 0
+        assert len(got) == 2
+    finally:
+        gate.set()
+    assert d.flush(60.0)
     assert d.stats()["sent"] == 2
 
 
@@ -572,7 +581,7 @@ def test_webhook_queue_is_bounded_and_counts_drops(hook_factory):
         for _ in range(10):
             d.dispatch(_alert())
         assert d.stats()["dropped"] == 8
-        assert d.flush(10.0)
+        assert d.flush(60.0)
         assert d.stats()["sent"] == 2
         assert len(hook.requests) == 2
     finally:
@@ -598,7 +607,7 @@ def test_remove_webhook(dispatcher, hook_factory):
     remove = d.add_webhook(Webhook(hook.url))
     remove()
     d.dispatch(_alert())
-    assert d.flush(1.0)
+    assert d.flush(60.0)
     assert hook.requests == []
 
 

@@ -145,7 +145,7 @@ class Phoenix:
         assert not answer.get("errors"), answer["errors"]
         return answer["data"]
 
-    def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if check():
@@ -195,7 +195,7 @@ BATCH_WORKLOAD = textwrap.dedent(
     with costtrace.task("summarise", feature="digest", team="growth", customer="globex") as t:
         calls = [costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=12000, output_tokens=800)]
     tasks.append((t, calls))
-    ok = costtrace.flush(timeout_s=10)
+    ok = costtrace.flush(timeout_s=60)
     print(json.dumps({"flushed": ok, "tasks": [
         {"id": t.id, "name": t.name, "cost_usd": str(t.summary.cost_usd),
          "input_tokens": t.summary.input_tokens, "output_tokens": t.summary.output_tokens,
@@ -247,7 +247,7 @@ def _run_batch(tmp_path: Path, protocol: str, endpoint: str, project: str) -> di
         [sys.executable, str(script), protocol, endpoint, project],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         env=_child_env(),
     )
     assert done.returncode == 0, done.stderr
@@ -327,9 +327,20 @@ def test_task_tree_dimensions_tokens_and_cost_arrive_exactly(phoenix: Phoenix, t
 
 LOOP_WORKLOAD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading, time
     from pathlib import Path
     from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # Which thread makes each export while the loop runs: the app's own thread must never wait on one.
+    export_threads, looping, real_export = [], True, OTLPSpanExporter.export
+
+    def export(self, spans):
+        if looping:
+            export_threads.append("app" if threading.current_thread() is threading.main_thread() else "other")
+        return real_export(self, spans)
+
+    OTLPSpanExporter.export = export
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -355,7 +366,8 @@ LOOP_WORKLOAD = textwrap.dedent(
             out.flush()
             i += 1
             time.sleep(0.05)
-    flushed = costtrace.flush(timeout_s=10)
+    looping = False
+    flushed = costtrace.flush(timeout_s=60)
 
     def points(name):
         for rm in reader.get_metrics_data().resource_metrics:
@@ -373,7 +385,8 @@ LOOP_WORKLOAD = textwrap.dedent(
         if "error.type" in p.attributes:
             dropped[p.attributes["error.type"]] = dropped.get(p.attributes["error.type"], 0) + p.value
     print(json.dumps({"iterations": i, "spans": spans, "max_gap_s": max_gap, "flushed": flushed,
-                      "exported": exported, "dropped": dropped}))
+                      "exported": exported, "dropped": dropped,
+                      "export_threads": {t: export_threads.count(t) for t in set(export_threads)}}))
     """
 )
 
@@ -403,14 +416,14 @@ def test_backend_stopped_mid_run_app_keeps_going_and_export_resumes(phoenix: Pho
         seq_at_stop, arrived_before_stop = seq_now(), task_seqs()
         phoenix.stop()
         time.sleep(3)  # the exporter fails for a while (connection refused, retries until its timeout)
+        # The app keeps going with Phoenix down, however slowly a busy machine runs it.
+        phoenix.wait_for("20 app iterations with Phoenix down", lambda: seq_now() > seq_at_stop + 20)
         seq_during = seq_now()
         phoenix.start()  # same ports, same working directory (its SQLite database)
         seq_at_restart = seq_now()
-        phoenix.wait_for(
-            "tasks recorded after the restart", lambda: any(s > seq_at_restart for s in task_seqs()), timeout_s=30
-        )
+        phoenix.wait_for("tasks recorded after the restart", lambda: any(s > seq_at_restart for s in task_seqs()))
         stop.touch()
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=300)
     finally:
         if child.poll() is None:
             child.kill()
@@ -419,10 +432,11 @@ def test_backend_stopped_mid_run_app_keeps_going_and_export_resumes(phoenix: Pho
     assert child.returncode == 0, err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["flushed"], err
-    # The app never waited on the backend: its loop ran at its own pace through the outage (each
-    # iteration is two calls and a 50 ms sleep; a blocked export would show as a gap of seconds).
+    # The app never waited on the backend: every export ran on the SDK's thread, never the app's, and its
+    # loop ran through the outage (each iteration is two calls and a 50 ms sleep) without stalling.
+    assert report["export_threads"].get("other", 0) > 0 and "app" not in report["export_threads"], report
     assert seq_during > seq_at_stop + 20 and seq_at_restart > seq_during
-    assert report["max_gap_s"] < 1.0, report
+    assert report["max_gap_s"] < 10, report  # a stall of seconds; scheduling on a busy machine adds tenths
     assert "Traceback" not in err
 
     # Phoenix ingests asynchronously: wait until it holds every span the SDK says it delivered.
@@ -442,6 +456,8 @@ def test_backend_stopped_mid_run_app_keeps_going_and_export_resumes(phoenix: Pho
     lost_seqs = set(range(report["iterations"])) - seqs
     # Lost: tasks still queued or in flight when Phoenix stopped, through those made while it was down.
     first_pending = min(set(range(seq_at_stop + 2)) - arrived_before_stop)
-    window = (first_pending, seq_at_stop, seq_at_restart)
-    assert lost_seqs and all(first_pending <= s <= seq_at_restart + 40 for s in lost_seqs), (window, sorted(lost_seqs))
+    # Exports are in order on one thread: once one arrives after the outage, nothing made after it is lost.
+    resumed = min(s for s in seqs if s > seq_during)
+    window = (first_pending, seq_at_stop, seq_at_restart, resumed)
+    assert lost_seqs and all(first_pending <= s < resumed for s in lost_seqs), (window, sorted(lost_seqs))
     print(f"outage: tasks {window}, lost {len(lost_seqs)} tasks / {failed + dropped} spans, report {report}")

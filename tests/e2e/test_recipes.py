@@ -354,7 +354,7 @@ WORKLOAD = textwrap.dedent(
         t.retry(reason="validation_failed", details="missing field 'amount'")
         t.escalate(to_model="gpt-4o", reason="low_confidence")
         costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=1200, output_tokens=300)
-    print(json.dumps({"flushed": costtrace.flush(timeout_s=10), "task_id": t.id,
+    print(json.dumps({"flushed": costtrace.flush(timeout_s=60), "task_id": t.id,
                       "cost_usd": float(t.summary.cost_usd)}))
     """
 )
@@ -369,7 +369,7 @@ def _run_workload(tmp_path: Path, configure_kwargs: dict[str, Any], env: dict[st
         [sys.executable, str(script), json.dumps(configure_kwargs)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         env=child_env,
     )
     assert done.returncode == 0, done.stderr

@@ -851,7 +851,7 @@ class _StallingSSEServer:
                 self.end_headers()
                 self.wfile.write(payload)
                 self.wfile.flush()
-                release.wait(10)
+                release.wait(600)  # until the test closes the server; only bounds a hang
                 self.close_connection = True
 
             def log_message(self, *args: object) -> None:

@@ -1,10 +1,12 @@
 """A process that spends against the ledger's budgets: run by the hard-cap tests as a subprocess.
 
-    python tests/ledger/spender.py URL BUDGETS_JSON --calls N --threads T [--clock-offset-s S | --clock-at-go T]
+    python tests/ledger/spender.py URL BUDGETS_JSON --calls N --threads T [--clock-offset-s S] [--wait-go]
 
 Each thread makes calls with ``costtrace.llm_call`` (gpt-4o-mini, input text and ``max_tokens`` set,
 actual usage at most the worst case) until it has made ``--calls`` attempts. It prints one JSON line:
-``{"sent": n, "blocked": n, "errors": [...]}``; an exception of any other kind is an error.
+``{"sent": n, "blocked": n, "errors": [...]}``; an exception of any other kind is an error. With
+``--wait-go`` it first prints ``ready`` and starts spending when a line arrives on stdin, so that the
+test starts every process together however long each took to start.
 """
 
 from __future__ import annotations
@@ -26,15 +28,26 @@ def main() -> int:
     parser.add_argument("--clock-offset-s", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pace-s", type=float, default=0.0)
-    parser.add_argument("--go-at", type=float, default=0.0, help="real epoch seconds to start spending at")
+    parser.add_argument("--wait-go", action="store_true", help="print 'ready', start on a line from stdin")
     parser.add_argument(
-        "--clock-at-go", type=float, default=0.0, help="what the clock reads when spending starts (epoch seconds)"
+        "--clock-at-go", type=float, default=0.0, help="epoch seconds the clock reads when first read after go"
     )
     args = parser.parse_args()
-    real_time_ns = time.time_ns
     offset = [int(args.clock_offset_s * 1e9)]
+    set_at_next_read: list[int] = []  # set by the first spending thread to read the clock after go
+    clock_lock = threading.Lock()
     if args.clock_offset_s or args.clock_at_go:
-        time.time_ns = lambda: real_time_ns() + offset[0]  # a clock set near a period boundary (calls read it)
+        real_time_ns = time.time_ns
+
+        def fake_time_ns() -> int:  # a clock set near a period boundary (calls read it)
+            now = real_time_ns()
+            if set_at_next_read and threading.current_thread().name.startswith("spender-"):
+                with clock_lock:
+                    if set_at_next_read:
+                        offset[0] = set_at_next_read.pop() - now
+            return now + offset[0]
+
+        time.time_ns = fake_time_ns
 
     import costtrace
     from costtrace.budgets import Budget
@@ -66,11 +79,12 @@ def main() -> int:
             if args.pace_s:
                 time.sleep(args.pace_s)
 
-    while real_time_ns() / 1e9 < args.go_at:  # the real clock: every process starts together
-        time.sleep(0.01)
-    if args.clock_at_go:  # however late this process got here, its clock starts where the test wants
-        offset[0] = int(args.clock_at_go * 1e9) - real_time_ns()
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(args.threads)]
+    if args.wait_go:  # every process starts together
+        print("ready", flush=True)
+        sys.stdin.readline()
+    if args.clock_at_go:  # the first call reads it however late its thread starts
+        set_at_next_read.append(int(args.clock_at_go * 1e9))
+    threads = [threading.Thread(target=work, args=(n,), name=f"spender-{n}") for n in range(args.threads)]
     for t in threads:
         t.start()
     for t in threads:

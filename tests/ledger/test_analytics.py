@@ -366,7 +366,7 @@ def test_figures_from_a_real_ledger_match_the_task_summaries(ledger_url):
         with costtrace.task("extract_refund", feature="billing") as failed:
             costtrace.record_llm_call(provider="openai", model=MINI, input_tokens=500, output_tokens=50)
             failed.fail("wrong amount")
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
     finally:
         costtrace.close_ledger()
     engine = make_engine(ledger_url)

@@ -36,7 +36,7 @@ def test_a_task_with_retries_and_an_escalation_lands_whole(ledger):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
         t.escalate(to_model="gpt-4o", reason="validation_failed")
         costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=100)
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     (task,) = _rows(ledger, schema.tasks)
     assert task["task_id"] == t.summary.task_id and task["name"] == "extract_refund"
     assert (task["feature"], task["customer"], task["outcome"], task["first_pass"]) == (
@@ -101,7 +101,7 @@ def test_a_raising_call_is_a_failed_attempt_event(ledger):
             with costtrace.llm_call(provider="openai", model="gpt-4o-mini"):
                 raise TimeoutError
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     kinds = sorted(e["kind"] for e in _rows(ledger, schema.events))
     assert kinds == ["attempt_failed", "retry"]
     (task,) = _rows(ledger, schema.tasks)
@@ -111,9 +111,9 @@ def test_a_raising_call_is_a_failed_attempt_event(ledger):
 def test_late_outcome_restates_the_task_and_keeps_the_original(ledger):
     with costtrace.task("resolve_ticket", feature="support") as t:
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     costtrace.record_outcome(t.summary.task_id, "escalated_to_human", reason="ticket reopened", rework_cost_usd="37.5")
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     (task,) = _rows(ledger, schema.tasks)
     assert (task["outcome"], task["original_outcome"], task["outcome_reason"]) == (
         "escalated_to_human",
@@ -123,7 +123,7 @@ def test_late_outcome_restates_the_task_and_keeps_the_original(ledger):
     assert schema.from_nano(task["rework_nano_usd"]) == Decimal("37.5")
     time.sleep(0.01)
     costtrace.record_outcome(t.summary.task_id, costtrace.Outcome.SUCCESS, reason="customer confirmed")
-    assert costtrace.flush_ledger(10)
+    assert costtrace.flush_ledger(60)
     (task,) = _rows(ledger, schema.tasks)
     assert (task["outcome"], task["original_outcome"]) == ("success", "success")
 
@@ -263,7 +263,7 @@ def test_configure_ledger_errors_hide_the_password(tmp_path):
     with pytest.raises(costtrace.ConfigError) as info:
         costtrace.configure_ledger("postgresql://app:s3cret-pw@127.0.0.1:1/costs")
     assert "s3cret-pw" not in str(info.value) and "app:***@127.0.0.1:1" in str(info.value)
-    assert time.perf_counter() - started < 10  # the connect timeout, never a hang
+    assert time.perf_counter() - started < 60  # refused at once, 3 s connect timeout at worst: never a hang
     with pytest.raises(costtrace.ConfigError, match="defined twice"):
         costtrace.configure_ledger(
             f"sqlite:///{tmp_path / 'l.db'}",
@@ -283,7 +283,7 @@ def test_budgets_file_and_add_budget(tmp_path):
         costtrace.add_budget(costtrace.Budget("global", limit_usd=100, period="total"))
         with costtrace.task("t", feature="support"):
             costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
         states = {s.budget: s for s in costtrace.budget_status()}
         assert states["support"].spent_usd == states["global"].spent_usd == Decimal("0.00021")
         assert states["global"].resets_at is None and states["support"].utilisation == Decimal("0.000042")
@@ -315,9 +315,9 @@ def test_alerts_fire_from_real_spend_across_the_writer(ledger_url):
         for _ in range(2):  # $0.00021 a call: 50% after the first, 100% after the second
             with costtrace.task("t", feature="support"):
                 costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
-            assert costtrace.flush_ledger(10)
+            assert costtrace.flush_ledger(60)
         for _ in range(3):
-            assert costtrace.flush_ledger(10)  # more checks fire nothing new
+            assert costtrace.flush_ledger(60)  # more checks fire nothing new
     finally:
         costtrace.close_ledger()
         unsubscribe()
@@ -350,8 +350,8 @@ def test_outcome_rules_run_periodically_from_configure_ledger(ledger_url):
                     costtrace.record_llm_call(
                         provider="openai", model="gpt-4o-mini", input_tokens=100, output_tokens=10
                     )
-        assert costtrace.flush_ledger(10)
-        deadline = time.monotonic() + 10
+        assert costtrace.flush_ledger(60)
+        deadline = time.monotonic() + 60  # only bounds a hang: the rule runs every 0.1 s
         while not got and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
@@ -380,7 +380,7 @@ def test_configure_opens_the_ledger_and_shutdown_writes_it(tmp_path, via):
     env = {k: v for k, v in os.environ.items() if k != "COSTTRACE_LEDGER_URL"}
     if via == "environment":
         env["COSTTRACE_LEDGER_URL"] = url
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -404,7 +404,7 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_rows(ledger_url):
             costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
             t.escalate(to_model="gpt-4o")
             costtrace.record_llm_call(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=1)
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
         costtrace.close_ledger()
         with engine.connect() as conn:
             assert schema.current_version(conn) == schema.SCHEMA_VERSION == 2

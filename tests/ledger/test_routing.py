@@ -74,7 +74,7 @@ def support_ledger(ledger_url: str, ledger_engine: sa.Engine) -> Iterator[sa.Eng
     costtrace.configure_ledger(ledger_url)
     try:
         _record_support_tasks()
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
     finally:
         costtrace.close_ledger()
     yield ledger_engine
@@ -226,7 +226,7 @@ def test_whatif_prices_cache_and_reasoning_tokens_like_each_call(ledger_url, led
                     cache_write_input_tokens=200,
                     reasoning_output_tokens=40,
                 )
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
     finally:
         costtrace.close_ledger()
     catalog = PriceCatalog()

@@ -49,6 +49,6 @@ def build_ledger(url: str) -> None:
         for _ in range(3):
             with costtrace.task("answer", feature=HOSTILE_FEATURE):
                 costtrace.record_llm_call("openai", "gpt-4o-mini", input_tokens=500, output_tokens=100)
-        assert costtrace.flush_ledger(10)
+        assert costtrace.flush_ledger(60)
     finally:
         costtrace.close_ledger()
