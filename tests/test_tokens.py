@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +39,7 @@ from costtrace.tokens import (
     count_tokens,
     encoding_for_model,
 )
+from tests.waiting import wait_for
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 BUNDLED_CL100K = Path(tiktoken.__file__).parent.parent / "tiktoken_ext" / "data" / "cl100k_base.tiktoken"
@@ -72,13 +73,6 @@ def cl100k() -> tiktoken.Encoding:
 
 def _loader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(LOADER_THREAD_PREFIX)]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:  # bounds a hang
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 class _LoaderWaits:
@@ -339,7 +333,7 @@ def test_hung_o200k_download_still_gets_cl100k_on_the_first_call(
 def test_zero_timeout_loads_in_background_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TIMEOUT_ENV_VAR, "0")
     assert count_tokens("hello").source == "heuristic"  # nobody waits
-    _wait_for(lambda: count_tokens("hello").source == "estimated")
+    wait_for(lambda: count_tokens("hello").source == "estimated")
 
 
 def test_encoding_that_loads_after_the_timeout_is_used_later(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,7 +350,7 @@ def test_encoding_that_loads_after_the_timeout_is_used_later(monkeypatch: pytest
         assert count_tokens("hello").source == "heuristic"
     finally:
         release.set()
-    _wait_for(lambda: count_tokens("hello").source == "estimated")
+    wait_for(lambda: count_tokens("hello").source == "estimated")
 
 
 def test_concurrent_first_calls_load_each_encoding_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,7 +403,7 @@ def test_failed_encoding_is_remembered_then_retried_in_background(
 
     broken = False
     monkeypatch.setattr(tokens, "_RETRY_AFTER_S", 0.0)
-    _wait_for(lambda: count_tokens("hello").source == "estimated")
+    wait_for(lambda: count_tokens("hello").source == "estimated")
     assert len(attempts) >= 2
 
 

@@ -7,8 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import costtrace
 from costtrace import records, spending
 from costtrace.ledger import schema, store
 from costtrace.ledger.engine import make_engine
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,14 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 def _no_ledger_left_open():
     yield
     costtrace.close_ledger()
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _count(url: str, table: sa.Table, *where: object) -> int:
@@ -69,7 +60,7 @@ def test_configure_ledger_replays_a_dead_process_spool_without_waiting_for_a_rec
     (spool / "spool-999999999-deadbeef.jsonl").write_text("\n".join(lines) + "\n")  # its process is gone
     costtrace.configure_ledger(ledger_url, spool_path=spool)
     # Nothing is recorded in this process: the replay starts with the ledger.
-    _wait_for(lambda: _count(ledger_url, schema.calls) == 40 and not list(spool.glob("*.jsonl")), "the replay")
+    wait_for(lambda: _count(ledger_url, schema.calls) == 40 and not list(spool.glob("*.jsonl")), "the replay")
 
 
 def test_flush_ledger_is_false_and_says_what_was_lost(ledger_url, tmp_path, monkeypatch) -> None:

@@ -15,10 +15,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +29,7 @@ from costtrace.budgets import Budget
 from costtrace.ledger import schema
 from costtrace.ledger.engine import make_engine
 from costtrace.ledger.schema import to_nano
+from tests.waiting import wait_for
 
 GLOBAL = Budget("everything", limit_usd=1_000_000, period="total")
 TASKS, CALLS_PER_TASK = 50, 25
@@ -53,14 +52,6 @@ def _expected_nano(n_tasks: int) -> int:
     return sum(
         to_nano(per[0] * (100 + i) + per[1] * (k + 1)) or 0 for i in range(n_tasks) for k in range(CALLS_PER_TASK)
     )
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _totals(url: str) -> tuple[int, int, int, int]:
@@ -86,7 +77,7 @@ def _check_all_arrived(url: str, n_tasks: int) -> None:
         costtrace.flush_ledger(5)
         return _totals(url)[0] >= want
 
-    _wait_for(arrived, f"{want} call rows")
+    wait_for(arrived, f"{want} call rows")
     calls, distinct, tasks, spent = _totals(url)
     assert (calls, distinct, tasks) == (want, want, n_tasks)  # 0 lost, 0 duplicated
     assert spent == _expected_nano(n_tasks)  # every call's cost counted exactly once
@@ -174,7 +165,7 @@ def test_gunicorn_workers_recycled_by_max_requests_or_killed_lose_nothing(parent
             except OSError:
                 return None
 
-        _wait_for(lambda: server.poll() is not None or request(0) is not None, "gunicorn to serve")
+        wait_for(lambda: server.poll() is not None or request(0) is not None, "gunicorn to serve")
         assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
         for i in range(1, 30):
             pid = request(i)

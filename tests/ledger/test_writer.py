@@ -32,6 +32,7 @@ from costtrace.ledger.engine import make_engine
 from costtrace.ledger.schema import from_nano, to_nano
 from costtrace.ledger.writer import LedgerWriter
 from costtrace.records import CallRecord, TaskEvent, TaskSummary
+from tests.waiting import wait_for
 
 GLOBAL = Budget("everything", limit_usd=1_000_000, period="total")
 
@@ -94,15 +95,6 @@ def spent_nano(engine: Engine, budget: str = GLOBAL.name) -> int:
 
 def expected_nano(calls: list[CallRecord]) -> int:
     return sum(to_nano(c.cost_usd) or 0 for c in calls)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds (generous deadline: the suite must pass with the cores busy)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
