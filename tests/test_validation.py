@@ -150,7 +150,7 @@ def test_an_accepted_usd_amount_is_finite_in_range_and_fits_nano_usd(value: obje
     try:
         amount = _validate.usd(value, "x")
     except ConfigError as exc:
-        assert str(exc).startswith(f"x={value!r} ")
+        assert str(exc).startswith(f"x={_validate._show(value)} ")  # the value as shown: long ones cut short
         return
     assert amount.is_finite() and 0 <= amount <= _validate.MAX_USD
     assert 0 <= to_nano(amount) <= INT64_MAX  # type: ignore[operator]
@@ -161,7 +161,7 @@ def test_an_accepted_duration_is_positive_and_bounded(value: object) -> None:
     try:
         d = _validate.duration(value, "w", maximum=_validate.MAX_WINDOW)
     except ConfigError as exc:
-        assert str(exc).startswith(f"w={value!r} ")
+        assert str(exc).startswith(f"w={_validate._show(value)} ")
         return
     assert timedelta(0) < d <= _validate.MAX_WINDOW
 
