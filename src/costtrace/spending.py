@@ -370,6 +370,10 @@ class FlushResult:
 def flush_ledger(timeout_s: float = 5.0) -> FlushResult:
     """Write everything recorded so far to the ledger (or its spool) within ``timeout_s``.
 
+    Spool files that dead processes left on this ledger's spool folder (pool workers write through to
+    theirs) are replayed too before it returns, so after ``with multiprocessing.Pool(...)`` one call in
+    the parent writes what the workers recorded.
+
     Returns a :class:`FlushResult`, false if something was not written in time or records were lost
     since the previous call (its ``lost`` says how many, by reason).
 

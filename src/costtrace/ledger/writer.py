@@ -639,6 +639,8 @@ class LedgerWriter:
         self._quarantine_logged_at: float | None = None
         self._rescan = False
         self._last_scan = time.monotonic()
+        self._scans_started = 0  # rescans for left-over spool files the writer thread began ...
+        self._scans_done = 0  # ... and finished (claimed and replay tried): flush() waits for its own
         # Spend recorded here but not yet in the database, per hard-capped budget and period (admission).
         self._pending_lock = threading.Lock()
         self._pending_calls: dict[str, list[tuple[str, datetime, int]]] = {}
@@ -851,13 +853,20 @@ class LedgerWriter:
         """
         try:
             deadline = time.monotonic() + max(0.0, timeout_s)
+            # Spool files of other processes (pool workers write through to theirs): replay what dead ones
+            # left, so that what the app's workers recorded before this call is written too.
+            leftovers = bool(self._leftover_paths())
             with self._lock:
                 target = self._enqueued
-                self._rescan = True  # and look for spool files left by dead processes (pool workers)
+                if leftovers:
+                    self._rescan = True
+                    scan = self._scans_started + 1
+                else:
+                    scan = 0
+                if self._processed >= target and self._scans_done >= scan:
+                    return True
                 if self._thread is not None:
                     self._work.notify()
-                if self._processed >= target:
-                    return True
                 start = self._thread is None
             if start:
                 self._start_thread()
@@ -867,7 +876,7 @@ class LedgerWriter:
                 self._flush_requests += 1
                 self._work.notify()
                 try:
-                    while self._processed < target:
+                    while self._processed < target or self._scans_done < scan:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             return False
@@ -1006,6 +1015,9 @@ class LedgerWriter:
                 self._claimed.append(self._wt_rotated)
             rescan = self._rescan or time.monotonic() - self._last_scan >= RESCAN_S
             self._rescan = False
+            if rescan:
+                self._scans_started += 1
+            scan = self._scans_started
             stopping = self._stopping
         try:
             if rescan:
@@ -1031,6 +1043,8 @@ class LedgerWriter:
                     self._inflight = []
                     self._processed += len(items)
                 self._processed += wt_done
+                if rescan:
+                    self._scans_done = scan
                 self._done.notify_all()
                 more = bool(self._queue) or self._wt_pending > 0
         return not (stopping and not more)
@@ -1299,24 +1313,26 @@ class LedgerWriter:
             self._put_aside(lines, len(lines), reason, "spooled")
         f.bad_reported = max(f.bad_reported, bad.next_line)
 
-    def _claim_leftovers(self) -> None:
+    def _leftover_paths(self) -> list[Path]:
+        """Spool files in the spool folder that are not this writer's own (another process's, live or dead)."""
         try:
             names = sorted(os.listdir(self._spool_dir))
         except FileNotFoundError:
-            return
-        finally:
-            self._last_scan = time.monotonic()
+            return []
         mine = {
             str(f.path)
             for f in (self._spool, self._wt_file, self._quarantine_file, *self._claimed, *self._emergency)
             if f is not None
         }
-        for name in names:
-            if not name.endswith(".jsonl") or not name.startswith(("spool-", "claimed-")):
-                continue
-            path = self._spool_dir / name
-            if str(path) in mine:
-                continue
+        paths = (self._spool_dir / n for n in names if n.endswith(".jsonl") and n.startswith(("spool-", "claimed-")))
+        return [p for p in paths if str(p) not in mine]
+
+    def _claim_leftovers(self) -> None:
+        try:
+            leftovers = self._leftover_paths()
+        finally:
+            self._last_scan = time.monotonic()
+        for path in leftovers:
             claimed = _claim(path)
             if claimed is not None:
                 self._claimed.append(claimed)
