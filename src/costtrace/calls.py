@@ -22,6 +22,7 @@ import numbers
 import random
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -40,6 +41,38 @@ from costtrace.tasks import Task, current_task
 from costtrace.usage import MAX_COUNT, Usage, UsageSource, clamped_usage, usage_from_response
 
 _UNKNOWN_USAGE = Usage(source="unknown")
+
+_CURRENT_CALL: ContextVar[LLMCall | None] = ContextVar("costtrace_current_call", default=None)
+"""The LLM call open in this context: a manual ``with llm_call(...)`` block, or an instrumented
+SDK / gateway call while its request is being made. Instrumentations below it (an SDK under
+LiteLLM, the HTTP layer under an SDK) see it and do not record the same request a second time."""
+
+
+def current_call() -> LLMCall | None:
+    """The LLM call open in this context (see ``_CURRENT_CALL``), or None.
+
+    Example:
+        >>> with costtrace.llm_call(provider="openai", model="gpt-4o-mini") as call:   # doctest: +SKIP
+        ...     assert costtrace.calls.current_call() is call
+    """
+    return _CURRENT_CALL.get()
+
+
+def activate(call: LLMCall) -> Token[LLMCall | None]:
+    """Make ``call`` the current call while its request is made; undo with :func:`deactivate`.
+
+    For instrumentations: a manual ``llm_call`` activates itself in ``__enter__``.
+    """
+    return _CURRENT_CALL.set(call)
+
+
+def deactivate(token: Token[LLMCall | None]) -> None:
+    try:
+        _CURRENT_CALL.reset(token)
+    except ValueError:  # reset from another context (an async generator finalised elsewhere)
+        _CURRENT_CALL.set(None)
+
+
 _USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
 
 
@@ -204,6 +237,13 @@ class LLMCall:
         """False when the request's model can no longer change: a ``downgrade`` budget then blocks instead."""
         self.record: CallRecord | None = None
         """The finished call's record, once the call has ended."""
+        self.manual = False
+        """True for a ``with llm_call(...)`` block: an instrumented SDK call made inside it fills this
+        call (usage, response model) instead of recording a second one."""
+        self.requests_sent = 0
+        """HTTP requests to an LLM API seen going out while this call was current (the HTTP layer
+        counts them): 0 when the SDK refused the request before sending anything."""
+        self._current_token: Token[LLMCall | None] | None = None
 
     # --- recording what happened ------------------------------------------------------------------
 
@@ -333,6 +373,8 @@ class LLMCall:
 
     def __enter__(self) -> LLMCall:
         self.start()
+        self.manual = True
+        self._current_token = activate(self)
         try:
             self._context_token = otel_context.attach(trace.set_span_in_context(self._span))
         except Exception as exc:
@@ -348,6 +390,9 @@ class LLMCall:
             except Exception as err:
                 report_internal_error("calls.detach", err)
             self._context_token = None
+        if self._current_token is not None:
+            deactivate(self._current_token)
+            self._current_token = None
         self.end(exc)
 
     async def __aenter__(self) -> LLMCall:
