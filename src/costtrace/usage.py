@@ -163,19 +163,33 @@ def _anthropic_usage(u: Any) -> Usage | None:
 
 
 def _openai_chat_usage(u: Any) -> Usage | None:
+    """OpenAI's chat usage, and the same shape as LiteLLM (SDK and proxy) gives it for every provider.
+
+    LiteLLM adds Anthropic's cache fields: ``cache_creation_input_tokens`` (writes, already included in
+    ``prompt_tokens``), ``cache_read_input_tokens`` (= ``prompt_tokens_details.cached_tokens``) and the
+    one-hour share of the writes in ``prompt_tokens_details.cache_creation_token_details``.
+    """
+    details = _get(u, "prompt_tokens_details")
+    cache_read = _count(_get(details, "cached_tokens"))
+    if cache_read is None:
+        cache_read = _count(_get(u, "cache_read_input_tokens"))
     return _make_usage(
         _count(_get(u, "prompt_tokens")),
         _count(_get(u, "completion_tokens")),
-        cache_read=_count(_get(_get(u, "prompt_tokens_details"), "cached_tokens")),
+        cache_read=cache_read,
+        cache_write=_count(_get(u, "cache_creation_input_tokens")),
+        cache_write_1h=_count(_get(_get(details, "cache_creation_token_details"), "ephemeral_1h_input_tokens")),
         reasoning=_count(_get(_get(u, "completion_tokens_details"), "reasoning_tokens")),
     )
 
 
 def _openai_responses_usage(u: Any) -> Usage | None:
+    details = _get(u, "input_tokens_details")
     return _make_usage(
         _count(_get(u, "input_tokens")),
         _count(_get(u, "output_tokens")),
-        cache_read=_count(_get(_get(u, "input_tokens_details"), "cached_tokens")),
+        cache_read=_count(_get(details, "cached_tokens")),
+        cache_write=_count(_get(details, "cache_write_tokens")),  # LiteLLM's Responses bridge (Anthropic)
         reasoning=_count(_get(_get(u, "output_tokens_details"), "reasoning_tokens")),
     )
 

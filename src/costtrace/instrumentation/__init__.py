@@ -4,8 +4,8 @@
     costtrace.instrument("openai")      # just one
     costtrace.uninstrument()            # restore the original functions
 
-Each SDK has one module here (``openai``, ``anthropic``, ``google_genai``): the only modules that
-import those SDKs. Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the
+Each SDK has one module here (``openai``, ``anthropic``, ``google_genai``, ``litellm``): the only
+modules that import those SDKs. Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the
 ``opentelemetry_instrumentor`` entry point, so ``opentelemetry-instrument`` runs pick them up.
 """
 
@@ -23,6 +23,7 @@ _REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "openai": ("costtrace.instrumentation.openai", "OpenAIInstrumentor", "openai", "openai"),
     "anthropic": ("costtrace.instrumentation.anthropic", "AnthropicInstrumentor", "anthropic", "anthropic"),
     "google_genai": ("costtrace.instrumentation.google_genai", "GoogleGenAIInstrumentor", "google.genai", "google"),
+    "litellm": ("costtrace.instrumentation.litellm", "LiteLLMInstrumentor", "litellm", "litellm"),
 }
 SUPPORTED = tuple(_REGISTRY)
 _lock = threading.Lock()

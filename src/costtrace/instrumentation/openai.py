@@ -34,7 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, current_call
 from costtrace.errors import ConfigError
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
@@ -614,7 +614,9 @@ def _resend_reason(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 def _record_resend(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    call = _ACTIVE.get()
+    # The SDK call this module recorded, else the call current around a raw use of the client (LiteLLM
+    # posts with ``client.post`` inside its own recorded call, and hands it ``max_retries``).
+    call = _ACTIVE.get() or current_call()
     if call is not None:
         call.record_resend(_resend_reason(args, kwargs))
 
