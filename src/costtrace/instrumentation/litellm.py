@@ -126,6 +126,13 @@ _TARGETS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Where an async chat call enters LiteLLM (the app, the Router, the dispatcher's captured reference).
+_ASYNC_ENTRIES: tuple[tuple[str, str], ...] = (
+    ("litellm", "acompletion"),
+    ("litellm.chat_completions.dispatch", "_PYTHON_ACOMPLETION"),
+)
+
+
 class _Settings:
     active = False
     """False once uninstrumented: a wrapper still referenced somewhere passes straight through."""
@@ -307,13 +314,19 @@ def _endpoint(api_base: object) -> tuple[str | None, int | None]:
     return parts.hostname or None, port
 
 
-def _accepts_stream_options(model: str, provider: str) -> bool:
-    """Whether LiteLLM accepts ``stream_options`` for this model (else asking for usage would raise)."""
-    try:
-        supported = _litellm().get_supported_openai_params(model=model, custom_llm_provider=provider or None)
-    except Exception:
-        return False
-    return isinstance(supported, (list, tuple, set, frozenset)) and "stream_options" in supported
+class _AskedUsage(dict[str, bool]):
+    """``stream_options={"include_usage": True}`` added by costtrace, not by the app."""
+
+
+def _ask_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Exact usage for a stream: LiteLLM then ends it with a usage-only chunk, hidden from the app.
+
+    LiteLLM accepts ``stream_options`` for every provider (it never checks it against their parameter
+    lists) and serves ``include_usage`` itself where the provider has no such option (Anthropic).
+    """
+    send = dict(kwargs)
+    send["stream_options"] = _AskedUsage(include_usage=True)
+    return send
 
 
 @dataclass
@@ -356,10 +369,11 @@ def _prepare(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
         if max_tokens is None:
             max_tokens = _int_arg(kwargs.get("max_tokens"))
         request_input = _bound(args, kwargs, "messages", 1)
-        if stream and kwargs.get("stream_options") is None and _accepts_stream_options(model, litellm_provider):
-            # Exact usage for the stream: LiteLLM then ends it with a usage-only chunk, hidden from the app.
-            send = dict(kwargs)
-            send["stream_options"] = {"include_usage": True}
+        options = kwargs.get("stream_options")
+        if isinstance(options, _AskedUsage):  # asked for by costtrace around acompletion (below)
+            hide = True
+        elif stream and options is None:
+            send = _ask_stream_usage(kwargs)
             hide = True
     for key, attr in (("temperature", sc.GEN_AI_REQUEST_TEMPERATURE), ("top_p", sc.GEN_AI_REQUEST_TOP_P)):
         value = kwargs.get(key)
@@ -666,6 +680,23 @@ def _wrapper(kind: str) -> Callable[..., Any]:
     return wrapper
 
 
+def _async_entry_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``acompletion``: ask a stream for its usage here, where LiteLLM reads ``stream_options`` for the
+    whole async call (its Anthropic route decides at this level whether to add the usage chunk). The
+    call itself is recorded by the sync half below it, one per attempt."""
+    if (
+        _settings.active
+        and kwargs.get("stream") is True
+        and kwargs.get("stream_options") is None
+        and calls.current_call() is None
+        and not _passes_through("chat", kwargs)
+    ):
+        kwargs = _ask_stream_usage(kwargs)
+    return wrapped(*args, **kwargs)
+
+
 async def _run_async(req: _Request, coro: Any) -> Any:
     """Run the coroutine LiteLLM's sync half returned: that is where the request is sent."""
     attempt = safely("instrumentation.litellm.start", _start, req)
@@ -699,7 +730,9 @@ class LiteLLMInstrumentor(CosttraceInstrumentor):
     _instruments = ("litellm >= 1.110, < 2",)
 
     def targets(self) -> list[tuple[str, str, Callable[..., Any]]]:
-        return [(module, name, _wrapper(kind)) for module, name, kind in _TARGETS]
+        found = [(module, name, _wrapper(kind)) for module, name, kind in _TARGETS]
+        found += [(module, name, _async_entry_wrapper) for module, name in _ASYNC_ENTRIES]
+        return found
 
     def _instrument(self, **kwargs: Any) -> None:
         _settings.active = True
