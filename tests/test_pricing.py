@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 from genai_prices.data import providers as GP_PROVIDERS
 from genai_prices.types import ConditionalPrice, ModelInfo, ModelPrice, StartDateConstraint, TieredPrices
 
+import costtrace
 from costtrace import pricing
 from costtrace.errors import ConfigError
 from costtrace.pricing import OTEL_PROVIDER_IDS, Cost, PriceCatalog, unpriced_counts
@@ -1104,3 +1106,60 @@ def test_conditional_prices_none_active_fall_back_to_first() -> None:
     assert isinstance(plan, pricing._Plan) and plan.flat is not None
     assert plan.flat[0] == Decimal(1) / MTOK
     assert plan.price_date == "2030-01-01"
+
+
+# --- model aliases (a gateway's own model names) ------------------------------------------------------
+
+
+def test_model_alias_prices_a_gateway_name_as_its_model(catalog: PriceCatalog) -> None:
+    usage = Usage(input_tokens=1000, cache_read_input_tokens=400, output_tokens=50)
+    catalog.set_model_alias("my-gpt", "openai/gpt-4o-mini")
+    got = catalog.cost(usage, provider="openai", model="My-GPT")
+    assert got.priced and (got.provider_id, got.model_id) == ("openai", "gpt-4o-mini")
+    assert got.total_usd == catalog.cost(usage, provider="openai", model="gpt-4o-mini").total_usd
+    catalog.set_model_alias("my-claude", "anthropic/claude-haiku-4-5")  # another provider behind one proxy
+    assert catalog.cost(usage, provider="openai", model="my-claude").model_id == "claude-haiku-4-5"
+
+
+def test_model_alias_to_an_unknown_model_is_unpriced_naming_the_alias(catalog: PriceCatalog) -> None:
+    catalog.set_model_alias("my-gpt", "openai/gpt-9-nonexistent")
+    got = catalog.cost(Usage(input_tokens=10, output_tokens=1), provider="openai", model="my-gpt")
+    assert not got.priced and got.total_usd is None
+    assert "model alias 'my-gpt' -> 'openai/gpt-9-nonexistent'" in (got.unpriced_reason or "")
+
+
+def test_a_price_set_for_the_alias_name_wins_over_the_alias(catalog: PriceCatalog) -> None:
+    catalog.set_model_alias("my-gpt", "openai/gpt-4o-mini")
+    catalog.set_price("my-gpt", input_per_mtok=1, output_per_mtok=1)
+    got = catalog.cost(Usage(input_tokens=1_000_000, output_tokens=0), provider="openai", model="my-gpt")
+    assert got.price_source == "override" and got.total_usd == Decimal(1)
+
+
+@pytest.mark.parametrize(
+    ("aliases", "fragment"),
+    [
+        ({"my-*": "openai/gpt-4o-mini"}, "must be an exact model name"),
+        ({"": "openai/gpt-4o-mini"}, "must be a non-empty model name"),
+        ({"my-gpt": ""}, "the target must be 'provider/model'"),
+        ({"my-gpt": "openai/"}, "both parts of 'provider/model' must be non-empty"),
+        ({"my-gpt": 4}, "the target must be 'provider/model'"),
+        ({"my-gpt": "openai/my-gpt"}, "names the alias itself"),
+        (["my-gpt"], "must map model names to 'provider/model' strings"),
+    ],
+)
+def test_bad_model_aliases_are_config_errors(catalog: PriceCatalog, aliases: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        catalog.set_model_aliases(aliases)
+
+
+def test_model_aliases_from_a_prices_file_and_configure(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text('[aliases]\n"team-fast" = "anthropic/claude-haiku-4-5"\n')
+    catalog = PriceCatalog()
+    catalog.load_prices(path)
+    assert catalog.cost(Usage(input_tokens=10, output_tokens=1), provider="openai", model="team-fast").priced
+    path.write_text('[aliases]\n"team-fast" = "anthropic/"\n')
+    with pytest.raises(ConfigError, match=r"prices.toml: aliases: 'team-fast'"):
+        catalog.load_prices(path)
+    with pytest.raises(ConfigError, match="must be an exact model name"):
+        costtrace.configure(model_aliases={"gpt-*": "openai/gpt-4o"}, otlp=False, metrics=False)

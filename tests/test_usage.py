@@ -41,6 +41,36 @@ def test_openai_chat_usage_with_none_details():
     assert info.usage == Usage(10, 5)
 
 
+def test_litellm_usage_of_an_anthropic_call_keeps_its_cache_writes():
+    """LiteLLM (SDK and proxy) gives Anthropic's usage OpenAI's shape, prompt_tokens including the
+    cache reads and writes, with Anthropic's fields added; the writes (and their 1-hour share) count."""
+    u = {
+        "prompt_tokens": 1600,
+        "completion_tokens": 20,
+        "prompt_tokens_details": {
+            "cached_tokens": 1000,
+            "cache_creation_tokens": 500,
+            "cache_creation_token_details": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 300},
+        },
+        "cache_creation_input_tokens": 500,
+        "cache_read_input_tokens": 1000,
+    }
+    info = usage_from_response({"model": "claude-haiku-4-5-20251001", "usage": u}, "anthropic")
+    assert info.usage == Usage(
+        1600, 20, cache_read_input_tokens=1000, cache_write_input_tokens=500, cache_write_1h_input_tokens=300
+    )
+
+
+def test_litellm_responses_usage_of_an_anthropic_call_keeps_its_cache_writes():
+    u = {
+        "input_tokens": 1300,
+        "output_tokens": 20,
+        "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 200},
+    }
+    info = usage_from_response({"object": "response", "status": "completed", "usage": u})
+    assert info.usage == Usage(1300, 20, cache_read_input_tokens=1000, cache_write_input_tokens=200)
+
+
 def test_openai_responses_usage():
     info = usage_from_response(
         {

@@ -138,6 +138,7 @@ def configure(
     span_exporter: Any = None,
     metric_reader: Any = None,
     prices_file: str | os.PathLike[str] | None = None,
+    model_aliases: Mapping[str, str] | None = None,
     ledger_url: str | None = None,
     budgets: Sequence[Budget] | None = None,
     budgets_file: str | os.PathLike[str] | None = None,
@@ -160,6 +161,8 @@ def configure(
         metrics: Export metrics too.
         span_exporter / metric_reader: Your own exporter or reader, added next to the others.
         prices_file: A JSON or TOML price override file (see docs/pricing.md).
+        model_aliases: Model names only your gateway knows, priced as the model each stands for:
+            ``{"my-gpt": "openai/gpt-4o-mini"}`` (a LiteLLM proxy's aliases; docs/pricing.md#model-aliases).
         ledger_url, budgets, budgets_file: Open the cost ledger and install budgets (see
             :func:`costtrace.configure_ledger`). The ledger opens when any of them is given or
             ``COSTTRACE_LEDGER_URL`` is set.
@@ -196,6 +199,10 @@ def configure(
         from costtrace.pricing import load_prices
 
         load_prices(prices_file)
+    if model_aliases is not None:
+        from costtrace.pricing import set_model_aliases
+
+        set_model_aliases(model_aliases)
     if ledger_url is not None or budgets or budgets_file is not None or os.environ.get(ENV_LEDGER_URL, "").strip():
         from costtrace.spending import configure_ledger
 

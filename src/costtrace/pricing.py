@@ -21,6 +21,7 @@ Two rules hold everywhere:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib
 import json
@@ -51,6 +52,8 @@ __all__ = [
     "default_catalog",
     "load_prices",
     "set_discount",
+    "set_model_alias",
+    "set_model_aliases",
     "set_price",
     "unpriced_counts",
 ]
@@ -732,6 +735,45 @@ class _Entry:
 _ResolveKey = tuple[str | None, str, str | None, bool, tuple[tuple[str, str], ...]]
 
 
+@dataclass(frozen=True)
+class _Alias:
+    target: str
+    provider: str | None
+    model: str
+    source: str
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _parse_aliases(aliases: object, *, where: str, source: str) -> dict[str, _Alias]:
+    """``{alias: "provider/model"}`` checked whole, keyed by the lower-cased alias."""
+    if not isinstance(aliases, Mapping):
+        raise ConfigError(f"{where} must map model names to 'provider/model' strings, got {aliases!r}")
+    parsed: dict[str, _Alias] = {}
+    for alias, target in aliases.items():
+        if not isinstance(alias, str) or not alias.strip():
+            raise ConfigError(f"{where}: alias {alias!r} must be a non-empty model name")
+        if _GLOB_CHARS & set(alias):
+            raise ConfigError(f"{where}: alias {alias!r} must be an exact model name; for a glob use set_price")
+        if not isinstance(target, str) or not target.strip():
+            raise ConfigError(
+                f"{where}: {alias!r} -> {target!r}: the target must be 'provider/model', e.g. 'openai/gpt-4o-mini'"
+            )
+        provider, slash, model = target.strip().partition("/")
+        if not slash:
+            provider, model = "", provider
+        if slash and (not provider.strip() or not model.strip()):
+            raise ConfigError(
+                f"{where}: {alias!r} -> {target!r}: both parts of 'provider/model' must be non-empty, "
+                "e.g. 'openai/gpt-4o-mini'"
+            )
+        if model.strip().lower() == alias.strip().lower():
+            raise ConfigError(f"{where}: {alias!r} -> {target!r} names the alias itself; it needs no alias")
+        parsed[alias.strip().lower()] = _Alias(target.strip(), provider.strip() or None, model.strip(), source)
+    return parsed
+
+
 class PriceCatalog:
     """Prices LLM calls from genai-prices' data plus your overrides and discounts.
 
@@ -753,6 +795,7 @@ class PriceCatalog:
         self._discounts: dict[tuple[str, str | None], _Discount] = {}
         self._seq = 0
         self._entries: dict[_ResolveKey, _Entry] = {}
+        self._aliases: dict[str, _Alias] = {}
 
     # -- run time ----------------------------------------------------------------------------------
 
@@ -875,6 +918,7 @@ class PriceCatalog:
         service_tier: str | None,
         batch: bool,
         ctx_key: tuple[tuple[str, str], ...],
+        follow_alias: bool = True,
     ) -> _Entry:
         model_lower = model.strip().lower()
         provider_lower = provider.strip().lower() if provider else None
@@ -884,6 +928,15 @@ class PriceCatalog:
             key=_Override.priority,
             reverse=True,
         )
+        alias = self._aliases.get(model_lower) if follow_alias else None
+        if alias is not None and not overrides:
+            # A name only your gateway knows (a LiteLLM proxy's "my-gpt"): priced as the model it stands for.
+            entry = self._build_entry(alias.provider, alias.model, service_tier, batch, ctx_key, follow_alias=False)
+            if entry.unpriced_reason is not None:
+                entry = dataclasses.replace(
+                    entry, unpriced_reason=f"{entry.unpriced_reason} (model alias {model!r} -> {alias.target!r})"
+                )
+            return entry
         for n, override in enumerate(overrides):
             if override.start_date is None:
                 overrides = overrides[: n + 1]  # nothing after an always-valid override is reachable
@@ -1010,6 +1063,38 @@ class PriceCatalog:
             source="override",
         )
 
+    def set_model_alias(self, alias: str, target: str) -> None:
+        """Price calls of the model name ``alias`` as ``target``: a name only your gateway knows.
+
+        A LiteLLM proxy (or any gateway) maps its own model names to real models: the app asks the
+        OpenAI SDK for ``my-gpt`` and the proxy sends ``gpt-4o-mini``. costtrace sees ``my-gpt``;
+        this says what it costs. The alias is matched case-insensitively, as the request names the
+        model or as the response does; a price you set for the alias name itself (``set_price``) wins.
+
+        Args:
+            alias: The model name as your calls carry it, exactly (no globs).
+            target: ``"provider/model"`` (``"openai/gpt-4o-mini"``, ``"anthropic/claude-haiku-4-5"``;
+                the provider as in ``set_price``), or a bare model name whose provider is then found
+                from the name. Only the first ``/`` splits: ``"together/meta-llama/Llama-3.3-70B"``.
+
+        Raises:
+            ConfigError: An empty or glob alias, an empty target or part of it, or an alias to itself.
+
+        Example:
+            >>> catalog = PriceCatalog()
+            >>> catalog.set_model_alias("my-gpt", "openai/gpt-4o-mini")
+            >>> catalog.cost(Usage(input_tokens=1000, output_tokens=10), provider="openai", model="my-gpt").model_id
+            'gpt-4o-mini'
+        """
+        self.set_model_aliases({alias: target})
+
+    def set_model_aliases(self, aliases: Mapping[str, str]) -> None:
+        """:meth:`set_model_alias` for each ``alias: target`` of ``aliases``; all are checked first."""
+        parsed = _parse_aliases(aliases, where="model_aliases", source="override")
+        with self._lock:
+            self._aliases.update(parsed)
+            self._entries.clear()
+
     def load_prices(self, path: str | os.PathLike[str]) -> None:
         """Load price overrides and discounts from a JSON or TOML file.
 
@@ -1034,10 +1119,10 @@ class PriceCatalog:
         raw = _read_price_file(resolved)
         source = f"config:{resolved}"
         where_file = str(resolved)
-        unknown = set(raw) - {"prices", "discounts"}
+        unknown = set(raw) - {"prices", "discounts", "aliases"}
         if unknown:
             raise ConfigError(
-                f"{where_file}: unknown top-level key(s) {sorted(unknown)}; allowed: 'prices', 'discounts'"
+                f"{where_file}: unknown top-level key(s) {sorted(unknown)}; allowed: 'prices', 'discounts', 'aliases'"
             )
         prices = raw.get("prices", [])
         discounts = raw.get("discounts", [])
@@ -1052,9 +1137,12 @@ class PriceCatalog:
             _parse_discount(entry, where=_entry_where(where_file, "discounts", n, entry), source=source, seq=0)
             for n, entry in enumerate(discounts)
         ]
+        parsed_aliases = _parse_aliases(raw.get("aliases", {}), where=f"{where_file}: aliases", source=source)
         with self._lock:
             self._overrides = {k: o for k, o in self._overrides.items() if o.source != source}
             self._discounts = {k: d for k, d in self._discounts.items() if d.source != source}
+            self._aliases = {k: a for k, a in self._aliases.items() if a.source != source}
+            self._aliases.update(parsed_aliases)
             for override in parsed_prices:
                 self._store_override(override)
             for discount in parsed_discounts:
@@ -1356,6 +1444,20 @@ def set_discount(provider: str, multiplier: Number, *, model: str | None = None)
         >>> set_discount("azure.ai.openai", "0.85")
     """
     default_catalog().set_discount(provider, multiplier, model=model)
+
+
+def set_model_alias(alias: str, target: str) -> None:
+    """:meth:`PriceCatalog.set_model_alias` on the :func:`default_catalog`.
+
+    Example:
+        >>> set_model_alias("my-gpt", "openai/gpt-4o-mini")
+    """
+    default_catalog().set_model_alias(alias, target)
+
+
+def set_model_aliases(aliases: Mapping[str, str]) -> None:
+    """:meth:`PriceCatalog.set_model_aliases` on the :func:`default_catalog`."""
+    default_catalog().set_model_aliases(aliases)
 
 
 def load_prices(path: str | os.PathLike[str]) -> None:

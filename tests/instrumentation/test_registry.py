@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from importlib.metadata import entry_points
 
@@ -11,17 +12,21 @@ import pytest
 import costtrace
 from costtrace.instrumentation import SUPPORTED
 
-# (module, owner class, method) of one patched function per SDK.
+# (module, owner class or None for the module itself, function) of one patched function per SDK.
 PATCHED = {
     "openai": ("openai.resources.chat.completions", "Completions", "create"),
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
+    "litellm": ("litellm.main", None, "completion"),
 }
+# The dev environment has no LiteLLM (tests/frameworks runs it): instrument() skips what is not installed.
+INSTALLED = [name for name in SUPPORTED if importlib.util.find_spec(PATCHED[name][0].split(".")[0]) is not None]
 
 
 def _function(name: str) -> object:
     module, owner, method = PATCHED[name]
-    return vars(getattr(importlib.import_module(module), owner))[method]
+    loaded = importlib.import_module(module)
+    return vars(loaded)[method] if owner is None else vars(getattr(loaded, owner))[method]
 
 
 @pytest.fixture(autouse=True)
@@ -33,15 +38,15 @@ def _clean():
 
 def test_instrument_twice_is_a_no_op_and_uninstrument_restores_the_originals(caplog):
     caplog.set_level(logging.WARNING)
-    originals = {name: _function(name) for name in SUPPORTED}
-    assert sorted(costtrace.instrument()) == sorted(SUPPORTED)
-    patched = {name: _function(name) for name in SUPPORTED}
-    assert all(patched[n] is not originals[n] for n in SUPPORTED)
-    assert sorted(costtrace.instrument()) == sorted(SUPPORTED)
-    assert {name: _function(name) for name in SUPPORTED} == patched  # nothing wrapped twice
+    originals = {name: _function(name) for name in INSTALLED}
+    assert sorted(costtrace.instrument()) == sorted(INSTALLED)
+    patched = {name: _function(name) for name in INSTALLED}
+    assert all(patched[n] is not originals[n] for n in INSTALLED)
+    assert sorted(costtrace.instrument()) == sorted(INSTALLED)
+    assert {name: _function(name) for name in INSTALLED} == patched  # nothing wrapped twice
     assert not [r for r in caplog.records if "already instrumented" in r.getMessage()]
     costtrace.uninstrument()
-    assert {name: _function(name) for name in SUPPORTED} == originals
+    assert {name: _function(name) for name in INSTALLED} == originals
 
 
 def test_instrument_one_sdk_by_name():
@@ -53,13 +58,13 @@ def test_instrument_one_sdk_by_name():
 
 
 def test_unknown_sdk_name_is_a_config_error():
-    with pytest.raises(costtrace.ConfigError, match="supported SDKs are openai, anthropic, google_genai"):
+    with pytest.raises(costtrace.ConfigError, match="supported SDKs are openai, anthropic, google_genai, litellm"):
         costtrace.instrument("cohere")
 
 
 def test_instrumentors_are_registered_for_opentelemetry_instrument():
     found = {ep.name: ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name.startswith("costtrace")}
-    assert set(found) == {"costtrace_openai", "costtrace_anthropic", "costtrace_google_genai"}
+    assert set(found) == {"costtrace_openai", "costtrace_anthropic", "costtrace_google_genai", "costtrace_litellm"}
     for ep in found.values():
         instrumentor = ep.load()()
         assert instrumentor.instrumentation_dependencies()
