@@ -386,15 +386,7 @@ class _StreamUsage:
             u = call.usage
             if u is not None:
                 source: UsageSource = "heuristic" if "heuristic" in estimated else "estimated"
-                call.set_usage(
-                    u.input_tokens,
-                    u.output_tokens,
-                    cache_read_input_tokens=u.cache_read_input_tokens,
-                    cache_write_input_tokens=u.cache_write_input_tokens,
-                    cache_write_1h_input_tokens=u.cache_write_1h_input_tokens,
-                    reasoning_output_tokens=u.reasoning_output_tokens,
-                    source=source,
-                )
+                call.set_usage_source(source)
         if _content_enabled():
             call.capture_content(input=_prompt(req), output="".join(self.text))
 

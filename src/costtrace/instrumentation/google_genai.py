@@ -362,14 +362,7 @@ class _StreamAccumulator:
                 # Provider numbers, but not the request's final ones: the server may have generated
                 # (and billed) more than arrived. A lower bound, flagged estimated, never passed off
                 # as exact.
-                call.set_usage(
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    cache_read_input_tokens=usage.cache_read_input_tokens,
-                    cache_write_input_tokens=usage.cache_write_input_tokens,
-                    reasoning_output_tokens=usage.reasoning_output_tokens,
-                    source="estimated",
-                )
+                call.set_usage_source("estimated")
         if call.usage is None and self._items:
             # Chunks arrived but none carried usage: count the prompt and the streamed text locally.
             call.estimate_usage(input=_request_text(self._kwargs), output="".join(self._text or ()))
