@@ -34,7 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, deactivate
 from costtrace.errors import ConfigError
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
@@ -43,6 +43,7 @@ from costtrace.instrumentation._base import (
     resend_reason,
     safely,
 )
+from costtrace.instrumentation._providers import provider_for_host
 
 logger = logging.getLogger("costtrace")
 
@@ -63,20 +64,6 @@ _ACTIVE: ContextVar[LLMCall | None] = ContextVar("costtrace_openai_call", defaul
 
 _GEN_AI_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM)
 
-# OpenAI-compatible endpoints served by other providers, by host suffix -> gen_ai.provider.name.
-_HOST_PROVIDERS: tuple[tuple[str, str], ...] = (
-    (".openai.azure.com", "azure.ai.openai"),
-    (".cognitiveservices.azure.com", "azure.ai.openai"),
-    (".services.ai.azure.com", "azure.ai.openai"),
-    ("api.deepseek.com", "deepseek"),
-    ("api.groq.com", "groq"),
-    ("api.x.ai", "x_ai"),
-    ("api.mistral.ai", "mistral_ai"),
-    ("api.perplexity.ai", "perplexity"),
-    ("generativelanguage.googleapis.com", "gcp.gemini"),
-    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
-    (".amazonaws.com", "aws.bedrock"),
-)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -153,12 +140,8 @@ def _endpoint(client: Any) -> tuple[str, str | None, int | None]:
             provider = "aws.bedrock"
         elif "vertex" in runtime_name:
             provider = "gcp.vertex_ai"
-        elif host:
-            lowered = host.lower()
-            for suffix, name in _HOST_PROVIDERS:
-                if lowered == suffix.lstrip(".") or lowered.endswith(suffix):
-                    provider = name
-                    break
+        else:
+            provider = provider_for_host(host, "openai")
     if len(_endpoint_cache) > 256:
         _endpoint_cache.clear()
     _endpoint_cache[key] = (base_url, provider, host, port)
@@ -568,6 +551,7 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         req, send = started
         token = _ACTIVE.set(req.call)
+        current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = wrapped(*args, **send)
@@ -576,6 +560,7 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
             raise
         finally:
             _ACTIVE.reset(token)
+            deactivate(current)
             _detach(ctx)
         return _result(req, result, False)
 
@@ -591,6 +576,7 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
             return await wrapped(*args, **kwargs)
         req, send = started
         token = _ACTIVE.set(req.call)
+        current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = await wrapped(*args, **send)
@@ -599,6 +585,7 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
             raise
         finally:
             _ACTIVE.reset(token)
+            deactivate(current)
             _detach(ctx)
         return _result(req, result, True)
 
