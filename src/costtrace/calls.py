@@ -540,9 +540,8 @@ class LLMCall:
             attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = self._max_tokens
         if self._stream and not outer._stream:
             attrs[sc.GEN_AI_REQUEST_STREAM] = True
-        for key, value in (self._attributes or {}).items():
-            if not outer._attributes or key not in outer._attributes:
-                attrs[key] = value
+        given = outer._attributes or {}
+        attrs.update({k: v for k, v in (self._attributes or {}).items() if k not in given})
         if attrs:
             outer._span.set_attributes(attrs)
 

@@ -25,7 +25,6 @@ import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import wrapt
@@ -34,12 +33,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall, activate, deactivate
+from costtrace.calls import LLMCall, activate, current_call, deactivate
 from costtrace.errors import ConfigError
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
     SyncStreamProxy,
+    end_failed,
+    passes_through,
     resend_reason,
     safely,
 )
@@ -57,10 +58,10 @@ INJECT_STREAM_USAGE_ENV_VAR = "COSTTRACE_OPENAI_INJECT_STREAM_USAGE"
 _SCOPE = "costtrace"
 _PROXY_BASE: Any = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2.x / 1.x
 
-# The call of the SDK method running in this context. Set around the user's call only: it lets the
-# retry hook find its call, and makes a patched method called by another patched method (``parse``
-# -> ``create`` in older SDKs) pass straight through instead of recording the call twice.
-_ACTIVE: ContextVar[LLMCall | None] = ContextVar("costtrace_openai_call", default=None)
+# The call of the SDK method running in this context is ``costtrace.calls.current_call()``, made current
+# around the user's call only: the retry hook finds its call there, the HTTP layer counts the request on
+# it, and a patched method called by another patched method (``parse`` -> ``create`` in older SDKs), or
+# by another instrumentation (LiteLLM), passes straight through instead of recording the call twice.
 
 _GEN_AI_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM)
 
@@ -88,6 +89,7 @@ class _SDK:
     streamed_response: tuple[type, ...] = ()
     azure_client: tuple[type, ...] = ()
     status_error: tuple[type, ...] = ()
+    api_error: tuple[type[BaseException], ...] = ()
 
     @classmethod
     def load(cls) -> None:
@@ -101,6 +103,7 @@ class _SDK:
         azure = importlib.import_module("openai.lib.azure")
         cls.azure_client = (azure.BaseAzureClient,)
         cls.status_error = (openai.APIStatusError,)
+        cls.api_error = (openai.APIError,)
 
 
 # --- request details ----------------------------------------------------------------------------
@@ -175,8 +178,11 @@ class _Request:
         self.user_include_usage = user_include_usage
 
 
-def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, dict[str, Any]]:
-    """Start the call span; returns the call and the kwargs to send (``include_usage`` injected if opted in)."""
+def _begin(kind: str, instance: Any, kwargs: dict[str, Any], outer: LLMCall | None) -> tuple[_Request, dict[str, Any]]:
+    """Start the call span; returns the call and the kwargs to send (``include_usage`` injected if opted in).
+
+    ``outer``: a manual ``llm_call`` block this request runs in; the request then fills it (no span of its own).
+    """
     provider, host, port = _endpoint(getattr(instance, "_client", None))
     model = _str_arg(kwargs.get("model")) or ""
     stream = kwargs.get("stream") is True
@@ -229,7 +235,8 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
     )
     # Another instrumentation's span of this very call (e.g. openai-v2): costtrace writes its attributes
     # there instead of starting a second usage-carrying span (see docs/instrumentation-openai.md).
-    call.start(host_span=_host_span())  # may raise BudgetExceeded: nothing has been sent
+    # may raise BudgetExceeded: nothing has been sent
+    call.start(host_span=_host_span() if outer is None else None, fill=outer)
     if call.model != model:  # a downgrade budget picked a cheaper model
         send = dict(send)
         send["model"] = call.model
@@ -365,7 +372,7 @@ def _end_failed(req: _Request, exc: BaseException) -> None:
     body = getattr(exc, "body", None) if _SDK.status_error and isinstance(exc, _SDK.status_error) else None
     if isinstance(body, Mapping) and isinstance(body.get("usage"), Mapping):
         req.call.record_response(body)
-    req.call.end(exc)
+    end_failed(req.call, exc, _SDK.api_error)  # a request refused before sending is not a call
 
 
 # --- streams --------------------------------------------------------------------------------------
@@ -544,13 +551,13 @@ def _detach(token: object) -> None:
 
 def _call_wrapper(kind: str) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not _settings.active or _ACTIVE.get() is not None:
-            return wrapped(*args, **kwargs)  # uninstrumented, or called by another patched method
-        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs)
+        outer = current_call()
+        if not _settings.active or passes_through(outer):
+            return wrapped(*args, **kwargs)  # uninstrumented, or another patched method's call
+        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs, outer)
         if started is None:
             return wrapped(*args, **kwargs)
         req, send = started
-        token = _ACTIVE.set(req.call)
         current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
@@ -559,7 +566,6 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
             safely("instrumentation.openai.error", _end_failed, req, exc)
             raise
         finally:
-            _ACTIVE.reset(token)
             deactivate(current)
             _detach(ctx)
         return _result(req, result, False)
@@ -569,13 +575,13 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
 
 def _async_call_wrapper(kind: str) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not _settings.active or _ACTIVE.get() is not None:
-            return await wrapped(*args, **kwargs)
-        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs)
+        outer = current_call()
+        if not _settings.active or passes_through(outer):
+            return await wrapped(*args, **kwargs)  # uninstrumented, or another patched method's call
+        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs, outer)
         if started is None:
             return await wrapped(*args, **kwargs)
         req, send = started
-        token = _ACTIVE.set(req.call)
         current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
@@ -584,7 +590,6 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
             safely("instrumentation.openai.error", _end_failed, req, exc)
             raise
         finally:
-            _ACTIVE.reset(token)
             deactivate(current)
             _detach(ctx)
         return _result(req, result, True)
@@ -601,7 +606,7 @@ def _resend_reason(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 def _record_resend(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    call = _ACTIVE.get()
+    call = current_call()
     if call is not None:
         call.record_resend(_resend_reason(args, kwargs))
 
