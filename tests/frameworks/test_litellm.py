@@ -64,9 +64,9 @@ SERVER_ERROR = {"error": {"message": "overloaded", "type": "server_error"}}
 @pytest.fixture
 def instrumented() -> Iterator[None]:
     # The SDK instrumentations are on too: LiteLLM's requests must not be recorded a second time.
-    costtrace.instrument("litellm", "openai", "anthropic")
+    costtrace.instrument("litellm", "openai", "anthropic", "http")
     yield
-    costtrace.uninstrument("litellm", "openai", "anthropic")
+    costtrace.uninstrument("litellm", "openai", "anthropic", "http")
 
 
 def route(server: FakeLLMServer, model: str) -> dict[str, Any]:
@@ -225,13 +225,13 @@ def _stream(server: FakeLLMServer, model: str, mode: str, **extra: Any) -> list[
 def test_stream_usage_exact_and_chunks_identical_to_uninstrumented(llm_server, spans, model, mode):
     expected = _script_stream(llm_server, model)
     bare = _stream(llm_server, model, mode)
-    costtrace.instrument("litellm", "openai", "anthropic")
+    costtrace.instrument("litellm", "openai", "anthropic", "http")
     try:
         expected = _script_stream(llm_server, model)
         with capture() as got, costtrace.task("stream"):
             seen = _stream(llm_server, model, mode)
     finally:
-        costtrace.uninstrument("litellm", "openai", "anthropic")
+        costtrace.uninstrument("litellm", "openai", "anthropic", "http")
     assert seen == bare
     assert all(not c.get("usage") for c in seen)  # the usage-only chunk costtrace asked for is hidden
     (rec,) = got.calls
@@ -417,3 +417,22 @@ def test_costtrace_failure_leaves_the_litellm_call_untouched(llm_server, instrum
     assert resp.choices[0].message.content == "Hello, team!"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
     assert sum(_internal.internal_error_counts().values()) >= 1
+
+
+def test_manual_llm_call_around_a_litellm_stream_is_filled_not_doubled(llm_server, instrumented):
+    llm_server.sse(chat_chunks(["Hel", "lo"], usage=usage_body(33, 4)), done=True)
+    with capture() as got, costtrace.llm_call(provider="openai", model="gpt-4o-mini"):
+        chunks = list(litellm.completion(messages=MSGS, stream=True, **route(llm_server, GPT)))
+    assert all(not getattr(c, "usage", None) for c in chunks)
+    (rec,) = got.calls
+    assert rec.usage == Usage(33, 4)
+
+
+def test_a_call_litellm_refuses_before_sending_is_no_call(llm_server, instrumented, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with capture() as got, costtrace.task("refused"), pytest.raises(Exception) as info:
+        litellm.completion(model=CLAUDE, messages=PROMPT, api_base=llm_server.url, num_retries=0)
+    assert llm_server.requests == []
+    assert got.calls == [], f"{type(info.value).__name__} raised before sending is not a call"
+    (t,) = got.tasks
+    assert (t.llm_calls, t.failed_calls, t.attempts) == (0, 0, 0)

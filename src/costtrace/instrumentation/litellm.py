@@ -61,6 +61,7 @@ from costtrace.instrumentation._base import (
     SyncStreamProxy,
     resend_reason,
     safely,
+    sends_counted,
 )
 from costtrace.tasks import Task, current_task
 from costtrace.usage import usage_from_response
@@ -160,6 +161,11 @@ class _Attempt:
         if self.ended:
             return
         self.ended = True
+        if exc is not None and self.call.requests_sent == 0 and sends_counted():
+            # LiteLLM raised before sending anything (a missing key, a parameter it refuses): not a call.
+            # LiteLLM maps every error to its own types, so the HTTP layer's count alone decides.
+            self.call.end_unsent(exc)
+            return
         self.call.end(exc)
         if exc is not None:
             safely("instrumentation.litellm.failure", _note_failure, self.call, exc)
@@ -344,6 +350,8 @@ class _Request:
     attributes: dict[str, Any]
     input: Any
     hide_usage_chunk: bool
+    fill: LLMCall | None = None
+    """The app's ``with llm_call(...)`` block this request runs in: it fills that call (no call of its own)."""
 
 
 def _prepare(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Request, dict[str, Any]]:
@@ -399,7 +407,7 @@ def _start(req: _Request) -> _Attempt:
         input=budget_input,
     )
     call.downgradable = False  # LiteLLM routes by the model name: a downgrade budget blocks instead
-    call.start()  # may raise BudgetExceeded: nothing has been sent
+    call.start(fill=req.fill)  # may raise BudgetExceeded: nothing has been sent
     return _Attempt(call, req, sys.exc_info()[1])
 
 
@@ -609,34 +617,39 @@ def _passes_through(kind: str, kwargs: Mapping[str, Any]) -> bool:
     return kwargs.get("model_list") is not None  # a batch over several deployments
 
 
-def _outer_state() -> tuple[bool, _Attempt | None]:
-    """(pass through?, the open attempt of an enclosing LiteLLM call that just failed, to end first)."""
+@dataclass(frozen=True)
+class _Outer:
+    """What is current around a LiteLLM function about to run."""
+
+    through: bool = False
+    """Another call records this request: pass straight through."""
+    failed: _Attempt | None = None
+    """The open attempt of an enclosing LiteLLM call that just failed: end it first."""
+    fill: LLMCall | None = None
+    """The app's manual ``llm_call`` block: this request fills it."""
+
+
+_THROUGH = _Outer(through=True)
+_OWN = _Outer()
+
+
+def _outer_state() -> _Outer:
     current = calls.current_call()
     if current is None:
-        return False, None
+        return _OWN
+    if current.manual:
+        return _Outer(fill=current)  # counted once: the request fills the app's llm_call block
     own = _CURRENT.get()
     if own is None or own.call is not current:
-        return True, None  # a manual llm_call, or another instrumentation's call: it records the request
+        return _THROUGH  # another instrumentation's call records the request
     if own.ended:
-        return False, None
+        return _OWN
     exc = sys.exc_info()[1]
     if exc is not None and exc is not own.outer_exc:
         # LiteLLM is handling the enclosing call's error by calling again (its num_retries): that call
         # failed; this one is the next attempt.
-        return False, own
-    return True, None  # nested inside an open call (the responses -> completion bridge, a dispatcher)
-
-
-def _fill_manual(result: Any) -> None:
-    """An app's ``with llm_call(...)`` around a LiteLLM call: the response fills that call."""
-    current = calls.current_call()
-    if current is None or not current.manual or current.usage is not None or _is_stream(result):
-        return
-    info = usage_from_response(result, None)
-    if info.usage is not None:
-        current.record_response(info.usage)
-    if info.response_model:
-        current.set_response_model(info.response_model)
+        return _Outer(failed=own)
+    return _THROUGH  # nested inside an open call (the responses -> completion bridge, a dispatcher)
 
 
 def _wrapper(kind: str) -> Callable[..., Any]:
@@ -645,17 +658,16 @@ def _wrapper(kind: str) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _settings.active or _passes_through(kind, kwargs):
             return wrapped(*args, **kwargs)
-        through, failed = safely("instrumentation.litellm.state", _outer_state, default=(True, None))
-        if through:
-            result = wrapped(*args, **kwargs)
-            safely("instrumentation.litellm.manual", _fill_manual, result)
-            return result
-        if failed is not None:
-            safely("instrumentation.litellm.retry", failed.end, sys.exc_info()[1])
+        outer: _Outer = safely("instrumentation.litellm.state", _outer_state, default=_THROUGH)
+        if outer.through:
+            return wrapped(*args, **kwargs)
+        if outer.failed is not None:
+            safely("instrumentation.litellm.retry", outer.failed.end, sys.exc_info()[1])
         prepared = safely("instrumentation.litellm.prepare", _prepare, kind, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
         req, send = prepared
+        req.fill = outer.fill
         if kwargs.get(flag) is True:
             # The sync half of an async call: it returns the coroutine that sends the request.
             result = wrapped(*args, **send)
