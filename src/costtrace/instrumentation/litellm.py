@@ -71,9 +71,9 @@ logger = logging.getLogger("costtrace")
 __all__ = ["PROVIDERS", "LiteLLMInstrumentor"]
 
 # LiteLLM-specific attributes. TODO(lead): move to costtrace.semconv.
-LITELLM_PROVIDER = "litellm.provider"
+LITELLM_PROVIDER = "costtrace.litellm.provider"
 """LiteLLM's name of the provider that served the call (``custom_llm_provider``: ``openai``, ``vertex_ai`` ...)."""
-LITELLM_CACHE_HIT = "litellm.cache_hit"
+LITELLM_CACHE_HIT = "costtrace.litellm.cache_hit"
 """True for a call LiteLLM answered from its own cache: no request was sent, recorded at $0."""
 
 PROVIDERS: Mapping[str, str] = {
