@@ -436,4 +436,3 @@ def test_a_call_litellm_refuses_before_sending_is_no_call(llm_server, instrument
     assert got.calls == [], f"{type(info.value).__name__} raised before sending is not a call"
     (t,) = got.tasks
     assert (t.llm_calls, t.failed_calls, t.attempts) == (0, 0, 0)
-
