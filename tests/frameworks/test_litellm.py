@@ -9,7 +9,9 @@ the task, and the chunks of a stream are the ones the app gets without costtrace
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import warnings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else importing litellm reaches the network
 
@@ -57,8 +59,19 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211"),
     # Its background logging worker, bound to the event loop of an earlier asyncio.run().
     pytest.mark.filterwarnings("ignore:coroutine 'LoggingWorker._worker_loop' was never awaited:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning"),
 ]
 SERVER_ERROR = {"error": {"message": "overloaded", "type": "server_error"}}
+
+
+@pytest.fixture(autouse=True)
+def _collect_litellm_event_loops() -> Iterator[None]:
+    """LiteLLM's sync fallbacks and Router run coroutines on event loops it never closes: collect them
+    here, their ResourceWarnings ignored, rather than in whichever later test the GC happens to run."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture
