@@ -184,10 +184,10 @@ def _leave(tokens: tuple[object, object] | None) -> None:
 
 
 def _unknown_reason(ex: _Exchange, reader: BodyReader, complete: bool) -> str:
-    if reader.problem is not None:
-        return reader.problem
     if not reader.bytes_read:
         return "usage unknown: the response body was never read"
+    if reader.problem is not None:
+        return reader.problem
     if not complete:
         return "usage unknown: the response body was not read to its end"
     if isinstance(reader, SSEReader) and ex.api == "chat":
