@@ -12,9 +12,7 @@ hands every chunk to the app unchanged and to a body reader on the side:
 
 The owner's ``on_end(reader, exc, complete)`` runs exactly once: when the body has been read to its
 end, on an error while reading, when the response is closed, or when the response is
-garbage-collected unread. Only one thing is ever changed in what the app gets: with ``hide_usage_chunk``
-the usage-only chunk that costtrace itself asked for (``stream_options.include_usage``) is removed
-from a chat stream, as the SDK stream proxies do; the stream is then handed on in whole events.
+garbage-collected unread. The app's bytes are never changed.
 """
 
 from __future__ import annotations
@@ -48,13 +46,12 @@ class BodyReader:
     bytes_read = 0
     """Bytes of the body the app has read so far (0: never read)."""
 
-    def feed(self, data: bytes) -> bytes:
-        """Read one chunk; return the bytes the app gets for it (the chunk itself unless filtering)."""
+    def feed(self, data: bytes) -> None:
+        """Read one chunk of the body (the app gets it unchanged)."""
         raise NotImplementedError
 
-    def flush(self) -> bytes:
-        """The end of the body: bytes still held back for the app (only when filtering)."""
-        return b""
+    def flush(self) -> None:
+        """The end of the body: read what is left of a last event without its blank line."""
 
     def body(self) -> dict[str, Any] | None:
         """The response as one JSON-shaped dict for ``LLMCall.record_response`` (None: nothing usable)."""
@@ -101,7 +98,7 @@ class JSONReader(BodyReader):
         self._done = False
         self._body: dict[str, Any] | None = None
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> None:
         if self.problem is None:
             chunk = self._decoder.decode(data) if self._decoder is not None else data
             self._size += len(chunk)
@@ -110,7 +107,6 @@ class JSONReader(BodyReader):
                 self._parts = []
             else:
                 self._parts.append(chunk)
-        return data
 
     def _parse(self) -> None:
         if self._done:
@@ -149,12 +145,10 @@ class JSONReader(BodyReader):
 class SSEReader(BodyReader):
     """Server-sent events of one LLM API, parsed incrementally; ``api`` is the :func:`llm_api_kind` value."""
 
-    def __init__(self, api: str, encoding: str = "", *, hide_usage_chunk: bool = False) -> None:
+    def __init__(self, api: str, encoding: str = "") -> None:
         self.api = api
         self._decoder, self.problem = _decoder(encoding)
-        self._hide = hide_usage_chunk and self._decoder is None and self.problem is None
         self._buffer = b""
-        self._event_bytes: list[bytes] = []  # the current event's raw lines (only when hiding)
         self._name = ""
         self._data: list[bytes] = []
         self._first: dict[str, Any] | None = None
@@ -169,46 +163,32 @@ class SSEReader(BodyReader):
 
     # --- the SSE framing (https://html.spec.whatwg.org/multipage/server-sent-events.html) ---
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> None:
         if self.problem is not None:
-            return data
+            return
         chunk = self._decoder.decode(data) if self._decoder is not None else data
-        out: list[bytes] = []
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         start = 0
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
             line = buffer[start:end]
-            if self._hide:
-                self._event_bytes.append(buffer[start : end + 1])
             start = end + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if not line:
-                keep = self._dispatch()
-                if self._hide:
-                    if keep:
-                        out.append(b"".join(self._event_bytes))
-                    self._event_bytes = []
-                continue
-            self._line(line)
+            if line:
+                self._line(line)
+            else:
+                self._dispatch()
         self._buffer = buffer[start:]
-        return b"".join(out) if self._hide else data
 
-    def flush(self) -> bytes:
+    def flush(self) -> None:
         if self._buffer.strip():
-            line = self._buffer.rstrip(b"\r")
-            self._line(line)
+            self._line(self._buffer.rstrip(b"\r"))
+        self._buffer = b""
         if self._data:
             self._dispatch()
-        if not self._hide:
-            return b""
-        rest = b"".join(self._event_bytes) + self._buffer
-        self._event_bytes = []
-        self._buffer = b""
-        return rest
 
     def _line(self, line: bytes) -> None:
         if line.startswith(b"data:"):
@@ -217,39 +197,37 @@ class SSEReader(BodyReader):
         elif line.startswith(b"event:"):
             self._name = line[6:].strip().decode("utf-8", "replace")
 
-    def _dispatch(self) -> bool:
-        """One whole event: read it; False to hide it from the app."""
+    def _dispatch(self) -> None:
+        """One whole event: read it."""
         name, data = self._name, self._data
         self._name, self._data = "", []
         if not data:
-            return True
+            return
         raw = b"\n".join(data)
         if raw.strip() == b"[DONE]":
             self._done = True
-            return True
+            return
         try:
             event = json.loads(raw)
         except ValueError:
-            return True
+            return
         if isinstance(event, dict):
-            return safely("instrumentation.http.sse", self._event, name, event, default=True) is not False
-        return True
+            self._event(name, event)
 
     # --- each API's events ---
 
-    def _event(self, name: str, event: dict[str, Any]) -> bool:
+    def _event(self, name: str, event: dict[str, Any]) -> None:
         api = self.api
         if api in ("chat", "completions"):
-            return self._chat(event)
-        if api == "responses":
+            self._chat(event)
+        elif api == "responses":
             self._responses(event)
         elif api == "anthropic":
             self._anthropic(name or str(event.get("type") or ""), event)
         elif api == "gemini":
             self._gemini(event)
-        return True
 
-    def _chat(self, chunk: dict[str, Any]) -> bool:
+    def _chat(self, chunk: dict[str, Any]) -> None:
         if self._first is None:
             self._first = chunk
         choices = chunk.get("choices")
@@ -282,12 +260,8 @@ class SSEReader(BodyReader):
         if usage is not None:
             self._usage = usage
             self._done = True
-            if chunk.get("service_tier") is not None:
-                self._tier = chunk.get("service_tier")
-            return not (self._hide and not choices)
-        if self._tier is None and chunk.get("service_tier") is not None:
+        if chunk.get("service_tier") is not None and (self._tier is None or usage is not None):
             self._tier = chunk.get("service_tier")
-        return True
 
     def _responses(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -402,18 +376,15 @@ class _TapBase:
         self._on_end = on_end
         self._ended = False
 
-    def _feed(self, chunk: bytes) -> bytes:
-        self._reader.bytes_read += len(chunk)
-        out = safely("instrumentation.http.read", self._reader.feed, chunk, default=None)
-        if out is None:  # costtrace failed reading: stop reading, the app gets its bytes untouched
-            self._reader.problem = self._reader.problem or "usage unknown: costtrace could not read the body"
-            self._reader = _Passthrough(self._reader)
-            return chunk
-        return out  # type: ignore[no-any-return]
+    def _feed(self, chunk: bytes) -> None:
+        reader = self._reader
+        reader.bytes_read += len(chunk)
+        if safely("instrumentation.http.read", reader.feed, chunk, default=_FAILED) is _FAILED:
+            # costtrace failed reading: the rest passes through unread; the call says why it is unpriced
+            self._reader = _Passthrough(reader)
 
-    def _flush(self) -> bytes:
-        out = safely("instrumentation.http.read", self._reader.flush, default=b"")
-        return out if isinstance(out, bytes) else b""
+    def _flush(self) -> None:
+        safely("instrumentation.http.read", self._reader.flush)
 
     def _end(self, exc: BaseException | None, complete: bool) -> None:
         if self._ended:
@@ -427,16 +398,18 @@ class _TapBase:
             self._end(None, False)
 
 
+_FAILED = object()
+
+
 class _Passthrough(BodyReader):
-    """A reader that failed: the rest of the body passes through unread; the original keeps its result."""
+    """Stands for a reader that failed: the rest of the body passes through unread; usage unknown."""
 
     def __init__(self, failed: BodyReader) -> None:
-        self.failed = failed
-        self.problem = failed.problem
+        self.problem = "usage unknown: costtrace could not read the response body (see the costtrace log)"
         self.bytes_read = failed.bytes_read
 
-    def feed(self, data: bytes) -> bytes:
-        return data
+    def feed(self, data: bytes) -> None:
+        pass
 
     def body(self) -> dict[str, Any] | None:
         return None
@@ -449,12 +422,9 @@ class _Passthrough(BodyReader):
 def _sync_iter(tap: Any) -> Iterator[bytes]:
     try:
         for chunk in tap._inner:
-            out = tap._feed(chunk)
-            if out:
-                yield out
-        rest = tap._flush()
-        if rest:
-            yield rest
+            tap._feed(chunk)
+            yield chunk
+        tap._flush()
     except GeneratorExit:
         tap._end(None, False)  # the app stopped reading (closed the response early)
         raise
@@ -467,12 +437,9 @@ def _sync_iter(tap: Any) -> Iterator[bytes]:
 async def _async_iter(tap: Any) -> AsyncIterator[bytes]:
     try:
         async for chunk in tap._inner:
-            out = tap._feed(chunk)
-            if out:
-                yield out
-        rest = tap._flush()
-        if rest:
-            yield rest
+            tap._feed(chunk)
+            yield chunk
+        tap._flush()
     except GeneratorExit:
         tap._end(None, False)
         raise
@@ -527,13 +494,13 @@ def _tap_class(base: type, is_async: bool) -> type:
     return cls
 
 
-def make_reader(api: str, response: Any, *, hide_usage_chunk: bool = False) -> BodyReader:
+def make_reader(api: str, response: Any) -> BodyReader:
     """The reader for ``response``'s body: SSE when it is an event stream, else JSON."""
     headers = response.headers
     content_type = str(headers.get("content-type", "")).lower()
     encoding = str(headers.get("content-encoding", ""))
     if "text/event-stream" in content_type:
-        return SSEReader(api, encoding, hide_usage_chunk=hide_usage_chunk)
+        return SSEReader(api, encoding)
     return JSONReader(encoding)
 
 

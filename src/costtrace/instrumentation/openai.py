@@ -211,7 +211,11 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
         options = kwargs.get("stream_options")
         if isinstance(options, Mapping) and "include_usage" in options:
             user_include_usage = bool(options["include_usage"])
-        elif _settings.inject_stream_usage and (options is None or isinstance(options, Mapping) or _omitted(options)):
+        elif (
+            _settings.inject_stream_usage
+            and not _streaming_response(kwargs)
+            and (options is None or isinstance(options, Mapping) or _omitted(options))
+        ):
             merged = dict(options) if isinstance(options, Mapping) else {}
             merged["include_usage"] = True
             send = dict(kwargs)
@@ -236,6 +240,17 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
         send = dict(send)
         send["model"] = call.model
     return _Request(call, kind, call.model, request_input, user_include_usage), send
+
+
+def _streaming_response(kwargs: Mapping[str, Any]) -> bool:
+    """A ``with_streaming_response`` call: the app reads the server's bytes itself.
+
+    costtrace does not add ``include_usage`` there: with it, the API adds ``"usage": null`` to every
+    chunk, so the bytes the app reads would differ. Usage is read if the app asked for it, else
+    estimated from the streamed text (see docs/instrumentation-openai.md).
+    """
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and headers.get("X-Stainless-Raw-Response") == "stream"
 
 
 def _omitted(value: object) -> bool:
@@ -350,14 +365,10 @@ def _wrap_raw_stream(req: _Request, raw: Any, is_async: bool) -> Any:
 
 
 def _tap_streamed_response(req: _Request, result: Any) -> None:
-    """Read a ``with_streaming_response`` body's usage through a tap on its HTTP response.
-
-    For a chat stream whose usage chunk costtrace asked for, the tap removes that chunk from the bytes
-    the user reads (as the stream proxies hide it); the rest passes through byte for byte.
-    """
+    """Read a ``with_streaming_response`` body's usage through a tap on its HTTP response: the bytes the
+    user reads (``parse()``, ``iter_lines()``, ``iter_bytes()``...) pass through unchanged."""
     response = getattr(result, "http_response", None)
-    hide = _settings.inject_stream_usage and req.kind == "chat" and not req.user_include_usage
-    reader = make_reader(req.kind, response, hide_usage_chunk=hide) if response is not None else None
+    reader = make_reader(req.kind, response) if response is not None else None
     if reader is None or not tap_response(response, reader, lambda r, exc, done: _end_tapped(req, r, exc, done)):
         req.call.set_usage_unknown("usage unknown: costtrace could not read this streaming response")
         req.call.end()
