@@ -262,9 +262,11 @@ def test_outside_a_task_nothing_is_recorded(llm_server: Any, http_instrumented: 
 def test_non_llm_requests_are_untouched(llm_server: Any, http_instrumented: Any) -> None:
     llm_server.json(to.chat_body(CHAT_USAGE))
     llm_server.json({"data": []})
+    llm_server.json({"id": "msg_1"})
     with capture() as got, costtrace.task("t"):
         httpx.get(llm_server.url + "/v1/chat/completions")  # not a POST
         httpx.post(llm_server.url + "/v1/files", json={})
+        httpx.post(llm_server.url + "/v1/threads/thread_1/messages", json={"role": "user", "content": "x"})
     assert got.calls == []
     assert got.tasks[0].cost_complete
 

@@ -56,15 +56,17 @@ def llm_api_kind(path: str) -> str | None:
     Example:
         >>> llm_api_kind("/v1/chat/completions"), llm_api_kind("/v1beta/models/gemini-2.5-flash:generateContent")
         ('chat', 'gemini')
-        >>> llm_api_kind("/v1/files") is None
-        True
+        >>> llm_api_kind("/v1/files") is None, llm_api_kind("/v1/threads/thread_1/messages") is None
+        (True, True)
     """
     if not path.endswith(_PATH_ENDS):
         return None
-    if path.endswith(("Content",)):
+    if path.endswith("Content"):
         return "gemini"
     for suffix, kind in _OPENAI_SUFFIXES:
         if path.endswith(suffix):
+            if kind == "anthropic" and "/threads/" in path:
+                return None  # OpenAI Assistants: adding a message to a thread is not an LLM call
             return kind
     return None  # pragma: no cover - _PATH_ENDS holds exactly these suffixes
 
@@ -167,6 +169,7 @@ def _begin(request: Any) -> _Exchange | None:
     )
     call.downgradable = False  # the request is already built: its model cannot change
     call.start()  # may raise BudgetExceeded: nothing has been sent
+    call.requests_sent = 1
     return _Exchange(call, api)
 
 
