@@ -337,6 +337,12 @@ class LLMCall:
         if self._usage is not None:
             self._usage = self._usage.with_source(source)
 
+    def set_usage_unknown(self, reason: str) -> None:
+        """The call's usage cannot be known: it is recorded unpriced with ``reason``
+        (``costtrace.call.unpriced_reason``) and its task says ``cost_complete=False``, never $0."""
+        self._usage = None
+        self._usage_problem = str(reason)
+
     def estimate_usage(
         self, *, input: str | Sequence[Mapping[str, Any]] | None = None, output: str | None = None
     ) -> None:
@@ -557,6 +563,8 @@ class LLMCall:
         if self._usage is not None:
             outer._usage = self._usage
             outer._usage_problem = self._usage_problem
+        elif self._usage_problem is not None and outer._usage is None:
+            outer._usage_problem = self._usage_problem  # why the usage is unknown (set_usage_unknown)
         if self._response_model:
             outer._response_model = self._response_model
         if self._response_id:
