@@ -18,14 +18,17 @@ from costtrace.instrumentation.http import HTTPInstrumentor
 from costtrace.testing import capture
 
 httpx = pytest.importorskip("httpx")
-httpx2 = pytest.importorskip("httpx2")
+try:
+    import httpx2  # openai >= 3 and anthropic >= 2 send through it; absent with the lowest SDK versions
+except ImportError:
+    httpx2 = None
 
 from tests.instrumentation import test_anthropic as ta  # noqa: E402  (their body builders; each needs its SDK)
 from tests.instrumentation import test_google_genai as tg  # noqa: E402
 from tests.instrumentation import test_openai as to  # noqa: E402
 
-LIBS = [httpx, httpx2]
-LIB_IDS = ["httpx", "httpx2"]
+LIBS = [lib for lib in (httpx, httpx2) if lib is not None]
+LIB_IDS = [lib.__name__ for lib in LIBS]
 
 
 @pytest.fixture
@@ -206,7 +209,7 @@ def test_raw_responses_api_is_exact(llm_server: Any, http_instrumented: Any, str
 def test_raw_embeddings_are_exact(llm_server: Any, http_instrumented: Any) -> None:
     llm_server.json(to.embeddings_body(8))
     with capture() as got, costtrace.task("t"):
-        httpx2.post(llm_server.url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"})
+        LIBS[-1].post(llm_server.url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"})
     rec = _one_call(got)
     assert (rec.operation, rec.usage.input_tokens) == ("embeddings", 8)
     assert rec.cost_usd == to.ref_price("text-embedding-3-small", input_tokens=8)
@@ -430,3 +433,35 @@ def test_google_genai_sdk_call_is_recorded_once(
     for rec in got.calls:
         assert (rec.usage.input_tokens, rec.usage.output_tokens) == (25, 12)
         assert rec.cost_usd == tg.ref_price(input_tokens=25, output_tokens=12)
+
+
+# --- costtrace's own failures never reach the app -----------------------------------------------------
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("costtrace bug")
+
+
+@pytest.mark.parametrize("where", ["_event", "_begin", "_on_response", "_llm_request"])
+def test_costtrace_failure_leaves_the_request_untouched(
+    llm_server: Any, http_instrumented: Any, spans: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from costtrace import _internal
+    from costtrace.instrumentation import _bodytap
+    from costtrace.instrumentation import http as ct_http
+
+    monkeypatch.setenv("COSTTRACE_RAISE_INTERNAL_ERRORS", "0")
+    if where == "_event":
+        monkeypatch.setattr(_bodytap.SSEReader, "_event", _boom)
+    else:
+        monkeypatch.setattr(ct_http, where, _boom)
+    _script_chat_stream(llm_server)
+    with capture() as got, costtrace.task("t"):
+        seen = _sse_bytes(httpx, llm_server, "iter_bytes", chat_request(stream=True))
+    assert seen.startswith(b"data: ") and seen.endswith(b"data: [DONE]\n\n")
+    assert sum(_internal.internal_error_counts().values()) >= 1
+    if where in ("_event", "_on_response"):
+        (rec,) = got.calls  # the call started, so it ended: never a leaked span
+        assert rec.cost_usd is None and not got.tasks[0].cost_complete
+    else:
+        assert got.calls == []

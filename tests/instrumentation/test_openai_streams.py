@@ -30,6 +30,7 @@ from tests.instrumentation.test_openai import (  # noqa: E402
     chat_chunks,
     chunk,
     make_client,
+    needs_responses,
     ref_price,
     responses_events,
     responses_usage,
@@ -77,14 +78,19 @@ def chat_user_usage_on(server: Any) -> Any:
         return [d(x) for x in c.chat.completions.create(**CHAT, stream=True, stream_options={"include_usage": True})]
 
 
+def _helper_api(c: Any) -> Any:
+    """``chat.completions.stream`` (newer SDKs) or ``beta.chat.completions.stream`` (older, e.g. 1.55)."""
+    return c.chat.completions if hasattr(c.chat.completions, "stream") else c.beta.chat.completions
+
+
 def chat_helper(server: Any) -> Any:
-    with make_client(server) as c, c.chat.completions.stream(**CHAT) as s:
+    with make_client(server) as c, _helper_api(c).stream(**CHAT) as s:
         events = [d(e) for e in s]
         return events, d(s.get_final_completion())
 
 
 async def chat_helper_async(server: Any) -> Any:
-    async with make_client(server, is_async=True) as c, c.chat.completions.stream(**CHAT) as s:
+    async with make_client(server, is_async=True) as c, _helper_api(c).stream(**CHAT) as s:
         events = [d(e) async for e in s]
         return events, d(await s.get_final_completion())
 
@@ -220,6 +226,7 @@ def test_chat_stream_shape_is_unchanged_for_the_app_and_exact(llm_server: Any, s
         assert "stream_options" not in llm_server.requests[0].body  # costtrace asked
 
 
+@needs_responses
 @pytest.mark.parametrize("shape", list(RESPONSES_SHAPES))
 def test_responses_stream_shape_is_unchanged_for_the_app_and_exact(llm_server: Any, shape: str) -> None:
     rec = _assert_same_and_exact(llm_server, script_responses, RESPONSES_SHAPES[shape], (500, 80, 100), RESP_COST)

@@ -18,7 +18,7 @@ PATCHED = {
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
     "litellm": ("litellm.main", None, "completion"),
-    "http": ("httpx2", "Client", "send"),
+    "http": ("httpx", "Client", "send"),
 }
 # The dev environment has no LiteLLM (tests/frameworks runs it): instrument() skips what is not installed.
 INSTALLED = [name for name in SUPPORTED if importlib.util.find_spec(PATCHED[name][0].split(".")[0]) is not None]
