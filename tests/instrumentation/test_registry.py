@@ -9,14 +9,18 @@ from importlib.metadata import entry_points
 import pytest
 
 import costtrace
-from costtrace.instrumentation import SUPPORTED
+from costtrace.instrumentation import _REGISTRY, SUPPORTED, _sdk_installed
 
-# (module, owner class, method) of one patched function per SDK.
+# (module, owner class, method) of one patched function per SDK or framework.
 PATCHED = {
     "openai": ("openai.resources.chat.completions", "Completions", "create"),
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
+    "instructor": ("instructor.v2.core.hooks", "Hooks", "emit_parse_error"),
+    "pydantic_ai": ("pydantic_ai._agent_graph", "ModelRequestNode", "run"),
 }
+# The frameworks (instructor, pydantic_ai) are installed in the framework environments only.
+INSTALLED = [name for name in SUPPORTED if _sdk_installed(_REGISTRY[name][2])]
 
 
 def _function(name: str) -> object:
@@ -33,15 +37,15 @@ def _clean():
 
 def test_instrument_twice_is_a_no_op_and_uninstrument_restores_the_originals(caplog):
     caplog.set_level(logging.WARNING)
-    originals = {name: _function(name) for name in SUPPORTED}
-    assert sorted(costtrace.instrument()) == sorted(SUPPORTED)
-    patched = {name: _function(name) for name in SUPPORTED}
-    assert all(patched[n] is not originals[n] for n in SUPPORTED)
-    assert sorted(costtrace.instrument()) == sorted(SUPPORTED)
-    assert {name: _function(name) for name in SUPPORTED} == patched  # nothing wrapped twice
+    originals = {name: _function(name) for name in INSTALLED}
+    assert sorted(costtrace.instrument()) == sorted(INSTALLED)
+    patched = {name: _function(name) for name in INSTALLED}
+    assert all(patched[n] is not originals[n] for n in INSTALLED)
+    assert sorted(costtrace.instrument()) == sorted(INSTALLED)
+    assert {name: _function(name) for name in INSTALLED} == patched  # nothing wrapped twice
     assert not [r for r in caplog.records if "already instrumented" in r.getMessage()]
     costtrace.uninstrument()
-    assert {name: _function(name) for name in SUPPORTED} == originals
+    assert {name: _function(name) for name in INSTALLED} == originals
 
 
 def test_instrument_one_sdk_by_name():
@@ -53,13 +57,14 @@ def test_instrument_one_sdk_by_name():
 
 
 def test_unknown_sdk_name_is_a_config_error():
-    with pytest.raises(costtrace.ConfigError, match="supported SDKs are openai, anthropic, google_genai"):
+    supported = "openai, anthropic, google_genai, instructor, pydantic_ai"
+    with pytest.raises(costtrace.ConfigError, match=f"supported SDKs are {supported}"):
         costtrace.instrument("cohere")
 
 
 def test_instrumentors_are_registered_for_opentelemetry_instrument():
     found = {ep.name: ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name.startswith("costtrace")}
-    assert set(found) == {"costtrace_openai", "costtrace_anthropic", "costtrace_google_genai"}
+    assert set(found) == {f"costtrace_{name}" for name in SUPPORTED}
     for ep in found.values():
         instrumentor = ep.load()()
         assert instrumentor.instrumentation_dependencies()

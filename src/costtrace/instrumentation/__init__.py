@@ -5,8 +5,11 @@
     costtrace.uninstrument()            # restore the original functions
 
 Each SDK has one module here (``openai``, ``anthropic``, ``google_genai``): the only modules that
-import those SDKs. Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the
-``opentelemetry_instrumentor`` entry point, so ``opentelemetry-instrument`` runs pick them up.
+import those SDKs. Frameworks that send through those SDKs have one too (``instructor``,
+``pydantic_ai``): their calls are recorded by the SDK's module; theirs turns the framework's validation
+re-asks into retries of the task (docs/instrumentation-frameworks.md). Each is also an OpenTelemetry
+``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor`` entry point, so
+``opentelemetry-instrument`` runs pick them up.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ _REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "openai": ("costtrace.instrumentation.openai", "OpenAIInstrumentor", "openai", "openai"),
     "anthropic": ("costtrace.instrumentation.anthropic", "AnthropicInstrumentor", "anthropic", "anthropic"),
     "google_genai": ("costtrace.instrumentation.google_genai", "GoogleGenAIInstrumentor", "google.genai", "google"),
+    # Frameworks: their calls go through the SDKs above; these add their validation re-asks as task retries.
+    "instructor": ("costtrace.instrumentation.instructor", "InstructorInstrumentor", "instructor", "instructor"),
+    "pydantic_ai": ("costtrace.instrumentation.pydantic_ai", "PydanticAIInstrumentor", "pydantic_ai", "pydantic-ai"),
 }
 SUPPORTED = tuple(_REGISTRY)
 _lock = threading.Lock()
