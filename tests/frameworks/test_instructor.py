@@ -28,7 +28,7 @@ import costtrace  # noqa: E402
 from costtrace import _internal  # noqa: E402
 from costtrace import semconv as sc  # noqa: E402
 from costtrace.testing import capture  # noqa: E402
-from tests.instrumentation.test_openai import MODEL, SECRET, chat_body, ref_price, usage_body  # noqa: E402
+from tests.instrumentation.test_openai import MODEL, SECRET, chat_body, chunk, ref_price, usage_body  # noqa: E402
 
 FIRST = usage_body(120, 30)
 SECOND = usage_body(180, 25)
@@ -187,6 +187,53 @@ def test_retry_the_user_records_in_a_parse_error_hook_is_counted_once(llm_server
     assert (s.attempts, s.retries, s.first_pass, s.wasted_cost_usd) == (2, 1, False, price(FIRST))
     (event,) = retry_events(spans)
     assert event[sc.EVENT_ATTR_REASON] == "schema_error"
+
+
+def tool_stream(args: dict[str, Any], usage: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chunks of a streamed tool call to instructor's response-model tool, then the usage chunk."""
+    raw = json.dumps(args)
+
+    def call(arguments: str, first: bool) -> list[dict[str, Any]]:
+        head = {"id": "call_1", "type": "function"} if first else {}
+        fn = {"name": "User", "arguments": arguments} if first else {"arguments": arguments}
+        return [{"index": 0, **head, "function": fn}]
+
+    return [
+        chunk(role="assistant", tool_calls=call("", True), usage=None),
+        chunk(tool_calls=call(raw[:8], False), usage=None),
+        chunk(tool_calls=call(raw[8:], False), usage=None),
+        chunk(finish="tool_calls", usage=None),
+        chunk(choices=[], usage=usage),
+    ]
+
+
+def test_create_partial_reask_ends_the_dropped_stream_in_the_failed_attempt(llm_server: Any, spans: Any) -> None:
+    """A streamed answer that fails validation: instructor re-asks without reading the rest of the stream
+    (its usage chunk). Its call still ends in attempt 1 (usage estimated, flagged), before the retry:
+    2 requests, 2 calls, 1 retry, the dropped call's cost wasted. The re-asked stream is exact."""
+    llm_server.sse(tool_stream({"name": "jason", "age": 25}, FIRST), done=True)
+    llm_server.sse(tool_stream({"name": "JASON", "age": 25}, SECOND), done=True)
+    with capture() as got, costtrace.task("extract_user"):
+        partials = list(
+            client(llm_server).chat.completions.create_partial(
+                model=MODEL,
+                response_model=User,
+                max_retries=2,
+                messages=[{"role": "user", "content": "Extract: jason is 25"}],
+                stream_options={"include_usage": True},
+            )
+        )
+    assert partials[-1].name == "JASON"
+    assert len(llm_server.requests) == len(got.calls) == 2
+    first, second = got.calls
+    assert (first.attempt, first.usage.source) == (1, "estimated")
+    assert (second.attempt, second.usage.source) == (2, "provider")
+    assert (second.usage.input_tokens, second.usage.output_tokens) == (180, 25)
+    (s,) = got.tasks
+    assert (s.attempts, s.retries, s.first_pass, s.estimated_calls) == (2, 1, False, 1)
+    assert s.wasted_cost_usd == first.cost.total_usd > 0
+    (event,) = retry_events(spans)
+    assert "name must be uppercase" in event[sc.EVENT_ATTR_DETAILS]
 
 
 def test_user_hooks_see_every_event_unchanged(llm_server: Any) -> None:

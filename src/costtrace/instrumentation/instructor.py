@@ -24,15 +24,22 @@ request, ``completion:last_attempt`` when it gives up. costtrace wraps those thr
 
 The note lives in a ContextVar: concurrent instructor calls (threads, asyncio tasks) do not see each
 other's.
+
+Streams (``create_partial``, ``stream=True``). instructor validates a streamed answer when its JSON is
+complete and, if it fails, re-asks without reading the rest of the stream: the usage chunk that follows
+is never read, and the stream is only dropped. costtrace ends that call at the ``parse:error`` (so it
+lands in the failed attempt, before the retry), with the usage read so far plus an estimate of the
+rest, flagged ``estimated`` and incomplete; the app's stream object is left as it is.
 """
 
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from costtrace.instrumentation._base import CosttraceInstrumentor, safely
+from costtrace.instrumentation._base import AsyncStreamProxy, CosttraceInstrumentor, SyncStreamProxy, safely
 from costtrace.instrumentation._retries import FailedAttempt, describe_error, record_retry, snapshot
 
 __all__ = ["InstructorInstrumentor"]
@@ -60,7 +67,33 @@ def _note_failure(failed: FailedAttempt | None, args: tuple[Any, ...], kwargs: d
     _NOTED.set(_Noted(failed, details))
 
 
+_RESPONSE: contextvars.ContextVar[weakref.ref[Any] | None] = contextvars.ContextVar(
+    "costtrace_instructor_response", default=None
+)
+"""The response of the last request instructor made in this context (weakly: never kept alive)."""
+
+
+def _remember_response(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    response = args[0] if args else kwargs.get("response")
+    _RESPONSE.set(weakref.ref(response) if isinstance(response, (SyncStreamProxy, AsyncStreamProxy)) else None)
+
+
+def _on_completion_response(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    safely("instructor.completion_response", _remember_response, args, kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _end_dropped_stream() -> None:
+    """The failed answer was a stream instructor stops reading: end its call now, in the failed attempt."""
+    ref = _RESPONSE.get()
+    _RESPONSE.set(None)
+    stream = ref() if ref is not None else None
+    if stream is not None:
+        stream._self_end(None, False)
+
+
 def _on_parse_error(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    safely("instructor.parse_error", _end_dropped_stream)
     failed = safely("instructor.parse_error", snapshot)
     result = wrapped(*args, **kwargs)
     safely("instructor.parse_error", _note_failure, failed, args, kwargs)
@@ -113,5 +146,6 @@ class InstructorInstrumentor(CosttraceInstrumentor):
                     (module, "Hooks.emit_parse_error", _on_parse_error),
                     (module, "Hooks.emit_completion_arguments", _on_completion_kwargs),
                     (module, "Hooks.emit_completion_last_attempt", _on_last_attempt),
+                    (module, "Hooks.emit_completion_response", _on_completion_response),
                 ]
         return []
