@@ -340,3 +340,28 @@ def test_anthropic_default_max_tokens_refused_then_streamed_is_one_first_pass_ca
     assert (s.llm_calls, s.failed_calls, s.attempts, s.retries, s.first_pass) == (1, 0, 1, 0, True)
     assert s.cost_complete
     assert s.cost_usd == call.cost.total_usd
+
+
+def test_anthropic_model_output_validator_retry(llm_server: Any, spans: Any) -> None:
+    """The same re-ask through ``AnthropicModel`` (a ``max_tokens`` the SDK sends without streaming)."""
+    need("anthropic")
+    import anthropic
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    from tests.instrumentation.test_anthropic import MODEL as CLAUDE
+    from tests.instrumentation.test_anthropic import RESPONSE_MODEL, message_body
+    from tests.instrumentation.test_anthropic import usage_body as claude_usage
+
+    first, second = claude_usage(1200, 300), claude_usage(1600, 40)
+    llm_server.json(message_body(first, content=[{"type": "text", "text": "Hello."}]))
+    llm_server.json(message_body(second, content=[{"type": "text", "text": "Hello, team!"}]))
+    client = anthropic.AsyncAnthropic(base_url=llm_server.url, api_key=SECRET, max_retries=0)
+    agent = greeting_agent(AnthropicModel(CLAUDE, provider=AnthropicProvider(anthropic_client=client)))
+    with capture() as got, costtrace.task("greet"):
+        result = agent.run_sync("Greet the team.", model_settings={"max_tokens": 1024})
+    close_sync_run_loop(client)
+    assert result.output == "Hello, team!"
+    wasted = ref_price(RESPONSE_MODEL, "anthropic", input_tokens=1200, output_tokens=300)
+    assert_one_retry(got, llm_server, spans, calls=2, wasted=wasted, message="the answer must greet the team")
+    assert got.tasks[0].cost_complete
