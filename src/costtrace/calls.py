@@ -38,7 +38,17 @@ from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.pricing import Cost, default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, current_task
-from costtrace.usage import MAX_COUNT, Usage, UsageSource, clamped_usage, usage_from_response
+from costtrace.usage import (
+    MAX_COUNT,
+    REPORTED_CACHE_READ,
+    REPORTED_CACHE_WRITE,
+    REPORTED_CACHE_WRITE_1H,
+    REPORTED_REASONING,
+    Usage,
+    UsageSource,
+    clamped_usage,
+    usage_from_response,
+)
 
 _UNKNOWN_USAGE = Usage(source="unknown")
 
@@ -109,31 +119,47 @@ def _checked_usage(counts: Mapping[str, object], source: object) -> tuple[Usage,
         source = "provider"
     values: list[int] = []
     problems: list[str] = []
+    reported = 0
     for name, value in counts.items():
         count, problem = _count_arg(name, value)
         values.append(count)
         if problem is not None:
             problems.append(problem)
+        elif value is not None:
+            reported |= _REPORTED_BITS.get(name, 0)
     if problems:
         reason = "invalid usage: " + "; ".join(problems)
         logger.warning("costtrace: %s; the call's usage and cost are recorded as unknown", reason)
         return _UNKNOWN_USAGE, reason
     inp, out, cache_read, cache_write, cache_write_1h, reasoning = values
-    usage = clamped_usage(inp, out, cache_read, cache_write, cache_write_1h, reasoning, cast(UsageSource, source))
+    usage = clamped_usage(
+        inp, out, cache_read, cache_write, cache_write_1h, reasoning, cast(UsageSource, source), reported=reported
+    )
     return usage, None
+
+
+_REPORTED_BITS = {
+    "cache_read_input_tokens": REPORTED_CACHE_READ,
+    "cache_write_input_tokens": REPORTED_CACHE_WRITE,
+    "cache_write_1h_input_tokens": REPORTED_CACHE_WRITE_1H,
+    "reasoning_output_tokens": REPORTED_REASONING,
+}
 
 
 def make_usage(
     *,
     input_tokens: object = 0,
     output_tokens: object = 0,
-    cache_read_input_tokens: object = 0,
-    cache_write_input_tokens: object = 0,
-    cache_write_1h_input_tokens: object = 0,
-    reasoning_output_tokens: object = 0,
+    cache_read_input_tokens: object = None,
+    cache_write_input_tokens: object = None,
+    cache_write_1h_input_tokens: object = None,
+    reasoning_output_tokens: object = None,
     source: UsageSource = "provider",
 ) -> Usage:
     """Build a :class:`Usage` from caller-supplied counts, clamping subsets to their totals.
+
+    A subset left out (None) was not reported: its span attribute is absent. One given, 0 included, is
+    exported as given (a provider that says "0 cached tokens" is not one that says nothing).
 
     A subset larger than its total (cache reads above the input tokens) is clamped to it, as the
     GenAI conventions' totals include their subsets. A count that is not a count (negative, NaN,
@@ -244,6 +270,10 @@ class LLMCall:
         """HTTP requests to an LLM API seen going out while this call was current (the HTTP layer
         counts them): 0 when the SDK refused the request before sending anything."""
         self._current_token: Token[LLMCall | None] | None = None
+        self._fills: LLMCall | None = None
+        """The manual call this instrumented request fills (``start(fill=...)``): it records nothing itself."""
+        self._filled = False
+        """Manual calls: an instrumented request's response was recorded into this call."""
 
     # --- recording what happened ------------------------------------------------------------------
 
@@ -271,13 +301,16 @@ class LLMCall:
         input_tokens: int = 0,
         output_tokens: int = 0,
         *,
-        cache_read_input_tokens: int = 0,
-        cache_write_input_tokens: int = 0,
-        cache_write_1h_input_tokens: int = 0,
-        reasoning_output_tokens: int = 0,
+        cache_read_input_tokens: int | None = None,
+        cache_write_input_tokens: int | None = None,
+        cache_write_1h_input_tokens: int | None = None,
+        reasoning_output_tokens: int | None = None,
         source: UsageSource = "provider",
     ) -> None:
         """Set token counts directly, normalised the GenAI conventions' way (see ``costtrace.usage``).
+
+        A subset left out (None) is not reported: its span attribute is absent; one given, 0 included,
+        is exported as given.
 
         Subsets larger than their totals are clamped to them. An invalid count (negative, NaN,
         infinite, huge, a bool, text, ``None`` for a total) is logged and makes the call's usage
@@ -297,6 +330,12 @@ class LLMCall:
             )
         except Exception as exc:
             report_internal_error("calls.set_usage", exc)
+
+    def set_usage_source(self, source: UsageSource) -> None:
+        """Keep the recorded counts, from another source: e.g. a stream's provider figures that are only a
+        lower bound (the stream was cut) become ``estimated``. No-op while no usage is recorded."""
+        if self._usage is not None:
+            self._usage = self._usage.with_source(source)
 
     def estimate_usage(
         self, *, input: str | Sequence[Mapping[str, Any]] | None = None, output: str | None = None
@@ -326,6 +365,9 @@ class LLMCall:
     def record_resend(self, reason: str) -> None:
         """The SDK re-sent this call's request by itself (429, 5xx, timeout): counted on the call span as
         ``http.request.resend_count`` and reported on the task as a ``costtrace.sdk_retry`` event."""
+        if self._fills is not None:
+            self._fills.record_resend(reason)
+            return
         try:
             self._resends += 1
             self._span.set_attribute(sc.HTTP_REQUEST_RESEND_COUNT, self._resends)
@@ -405,7 +447,12 @@ class LLMCall:
 
     @guarded("calls.start")
     def start(
-        self, start_time_ns: int | None = None, *, host_span: trace.Span | None = None, admit: bool = True
+        self,
+        start_time_ns: int | None = None,
+        *,
+        host_span: trace.Span | None = None,
+        admit: bool = True,
+        fill: LLMCall | None = None,
     ) -> None:
         """Open the call span (``with`` does this). For instrumentations whose call ends later.
 
@@ -415,9 +462,18 @@ class LLMCall:
 
         ``admit=False``: the call already happened (``record_llm_call``); budgets count it, never block it.
 
+        ``fill``: the call current when an instrumented SDK request starts (:func:`current_call`). When
+        it is a manual ``with llm_call(...)`` block not yet filled, this request is that call: no span,
+        no admission, nothing recorded; what it reads (usage, response model, id, finish reasons,
+        service tier, re-sends) goes into the manual call when this one ends. The manual call stays the
+        user's: only its ``with`` block ends it.
+
         Raises:
             BudgetExceeded: A hard cap blocks the call (see the class docstring); no span is started.
         """
+        if fill is not None and fill.manual and not fill._ended and not fill._filled:
+            self._start_filling(fill)
+            return
         task = current_task()
         self._task = task
         self._start_ns = start_time_ns if start_time_ns is not None else time.time_ns()
@@ -464,11 +520,69 @@ class LLMCall:
             start_time=self._start_ns,
         )
 
+    def _start_filling(self, outer: LLMCall) -> None:
+        self._fills = outer
+        self._task = outer._task
+        self._attempt = outer._attempt
+        self._span = outer._span
+        self._owns_span = False
+        self._start_ns = time.time_ns()
+        self._input = None
+        if not outer._span.is_recording():
+            return
+        # Request details the user's block did not give (server, max tokens, stream, API type...).
+        attrs: dict[str, AttributeValue] = {}
+        if outer._server_address is None and self._server_address is not None:
+            attrs[sc.SERVER_ADDRESS] = self._server_address
+            if self._server_port is not None:
+                attrs[sc.SERVER_PORT] = self._server_port
+        if outer._max_tokens is None and self._max_tokens is not None:
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = self._max_tokens
+        if self._stream and not outer._stream:
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
+        given = outer._attributes or {}
+        attrs.update({k: v for k, v in (self._attributes or {}).items() if k not in given})
+        if attrs:
+            outer._span.set_attributes(attrs)
+
+    def _end_filling(self, exc: BaseException | None) -> None:
+        """Hand what this request read to the manual call it fills (which the user's block will end)."""
+        outer = self._fills
+        if outer is None:
+            return
+        outer.requests_sent += self.requests_sent
+        if outer._ended:  # a stream consumed after the user's block ended: the manual call is recorded
+            logger.debug("costtrace: a request ended after its llm_call block; its usage is not in that call")
+            return
+        if self._usage is not None:
+            outer._usage = self._usage
+            outer._usage_problem = self._usage_problem
+        if self._response_model:
+            outer._response_model = self._response_model
+        if self._response_id:
+            outer._response_id = self._response_id
+        if self._finish_reasons:
+            outer._finish_reasons = self._finish_reasons
+        if self._service_tier is not None:
+            outer._service_tier = self._service_tier
+        if exc is None:
+            outer._filled = True  # a further request in the same block is a call of its own
+
     def end(self, exc: BaseException | None = None, *, end_time_ns: int | None = None) -> CallRecord | None:
-        """Finish the call: price it, end its span, attribute it to its task. Idempotent; never raises."""
+        """Finish the call: price it, end its span, attribute it to its task. Idempotent; never raises.
+
+        A request filling a manual call (``start(fill=...)``) hands its data to that call instead and
+        returns None: the manual call is recorded when the user's ``with`` block ends.
+        """
         if self._ended:
             return self.record
         self._ended = True
+        if self._fills is not None:
+            try:
+                self._end_filling(exc)
+            except Exception as err:
+                report_internal_error("calls.fill", err)
+            return None
         try:
             self.record = self._finish(exc, end_time_ns)
         except Exception as err:
@@ -480,6 +594,47 @@ class LLMCall:
             except Exception as err2:
                 report_internal_error("calls.end.span", err2)
         return self.record
+
+    def end_unsent(self, exc: BaseException) -> None:
+        """The SDK refused this request before sending anything (a client-side ``ValueError`` or
+        ``TypeError``, e.g. Anthropic's "Streaming is required" for a large ``max_tokens``): it is not an
+        LLM call. Nothing is recorded (no call record, metric, ledger row, failed attempt or unpriced
+        flag); a hard-cap reservation is released; the task gets a ``costtrace.request_refused`` event.
+
+        The span, already started, is ended at once with ``costtrace.call.sent=false``, the exception's
+        ``error.type`` and status ERROR (the SDK method did raise), and no usage or cost attributes.
+        Idempotent with :meth:`end`; never raises.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._unsent(exc)
+        except Exception as err:
+            report_internal_error("calls.end_unsent", err)
+
+    def _unsent(self, exc: BaseException) -> None:
+        error_type = type(exc).__qualname__
+        filling = self._fills is not None
+        if filling:
+            if self._fills is not None:
+                self._fills.requests_sent += self.requests_sent
+        else:
+            span = self._span
+            if span.is_recording():
+                span.set_attributes({sc.CALL_SENT: False, sc.ERROR_TYPE: error_type})
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            if self._owns_span:
+                span.end()
+            if self._reserved:
+                spending.release(self)
+        task = self._task
+        if task is not None:
+            try:
+                message = str(exc)
+            except Exception:  # an exception whose __str__ fails: its type says enough
+                message = ""
+            task._refused_request(self._attempt, error_type, message, self.model, started=not filling)
 
     def _finish(self, exc: BaseException | None, end_time_ns: int | None) -> CallRecord:
         end_ns = end_time_ns if end_time_ns is not None else time.time_ns()
@@ -570,16 +725,18 @@ class LLMCall:
         c = record.cost
         attrs: dict[str, AttributeValue] = {sc.USAGE_SOURCE: u.source, sc.CALL_PRICED: c.priced}
         if u.source != "unknown":
-            # Subsets are written only when non-zero: absent means none (each attribute costs time).
+            # A subset is written when the provider reported it, 0 included; absent means "not
+            # reported", so other tools can tell "0 cached" from "unknown" (one int test when unset).
             attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = u.input_tokens
             attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = u.output_tokens
-            if u.cache_read_input_tokens:
+            reported = u.reported
+            if u.cache_read_input_tokens or reported & REPORTED_CACHE_READ:
                 attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = u.cache_read_input_tokens
-            if u.cache_write_input_tokens:
+            if u.cache_write_input_tokens or reported & REPORTED_CACHE_WRITE:
                 attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = u.cache_write_input_tokens
-            if u.reasoning_output_tokens:
+            if u.reasoning_output_tokens or reported & REPORTED_REASONING:
                 attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = u.reasoning_output_tokens
-            if u.cache_write_1h_input_tokens:
+            if u.cache_write_1h_input_tokens or reported & REPORTED_CACHE_WRITE_1H:
                 attrs[sc.CACHE_WRITE_1H_INPUT_TOKENS] = u.cache_write_1h_input_tokens
         if record.response_model is not None:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
@@ -622,10 +779,10 @@ def record_llm_call(
     input_tokens: int = 0,
     output_tokens: int = 0,
     *,
-    cache_read_input_tokens: int = 0,
-    cache_write_input_tokens: int = 0,
-    cache_write_1h_input_tokens: int = 0,
-    reasoning_output_tokens: int = 0,
+    cache_read_input_tokens: int | None = None,
+    cache_write_input_tokens: int | None = None,
+    cache_write_1h_input_tokens: int | None = None,
+    reasoning_output_tokens: int | None = None,
     usage_source: UsageSource = "provider",
     operation: str = "chat",
     response_model: str | None = None,

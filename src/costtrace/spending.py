@@ -580,6 +580,23 @@ def admit(call: LLMCall, task: Task | None, request_input: object, at: datetime)
         raise exc
 
 
+def release(call: LLMCall) -> None:
+    """Give back the reservation of a call that will never be recorded: the SDK refused its request before
+    sending it. Runs on the app's thread, like :func:`admit`; a failure is reported (the reservation's
+    lease then frees it) and never raised."""
+    rt = _runtime
+    if rt is None or not call._reserved:
+        return
+    call._reserved = False
+    from costtrace.ledger import store
+
+    try:
+        rt.writer.forget_reserved(call.id)
+        store.release(rt.budget_engine, [call.id])
+    except Exception as exc:
+        report_internal_error("spending.release", exc)
+
+
 def _downgrade(budget: Budget, model: str) -> str | None:
     hook = budget.downgrade_to
     try:

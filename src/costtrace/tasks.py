@@ -51,6 +51,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _MAX_DETAILS_CHARS = 1024
+_MAX_REFUSED_MESSAGE_CHARS = 256
+"""The SDK's message for a refused request is cut to this: it names the problem in its first words."""
 
 
 class Outcome(enum.StrEnum):
@@ -586,6 +588,21 @@ class Task:
         if event is not None:
             self._span.add_event(sc.EVENT_ATTEMPT_FAILED, event)
             self._emit_event("attempt_failed", event)
+
+    def _refused_request(self, attempt: int | None, error_type: str, message: str, model: str, started: bool) -> None:
+        """The SDK refused a request before sending it: not a call. ``started``: the call had counted
+        itself in :meth:`_begin_call` (a task cap's ``max_llm_calls``), which is undone here."""
+        with self._lock:
+            if started and self._calls_started > 0:
+                self._calls_started -= 1
+        attrs: dict[str, AttributeValue] = {
+            sc.EVENT_ATTR_ATTEMPT: attempt if attempt is not None else self._attempt,
+            sc.ERROR_TYPE: error_type,
+            sc.EVENT_ATTR_MODEL: model,
+        }
+        if message:
+            attrs[sc.EVENT_ATTR_DETAILS] = message[:_MAX_REFUSED_MESSAGE_CHARS]
+        self._span.add_event(sc.EVENT_REQUEST_REFUSED, attrs)
 
     def _record_sdk_retry(self, attempt: int | None, reason: str, model: str) -> None:
         attrs: dict[str, AttributeValue] = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 UsageSource = Literal["provider", "estimated", "heuristic", "unknown"]
@@ -27,6 +27,16 @@ UsageSource = Literal["provider", "estimated", "heuristic", "unknown"]
 - ``heuristic``: no encoding could be loaded, counted from characters (see ``costtrace.tokens``);
 - ``unknown``: no usage at all; the call's tokens and cost are unknown, never assumed zero.
 """
+
+
+REPORTED_CACHE_READ = 1
+"""Bit of :attr:`Usage.reported`: the provider reported cache reads (possibly 0)."""
+REPORTED_CACHE_WRITE = 2
+"""Bit of :attr:`Usage.reported`: cache writes were reported (possibly 0)."""
+REPORTED_CACHE_WRITE_1H = 4
+"""Bit of :attr:`Usage.reported`: one-hour cache writes were reported (possibly 0)."""
+REPORTED_REASONING = 8
+"""Bit of :attr:`Usage.reported`: reasoning tokens were reported (possibly 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,18 @@ class Usage:
     """Subset of ``cache_write_input_tokens`` written with a one-hour TTL (Anthropic); the rest are 5-minute writes."""
     reasoning_output_tokens: int = 0
     source: UsageSource = "provider"
+    reported: int = field(default=0, compare=False)
+    """Which subsets were reported, even as 0 (``REPORTED_*`` bits): a reported 0 is exported as 0,
+    a subset the provider left out is not exported at all. A non-zero subset counts as reported.
+    Not part of equality: two usages with the same counts are equal."""
+
+    def has_cache_read(self) -> bool:
+        """Whether cache reads were reported (0 included), i.e. ``gen_ai.usage.cache_read.input_tokens`` is exported."""
+        return bool(self.cache_read_input_tokens or self.reported & REPORTED_CACHE_READ)
+
+    def with_source(self, source: UsageSource) -> Usage:
+        """The same counts (and reported subsets) from another source, e.g. provider numbers made ``estimated``."""
+        return replace(self, source=source)
 
     @property
     def uncached_input_tokens(self) -> int:
@@ -120,8 +142,15 @@ def _make_usage(
     cache_write_1h: int | None = None,
     reasoning: int | None = None,
 ) -> Usage | None:
+    """A provider's usage; a subset given as None was not reported (absent), one given as 0 was."""
     if input_tokens is None and output_tokens is None:
         return None
+    reported = (
+        (REPORTED_CACHE_READ if cache_read is not None else 0)
+        | (REPORTED_CACHE_WRITE if cache_write is not None else 0)
+        | (REPORTED_CACHE_WRITE_1H if cache_write_1h is not None else 0)
+        | (REPORTED_REASONING if reasoning is not None else 0)
+    )
     return clamped_usage(
         input_tokens or 0,
         output_tokens or 0,
@@ -129,6 +158,7 @@ def _make_usage(
         cache_write or 0,
         cache_write_1h or 0,
         reasoning or 0,
+        reported=reported,
     )
 
 
@@ -140,25 +170,29 @@ def clamped_usage(
     cache_write_1h_input_tokens: int = 0,
     reasoning_output_tokens: int = 0,
     source: UsageSource = "provider",
+    *,
+    reported: int = 0,
 ) -> Usage:
     """A :class:`Usage` whose subsets never exceed their totals (non-negative counts in).
 
     A provider glitch (cached tokens above prompt tokens) must not turn into negative uncached tokens.
+    ``reported``: the ``REPORTED_*`` bits of the subsets that were reported, even as 0.
     """
     cr = min(cache_read_input_tokens, input_tokens)
     cw = min(cache_write_input_tokens, input_tokens - cr)
     cw1h = min(cache_write_1h_input_tokens, cw)
     rs = min(reasoning_output_tokens, output_tokens)
-    return Usage(input_tokens, output_tokens, cr, cw, cw1h, rs, source)
+    return Usage(input_tokens, output_tokens, cr, cw, cw1h, rs, source, reported)
 
 
 def _anthropic_usage(u: Any) -> Usage | None:
     base = _count(_get(u, "input_tokens"))
-    cache_read = _count(_get(u, "cache_read_input_tokens")) or 0
-    cache_write = _count(_get(u, "cache_creation_input_tokens")) or 0
+    cache_read = _count(_get(u, "cache_read_input_tokens"))  # None: not reported (kept absent)
+    cache_write = _count(_get(u, "cache_creation_input_tokens"))
     cache_write_1h = _count(_get(_get(u, "cache_creation"), "ephemeral_1h_input_tokens"))
     thinking = _count(_get(_get(u, "output_tokens_details"), "thinking_tokens"))
-    total_input = None if base is None else base + cache_read + cache_write  # its input_tokens excludes cache
+    # its input_tokens excludes cache reads and writes
+    total_input = None if base is None else base + (cache_read or 0) + (cache_write or 0)
     return _make_usage(total_input, _count(_get(u, "output_tokens")), cache_read, cache_write, cache_write_1h, thinking)
 
 
@@ -184,12 +218,12 @@ def _gemini_usage(u: Any) -> Usage | None:
     prompt = _count(_get(u, "prompt_token_count", "promptTokenCount"))
     tool_prompt = _count(_get(u, "tool_use_prompt_token_count", "toolUsePromptTokenCount")) or 0
     candidates = _count(_get(u, "candidates_token_count", "candidatesTokenCount"))
-    thoughts = _count(_get(u, "thoughts_token_count", "thoughtsTokenCount")) or 0
+    thoughts = _count(_get(u, "thoughts_token_count", "thoughtsTokenCount"))  # None: not reported
     if prompt is None and candidates is None and not thoughts:
         return None
     return _make_usage(
         (prompt or 0) + tool_prompt,
-        (candidates or 0) + thoughts,
+        (candidates or 0) + (thoughts or 0),
         cache_read=_count(_get(u, "cached_content_token_count", "cachedContentTokenCount")),
         reasoning=thoughts,
     )

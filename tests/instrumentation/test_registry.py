@@ -16,6 +16,7 @@ PATCHED = {
     "openai": ("openai.resources.chat.completions", "Completions", "create"),
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
+    "http": ("httpx2", "Client", "send"),
     "instructor": ("instructor.v2.core.hooks", "Hooks", "emit_parse_error"),
     "pydantic_ai": ("pydantic_ai._agent_graph", "ModelRequestNode", "run"),
 }
@@ -57,7 +58,7 @@ def test_instrument_one_sdk_by_name():
 
 
 def test_unknown_sdk_name_is_a_config_error():
-    supported = "openai, anthropic, google_genai, instructor, pydantic_ai"
+    supported = "openai, anthropic, google_genai, http, instructor, pydantic_ai"
     with pytest.raises(costtrace.ConfigError, match=f"supported SDKs are {supported}"):
         costtrace.instrument("cohere")
 
@@ -67,7 +68,8 @@ def test_instrumentors_are_registered_for_opentelemetry_instrument():
     assert set(found) == {f"costtrace_{name}" for name in SUPPORTED}
     for ep in found.values():
         instrumentor = ep.load()()
-        assert instrumentor.instrumentation_dependencies()
+        if ep.name != "costtrace_http":  # patches whichever of httpx / httpx2 is installed
+            assert instrumentor.instrumentation_dependencies()
 
 
 def test_missing_opentelemetry_instrumentation_is_a_config_error_with_the_install_hint():

@@ -14,6 +14,7 @@ Rules each instrumentation follows (see docs/instrumentation.md):
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
@@ -44,6 +45,46 @@ def safely(where: str, fn: Callable[..., _T], *args: Any, default: Any = None, *
     except Exception as exc:
         report_internal_error(where, exc)
         return default
+
+
+def passes_through(outer: LLMCall | None) -> bool:
+    """Whether an SDK wrapper must leave this request alone: another instrumentation's call is current
+    (LiteLLM over the OpenAI SDK, a patched ``parse`` calling the patched ``create``), which records it.
+
+    A manual ``with llm_call(...)`` block is not passed through: the request fills that call
+    (``LLMCall.start(fill=outer)``), so the call is counted once.
+    """
+    return outer is not None and not outer.manual
+
+
+def sends_counted() -> bool:
+    """Whether the HTTP layer counts the LLM requests sent (``LLMCall.requests_sent``): it is on."""
+    http = sys.modules.get("costtrace.instrumentation.http")
+    if http is None:
+        return False
+    return bool(http.HTTPInstrumentor().is_instrumented_by_opentelemetry)
+
+
+def end_failed(call: LLMCall, exc: BaseException, api_errors: tuple[type[BaseException], ...]) -> None:
+    """The SDK method raised ``exc``: end ``call`` as a failed call, unless the SDK refused the request
+    before sending anything, which is not a call at all (:meth:`LLMCall.end_unsent`).
+
+    "Refused" needs all of: a ``ValueError`` or ``TypeError`` (the SDKs' client-side checks, e.g.
+    Anthropic's "Streaming is required" for a large ``max_tokens``); not one of the SDK's API errors
+    (``api_errors``: a reply or a connection failure); and no LLM request counted by the HTTP layer
+    while the call was current, that layer being on. A pydantic ``ValidationError`` raised by
+    ``parse`` after a reply arrived had its request counted: it stays a (billed) failed call. Without
+    the HTTP layer nothing is known to be unsent, so every error is a failed call, as before.
+    """
+    if (
+        call.requests_sent == 0
+        and isinstance(exc, (ValueError, TypeError))
+        and not isinstance(exc, api_errors)
+        and sends_counted()
+    ):
+        call.end_unsent(exc)
+    else:
+        call.end(exc)
 
 
 def resend_reason(status: int | None, exc: BaseException | None = None) -> str:

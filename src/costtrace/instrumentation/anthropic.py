@@ -35,12 +35,14 @@ from opentelemetry import trace
 
 from costtrace import semconv as sc
 from costtrace._internal import report_internal_error
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, current_call, deactivate
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
     SyncStreamProxy,
     _ObjectProxy,
+    end_failed,
+    passes_through,
     resend_reason,
     safely,
 )
@@ -62,6 +64,7 @@ class _State:
     active = False
     sync_streams: tuple[type, ...] = ()
     async_streams: tuple[type, ...] = ()
+    api_errors: tuple[type[BaseException], ...] = ()
 
 
 # --- one call in flight: what the retry hook needs to find ----------------------------------------
@@ -163,8 +166,10 @@ def _request(instance: Any, kwargs: Mapping[str, Any], *, stream: bool) -> _Requ
     )
 
 
-def _start(req: _Request, *, downgradable: bool = True) -> LLMCall:
-    """Start the call (``downgradable=False``: the request is already built, its model can't change)."""
+def _start(req: _Request, *, downgradable: bool = True, outer: LLMCall | None = None) -> LLMCall:
+    """Start the call (``downgradable=False``: the request is already built, its model can't change).
+
+    ``outer``: the manual ``llm_call`` block the request runs in, if any: the request then fills it."""
     call = LLMCall(
         req.provider,
         req.model,
@@ -176,7 +181,7 @@ def _start(req: _Request, *, downgradable: bool = True) -> LLMCall:
         input=(req.system, req.messages),
     )
     call.downgradable = downgradable
-    call.start()  # may raise BudgetExceeded: nothing has been sent
+    call.start(fill=outer)  # may raise BudgetExceeded: nothing has been sent
     return call
 
 
@@ -187,17 +192,23 @@ def _send_kwargs(call: LLMCall, req: _Request, kwargs: dict[str, Any]) -> dict[s
     return kwargs
 
 
-def _enter_scope(call: LLMCall) -> tuple[contextvars.Token[_Scope | None], object]:
-    """Make ``call`` the one the retry hook reports to, and its span the parent of the SDK's own spans."""
+_ScopeTokens = tuple[contextvars.Token[_Scope | None], object, contextvars.Token[LLMCall | None]]
+
+
+def _enter_scope(call: LLMCall) -> _ScopeTokens:
+    """Make ``call`` the one the retry hook reports to, the current call (the HTTP layer then counts its
+    request instead of recording it again), and its span the parent of the SDK's own spans."""
     token = _SCOPE.set(_Scope(call))
+    call_token = activate(call)
     ctx_token = otel_context.attach(trace.set_span_in_context(call.span))
-    return token, ctx_token
+    return token, ctx_token, call_token
 
 
-def _leave_scope(tokens: tuple[contextvars.Token[_Scope | None], object] | None) -> None:
+def _leave_scope(tokens: _ScopeTokens | None) -> None:
     if tokens is None:
         return
-    token, ctx_token = tokens
+    token, ctx_token, call_token = tokens
+    deactivate(call_token)
     try:
         _SCOPE.reset(token)
     except Exception as exc:  # a token from another context: report, never raise into the app
@@ -386,15 +397,7 @@ class _StreamUsage:
             u = call.usage
             if u is not None:
                 source: UsageSource = "heuristic" if "heuristic" in estimated else "estimated"
-                call.set_usage(
-                    u.input_tokens,
-                    u.output_tokens,
-                    cache_read_input_tokens=u.cache_read_input_tokens,
-                    cache_write_input_tokens=u.cache_write_input_tokens,
-                    cache_write_1h_input_tokens=u.cache_write_1h_input_tokens,
-                    reasoning_output_tokens=u.reasoning_output_tokens,
-                    source=source,
-                )
+                call.set_usage_source(source)
         if _content_enabled():
             call.capture_content(input=_prompt(req), output="".join(self.text))
 
@@ -544,10 +547,11 @@ def _returned(call: LLMCall, req: _Request, result: Any) -> Any:
 
 def _create(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``Messages.create`` / ``Messages.parse`` (sync)."""
-    if not _State.active:
+    outer = current_call()
+    if not _State.active or passes_through(outer):
         return wrapped(*args, **kwargs)
     req = safely("instrumentation.anthropic.request", _request, instance, kwargs, stream=kwargs.get("stream") is True)
-    call = safely("instrumentation.anthropic.start", _start, req) if req is not None else None
+    call = safely("instrumentation.anthropic.start", _start, req, outer=outer) if req is not None else None
     if call is None:
         return wrapped(*args, **kwargs)
     kwargs = _send_kwargs(call, req, kwargs)
@@ -556,7 +560,7 @@ def _create(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
         _leave_scope(scope)
-        call.end(exc)
+        end_failed(call, exc, _State.api_errors)  # e.g. "Streaming is required": refused, not a call
         raise
     _leave_scope(scope)
     return _returned(call, req, result)
@@ -572,8 +576,11 @@ def _acreate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], 
 async def _acreate_call(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    outer = current_call()
+    if passes_through(outer):
+        return await wrapped(*args, **kwargs)
     req = safely("instrumentation.anthropic.request", _request, instance, kwargs, stream=kwargs.get("stream") is True)
-    call = safely("instrumentation.anthropic.start", _start, req) if req is not None else None
+    call = safely("instrumentation.anthropic.start", _start, req, outer=outer) if req is not None else None
     if call is None:
         return await wrapped(*args, **kwargs)
     kwargs = _send_kwargs(call, req, kwargs)
@@ -582,7 +589,7 @@ async def _acreate_call(
         result = await wrapped(*args, **kwargs)
     except BaseException as exc:
         _leave_scope(scope)
-        call.end(exc)
+        end_failed(call, exc, _State.api_errors)
         raise
     _leave_scope(scope)
     return _returned(call, req, result)
@@ -644,9 +651,10 @@ class _SyncManager(_ManagerBase):
     """``MessageStreamManager``, unchanged for the user; ``__enter__`` sends the request, so the call starts there."""
 
     def __enter__(self) -> Any:
-        if not _State.active:
+        outer = current_call()
+        if not _State.active or passes_through(outer):
             return self.__wrapped__.__enter__()
-        call = safely("instrumentation.anthropic.start", _start, self._self_req, downgradable=False)
+        call = safely("instrumentation.anthropic.start", _start, self._self_req, downgradable=False, outer=outer)
         if call is None:
             return self.__wrapped__.__enter__()
         scope = safely("instrumentation.anthropic.scope", _enter_scope, call)
@@ -654,7 +662,7 @@ class _SyncManager(_ManagerBase):
             stream = self.__wrapped__.__enter__()
         except BaseException as exc:
             _leave_scope(scope)
-            call.end(exc)
+            end_failed(call, exc, _State.api_errors)
             raise
         _leave_scope(scope)
         self._self_call = call
@@ -674,9 +682,10 @@ class _AsyncManager(_ManagerBase):
     """``AsyncMessageStreamManager``, unchanged for the user; the request is awaited in ``__aenter__``."""
 
     async def __aenter__(self) -> Any:
-        if not _State.active:
+        outer = current_call()
+        if not _State.active or passes_through(outer):
             return await self.__wrapped__.__aenter__()
-        call = safely("instrumentation.anthropic.start", _start, self._self_req, downgradable=False)
+        call = safely("instrumentation.anthropic.start", _start, self._self_req, downgradable=False, outer=outer)
         if call is None:
             return await self.__wrapped__.__aenter__()
         scope = safely("instrumentation.anthropic.scope", _enter_scope, call)
@@ -684,7 +693,7 @@ class _AsyncManager(_ManagerBase):
             stream = await self.__wrapped__.__aenter__()
         except BaseException as exc:
             _leave_scope(scope)
-            call.end(exc)
+            end_failed(call, exc, _State.api_errors)
             raise
         _leave_scope(scope)
         self._self_call = call
@@ -703,7 +712,7 @@ class _AsyncManager(_ManagerBase):
 def _make_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``Messages.stream`` / ``AsyncMessages.stream``: nothing is sent yet; the manager is wrapped."""
     manager = wrapped(*args, **kwargs)
-    if not _State.active:
+    if not _State.active or passes_through(current_call()):
         return manager
     req = safely("instrumentation.anthropic.request", _request, instance, kwargs, stream=True)
     if req is None:
@@ -715,25 +724,26 @@ def _make_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
 # --- the SDK's own retries ------------------------------------------------------------------------------------
 
 
-def _record_retry(scope: _Scope, status: int | None, connection_error: bool) -> None:
+def _record_retry(call: LLMCall, status: int | None, connection_error: bool) -> None:
     # Pre-0.50 SDKs may not tell the status: an HTTP error of unknown status reads "http_error".
     reason = resend_reason(status) if status is not None or connection_error else "http_error"
-    scope.call.record_resend(reason)
+    call.record_resend(reason)
 
 
 def _on_sleep_for_retry(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``_sleep_for_retry(*, retries_taken, max_retries, options, response)`` (SDK >= 0.50): runs once
-    before each re-send, with the failed response (None for a connection error or a timeout)."""
-    scope = _SCOPE.get()
-    if scope is not None and _State.active:
+    before each re-send, with the failed response (None for a connection error or a timeout). The re-send
+    is counted on the current call: this instrumentation's, or the manual ``llm_call`` it fills."""
+    call = current_call()
+    if call is not None and _State.active:
         response = kwargs.get("response")
         status = getattr(response, "status_code", None)
         safely(
             "instrumentation.anthropic.retry",
             _record_retry,
-            scope,
+            call,
             status if isinstance(status, int) else None,
             response is None,
         )
@@ -749,7 +759,7 @@ def _on_retry_request(wrapped: Callable[..., Any], instance: Any, args: tuple[An
         safely(
             "instrumentation.anthropic.retry",
             _record_retry,
-            scope,
+            scope.call,
             None if no_response else scope.last_status,
             no_response,
         )
@@ -815,6 +825,7 @@ class AnthropicInstrumentor(CosttraceInstrumentor):
 
         _State.sync_streams = (anthropic.Stream,)
         _State.async_streams = (anthropic.AsyncStream,)
+        _State.api_errors = (anthropic.APIError,)
         super()._instrument(**kwargs)
         _State.active = True
 

@@ -33,12 +33,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, current_call, deactivate
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
     SyncStreamProxy,
+    end_failed,
+    passes_through,
     resend_reason,
     safely,
 )
@@ -56,6 +61,8 @@ _API_CLIENT_MODULE = "google.genai._api_client"
 _PER_REQUEST_METHODS = ("_generate_content", "_generate_content_stream")
 _PUBLIC_METHODS = ("generate_content", "generate_content_stream")
 _MAX_CONTENT_DEPTH = 8
+_API_ERRORS: tuple[type[BaseException], ...] = ()
+"""``google.genai.errors.APIError``, set when instrumenting: a reply, never a request refused before sending."""
 
 
 # --- request details ----------------------------------------------------------------------------------
@@ -139,8 +146,9 @@ def _max_tokens(config: Any) -> int | None:
     return None
 
 
-def _start_call(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> LLMCall:
-    """The call for one request, its span open (streams) or to be opened by ``with call:`` (others)."""
+def _start_call(instance: Any, kwargs: Mapping[str, Any], stream: bool, outer: LLMCall | None) -> LLMCall:
+    """The call for one request, started. ``outer``: the manual ``llm_call`` block the request runs in,
+    if any; the request then fills that call instead of recording one of its own."""
     api_client = getattr(instance, "_api_client", None)
     config = kwargs.get("config")
     provider = PROVIDER_VERTEX if getattr(api_client, "vertexai", False) else PROVIDER_GEMINI
@@ -156,8 +164,7 @@ def _start_call(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> LLMCa
         stream=stream,
         input=(_field(config, "system_instruction", "systemInstruction"), kwargs.get("contents")),
     )
-    if stream:  # a stream outlives this wrapper: no ``with``, the proxy ends the call
-        call.start()  # may raise BudgetExceeded: nothing has been sent
+    call.start(fill=outer)  # may raise BudgetExceeded: nothing has been sent
     return call
 
 
@@ -362,14 +369,7 @@ class _StreamAccumulator:
                 # Provider numbers, but not the request's final ones: the server may have generated
                 # (and billed) more than arrived. A lower bound, flagged estimated, never passed off
                 # as exact.
-                call.set_usage(
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    cache_read_input_tokens=usage.cache_read_input_tokens,
-                    cache_write_input_tokens=usage.cache_write_input_tokens,
-                    reasoning_output_tokens=usage.reasoning_output_tokens,
-                    source="estimated",
-                )
+                call.set_usage_source("estimated")
         if call.usage is None and self._items:
             # Chunks arrived but none carried usage: count the prompt and the streamed text locally.
             call.estimate_usage(input=_request_text(self._kwargs), output="".join(self._text or ()))
@@ -449,9 +449,11 @@ class _SyncStream(SyncStreamProxy):
             return super().__next__()
         self._self_attempts = None
         token = _attempts.set(attempts)
+        current = activate(self._self_call)  # the request is sent in this first next()
         try:
             return super().__next__()
         finally:
+            deactivate(current)
             _attempts.reset(token)
 
 
@@ -468,9 +470,11 @@ class _AsyncStream(AsyncStreamProxy):
             return await super().__anext__()
         self._self_attempts = None
         token = _attempts.set(attempts)
+        current = activate(self._self_call)
         try:
             return await super().__anext__()
         finally:
+            deactivate(current)
             _attempts.reset(token)
 
 
@@ -478,60 +482,103 @@ class _AsyncStream(AsyncStreamProxy):
 
 
 def _generate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, False)
+    outer = current_call()
+    if passes_through(outer):  # another instrumentation's call records this request
+        return wrapped(*args, **kwargs)
+    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, False, outer)
     if call is None:
         return wrapped(*args, **kwargs)
-    with call:
-        kwargs = _send_kwargs(call, kwargs)
-        token = _attempts.set(_Attempts(call))
-        try:
-            response = wrapped(*args, **kwargs)
-        finally:
-            _attempts.reset(token)
-        safely("google_genai.response", _record_response, call, response, kwargs)
+    kwargs = _send_kwargs(call, kwargs)
+    scope = _enter(call)
+    try:
+        response = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _leave(scope)
+        end_failed(call, exc, _API_ERRORS)
+        raise
+    _leave(scope)
+    safely("google_genai.response", _record_response, call, response, kwargs)
+    call.end()
     return response
 
 
 async def _agenerate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, False)
+    outer = current_call()
+    if passes_through(outer):
+        return await wrapped(*args, **kwargs)
+    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, False, outer)
     if call is None:
         return await wrapped(*args, **kwargs)
-    async with call:
-        kwargs = _send_kwargs(call, kwargs)
-        token = _attempts.set(_Attempts(call))
-        try:
-            response = await wrapped(*args, **kwargs)
-        finally:
-            _attempts.reset(token)
-        safely("google_genai.response", _record_response, call, response, kwargs)
+    kwargs = _send_kwargs(call, kwargs)
+    scope = _enter(call)
+    try:
+        response = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _leave(scope)
+        end_failed(call, exc, _API_ERRORS)
+        raise
+    _leave(scope)
+    safely("google_genai.response", _record_response, call, response, kwargs)
+    call.end()
     return response
 
 
+_Scope = tuple[contextvars.Token[_Attempts | None], contextvars.Token[LLMCall | None], object]
+
+
+def _enter(call: LLMCall) -> _Scope:
+    """While the request is sent: its attempts counted (SDK retries), the call current (the HTTP layer
+    counts its request; nested layers pass through), and its span the parent of HTTP client spans."""
+    attempts = _attempts.set(_Attempts(call))
+    current = activate(call)
+    ctx = safely("google_genai.attach", otel_context.attach, trace.set_span_in_context(call.span))
+    return attempts, current, ctx
+
+
+def _leave(scope: _Scope) -> None:
+    attempts, current, ctx = scope
+    if ctx is not None:
+        safely("google_genai.detach", otel_context.detach, ctx)
+    deactivate(current)
+    _attempts.reset(attempts)
+
+
 def _stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, True)
+    outer = current_call()
+    if passes_through(outer):
+        return wrapped(*args, **kwargs)
+    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, True, outer)
     if call is None:
         return wrapped(*args, **kwargs)
     kwargs = _send_kwargs(call, kwargs)
+    current = activate(call)
     try:
         stream = wrapped(*args, **kwargs)
     except BaseException as exc:
-        call.end(exc)
+        end_failed(call, exc, _API_ERRORS)
         raise
+    finally:
+        deactivate(current)
     return _proxy(_SyncStream, stream, call, kwargs)
 
 
 async def _astream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, True)
+    outer = current_call()
+    if passes_through(outer):
+        return await wrapped(*args, **kwargs)
+    call: LLMCall | None = safely("google_genai.start", _start_call, instance, kwargs, True, outer)
     if call is None:
         return await wrapped(*args, **kwargs)
     kwargs = _send_kwargs(call, kwargs)
     token = _attempts.set(_Attempts(call))
+    current = activate(call)
     try:
         stream = await wrapped(*args, **kwargs)  # the request is sent here; chunks come later
     except BaseException as exc:
-        call.end(exc)
+        end_failed(call, exc, _API_ERRORS)
         raise
     finally:
+        deactivate(current)
         _attempts.reset(token)
     return _proxy(_AsyncStream, stream, call, kwargs)
 
@@ -568,6 +615,13 @@ class GoogleGenAIInstrumentor(CosttraceInstrumentor):
             for cls in ("Models", "AsyncModels")
             for name in _PER_REQUEST_METHODS
         )
+
+    def _instrument(self, **kwargs: Any) -> None:
+        global _API_ERRORS
+        import importlib
+
+        _API_ERRORS = (importlib.import_module("google.genai.errors").APIError,)
+        super()._instrument(**kwargs)
 
     def targets(self) -> list[tuple[str, str, Callable[..., Any]]]:
         generate, stream = _PER_REQUEST_METHODS if self.per_request_level() else _PUBLIC_METHODS

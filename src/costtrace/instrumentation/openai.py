@@ -25,7 +25,6 @@ import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import wrapt
@@ -34,15 +33,18 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, current_call, deactivate
 from costtrace.errors import ConfigError
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
     SyncStreamProxy,
+    end_failed,
+    passes_through,
     resend_reason,
     safely,
 )
+from costtrace.instrumentation._providers import provider_for_host
 
 logger = logging.getLogger("costtrace")
 
@@ -56,27 +58,13 @@ INJECT_STREAM_USAGE_ENV_VAR = "COSTTRACE_OPENAI_INJECT_STREAM_USAGE"
 _SCOPE = "costtrace"
 _PROXY_BASE: Any = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2.x / 1.x
 
-# The call of the SDK method running in this context. Set around the user's call only: it lets the
-# retry hook find its call, and makes a patched method called by another patched method (``parse``
-# -> ``create`` in older SDKs) pass straight through instead of recording the call twice.
-_ACTIVE: ContextVar[LLMCall | None] = ContextVar("costtrace_openai_call", default=None)
+# The call of the SDK method running in this context is ``costtrace.calls.current_call()``, made current
+# around the user's call only: the retry hook finds its call there, the HTTP layer counts the request on
+# it, and a patched method called by another patched method (``parse`` -> ``create`` in older SDKs), or
+# by another instrumentation (LiteLLM), passes straight through instead of recording the call twice.
 
 _GEN_AI_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM)
 
-# OpenAI-compatible endpoints served by other providers, by host suffix -> gen_ai.provider.name.
-_HOST_PROVIDERS: tuple[tuple[str, str], ...] = (
-    (".openai.azure.com", "azure.ai.openai"),
-    (".cognitiveservices.azure.com", "azure.ai.openai"),
-    (".services.ai.azure.com", "azure.ai.openai"),
-    ("api.deepseek.com", "deepseek"),
-    ("api.groq.com", "groq"),
-    ("api.x.ai", "x_ai"),
-    ("api.mistral.ai", "mistral_ai"),
-    ("api.perplexity.ai", "perplexity"),
-    ("generativelanguage.googleapis.com", "gcp.gemini"),
-    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
-    (".amazonaws.com", "aws.bedrock"),
-)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -101,6 +89,7 @@ class _SDK:
     streamed_response: tuple[type, ...] = ()
     azure_client: tuple[type, ...] = ()
     status_error: tuple[type, ...] = ()
+    api_error: tuple[type[BaseException], ...] = ()
 
     @classmethod
     def load(cls) -> None:
@@ -114,6 +103,7 @@ class _SDK:
         azure = importlib.import_module("openai.lib.azure")
         cls.azure_client = (azure.BaseAzureClient,)
         cls.status_error = (openai.APIStatusError,)
+        cls.api_error = (openai.APIError,)
 
 
 # --- request details ----------------------------------------------------------------------------
@@ -153,12 +143,8 @@ def _endpoint(client: Any) -> tuple[str, str | None, int | None]:
             provider = "aws.bedrock"
         elif "vertex" in runtime_name:
             provider = "gcp.vertex_ai"
-        elif host:
-            lowered = host.lower()
-            for suffix, name in _HOST_PROVIDERS:
-                if lowered == suffix.lstrip(".") or lowered.endswith(suffix):
-                    provider = name
-                    break
+        else:
+            provider = provider_for_host(host, "openai")
     if len(_endpoint_cache) > 256:
         _endpoint_cache.clear()
     _endpoint_cache[key] = (base_url, provider, host, port)
@@ -192,8 +178,11 @@ class _Request:
         self.user_include_usage = user_include_usage
 
 
-def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, dict[str, Any]]:
-    """Start the call span; returns the call and the kwargs to send (``include_usage`` injected if opted in)."""
+def _begin(kind: str, instance: Any, kwargs: dict[str, Any], outer: LLMCall | None) -> tuple[_Request, dict[str, Any]]:
+    """Start the call span; returns the call and the kwargs to send (``include_usage`` injected if opted in).
+
+    ``outer``: a manual ``llm_call`` block this request runs in; the request then fills it (no span of its own).
+    """
     provider, host, port = _endpoint(getattr(instance, "_client", None))
     model = _str_arg(kwargs.get("model")) or ""
     stream = kwargs.get("stream") is True
@@ -246,7 +235,8 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
     )
     # Another instrumentation's span of this very call (e.g. openai-v2): costtrace writes its attributes
     # there instead of starting a second usage-carrying span (see docs/instrumentation-openai.md).
-    call.start(host_span=_host_span())  # may raise BudgetExceeded: nothing has been sent
+    # may raise BudgetExceeded: nothing has been sent
+    call.start(host_span=_host_span() if outer is None else None, fill=outer)
     if call.model != model:  # a downgrade budget picked a cheaper model
         send = dict(send)
         send["model"] = call.model
@@ -382,7 +372,7 @@ def _end_failed(req: _Request, exc: BaseException) -> None:
     body = getattr(exc, "body", None) if _SDK.status_error and isinstance(exc, _SDK.status_error) else None
     if isinstance(body, Mapping) and isinstance(body.get("usage"), Mapping):
         req.call.record_response(body)
-    req.call.end(exc)
+    end_failed(req.call, exc, _SDK.api_error)  # a request refused before sending is not a call
 
 
 # --- streams --------------------------------------------------------------------------------------
@@ -561,13 +551,14 @@ def _detach(token: object) -> None:
 
 def _call_wrapper(kind: str) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not _settings.active or _ACTIVE.get() is not None:
-            return wrapped(*args, **kwargs)  # uninstrumented, or called by another patched method
-        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs)
+        outer = current_call()
+        if not _settings.active or passes_through(outer):
+            return wrapped(*args, **kwargs)  # uninstrumented, or another patched method's call
+        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs, outer)
         if started is None:
             return wrapped(*args, **kwargs)
         req, send = started
-        token = _ACTIVE.set(req.call)
+        current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = wrapped(*args, **send)
@@ -575,7 +566,7 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
             safely("instrumentation.openai.error", _end_failed, req, exc)
             raise
         finally:
-            _ACTIVE.reset(token)
+            deactivate(current)
             _detach(ctx)
         return _result(req, result, False)
 
@@ -584,13 +575,14 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
 
 def _async_call_wrapper(kind: str) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not _settings.active or _ACTIVE.get() is not None:
-            return await wrapped(*args, **kwargs)
-        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs)
+        outer = current_call()
+        if not _settings.active or passes_through(outer):
+            return await wrapped(*args, **kwargs)  # uninstrumented, or another patched method's call
+        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs, outer)
         if started is None:
             return await wrapped(*args, **kwargs)
         req, send = started
-        token = _ACTIVE.set(req.call)
+        current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = await wrapped(*args, **send)
@@ -598,7 +590,7 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
             safely("instrumentation.openai.error", _end_failed, req, exc)
             raise
         finally:
-            _ACTIVE.reset(token)
+            deactivate(current)
             _detach(ctx)
         return _result(req, result, True)
 
@@ -614,7 +606,7 @@ def _resend_reason(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 def _record_resend(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    call = _ACTIVE.get()
+    call = current_call()
     if call is not None:
         call.record_resend(_resend_reason(args, kwargs))
 

@@ -771,6 +771,11 @@ class LedgerWriter:
             if len(self._reserved_ids) > _MAX_RESERVED_IDS:  # calls reserved but never recorded
                 del self._reserved_ids[next(iter(self._reserved_ids))]
 
+    def forget_reserved(self, call_id: str) -> None:
+        """This call's reservation was released without a row (its request was never sent)."""
+        with self._pending_lock:
+            self._reserved_ids.pop(call_id, None)
+
     def pending_nano(self, budgets: Iterable[Budget], at: datetime) -> dict[str, int]:
         """Spend this process recorded (unreserved calls: ``record_llm_call``, fail-open calls) that is
         queued or spooled but not yet in the database, per budget, in the window counting at ``at``."""
