@@ -306,11 +306,6 @@ def test_an_internal_error_does_not_reach_the_agent(
 # --- Anthropic: a request the SDK refuses before sending is no call -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs branch i11-once (a request the SDK refuses before sending is not a call); "
-    "today the refused request is a failed, unpriced phantom call",
-)
 def test_anthropic_default_max_tokens_refused_then_streamed_is_one_first_pass_call(llm_server: Any, spans: Any) -> None:
     """pydantic-ai's ``AnthropicModel`` asks for a large default ``max_tokens``: the Anthropic SDK refuses
     the non-streaming request before sending it (``ValueError("Streaming is required ...")``) and
