@@ -9,9 +9,9 @@ import those SDKs. ``http`` patches ``httpx`` / ``httpx2`` so that an LLM reques
 instrumentation recorded is still recorded from the HTTP exchange (docs/instrumentation-http.md).
 Frameworks that send through those SDKs have one too (``instructor``, ``pydantic_ai``): their calls
 are recorded by the SDK's module; theirs turns the framework's validation re-asks into retries of the
-task (docs/instrumentation-frameworks.md). Each is also an OpenTelemetry ``BaseInstrumentor``
-registered under the ``opentelemetry_instrumentor`` entry point, so ``opentelemetry-instrument`` runs
-pick them up.
+task (docs/instrumentation-instructor.md, docs/instrumentation-pydantic-ai.md). Each is also an
+OpenTelemetry ``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor`` entry point, so
+``opentelemetry-instrument`` runs pick them up.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ recorded by that SDK's instrumentation; this module adds what the SDK cannot see
 failed ``response_model`` validation and instructor asked again (``max_retries``). Each re-ask closes
 the failed attempt with ``Task.retry("validation_failed", details)``: ``retries`` counts it,
 ``first_pass`` is False, the failed call's cost is wasted, and the details are the validation errors
-(``field: message``, bounded). See docs/instrumentation-frameworks.md.
+(``field: message``, bounded). See docs/instrumentation-instructor.md.
 
 How. instructor's retry loop reports through its ``Hooks`` object (every client has one, also when
 the user registered nothing): ``parse:error`` when the output fails, ``completion:kwargs`` before each

@@ -8,7 +8,7 @@ was rejected and the agent asked the model again. Each such re-ask closes the fa
 ``Task.retry("validation_failed", details)``: ``retries`` counts it, ``first_pass`` is False, the
 rejected response's cost is wasted, and the details are the feedback pydantic-ai sent back (the
 ``ModelRetry`` message, or the validation errors as ``field: message``), bounded. See
-docs/instrumentation-frameworks.md.
+docs/instrumentation-pydantic-ai.md.
 
 What counts. A request pydantic-ai sends carrying retry feedback, which is every re-ask:
 
