@@ -10,18 +10,20 @@ from importlib.metadata import entry_points
 import pytest
 
 import costtrace
-from costtrace.instrumentation import SUPPORTED
+from costtrace.instrumentation import _REGISTRY, SUPPORTED, _sdk_installed
 
-# (module, owner class or None for the module itself, function) of one patched function per SDK.
+# (module, owner class or None for the module itself, function) of one patched function per SDK or framework.
 PATCHED = {
     "openai": ("openai.resources.chat.completions", "Completions", "create"),
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
     "litellm": ("litellm.main", None, "completion"),
     "http": ("httpx", "Client", "send"),
+    "instructor": ("instructor.v2.core.hooks", "Hooks", "emit_parse_error"),
+    "pydantic_ai": ("pydantic_ai._agent_graph", "ModelRequestNode", "run"),
 }
-# The dev environment has no LiteLLM (tests/frameworks runs it): instrument() skips what is not installed.
-INSTALLED = [name for name in SUPPORTED if importlib.util.find_spec(PATCHED[name][0].split(".")[0]) is not None]
+# LiteLLM and the frameworks are installed in the framework environments only (tests/frameworks).
+INSTALLED = [name for name in SUPPORTED if _sdk_installed(_REGISTRY[name][2])]
 
 
 def _function(name: str) -> object:
@@ -59,20 +61,14 @@ def test_instrument_one_sdk_by_name():
 
 
 def test_unknown_sdk_name_is_a_config_error():
-    supported = "supported SDKs are openai, anthropic, google_genai, litellm, http"
-    with pytest.raises(costtrace.ConfigError, match=supported):
+    supported = "openai, anthropic, google_genai, litellm, http, instructor, pydantic_ai"
+    with pytest.raises(costtrace.ConfigError, match=f"supported SDKs are {supported}"):
         costtrace.instrument("cohere")
 
 
 def test_instrumentors_are_registered_for_opentelemetry_instrument():
     found = {ep.name: ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name.startswith("costtrace")}
-    assert set(found) == {
-        "costtrace_openai",
-        "costtrace_anthropic",
-        "costtrace_google_genai",
-        "costtrace_litellm",
-        "costtrace_http",
-    }
+    assert set(found) == {f"costtrace_{name}" for name in SUPPORTED}
     for ep in found.values():
         instrumentor = ep.load()()
         if ep.name != "costtrace_http":  # patches whichever of httpx / httpx2 is installed

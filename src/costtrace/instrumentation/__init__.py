@@ -7,8 +7,11 @@
 Each SDK has one module here (``openai``, ``anthropic``, ``google_genai``, ``litellm``): the only
 modules that import those SDKs. ``http`` patches ``httpx`` / ``httpx2`` so that an LLM request no SDK
 instrumentation recorded is still recorded from the HTTP exchange (docs/instrumentation-http.md).
-Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor``
-entry point, so ``opentelemetry-instrument`` runs pick them up.
+Frameworks that send through those SDKs have one too (``instructor``, ``pydantic_ai``): their calls
+are recorded by the SDK's module; theirs turns the framework's validation re-asks into retries of the
+task (docs/instrumentation-instructor.md, docs/instrumentation-pydantic-ai.md). Each is also an
+OpenTelemetry ``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor`` entry point, so
+``opentelemetry-instrument`` runs pick them up.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ _REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "litellm": ("costtrace.instrumentation.litellm", "LiteLLMInstrumentor", "litellm", "litellm"),
     # Any LLM request sent through httpx / httpx2 inside a task that no SDK instrumentation recorded.
     "http": ("costtrace.instrumentation.http", "HTTPInstrumentor", "httpx|httpx2", "openai"),
+    # Frameworks: their calls go through the SDKs above; these add their validation re-asks as task retries.
+    "instructor": ("costtrace.instrumentation.instructor", "InstructorInstrumentor", "instructor", "instructor"),
+    "pydantic_ai": ("costtrace.instrumentation.pydantic_ai", "PydanticAIInstrumentor", "pydantic_ai", "pydantic-ai"),
 }
 SUPPORTED = tuple(_REGISTRY)
 _lock = threading.Lock()
