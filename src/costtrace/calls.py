@@ -298,6 +298,12 @@ class LLMCall:
         except Exception as exc:
             report_internal_error("calls.set_usage", exc)
 
+    def set_usage_unknown(self, reason: str) -> None:
+        """The call's usage cannot be known: it is recorded unpriced with ``reason``
+        (``costtrace.call.unpriced_reason``) and its task says ``cost_complete=False``, never $0."""
+        self._usage = None
+        self._usage_problem = str(reason)
+
     def estimate_usage(
         self, *, input: str | Sequence[Mapping[str, Any]] | None = None, output: str | None = None
     ) -> None:

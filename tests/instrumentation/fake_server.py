@@ -26,6 +26,9 @@ class Scripted:
     stall_after: int | None = None
     """For SSE: after this many events, hold the connection open without sending more until the
     server is closed or :meth:`FakeLLMServer.release` is called (a stream that hangs mid-way)."""
+    sse_events_with_usage: list[bytes] | None = None
+    """For SSE: the events sent instead when the request asks for usage (``stream_options.include_usage``),
+    as OpenAI's API does: the same stream plus a usage-only chunk before ``[DONE]``."""
 
 
 @dataclass
@@ -79,7 +82,15 @@ class FakeLLMServer:
                 for k, v in item.headers.items():
                     self.send_header(k, v)
                 self.end_headers()
-                for n, event in enumerate(item.sse_events):
+                events = item.sse_events
+                options = body.get("stream_options") if isinstance(body, dict) else None
+                if (
+                    item.sse_events_with_usage is not None
+                    and isinstance(options, dict)
+                    and options.get("include_usage")
+                ):
+                    events = item.sse_events_with_usage
+                for n, event in enumerate(events):
                     if item.cut_after is not None and n >= item.cut_after:
                         break
                     if item.stall_after is not None and n == item.stall_after:
@@ -129,6 +140,16 @@ class FakeLLMServer:
         if done:
             encoded.append(b"data: [DONE]\n\n")
         self._script.append(Scripted(sse_events=encoded, cut_after=cut_after, stall_after=stall_after))
+
+    def chat_stream(self, chunks: list[Any], usage_chunk: Any, *, cut_after: int | None = None) -> None:
+        """Script an OpenAI chat stream that honours ``stream_options.include_usage`` like the API does:
+        ``usage_chunk`` (a ``choices: []`` chunk) is sent before ``[DONE]`` only when the request asks
+        for it. Every chunk then carries ``"usage": null``, as the API sends them in that case."""
+        done = b"data: [DONE]\n\n"
+        plain = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [done]
+        with_null = [f"data: {json.dumps({**c, 'usage': None})}\n\n".encode() for c in chunks]
+        with_usage = [*with_null, f"data: {json.dumps(usage_chunk)}\n\n".encode(), done]
+        self._script.append(Scripted(sse_events=plain, sse_events_with_usage=with_usage, cut_after=cut_after))
 
     def release(self) -> None:
         """Let stalled streams (``stall_after``) continue."""

@@ -316,6 +316,14 @@ def injecting() -> Iterator[OpenAIInstrumentor]:
 
 
 @pytest.fixture
+def not_injecting() -> Iterator[OpenAIInstrumentor]:
+    inst = OpenAIInstrumentor()
+    inst.instrument(inject_stream_usage=False)
+    yield inst
+    inst.uninstrument()
+
+
+@pytest.fixture
 def client(llm_server: Any) -> Iterator[Any]:
     with make_client(llm_server) as c:
         yield c
@@ -408,7 +416,18 @@ def test_bad_option_raises_config_error_and_patches_nothing() -> None:
 
 
 def test_inject_option_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ct_openai.INJECT_STREAM_USAGE_ENV_VAR, "true")
+    for raw, expected in (("true", True), ("0", False), ("off", False), ("", True)):
+        monkeypatch.setenv(ct_openai.INJECT_STREAM_USAGE_ENV_VAR, raw)
+        inst = OpenAIInstrumentor()
+        inst.instrument()
+        try:
+            assert ct_openai._settings.inject_stream_usage is expected, raw
+        finally:
+            inst.uninstrument()
+
+
+def test_inject_stream_usage_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ct_openai.INJECT_STREAM_USAGE_ENV_VAR, raising=False)
     inst = OpenAIInstrumentor()
     inst.instrument()
     try:
@@ -502,7 +521,7 @@ def test_chat_tool_calls(llm_server: Any, instrumented: Any, client: Any, spans:
 
 
 def test_chat_stream_without_usage_is_estimated_from_request_and_text(
-    llm_server: Any, instrumented: Any, client: Any, spans: Any
+    llm_server: Any, not_injecting: Any, client: Any, spans: Any
 ) -> None:
     llm_server.sse(chat_chunks(["Hello", ", team", "!"]), done=True)
     with capture() as got:
@@ -518,7 +537,7 @@ def test_chat_stream_without_usage_is_estimated_from_request_and_text(
     assert a[sc.USAGE_SOURCE] == "estimated"
     assert a[sc.GEN_AI_REQUEST_STREAM] is True
     assert sc.CALL_INCOMPLETE not in a
-    assert "stream_options" not in llm_server.requests[0].body  # not injected unless opted in
+    assert "stream_options" not in llm_server.requests[0].body  # not injected when turned off
 
 
 def test_chat_stream_with_user_include_usage_counted_once_and_visible(
@@ -918,15 +937,26 @@ def test_with_raw_response_stream(llm_server: Any, instrumented: Any, client: An
     assert got.calls[0].usage == Usage(20, 2)
 
 
-def test_with_streaming_response_is_recorded_with_unknown_usage(
-    llm_server: Any, instrumented: Any, client: Any
-) -> None:
+def test_with_streaming_response_json_body_is_read_for_usage(llm_server: Any, instrumented: Any, client: Any) -> None:
     llm_server.json(chat_body())
     with capture() as got:
         with client.chat.completions.with_streaming_response.create(model=MODEL, messages=MSGS) as resp:
             assert resp.parse().choices[0].message.content == "Hello, team!"
     (rec,) = got.calls
+    assert rec.usage == Usage(19, 10)
+    assert rec.cost_usd == ref_price(RESP_MODEL, input_tokens=19, output_tokens=10)
+
+
+def test_with_streaming_response_never_read_is_unpriced_with_a_reason(
+    llm_server: Any, instrumented: Any, client: Any
+) -> None:
+    llm_server.json(chat_body())
+    with capture() as got:
+        with client.chat.completions.with_streaming_response.create(model=MODEL, messages=MSGS):
+            pass
+    (rec,) = got.calls
     assert rec.usage.source == "unknown" and rec.cost_usd is None
+    assert "never read" in str(rec.cost.unpriced_reason)
 
 
 # --- transparency matrix --------------------------------------------------------------------------

@@ -125,7 +125,9 @@ def server() -> Iterator[FakeLLMServer]:
 @pytest.fixture(scope="module")
 def client(server: FakeLLMServer) -> Iterator[Any]:
     inst = OpenAIInstrumentor()
-    inst.instrument()
+    # The fake server sends the scripted chunks whatever the request asks: streams are compared as
+    # sent, without costtrace adding stream_options (test_openai_streams.py covers the default).
+    inst.instrument(inject_stream_usage=False)
     with openai.OpenAI(api_key="test-key", base_url=server.url + "/v1", max_retries=0) as c:
         yield c
     inst.uninstrument()

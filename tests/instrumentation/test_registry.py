@@ -16,6 +16,7 @@ PATCHED = {
     "openai": ("openai.resources.chat.completions", "Completions", "create"),
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
+    "http": ("httpx2", "Client", "send"),
 }
 
 
@@ -53,16 +54,17 @@ def test_instrument_one_sdk_by_name():
 
 
 def test_unknown_sdk_name_is_a_config_error():
-    with pytest.raises(costtrace.ConfigError, match="supported SDKs are openai, anthropic, google_genai"):
+    with pytest.raises(costtrace.ConfigError, match="supported SDKs are openai, anthropic, google_genai, http"):
         costtrace.instrument("cohere")
 
 
 def test_instrumentors_are_registered_for_opentelemetry_instrument():
     found = {ep.name: ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name.startswith("costtrace")}
-    assert set(found) == {"costtrace_openai", "costtrace_anthropic", "costtrace_google_genai"}
+    assert set(found) == {"costtrace_openai", "costtrace_anthropic", "costtrace_google_genai", "costtrace_http"}
     for ep in found.values():
         instrumentor = ep.load()()
-        assert instrumentor.instrumentation_dependencies()
+        if ep.name != "costtrace_http":  # patches whichever of httpx / httpx2 is installed
+            assert instrumentor.instrumentation_dependencies()
 
 
 def test_missing_opentelemetry_instrumentation_is_a_config_error_with_the_install_hint():

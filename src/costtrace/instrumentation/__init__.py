@@ -5,8 +5,10 @@
     costtrace.uninstrument()            # restore the original functions
 
 Each SDK has one module here (``openai``, ``anthropic``, ``google_genai``): the only modules that
-import those SDKs. Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the
-``opentelemetry_instrumentor`` entry point, so ``opentelemetry-instrument`` runs pick them up.
+import those SDKs. ``http`` patches ``httpx`` / ``httpx2`` so that an LLM request no SDK
+instrumentation recorded is still recorded from the HTTP exchange (docs/instrumentation-http.md).
+Each is also an OpenTelemetry ``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor``
+entry point, so ``opentelemetry-instrument`` runs pick them up.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ _REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "openai": ("costtrace.instrumentation.openai", "OpenAIInstrumentor", "openai", "openai"),
     "anthropic": ("costtrace.instrumentation.anthropic", "AnthropicInstrumentor", "anthropic", "anthropic"),
     "google_genai": ("costtrace.instrumentation.google_genai", "GoogleGenAIInstrumentor", "google.genai", "google"),
+    # Any LLM request sent through httpx / httpx2 inside a task that no SDK instrumentation recorded.
+    "http": ("costtrace.instrumentation.http", "HTTPInstrumentor", "httpx|httpx2", "openai"),
 }
 SUPPORTED = tuple(_REGISTRY)
 _lock = threading.Lock()
 
 
 def _sdk_installed(import_name: str) -> bool:
-    try:
-        return importlib.util.find_spec(import_name) is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether the SDK is importable; ``a|b`` means either of them."""
+    for name in import_name.split("|"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
 
 
 def _instrumentor(name: str) -> Any:

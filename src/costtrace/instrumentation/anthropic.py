@@ -35,7 +35,7 @@ from opentelemetry import trace
 
 from costtrace import semconv as sc
 from costtrace._internal import report_internal_error
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, deactivate
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
@@ -187,17 +187,23 @@ def _send_kwargs(call: LLMCall, req: _Request, kwargs: dict[str, Any]) -> dict[s
     return kwargs
 
 
-def _enter_scope(call: LLMCall) -> tuple[contextvars.Token[_Scope | None], object]:
-    """Make ``call`` the one the retry hook reports to, and its span the parent of the SDK's own spans."""
+_ScopeTokens = tuple[contextvars.Token[_Scope | None], object, contextvars.Token[LLMCall | None]]
+
+
+def _enter_scope(call: LLMCall) -> _ScopeTokens:
+    """Make ``call`` the one the retry hook reports to, the current call (the HTTP layer then counts its
+    request instead of recording it again), and its span the parent of the SDK's own spans."""
     token = _SCOPE.set(_Scope(call))
+    call_token = activate(call)
     ctx_token = otel_context.attach(trace.set_span_in_context(call.span))
-    return token, ctx_token
+    return token, ctx_token, call_token
 
 
-def _leave_scope(tokens: tuple[contextvars.Token[_Scope | None], object] | None) -> None:
+def _leave_scope(tokens: _ScopeTokens | None) -> None:
     if tokens is None:
         return
-    token, ctx_token = tokens
+    token, ctx_token, call_token = tokens
+    deactivate(call_token)
     try:
         _SCOPE.reset(token)
     except Exception as exc:  # a token from another context: report, never raise into the app

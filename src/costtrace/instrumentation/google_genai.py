@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, deactivate
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
@@ -449,9 +449,11 @@ class _SyncStream(SyncStreamProxy):
             return super().__next__()
         self._self_attempts = None
         token = _attempts.set(attempts)
+        current = activate(self._self_call)  # the request is sent in this first next()
         try:
             return super().__next__()
         finally:
+            deactivate(current)
             _attempts.reset(token)
 
 
@@ -468,9 +470,11 @@ class _AsyncStream(AsyncStreamProxy):
             return await super().__anext__()
         self._self_attempts = None
         token = _attempts.set(attempts)
+        current = activate(self._self_call)
         try:
             return await super().__anext__()
         finally:
+            deactivate(current)
             _attempts.reset(token)
 
 
@@ -512,11 +516,14 @@ def _stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
     if call is None:
         return wrapped(*args, **kwargs)
     kwargs = _send_kwargs(call, kwargs)
+    current = activate(call)
     try:
         stream = wrapped(*args, **kwargs)
     except BaseException as exc:
         call.end(exc)
         raise
+    finally:
+        deactivate(current)
     return _proxy(_SyncStream, stream, call, kwargs)
 
 
@@ -526,12 +533,14 @@ async def _astream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
         return await wrapped(*args, **kwargs)
     kwargs = _send_kwargs(call, kwargs)
     token = _attempts.set(_Attempts(call))
+    current = activate(call)
     try:
         stream = await wrapped(*args, **kwargs)  # the request is sent here; chunks come later
     except BaseException as exc:
         call.end(exc)
         raise
     finally:
+        deactivate(current)
         _attempts.reset(token)
     return _proxy(_AsyncStream, stream, call, kwargs)
 

@@ -1,7 +1,7 @@
 """OpenAI SDK instrumentation: every chat completion, Responses and embeddings call is a priced call span.
 
     costtrace.instrument("openai")                              # or OpenAIInstrumentor().instrument()
-    costtrace.instrument("openai", inject_stream_usage=True)    # opt in: ask streams for their usage
+    costtrace.instrument("openai", inject_stream_usage=False)   # never add stream_options to a request
 
 What is patched (each target only where the installed SDK has it, see docs/instrumentation-openai.md):
 
@@ -34,7 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from costtrace import semconv as sc
-from costtrace.calls import LLMCall
+from costtrace.calls import LLMCall, activate, deactivate
 from costtrace.errors import ConfigError
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
@@ -43,13 +43,16 @@ from costtrace.instrumentation._base import (
     resend_reason,
     safely,
 )
+from costtrace.instrumentation._bodytap import BodyReader, SSEReader, make_reader, tap_response
+from costtrace.instrumentation._providers import provider_for_host
 
 logger = logging.getLogger("costtrace")
 
 __all__ = ["INJECT_STREAM_USAGE_ENV_VAR", "OpenAIInstrumentor"]
 
 INJECT_STREAM_USAGE_ENV_VAR = "COSTTRACE_OPENAI_INJECT_STREAM_USAGE"
-"""Environment variable for ``inject_stream_usage`` (``1``/``true``), for zero-code runs that cannot pass options."""
+"""Environment variable for ``inject_stream_usage`` (``0``/``false`` turns it off), for zero-code runs
+that cannot pass options."""
 
 # OpenAI-specific attributes of the GenAI conventions. TODO(lead): move to costtrace.semconv.
 
@@ -63,27 +66,13 @@ _ACTIVE: ContextVar[LLMCall | None] = ContextVar("costtrace_openai_call", defaul
 
 _GEN_AI_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM)
 
-# OpenAI-compatible endpoints served by other providers, by host suffix -> gen_ai.provider.name.
-_HOST_PROVIDERS: tuple[tuple[str, str], ...] = (
-    (".openai.azure.com", "azure.ai.openai"),
-    (".cognitiveservices.azure.com", "azure.ai.openai"),
-    (".services.ai.azure.com", "azure.ai.openai"),
-    ("api.deepseek.com", "deepseek"),
-    ("api.groq.com", "groq"),
-    ("api.x.ai", "x_ai"),
-    ("api.mistral.ai", "mistral_ai"),
-    ("api.perplexity.ai", "perplexity"),
-    ("generativelanguage.googleapis.com", "gcp.gemini"),
-    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
-    (".amazonaws.com", "aws.bedrock"),
-)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 class _Settings:
     """Options given to :meth:`OpenAIInstrumentor.instrument` (one instrumentor per process)."""
 
-    inject_stream_usage = False
+    inject_stream_usage = True
     active = False
     """False once uninstrumented: an SDK object made while instrumented (a cached ``with_raw_response``,
     a stream manager's ``partial``) may still hold a patched bound method; it then passes straight through."""
@@ -153,12 +142,8 @@ def _endpoint(client: Any) -> tuple[str, str | None, int | None]:
             provider = "aws.bedrock"
         elif "vertex" in runtime_name:
             provider = "gcp.vertex_ai"
-        elif host:
-            lowered = host.lower()
-            for suffix, name in _HOST_PROVIDERS:
-                if lowered == suffix.lstrip(".") or lowered.endswith(suffix):
-                    provider = name
-                    break
+        else:
+            provider = provider_for_host(host, "openai")
     if len(_endpoint_cache) > 256:
         _endpoint_cache.clear()
     _endpoint_cache[key] = (base_url, provider, host, port)
@@ -193,7 +178,7 @@ class _Request:
 
 
 def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, dict[str, Any]]:
-    """Start the call span; returns the call and the kwargs to send (``include_usage`` injected if opted in)."""
+    """Start the call span; returns the call and the kwargs to send (``include_usage`` added unless turned off)."""
     provider, host, port = _endpoint(getattr(instance, "_client", None))
     model = _str_arg(kwargs.get("model")) or ""
     stream = kwargs.get("stream") is True
@@ -226,7 +211,11 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
         options = kwargs.get("stream_options")
         if isinstance(options, Mapping) and "include_usage" in options:
             user_include_usage = bool(options["include_usage"])
-        elif _settings.inject_stream_usage and (options is None or isinstance(options, Mapping) or _omitted(options)):
+        elif (
+            _settings.inject_stream_usage
+            and not _streaming_response(kwargs)
+            and (options is None or isinstance(options, Mapping) or _omitted(options))
+        ):
             merged = dict(options) if isinstance(options, Mapping) else {}
             merged["include_usage"] = True
             send = dict(kwargs)
@@ -251,6 +240,17 @@ def _begin(kind: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Request, 
         send = dict(send)
         send["model"] = call.model
     return _Request(call, kind, call.model, request_input, user_include_usage), send
+
+
+def _streaming_response(kwargs: Mapping[str, Any]) -> bool:
+    """A ``with_streaming_response`` call: the app reads the server's bytes itself.
+
+    costtrace does not add ``include_usage`` there: with it, the API adds ``"usage": null`` to every
+    chunk, so the bytes the app reads would differ. Usage is read if the app asked for it, else
+    estimated from the streamed text (see docs/instrumentation-openai.md).
+    """
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and headers.get("X-Stainless-Raw-Response") == "stream"
 
 
 def _omitted(value: object) -> bool:
@@ -343,9 +343,9 @@ def _on_result(req: _Request, result: Any, is_async: bool) -> Any:
     if isinstance(result, _SDK.async_stream):
         return AsyncStreamProxy(result, call, _accumulator(req))
     if _SDK.streamed_response and isinstance(result, _SDK.streamed_response):
-        # with_streaming_response: the body is the user's to read; reading it here would consume it.
-        # The call is recorded with usage unknown (flagged, never $0).
-        call.end()
+        # with_streaming_response: the body is the user's to read (parse(), iter_lines(), iter_bytes()...).
+        # A tap under the HTTP response reads its usage as the user reads it, without consuming it.
+        _tap_streamed_response(req, result)
         return result
     _end_with_body(req, result)
     return result
@@ -362,6 +362,37 @@ def _wrap_raw_stream(req: _Request, raw: Any, is_async: bool) -> Any:
     proxy_cls = AsyncStreamProxy if is_async else SyncStreamProxy
     cache[cast_to] = proxy_cls(stream, req.call, _accumulator(req))
     return raw
+
+
+def _tap_streamed_response(req: _Request, result: Any) -> None:
+    """Read a ``with_streaming_response`` body's usage through a tap on its HTTP response: the bytes the
+    user reads (``parse()``, ``iter_lines()``, ``iter_bytes()``...) pass through unchanged."""
+    response = getattr(result, "http_response", None)
+    reader = make_reader(req.kind, response) if response is not None else None
+    if reader is None or not tap_response(response, reader, lambda r, exc, done: _end_tapped(req, r, exc, done)):
+        req.call.set_usage_unknown("usage unknown: costtrace could not read this streaming response")
+        req.call.end()
+
+
+def _end_tapped(req: _Request, reader: BodyReader, exc: BaseException | None, complete: bool) -> None:
+    """The body of a ``with_streaming_response`` reply ended (read, closed, or dropped): record it."""
+    call = req.call
+    try:
+        body = reader.body()
+        text = reader.text() if isinstance(reader, SSEReader) else None
+        if body is not None:
+            _record_body(req, body, text)
+        if not (complete and reader.complete):
+            call.set_attribute(sc.CALL_INCOMPLETE, True)
+        if call.usage is None:
+            if not reader.bytes_read:
+                call.set_usage_unknown("usage unknown: the response body was never read")
+            elif isinstance(reader, SSEReader):
+                _estimate(req, reader.text())  # the provider sent no usage: counted locally, flagged
+            else:
+                call.set_usage_unknown(reader.problem or "usage unknown: the response carried no token usage")
+    finally:
+        call.end(exc)
 
 
 _FAILED = object()
@@ -426,8 +457,8 @@ class _ChatStream:
     """Reads a chat completions stream: the usage chunk if any, else the text for an estimate.
 
     With ``include_usage`` the usage arrives once, in a final chunk whose ``choices`` is empty: it is
-    taken as is, never summed. That chunk is hidden from the user only when costtrace injected the
-    option (``inject_stream_usage=True``) and the user did not ask for it.
+    taken as is, never summed. That chunk is hidden from the user when costtrace added the option
+    (``inject_stream_usage``, on by default) and the user did not ask for it.
     """
 
     __slots__ = ("_hide", "_id", "_model", "_parts", "_reasons", "_req", "_tier", "_usage")
@@ -568,6 +599,7 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         req, send = started
         token = _ACTIVE.set(req.call)
+        current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = wrapped(*args, **send)
@@ -576,6 +608,7 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
             raise
         finally:
             _ACTIVE.reset(token)
+            deactivate(current)
             _detach(ctx)
         return _result(req, result, False)
 
@@ -591,6 +624,7 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
             return await wrapped(*args, **kwargs)
         req, send = started
         token = _ACTIVE.set(req.call)
+        current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
         ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = await wrapped(*args, **send)
@@ -599,6 +633,7 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
             raise
         finally:
             _ACTIVE.reset(token)
+            deactivate(current)
             _detach(ctx)
         return _result(req, result, True)
 
@@ -666,9 +701,9 @@ def _read_inject_option(kwargs: Mapping[str, Any]) -> bool:
             raise ConfigError(f"inject_stream_usage must be True or False, got {value!r}")
         return value
     raw = os.environ.get(INJECT_STREAM_USAGE_ENV_VAR, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw in ("0", "false", "no", "off"):
         return False
-    if raw in ("1", "true", "yes", "on"):
+    if raw in ("", "1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{INJECT_STREAM_USAGE_ENV_VAR}={raw!r} is not a boolean; use 1/true or 0/false")
 
@@ -722,14 +757,16 @@ class OpenAIInstrumentor(CosttraceInstrumentor):
 
     Options (``instrument(**options)`` or ``costtrace.instrument("openai", **options)``):
 
-    - ``inject_stream_usage`` (default False, or ``COSTTRACE_OPENAI_INJECT_STREAM_USAGE=1``): add
-      ``stream_options={"include_usage": True}`` to chat completion streams that do not set it, so
-      their usage is exact instead of estimated; the usage-only chunk this adds is hidden from your
-      iteration. Off by default because a few OpenAI-compatible servers reject the option.
+    - ``inject_stream_usage`` (default True; ``False`` or ``COSTTRACE_OPENAI_INJECT_STREAM_USAGE=0``
+      turns it off): add ``stream_options={"include_usage": True}`` to chat completion streams that do
+      not set it, so their usage is exact instead of estimated; the usage-only chunk this adds is hidden
+      from what your code reads (iteration, the stream helpers, ``with_streaming_response`` bytes).
+      Turn it off for an OpenAI-compatible server that rejects ``stream_options`` (some older
+      self-hosted servers answer 400): streams are then estimated with tiktoken, flagged ``estimated``.
 
     Example:
         >>> from costtrace.instrumentation.openai import OpenAIInstrumentor   # doctest: +SKIP
-        >>> OpenAIInstrumentor().instrument(inject_stream_usage=True)         # doctest: +SKIP
+        >>> OpenAIInstrumentor().instrument(inject_stream_usage=False)        # doctest: +SKIP
     """
 
     _instruments = ("openai >= 1.55.3, < 4",)
