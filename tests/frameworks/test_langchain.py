@@ -137,7 +137,11 @@ def test_max_retries_resends_are_on_the_call(llm_server: Any, instrumented: None
 
 
 def _dump(chunks: list[AIMessageChunk]) -> list[dict[str, Any]]:
-    return [c.model_dump() for c in chunks]
+    """The chunks as data; langchain names each run with a fresh id (``lc_run--<uuid>``), the same in one run."""
+    out = [c.model_dump() for c in chunks]
+    run_ids = {d["id"] for d in out}
+    assert len(run_ids) == 1 and str(next(iter(run_ids))).startswith("lc_run--"), run_ids
+    return [{**d, "id": "lc_run"} for d in out]
 
 
 def _stream_twice(server: Any, consume: Any, task: str, usage: dict[str, Any]) -> tuple[list[Any], list[Any], Any]:

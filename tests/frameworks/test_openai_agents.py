@@ -137,6 +137,15 @@ def test_runner_retry_settings_are_task_retries(llm_server: Any, instrumented: N
 # --- streams ------------------------------------------------------------------------------------------------
 
 
+def _without_clock(data: Any) -> Any:
+    """The Agents SDK stamps the responses it builds from a chat stream with ``time.time()``: not comparable."""
+    if isinstance(data, dict):
+        return {k: "<time>" if k == "created_at" else _without_clock(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_without_clock(v) for v in data]
+    return data
+
+
 def _streamed_run(server: Any, make_agent: Any, task: str | None = None) -> list[Any]:
     """``Runner.run_streamed`` (inside ``task`` if given): what the app sees of it, as plain data."""
 
@@ -147,7 +156,7 @@ def _streamed_run(server: Any, make_agent: Any, task: str | None = None) -> list
             events = [e async for e in result.stream_events()]
         for event in events:
             if event.type == "raw_response_event":
-                out.append(("raw", event.data.model_dump()))
+                out.append(("raw", _without_clock(event.data.model_dump())))
             elif event.type == "run_item_stream_event":
                 raw = event.item.raw_item
                 out.append(("item", event.name, raw.model_dump() if hasattr(raw, "model_dump") else raw))
