@@ -18,7 +18,9 @@ Expected = tuple[str, int, int]
 """(response model, input tokens, output tokens) the server reported for one request."""
 
 
-def assert_exact(got: Captured, spans: Any, server: Any, task: str, expected: list[Expected]) -> None:
+def assert_exact(
+    got: Captured, spans: Any, server: Any, task: str, expected: list[Expected], *, request_model: str = "gpt-4o-mini"
+) -> None:
     """``expected``: one entry per call, in any order (frameworks may send concurrently)."""
     assert len(server.requests) == len(expected), [r.path for r in server.requests]
     calls = [c for c in got.calls if c.task_name == task]
@@ -26,7 +28,7 @@ def assert_exact(got: Captured, spans: Any, server: Any, task: str, expected: li
     seen = sorted((c.response_model or "", c.usage.input_tokens, c.usage.output_tokens) for c in calls)
     assert seen == sorted(expected)
     for rec in calls:
-        assert rec.provider == "openai"
+        assert (rec.provider, rec.request_model) == ("openai", request_model)
         assert rec.usage.source == "provider", rec.usage
         assert rec.error_type is None
         model = rec.response_model or ""

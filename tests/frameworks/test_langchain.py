@@ -31,6 +31,9 @@ from tests.instrumentation.test_openai import (  # noqa: E402
     TOOL_CALL,
     chat_body,
     chat_chunks,
+    responses_body,
+    responses_events,
+    responses_usage,
     usage_body,
 )
 
@@ -139,9 +142,9 @@ def test_max_retries_resends_are_on_the_call(llm_server: Any, instrumented: None
 def _dump(chunks: list[AIMessageChunk]) -> list[dict[str, Any]]:
     """The chunks as data; langchain names each run with a fresh id (``lc_run--<uuid>``), the same in one run."""
     out = [c.model_dump() for c in chunks]
-    run_ids = {d["id"] for d in out}
-    assert len(run_ids) == 1 and str(next(iter(run_ids))).startswith("lc_run--"), run_ids
-    return [{**d, "id": "lc_run"} for d in out]
+    run_ids = {d["id"] for d in out if str(d["id"]).startswith("lc_run--")}
+    assert len(run_ids) <= 1, run_ids
+    return [{**d, "id": "lc_run"} if d["id"] in run_ids else d for d in out]
 
 
 def _stream_twice(server: Any, consume: Any, task: str, usage: dict[str, Any]) -> tuple[list[Any], list[Any], Any]:
@@ -195,3 +198,75 @@ def test_stream_usage_the_app_asked_for_is_counted_once_and_seen(
     total = sum(chunks[1:], chunks[0])
     assert total.usage_metadata is not None and total.usage_metadata["input_tokens"] == 500
     assert_exact(got, spans, llm_server, "lc-stream-usage", [(RESP_MODEL, 500, 60)])
+
+
+def test_with_retry_is_a_task_retry(llm_server: Any, instrumented: None, spans: Any) -> None:
+    """langchain's ``.with_retry()`` calls the model again after an error: the failed call is a failed attempt."""
+    llm_server.json({"error": {"message": "The server had an error", "type": "server_error"}}, status=500)
+    llm_server.json(chat_body(usage_body(400, 40)))
+    model = chat_model(llm_server).with_retry(stop_after_attempt=2, wait_exponential_jitter=False)
+    with capture() as got, costtrace.task("lc-with-retry"):
+        assert model.invoke("hello").content == "Hello, team!"
+    failed, ok = got.calls
+    assert failed.error_type == "InternalServerError" and ok.error_type is None
+    summary = got.task("lc-with-retry")
+    assert (summary.llm_calls, summary.failed_calls, summary.attempts, summary.retries) == (2, 1, 2, 1)
+    assert summary.first_pass is False
+
+
+def test_responses_api_invoke_and_stream(llm_server: Any, spans: Any) -> None:
+    """``use_responses_api=True``: langchain sends through ``client.with_raw_response.responses.create``."""
+    events = responses_events(PARTS, responses_usage(600, 35), model=RESP_MODEL)
+    llm_server.sse(events, named=True)
+    plain = list(chat_model(llm_server, use_responses_api=True).stream("Say hello"))
+    costtrace.instrument()
+    try:
+        model = chat_model(llm_server, use_responses_api=True)
+        llm_server.json(responses_body(responses_usage(500, 25), model=RESP_MODEL))
+        llm_server.sse(events, named=True)
+        with capture() as got, costtrace.task("lc-responses"):
+            assert model.invoke("Say hello").text == "Hi team."
+            seen = list(model.stream("Say hello"))
+    finally:
+        costtrace.uninstrument()
+    assert _dump(seen) == _dump(plain)
+    del llm_server.requests[0]
+    assert {r.path for r in llm_server.requests} == {"/v1/responses"}
+    assert_exact(got, spans, llm_server, "lc-responses", [(RESP_MODEL, 500, 25), (RESP_MODEL, 600, 35)])
+
+
+def test_stream_with_response_headers_goes_through_the_raw_response(llm_server: Any, spans: Any) -> None:
+    """``include_response_headers=True``: the stream comes from ``with_raw_response.create(...).parse()``."""
+    # A model made after instrument(): the SDK caches ``with_raw_response`` on first use, with the methods of
+    # that moment (see the report on issue 11: one made before is recorded by the HTTP fallback instead).
+    def consume() -> list[Any]:
+        return list(chat_model(llm_server, include_response_headers=True).stream("Say hello"))
+
+    plain, seen, got = _stream_twice(llm_server, consume, "lc-raw", usage_body(90, 9))
+
+    def without_headers(chunks: list[Any]) -> list[dict[str, Any]]:  # Date and ports differ between the runs
+        return [{**d, "response_metadata": {**d["response_metadata"], "headers": None}} for d in _dump(chunks)]
+
+    assert without_headers(seen) == without_headers(plain)
+    assert_exact(got, spans, llm_server, "lc-raw", [(RESP_MODEL, 90, 9)])
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")  # langchain's own, with or without costtrace
+def test_structured_output_stream(llm_server: Any, spans: Any) -> None:
+    """A stream with ``response_format``: langchain uses the SDK's ``beta.chat.completions.stream`` helper."""
+    content = json.dumps({"priority": "high", "team": "billing"})
+    parts = [content[:10], content[10:]]
+    model = chat_model(llm_server).with_structured_output(Ticket, method="json_schema")
+    llm_server.sse(chat_chunks(parts), done=True)
+    plain = list(model.stream("Route: refund not received"))
+    costtrace.instrument()
+    try:
+        llm_server.sse(chat_chunks(parts, usage=usage_body(310, 12)), done=True)
+        with capture() as got, costtrace.task("lc-structured-stream"):
+            seen = list(model.stream("Route: refund not received"))
+    finally:
+        costtrace.uninstrument()
+    assert seen == plain and seen[-1] == Ticket(priority="high", team="billing")
+    assert llm_server.requests[1].body["stream_options"] == {"include_usage": True}
+    del llm_server.requests[0]
+    assert_exact(got, spans, llm_server, "lc-structured-stream", [(RESP_MODEL, 310, 12)])
