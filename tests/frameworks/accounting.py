@@ -54,4 +54,3 @@ def assert_on_task_trace(spans: Any, task: str, n_calls: int) -> None:
         assert span.context.trace_id == task_span.context.trace_id
         assert span.parent is not None and span.parent.span_id == task_span.context.span_id
         assert span.attributes[sc.TASK_NAME] == task
-

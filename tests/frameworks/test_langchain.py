@@ -111,7 +111,9 @@ def test_tool_calls_then_the_tool_result(llm_server: Any, instrumented: None, sp
     with capture() as got, costtrace.task("lc-tools"):
         first = model.invoke("Weather in Paris?")
         call = first.tool_calls[0]
-        answer = model.invoke(["Weather in Paris?", first, {"role": "tool", "content": "sunny", "tool_call_id": call["id"]}])
+        answer = model.invoke(
+            ["Weather in Paris?", first, {"role": "tool", "content": "sunny", "tool_call_id": call["id"]}]
+        )
     assert call["name"] == "get_weather" and answer.content == "Sunny in Paris."
     assert llm_server.requests[0].body["tools"][0]["function"]["name"] == "get_weather"
     assert_exact(got, spans, llm_server, "lc-tools", [(RESP_MODEL, 82, 17), (RESP_MODEL, 120, 9)])
@@ -237,6 +239,7 @@ def test_responses_api_invoke_and_stream(llm_server: Any, spans: Any) -> None:
 
 def test_stream_with_response_headers_goes_through_the_raw_response(llm_server: Any, spans: Any) -> None:
     """``include_response_headers=True``: the stream comes from ``with_raw_response.create(...).parse()``."""
+
     # A model made after instrument(): the SDK caches ``with_raw_response`` on first use, with the methods of
     # that moment (see the report on issue 11: one made before is recorded by the HTTP fallback instead).
     def consume() -> list[Any]:
@@ -251,7 +254,9 @@ def test_stream_with_response_headers_goes_through_the_raw_response(llm_server: 
     assert_exact(got, spans, llm_server, "lc-raw", [(RESP_MODEL, 90, 9)])
 
 
-@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")  # langchain's own, with or without costtrace
+@pytest.mark.filterwarnings(
+    "ignore:Pydantic serializer warnings:UserWarning"
+)  # langchain's own, with or without costtrace
 def test_structured_output_stream(llm_server: Any, spans: Any) -> None:
     """A stream with ``response_format``: langchain uses the SDK's ``beta.chat.completions.stream`` helper."""
     content = json.dumps({"priority": "high", "team": "billing"})

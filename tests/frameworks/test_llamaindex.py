@@ -110,7 +110,9 @@ def _dump(responses: list[Any]) -> list[dict[str, Any]]:
     return [r.model_dump() for r in responses]
 
 
-def _stream_twice(server: Any, consume: Callable[[], list[Any]], task: str, usage: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _stream_twice(
+    server: Any, consume: Callable[[], list[Any]], task: str, usage: dict[str, Any]
+) -> tuple[Any, Any, Any]:
     """The same stream without costtrace, then with it (inside ``task``): what the app got each time.
 
     The server answers as a real one: the usage-only chunk only when the request asked for it.
@@ -132,7 +134,9 @@ def _stream_twice(server: Any, consume: Callable[[], list[Any]], task: str, usag
 
 def test_stream_chat(llm_server: Any, spans: Any) -> None:
     model = llm(llm_server)
-    plain, seen, got = _stream_twice(llm_server, lambda: list(model.stream_chat(MESSAGES)), "li-stream", usage_body(1200, 300))
+    plain, seen, got = _stream_twice(
+        llm_server, lambda: list(model.stream_chat(MESSAGES)), "li-stream", usage_body(1200, 300)
+    )
     assert seen[-1].message.content == "Hello, team!"
     assert _dump(seen) == _dump(plain)
     assert_exact(got, spans, llm_server, "li-stream", [(RESP_MODEL, 1200, 300)])

@@ -24,6 +24,7 @@ from agents import (  # noqa: E402
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     Runner,
+    function_tool,
     retry_policies,
     set_tracing_disabled,
 )
@@ -112,12 +113,52 @@ def test_runner_run_chat_completions(llm_server: Any, instrumented: None, spans:
     assert_exact(got, spans, llm_server, "agents-chat", [(RESP_MODEL, 300, 12)])
 
 
+def function_call_body(usage: dict[str, Any]) -> dict[str, Any]:
+    """A Responses reply asking for the ``get_weather`` tool."""
+    body = responses_body(usage, model=RESP_MODEL)
+    body["output"] = [
+        {
+            "type": "function_call",
+            "id": "fc_1",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"location": "Paris"}',
+            "status": "completed",
+        }
+    ]
+    return body
+
+
+def test_runner_run_with_a_tool_is_one_call_per_model_request(llm_server: Any, instrumented: None, spans: Any) -> None:
+    @function_tool
+    def get_weather(location: str) -> str:
+        """The weather at a location."""
+        return "sunny"
+
+    llm_server.json(function_call_body(responses_usage(210, 18)))
+    llm_server.json(responses_body(responses_usage(260, 7), model=RESP_MODEL))
+
+    async def main() -> Any:
+        async with client(llm_server) as c, costtrace.task("agents-tool"):
+            agent = responses_agent(c)
+            agent.tools = [get_weather]
+            return await Runner.run(agent, "Weather in Paris?")
+
+    with capture() as got:
+        result = asyncio.run(main())
+    assert result.final_output == "Hi team."
+    assert llm_server.requests[1].body["input"][-1]["type"] == "function_call_output"
+    assert_exact(got, spans, llm_server, "agents-tool", [(RESP_MODEL, 210, 18), (RESP_MODEL, 260, 7)])
+
+
 def test_runner_retry_settings_are_task_retries(llm_server: Any, instrumented: None, spans: Any) -> None:
     """``ModelSettings(retry=...)``: the runner sends the request again; the failed one is a failed attempt."""
     llm_server.json({"error": {"message": "The server had an error", "type": "server_error"}}, status=500)
     llm_server.json(responses_body(responses_usage(500, 20), model=RESP_MODEL))
     retry = ModelRetrySettings(
-        max_retries=1, backoff={"initial_delay": 0, "max_delay": 0, "jitter": False}, policy=retry_policies.http_status([500])
+        max_retries=1,
+        backoff={"initial_delay": 0, "max_delay": 0, "jitter": False},
+        policy=retry_policies.http_status([500]),
     )
     with capture() as got, costtrace.task("agents-retry"):
         result = run_sync(responses_agent(c := client(llm_server), retry=retry), c)
