@@ -19,7 +19,7 @@ from tests.frameworks.conftest import need
 need("llama_index.llms.openai")
 
 from llama_index.core.llms import ChatMessage  # noqa: E402
-from llama_index.llms.openai import OpenAI  # noqa: E402
+from llama_index.llms.openai import OpenAI, OpenAIResponses  # noqa: E402
 
 import costtrace  # noqa: E402
 from costtrace import semconv as sc  # noqa: E402
@@ -31,6 +31,9 @@ from tests.instrumentation.test_openai import (  # noqa: E402
     SECRET,
     chat_body,
     chat_chunks,
+    responses_body,
+    responses_events,
+    responses_usage,
     usage_body,
 )
 
@@ -78,6 +81,18 @@ def test_complete(llm_server: Any, instrumented: None, spans: Any) -> None:
     assert resp.text == "Hello, team!"
     assert llm_server.requests[0].path == "/v1/chat/completions"  # a chat model: complete() is a chat call
     assert_exact(got, spans, llm_server, "li-complete", [(RESP_MODEL, 40, 5)])
+
+
+def test_openai_responses_chat_and_stream_chat(llm_server: Any, instrumented: None, spans: Any) -> None:
+    """Guard (passes before issue 11): ``OpenAIResponses`` sends through ``responses.create``, streamed or not."""
+    llm_server.json(responses_body(responses_usage(100, 10), model=RESP_MODEL))
+    llm_server.sse(responses_events(["Hi", " team."], responses_usage(200, 20), model=RESP_MODEL), named=True)
+    model = OpenAIResponses(model=MODEL, api_base=llm_server.url + "/v1", api_key=SECRET, max_retries=0)
+    with capture() as got, costtrace.task("li-responses"):
+        assert model.chat(MESSAGES).message.content == "Hi team."
+        assert list(model.stream_chat(MESSAGES))[-1].message.content == "Hi team."
+    assert {r.path for r in llm_server.requests} == {"/v1/responses"}
+    assert_exact(got, spans, llm_server, "li-responses", [(RESP_MODEL, 100, 10), (RESP_MODEL, 200, 20)])
 
 
 def test_max_retries_sdk_resends_and_the_tenacity_retry(llm_server: Any, instrumented: None, spans: Any) -> None:
