@@ -16,7 +16,7 @@ PATCHED = {
     "openai": ("openai.resources.chat.completions", "Completions", "create"),
     "anthropic": ("anthropic.resources.messages", "Messages", "create"),
     "google_genai": ("google.genai.models", "Models", "_generate_content"),
-    "http": ("httpx2", "Client", "send"),
+    "http": ("httpx", "Client", "send"),
 }
 
 

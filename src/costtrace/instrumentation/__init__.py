@@ -65,7 +65,7 @@ def _check_names(names: tuple[str, ...]) -> None:
 def instrument(*names: str, **options: Any) -> list[str]:
     """Instrument the named SDKs (all installed ones when none is named). Idempotent.
 
-    ``options`` go to each instrumentor (see docs/instrumentation.md, e.g. ``inject_stream_usage=True``
+    ``options`` go to each instrumentor (see docs/instrumentation.md, e.g. ``inject_stream_usage=False``
     for OpenAI). Returns the names now instrumented by this call or before.
 
     Raises:

@@ -56,15 +56,17 @@ def llm_api_kind(path: str) -> str | None:
     Example:
         >>> llm_api_kind("/v1/chat/completions"), llm_api_kind("/v1beta/models/gemini-2.5-flash:generateContent")
         ('chat', 'gemini')
-        >>> llm_api_kind("/v1/files") is None
-        True
+        >>> llm_api_kind("/v1/files") is None, llm_api_kind("/v1/threads/thread_1/messages") is None
+        (True, True)
     """
     if not path.endswith(_PATH_ENDS):
         return None
-    if path.endswith(("Content",)):
+    if path.endswith("Content"):
         return "gemini"
     for suffix, kind in _OPENAI_SUFFIXES:
         if path.endswith(suffix):
+            if kind == "anthropic" and "/threads/" in path:
+                return None  # OpenAI Assistants: adding a message to a thread is not an LLM call
             return kind
     return None  # pragma: no cover - _PATH_ENDS holds exactly these suffixes
 
@@ -104,11 +106,13 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 class _Exchange:
     """One LLM request recorded from HTTP: its call and which API it spoke."""
 
-    __slots__ = ("api", "call")
+    __slots__ = ("api", "call", "usage_not_asked")
 
-    def __init__(self, call: LLMCall, api: str) -> None:
+    def __init__(self, call: LLMCall, api: str, usage_not_asked: bool) -> None:
         self.call = call
         self.api = api
+        self.usage_not_asked = usage_not_asked
+        """A chat stream whose request did not ask for usage: the server sends none."""
 
 
 def _request_json(request: Any) -> dict[str, Any] | None:
@@ -167,7 +171,10 @@ def _begin(request: Any) -> _Exchange | None:
     )
     call.downgradable = False  # the request is already built: its model cannot change
     call.start()  # may raise BudgetExceeded: nothing has been sent
-    return _Exchange(call, api)
+    call.requests_sent = 1
+    options = body.get("stream_options")
+    asked = isinstance(options, dict) and bool(options.get("include_usage"))
+    return _Exchange(call, api, api in ("chat", "completions") and stream and not asked)
 
 
 def _enter(ex: _Exchange) -> tuple[object, object]:
@@ -188,10 +195,10 @@ def _unknown_reason(ex: _Exchange, reader: BodyReader, complete: bool) -> str:
         return "usage unknown: the response body was never read"
     if reader.problem is not None:
         return reader.problem
+    if isinstance(reader, SSEReader) and ex.usage_not_asked:
+        return "usage unknown: the stream carried no usage (the request did not set stream_options.include_usage)"
     if not complete:
         return "usage unknown: the response body was not read to its end"
-    if isinstance(reader, SSEReader) and ex.api == "chat":
-        return "usage unknown: the stream carried no usage (the request did not set stream_options.include_usage)"
     return "usage unknown: the response carried no token usage"
 
 
