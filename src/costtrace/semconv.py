@@ -84,6 +84,10 @@ CALL_INCOMPLETE: Final = "costtrace.call.incomplete"
 CALL_SENT: Final = "costtrace.call.sent"
 """Set (to False) only on the span of a request the SDK refused before sending anything (a client-side
 ``ValueError`` / ``TypeError``): not an LLM call, no usage or cost; see ``EVENT_REQUEST_REFUSED``."""
+LITELLM_PROVIDER: Final = "costtrace.litellm.provider"
+"""LiteLLM's provider name for a LiteLLM call (``custom_llm_provider``: ``openai``, ``vertex_ai`` ...)."""
+LITELLM_CACHE_HIT: Final = "costtrace.litellm.cache_hit"
+"""True for a call LiteLLM answered from its own cache: no request was sent, recorded at $0."""
 INTERNAL_ERROR: Final = "costtrace.internal_error"
 """Set when costtrace itself failed while recording this span: the numbers on it may be incomplete."""
 

@@ -130,7 +130,7 @@ def test_openai_route_tokens_cost_and_span_exact(llm_server, instrumented, spans
     assert (rec.provider, rec.request_model, rec.response_model) == ("openai", "gpt-4o-mini", RESP_MODEL)
     (span,) = call_spans(spans)
     a = dict(span.attributes)
-    assert a[sc.GEN_AI_PROVIDER_NAME] == "openai" and a[ct_litellm.LITELLM_PROVIDER] == "openai"
+    assert a[sc.GEN_AI_PROVIDER_NAME] == "openai" and a[sc.LITELLM_PROVIDER] == "openai"
     assert a[sc.GEN_AI_REQUEST_MAX_TOKENS] == 256 and a[sc.GEN_AI_REQUEST_TEMPERATURE] == 0.2
     assert a[sc.SERVER_ADDRESS] == "127.0.0.1"
     assert a[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)

@@ -274,6 +274,20 @@ def test_non_llm_requests_are_untouched(llm_server: Any, http_instrumented: Any)
     assert got.tasks[0].cost_complete
 
 
+def test_a_post_to_another_services_llm_like_path_without_a_model_is_untouched(
+    llm_server: Any, http_instrumented: Any
+) -> None:
+    for _ in range(3):
+        llm_server.json({"ok": True})
+    with capture() as got, costtrace.task("t"):
+        httpx.post(llm_server.url + "/api/chat/messages", json={"channel": "support", "text": "hi"})
+        httpx.post(llm_server.url + "/hooks/completions", json={"job": 7})
+        httpx.post(llm_server.url + "/api/messages", content=b"plain text")
+    assert len(llm_server.requests) == 3
+    assert got.calls == []
+    assert got.tasks[0].cost_complete
+
+
 def _unpriced(got: Any) -> str:
     rec = _one_call(got)
     assert not rec.cost.priced and rec.cost_usd is None

@@ -145,6 +145,10 @@ def _begin(request: Any) -> _Exchange | None:
     if api is None:
         return None
     body = _request_json(request) or {}
+    if api != "gemini" and not isinstance(body.get("model"), str):
+        # Every LLM API of these shapes names its model in a JSON body: a POST to some other service's
+        # ``/messages`` or ``/completions`` path is not an LLM call, and is left alone.
+        return None
     host = url.host or None
     port = url.port or _DEFAULT_PORTS.get(url.scheme)
     provider = provider_for_host(host, _DEFAULT_PROVIDERS.get(api, "openai"))

@@ -70,12 +70,6 @@ logger = logging.getLogger("costtrace")
 
 __all__ = ["PROVIDERS", "LiteLLMInstrumentor"]
 
-# LiteLLM-specific attributes. TODO(lead): move to costtrace.semconv.
-LITELLM_PROVIDER = "costtrace.litellm.provider"
-"""LiteLLM's name of the provider that served the call (``custom_llm_provider``: ``openai``, ``vertex_ai`` ...)."""
-LITELLM_CACHE_HIT = "costtrace.litellm.cache_hit"
-"""True for a call LiteLLM answered from its own cache: no request was sent, recorded at $0."""
-
 PROVIDERS: Mapping[str, str] = {
     "openai": "openai",
     "text-completion-openai": "openai",
@@ -361,7 +355,7 @@ def _prepare(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
     provider = PROVIDERS.get(litellm_provider, litellm_provider or "litellm")
     host, port = _endpoint(api_base)
     stream = kwargs.get("stream") is True
-    attributes: dict[str, Any] = {LITELLM_PROVIDER: litellm_provider} if litellm_provider else {}
+    attributes: dict[str, Any] = {sc.LITELLM_PROVIDER: litellm_provider} if litellm_provider else {}
     send = kwargs
     hide = False
     if kind == "embeddings":
@@ -446,7 +440,7 @@ def _is_cache_hit(result: Any) -> bool:
 def _record(attempt: _Attempt, body: Any, streamed_text: str | None = None) -> None:
     call = attempt.call
     if _is_cache_hit(body):
-        call.set_attribute(LITELLM_CACHE_HIT, True)
+        call.set_attribute(sc.LITELLM_CACHE_HIT, True)
         call.set_usage(0, 0)  # answered from LiteLLM's cache: nothing was sent, nothing billed
         return
     # LiteLLM gives every provider's usage OpenAI's shapes (chat: prompt_tokens including cache reads

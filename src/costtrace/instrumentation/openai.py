@@ -55,8 +55,6 @@ INJECT_STREAM_USAGE_ENV_VAR = "COSTTRACE_OPENAI_INJECT_STREAM_USAGE"
 """Environment variable for ``inject_stream_usage`` (``0``/``false`` turns it off), for zero-code runs
 that cannot pass options."""
 
-# OpenAI-specific attributes of the GenAI conventions. TODO(lead): move to costtrace.semconv.
-
 _SCOPE = "costtrace"
 _PROXY_BASE: Any = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2.x / 1.x
 
