@@ -7,12 +7,14 @@ on the task's trace, under the task's span.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import costtrace
 from costtrace import semconv as sc
-from costtrace.testing import Captured
-from tests.instrumentation.test_openai import ref_price
+from costtrace.testing import Captured, capture
+from tests.instrumentation.test_openai import chat_chunks, ref_price
 
 Expected = tuple[str, int, int]
 """(response model, input tokens, output tokens) the server reported for one request."""
@@ -54,3 +56,25 @@ def assert_on_task_trace(spans: Any, task: str, n_calls: int) -> None:
         assert span.context.trace_id == task_span.context.trace_id
         assert span.parent is not None and span.parent.span_id == task_span.context.span_id
         assert span.attributes[sc.TASK_NAME] == task
+
+
+def stream_twice(
+    server: Any, consume: Callable[[], Any], task: str, usage: dict[str, Any], parts: list[str]
+) -> tuple[Any, Any, Captured]:
+    """The same chat stream without costtrace, then with it (inside ``task``): what the app got each time.
+
+    The server answers as a real one: the usage-only chunk only when the request asked for it.
+    """
+    server.sse(chat_chunks(parts), done=True)
+    plain = consume()
+    costtrace.instrument()
+    try:
+        server.sse(chat_chunks(parts, usage=usage), done=True)  # costtrace asks for the usage (checked below)
+        with capture() as got, costtrace.task(task):
+            seen = consume()
+    finally:
+        costtrace.uninstrument()
+    assert "stream_options" not in server.requests[0].body
+    assert server.requests[1].body["stream_options"] == {"include_usage": True}
+    del server.requests[0]  # the baseline request is not the task's
+    return plain, seen, got

@@ -23,7 +23,7 @@ from pydantic import BaseModel  # noqa: E402
 import costtrace  # noqa: E402
 from costtrace import semconv as sc  # noqa: E402
 from costtrace.testing import capture  # noqa: E402
-from tests.frameworks.accounting import assert_exact  # noqa: E402
+from tests.frameworks.accounting import assert_exact, stream_twice  # noqa: E402
 from tests.instrumentation.test_openai import (  # noqa: E402
     MODEL,
     RESP_MODEL,
@@ -149,30 +149,10 @@ def _dump(chunks: list[AIMessageChunk]) -> list[dict[str, Any]]:
     return [{**d, "id": "lc_run"} if d["id"] in run_ids else d for d in out]
 
 
-def _stream_twice(server: Any, consume: Any, task: str, usage: dict[str, Any]) -> tuple[list[Any], list[Any], Any]:
-    """The same stream without costtrace, then with it (inside ``task``): the chunks the app got each time.
-
-    The server answers as a real one: the usage-only chunk only when the request asked for it.
-    """
-    server.sse(chat_chunks(PARTS), done=True)
-    plain = consume()
-    costtrace.instrument()
-    try:
-        server.sse(chat_chunks(PARTS, usage=usage), done=True)  # costtrace asks for the usage (checked below)
-        with capture() as got, costtrace.task(task):
-            seen = consume()
-    finally:
-        costtrace.uninstrument()
-    assert "stream_options" not in server.requests[0].body
-    assert server.requests[1].body["stream_options"] == {"include_usage": True}
-    del server.requests[0]  # the baseline request is not the task's
-    return plain, seen, got
-
-
 def test_stream_usage_exact_and_chunks_unchanged(llm_server: Any, spans: Any) -> None:
     model = chat_model(llm_server)
-    plain, seen, got = _stream_twice(
-        llm_server, lambda: list(model.stream("Say hello")), "lc-stream", usage_body(1200, 300)
+    plain, seen, got = stream_twice(
+        llm_server, lambda: list(model.stream("Say hello")), "lc-stream", usage_body(1200, 300), PARTS
     )
     assert "".join(str(c.content) for c in seen) == "Hello, team!"
     assert _dump(seen) == _dump(plain)
@@ -185,7 +165,9 @@ def test_astream_usage_exact_and_chunks_unchanged(llm_server: Any, spans: Any) -
     async def consume() -> list[Any]:
         return [c async for c in model.astream("Say hello")]
 
-    plain, seen, got = _stream_twice(llm_server, lambda: asyncio.run(consume()), "lc-astream", usage_body(700, 90))
+    plain, seen, got = stream_twice(
+        llm_server, lambda: asyncio.run(consume()), "lc-astream", usage_body(700, 90), PARTS
+    )
     assert _dump(seen) == _dump(plain)
     assert_exact(got, spans, llm_server, "lc-astream", [(RESP_MODEL, 700, 90)])
 
@@ -245,7 +227,7 @@ def test_stream_with_response_headers_goes_through_the_raw_response(llm_server: 
     def consume() -> list[Any]:
         return list(chat_model(llm_server, include_response_headers=True).stream("Say hello"))
 
-    plain, seen, got = _stream_twice(llm_server, consume, "lc-raw", usage_body(90, 9))
+    plain, seen, got = stream_twice(llm_server, consume, "lc-raw", usage_body(90, 9), PARTS)
 
     def without_headers(chunks: list[Any]) -> list[dict[str, Any]]:  # Date and ports differ between the runs
         return [{**d, "response_metadata": {**d["response_metadata"], "headers": None}} for d in _dump(chunks)]

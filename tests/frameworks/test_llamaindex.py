@@ -8,7 +8,7 @@ loop around them) are visible.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,13 +24,12 @@ from llama_index.llms.openai import OpenAI, OpenAIResponses  # noqa: E402
 import costtrace  # noqa: E402
 from costtrace import semconv as sc  # noqa: E402
 from costtrace.testing import capture  # noqa: E402
-from tests.frameworks.accounting import assert_exact  # noqa: E402
+from tests.frameworks.accounting import assert_exact, stream_twice  # noqa: E402
 from tests.instrumentation.test_openai import (  # noqa: E402
     MODEL,
     RESP_MODEL,
     SECRET,
     chat_body,
-    chat_chunks,
     responses_body,
     responses_events,
     responses_usage,
@@ -125,32 +124,10 @@ def _dump(responses: list[Any]) -> list[dict[str, Any]]:
     return [r.model_dump() for r in responses]
 
 
-def _stream_twice(
-    server: Any, consume: Callable[[], list[Any]], task: str, usage: dict[str, Any]
-) -> tuple[Any, Any, Any]:
-    """The same stream without costtrace, then with it (inside ``task``): what the app got each time.
-
-    The server answers as a real one: the usage-only chunk only when the request asked for it.
-    """
-    server.sse(chat_chunks(PARTS), done=True)
-    plain = consume()
-    costtrace.instrument()
-    try:
-        server.sse(chat_chunks(PARTS, usage=usage), done=True)  # costtrace asks for the usage (checked below)
-        with capture() as got, costtrace.task(task):
-            seen = consume()
-    finally:
-        costtrace.uninstrument()
-    assert "stream_options" not in server.requests[0].body
-    assert server.requests[1].body["stream_options"] == {"include_usage": True}
-    del server.requests[0]  # the baseline request is not the task's
-    return plain, seen, got
-
-
 def test_stream_chat(llm_server: Any, spans: Any) -> None:
     model = llm(llm_server)
-    plain, seen, got = _stream_twice(
-        llm_server, lambda: list(model.stream_chat(MESSAGES)), "li-stream", usage_body(1200, 300)
+    plain, seen, got = stream_twice(
+        llm_server, lambda: list(model.stream_chat(MESSAGES)), "li-stream", usage_body(1200, 300), PARTS
     )
     assert seen[-1].message.content == "Hello, team!"
     assert _dump(seen) == _dump(plain)
@@ -162,15 +139,17 @@ def test_astream_chat(llm_server: Any, spans: Any) -> None:
         async with httpx.AsyncClient() as http:  # closed on the loop it ran on
             return [r async for r in await llm(llm_server, async_http_client=http).astream_chat(MESSAGES)]
 
-    plain, seen, got = _stream_twice(llm_server, lambda: asyncio.run(consume()), "li-astream", usage_body(700, 90))
+    plain, seen, got = stream_twice(
+        llm_server, lambda: asyncio.run(consume()), "li-astream", usage_body(700, 90), PARTS
+    )
     assert _dump(seen) == _dump(plain)
     assert_exact(got, spans, llm_server, "li-astream", [(RESP_MODEL, 700, 90)])
 
 
 def test_stream_complete(llm_server: Any, spans: Any) -> None:
     model = llm(llm_server)
-    plain, seen, got = _stream_twice(
-        llm_server, lambda: list(model.stream_complete("Say hello.")), "li-stream-complete", usage_body(30, 4)
+    plain, seen, got = stream_twice(
+        llm_server, lambda: list(model.stream_complete("Say hello.")), "li-stream-complete", usage_body(30, 4), PARTS
     )
     assert seen[-1].text == "Hello, team!"
     assert _dump(seen) == _dump(plain)
