@@ -29,6 +29,13 @@ from tests.instrumentation.fake_server import FakeLLMServer
 
 ALL = ("openai", "anthropic", "google_genai", "http")
 
+# Anthropic SDKs from about 0.4x refuse a non-streamed request that may run past 10 minutes, before
+# sending it; the lowest supported one (0.40) sends it.
+SDK_REFUSES_LONG_REQUESTS = hasattr(anthropic._base_client.SyncAPIClient, "_calculate_nonstreaming_timeout")
+needs_refusal = pytest.mark.skipif(
+    not SDK_REFUSES_LONG_REQUESTS, reason="this anthropic version sends long non-streamed requests (no refusal)"
+)
+
 
 @pytest.fixture
 def instrumented() -> Iterator[None]:
@@ -126,6 +133,7 @@ def test_openai_stream_inside_llm_call_usage_from_the_stream(
     assert one_span(spans)[sc.GEN_AI_REQUEST_STREAM] is True
 
 
+@to.needs_responses
 def test_openai_responses_inside_llm_call(llm_server: FakeLLMServer, instrumented: None) -> None:
     llm_server.json(to.responses_body(to.responses_usage(500, 80, reasoning=64)))
     with capture() as got, costtrace.task("manual"):
@@ -148,9 +156,8 @@ def test_sdk_resend_inside_llm_call_is_counted_on_it(llm_server: FakeLLMServer, 
     assert one_span(spans)[sc.HTTP_REQUEST_RESEND_COUNT] == 1
     assert call.requests_sent == len(llm_server.requests) == 2
     task_span = spans.one_task("manual")
-    assert [e.attributes[sc.EVENT_ATTR_REASON] for e in task_span.events if e.name == sc.EVENT_SDK_RETRY] == [
-        "rate_limit"
-    ]
+    reasons = [e.attributes[sc.EVENT_ATTR_REASON] for e in task_span.events if e.name == sc.EVENT_SDK_RETRY]
+    assert reasons in (["rate_limit"], ["http_error"])  # older SDKs' retry hook sees only the headers
 
 
 def test_a_second_request_in_one_llm_call_is_a_call_of_its_own(llm_server: FakeLLMServer, instrumented: None) -> None:
@@ -249,6 +256,7 @@ def _refused_then_streamed(client: anthropic.Anthropic) -> ValueError:
     return refused.value
 
 
+@needs_refusal
 def test_refused_anthropic_request_is_not_a_call(
     llm_server: FakeLLMServer, instrumented: None, spans: Any, metric_points: Any
 ) -> None:
@@ -287,6 +295,7 @@ def test_refused_anthropic_request_is_not_a_call(
     assert sum(p.count for p in points[sc.METRIC_OPERATION_DURATION]) == 1
 
 
+@needs_refusal
 def test_refused_async_anthropic_request_is_not_a_call(llm_server: FakeLLMServer, instrumented: None) -> None:
     llm_server.sse(ta.stream_events(ta.message_body(ta.usage_body(25, 12))), named=True)
 
@@ -311,6 +320,7 @@ def test_refused_async_anthropic_request_is_not_a_call(llm_server: FakeLLMServer
     assert len(got.calls) == 1 == len(llm_server.requests)
 
 
+@needs_refusal
 def test_refused_request_does_not_use_up_a_task_call_cap(llm_server: FakeLLMServer, instrumented: None) -> None:
     llm_server.sse(ta.stream_events(ta.message_body()), named=True)
     with capture() as got, costtrace.task("capped", max_llm_calls=1), ta.sync_client(llm_server) as client:
@@ -318,6 +328,7 @@ def test_refused_request_does_not_use_up_a_task_call_cap(llm_server: FakeLLMServ
     assert got.task("capped").llm_calls == 1
 
 
+@needs_refusal
 def test_refused_request_inside_llm_call_leaves_it_to_the_stream(llm_server: FakeLLMServer, instrumented: None) -> None:
     llm_server.sse(ta.stream_events(ta.message_body(ta.usage_body(25, 12))), named=True)
     with capture() as got, costtrace.task("manual"), ta.sync_client(llm_server) as client:
@@ -362,6 +373,7 @@ def test_openai_parse_failing_the_users_model_is_still_a_billed_call(
     assert len(llm_server.requests) == 1
 
 
+@needs_refusal
 def test_without_the_http_layer_a_refusal_is_not_guessed(llm_server: FakeLLMServer) -> None:
     """No HTTP layer: nothing says the request was not sent, so the error stays a failed call (as before)."""
     costtrace.instrument("anthropic")
@@ -410,6 +422,7 @@ def test_openai_chat_stream_zero_cached_is_exported(llm_server: FakeLLMServer, i
     assert one_span(spans)[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 0
 
 
+@to.needs_responses
 def test_openai_responses_zero_cached_is_exported(llm_server: FakeLLMServer, instrumented: None, spans: Any) -> None:
     llm_server.json(to.responses_body(to.responses_usage(100, 10, cached=0, reasoning=0)))
     llm_server.json(to.responses_body({"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}))
