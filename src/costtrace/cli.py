@@ -8,13 +8,14 @@ Commands::
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
     costtrace tco [--cheap-input-price ... | --feature F | --example] [--rework-cost USD | --hourly-rate USD --hours H]
     costtrace budgets
+    costtrace phoenix prices [--model provider:model ...] [--ledger URL] [--endpoint URL] [--dry-run]
 
     FILTERS: --feature F --task T --route R --team T --customer C --since 7d --until 2026-05-01;
     every ledger command takes --ledger URL (default: $COSTTRACE_LEDGER_URL, else the per-user SQLite file)
     and --format table|json|csv. The ledger commands live in ``costtrace._ledger_commands``.
 
-Exit codes: 0 success; 2 bad arguments or configuration (one line on stderr saying what and how to
-fix it); 130 interrupted.
+Exit codes: 0 success; 1 ``phoenix prices`` left a model out (unpriced, or refused by Phoenix);
+2 bad arguments or configuration (one line on stderr saying what and how to fix it); 130 interrupted.
 
 Example:
     >>> from costtrace.cli import main
@@ -28,7 +29,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from costtrace import _ledger_commands, demo
 from costtrace._version import __version__
@@ -37,6 +38,7 @@ from costtrace.errors import ConfigError
 __all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
+EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -115,7 +117,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--console", action="store_true", help="also print every span to stdout as it ends")
     p.set_defaults(handler=_demo_command)
     _ledger_commands.add_commands(commands)
+    _add_phoenix_commands(commands)
     return parser
+
+
+def _model_ref(text: str) -> tuple[str | None, str]:
+    """``--model``: ``provider:model`` (``openai:gpt-4o-mini``), or a bare model name."""
+    provider, sep, model = text.strip().partition(":")
+    if not sep:
+        provider, model = "", provider
+    if not model.strip() or (sep and not provider.strip()):
+        raise argparse.ArgumentTypeError(f"expected provider:model such as openai:gpt-4o-mini, got {text!r}")
+    return (provider.strip() or None), model.strip()
+
+
+def _add_phoenix_commands(commands: Any) -> None:
+    p = commands.add_parser(
+        "phoenix",
+        help="Arize Phoenix: register costtrace's prices as Phoenix model prices",
+        description="Helpers for Arize Phoenix (exporters/phoenix/README.md).",
+    )
+    sub = p.add_subparsers(dest="phoenix_command", title="commands", metavar="COMMAND", required=True)
+    q = sub.add_parser(
+        "prices",
+        help="register costtrace's prices as Phoenix user-defined models (idempotent)",
+        description=(
+            "Phoenix prices LLM spans from its own model table, not from costtrace's cost attributes. This "
+            "registers costtrace's prices (genai-prices, your prices file, aliases and discounts) for the models "
+            "given with --model and/or every model in the ledger as Phoenix user-defined models, which win over "
+            "Phoenix's built-in prices; re-running updates them. Exit 1 when a model has no costtrace price "
+            "(it is skipped) or Phoenix refused one."
+        ),
+    )
+    q.add_argument(
+        "--model",
+        action="append",
+        type=_model_ref,
+        default=[],
+        metavar="PROVIDER:MODEL",
+        help="a model as your calls' gen_ai.provider.name and gen_ai.request.model carry it, e.g. "
+        "openai:gpt-4o-mini (repeatable)",
+    )
+    q.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="also register every model the ledger's calls used (default: $COSTTRACE_LEDGER_URL when no --model)",
+    )
+    q.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help=f"Phoenix's base URL (default: $PHOENIX_BASE_URL, else http://127.0.0.1:6006); "
+        "PHOENIX_API_KEY is sent as a bearer token when set",
+    )
+    q.add_argument("--prices-file", metavar="FILE", help="a costtrace prices file to apply first (docs/pricing.md)")
+    q.add_argument("--dry-run", action="store_true", help="print what would be registered; do not contact Phoenix")
+    q.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    q.set_defaults(handler=_phoenix_prices_command)
+
+
+def _phoenix_prices_command(args: argparse.Namespace) -> int:
+    from costtrace import _output, phoenix
+    from costtrace.config import ENV_LEDGER_URL
+    from costtrace.pricing import load_prices
+
+    if args.prices_file:  # COSTTRACE_PRICES_FILE is loaded by the catalog itself
+        load_prices(args.prices_file)
+    models: list[tuple[str | None, str, str | None]] = [(p, m, None) for p, m in args.model]
+    ledger = args.ledger or (None if models else os.environ.get(ENV_LEDGER_URL, "").strip() or None)
+    if ledger:
+        models += [m for m in phoenix.ledger_models(ledger) if m[:2] not in {x[:2] for x in models}]
+    if not models:
+        raise ConfigError("no model to register: give --model provider:model and/or --ledger URL")
+    result = phoenix.register_prices(models, endpoint=args.endpoint, dry_run=args.dry_run)
+    if args.format == "json":
+        print(_output.json_text(phoenix.registered_json(result)))
+    else:
+        print(phoenix.render(result))
+    return EXIT_OK if result.ok else EXIT_INCOMPLETE
 
 
 def _demo_command(args: argparse.Namespace) -> int:

@@ -735,6 +735,18 @@ class _Entry:
 _ResolveKey = tuple[str | None, str, str | None, bool, tuple[tuple[str, str], ...]]
 
 
+@dataclass(frozen=True, slots=True)
+class _PricePeriods:
+    """A model's standard prices over time (:meth:`PriceCatalog._price_periods`)."""
+
+    periods: tuple[tuple[date | None, _Plan, Decimal | None], ...]
+    """(start date or None, plan, discount multiplier or None), oldest first."""
+    unpriced_reason: str | None
+    """Why there is no price at all (``periods`` empty)."""
+    time_of_day: bool
+    """Some price depends on the time of day (read at 12:00 UTC here)."""
+
+
 @dataclass(frozen=True)
 class _Alias:
     target: str
@@ -897,6 +909,43 @@ class PriceCatalog:
                 reason += f"; your override starts {first.isoformat()}, after the call ({at_date.isoformat()})"
             return reason
         return entry.catalog.plan_at(at_date, at_time)
+
+    def _price_periods(self, provider: str | None, model: str) -> _PricePeriods:
+        """The standard-tier prices of ``model`` as dated periods, for exporting them to another tool.
+
+        Each period is (start date or ``None`` for "since always", plan, discount multiplier), in
+        date order, consecutive equal prices merged; a period is left out while the model has no price.
+        Time-of-day prices are read at 12:00 UTC and flagged. Raises nothing a lookup would not.
+        """
+        key: _ResolveKey = (provider, model, None, False, ())
+        entry = self._entries.get(key) or self._resolve(key)
+        if entry.static_plan is not None:
+            return _PricePeriods(((None, entry.static_plan, entry.discount),), None, False)
+        starts: set[date] = {o.start_date for o in entry.overrides if o.start_date is not None}
+        time_of_day = False
+        if entry.catalog is not None:
+            for constraint, _ in (*entry.catalog.conditions, *entry.catalog.variants):
+                if isinstance(constraint, _Since):
+                    starts.add(constraint.start)
+                elif isinstance(constraint, _Daily):
+                    time_of_day = True
+        periods: list[tuple[date | None, _Plan, Decimal | None]] = []
+        reason: str | None = None
+        for start in (None, *sorted(starts)):
+            at = datetime.combine(start or date(1970, 1, 1), time(12), UTC)
+            plan = self._plan_at(entry, at)
+            if isinstance(plan, str):
+                reason = plan
+                continue
+            discount = entry.discount if plan.list_price else None
+            if periods and (periods[-1][1].flat, periods[-1][1].tiered, periods[-1][2]) == (
+                plan.flat,
+                plan.tiered,
+                discount,
+            ):
+                continue
+            periods.append((start, plan, discount))
+        return _PricePeriods(tuple(periods), None if periods else reason, time_of_day)
 
     # -- resolution (once per key, under the lock) -------------------------------------------------
 
