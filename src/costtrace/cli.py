@@ -166,7 +166,7 @@ def _add_phoenix_commands(commands: Any) -> None:
     q.add_argument(
         "--endpoint",
         metavar="URL",
-        help=f"Phoenix's base URL (default: $PHOENIX_BASE_URL, else http://127.0.0.1:6006); "
+        help="Phoenix's base URL (default: $PHOENIX_BASE_URL, else http://127.0.0.1:6006); "
         "PHOENIX_API_KEY is sent as a bearer token when set",
     )
     q.add_argument("--prices-file", metavar="FILE", help="a costtrace prices file to apply first (docs/pricing.md)")

@@ -35,12 +35,12 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from costtrace import _validate
 from costtrace import semconv as sc
 from costtrace._internal import report_internal_error
 from costtrace.errors import ConfigError
-
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -249,8 +249,10 @@ def phoenix_prices(
     Example:
         >>> reg = phoenix_prices("openai", "gpt-4o-mini")
         >>> m = reg.models[0]
-        >>> m.name, m.provider, m.name_pattern, [(t, str(r)) for t, _, r in m.costs]
-        ('costtrace openai/gpt-4o-mini', 'openai', '(?i)^gpt\\\\-4o\\\\-mini$', [('input', '0.15'), ('output', '0.6'), ('cache_read', '0.075')])
+        >>> m.name, m.provider, m.name_pattern
+        ('costtrace openai/gpt-4o-mini', 'openai', '(?i)^gpt\\\\-4o\\\\-mini$')
+        >>> [(token_type, str(per_mtok)) for token_type, _, per_mtok in m.costs]
+        [('input', '0.15'), ('output', '0.6'), ('cache_read', '0.075')]
     """
     from costtrace.pricing import default_catalog
 
@@ -429,7 +431,7 @@ def register_prices(
     seen: dict[tuple[str, str], PriceRegistration] = {}
     for item in models:
         provider, model = item[0], item[1]
-        priced_as = item[2] if len(item) > 2 else None  # type: ignore[misc]
+        priced_as = item[2] if len(item) > 2 else None
         reg = phoenix_prices(provider, model, catalog=catalog, priced_as=priced_as)
         if reg.unpriced_reason is not None:
             result.registrations.append(_replace(reg, action="skipped"))
@@ -661,7 +663,6 @@ class OutcomeAnnotations(SpanExporter):
         return True
 
 
-
 # --- the command's output ---------------------------------------------------------------------------
 
 
@@ -696,8 +697,7 @@ def render(result: Registered) -> str:
             )
         if r.error:
             lines.append(f"  {'':<9}  {'':<{width}}  error: {r.error}")
-        for limit in r.limits:
-            lines.append(f"  {'':<9}  {'':<{width}}  limit: {limit}")
+        lines.extend(f"  {'':<9}  {'':<{width}}  limit: {limit}" for limit in r.limits)
     lines.append(
         f"Phoenix applies these prices to spans it receives from about {MODEL_STORE_REFRESH_S} s after registration; "
         "spans it already holds keep the cost it gave them."
