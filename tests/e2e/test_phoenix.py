@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -321,6 +323,471 @@ def test_task_tree_dimensions_tokens_and_cost_arrive_exactly(phoenix: Phoenix, t
     total = projects[project]["costSummary"]["total"]
     assert total["cost"] == pytest.approx(float(project_cost), rel=1e-9)  # no double counting of task rollups
     assert total["tokens"] == sum(t["input_tokens"] + t["output_tokens"] for t in sent["tasks"])
+
+
+# --- costtrace's prices in Phoenix, outcomes, filters, the trace page ------------------------------
+#
+# One workload (tasks that succeed, fail, escalate and raise; standard, batch and flex calls; an alias,
+# a self-priced model and an unpriced one) after `costtrace phoenix prices`, then checked through
+# Phoenix's GraphQL API the way its UI reads it. exporters/phoenix/README.md and docs/backends.md quote
+# these figures.
+
+PRICES_TOML = textwrap.dedent(
+    """
+    [[prices]]
+    model = "e2e-tuned-model"
+    provider = "openai"
+    input_per_mtok = 0.8
+    output_per_mtok = 3.2
+    cache_read_per_mtok = 0.2
+
+    [aliases]
+    "support-gpt" = "openai/gpt-4o"
+    """
+)
+REGISTERED = ["gpt-4o-mini", "gpt-4o", "o4-mini", "support-gpt", "e2e-tuned-model"]
+UNPRICED_MODEL = "acme-support-llm"
+
+OUTCOMES_WORKLOAD = textwrap.dedent(
+    """
+    import json, sys
+    import costtrace
+    from costtrace.phoenix import OutcomeAnnotations
+
+    endpoint, project = sys.argv[1:3]
+    annotations = OutcomeAnnotations(endpoint)
+    costtrace.configure(service_name="costtrace-e2e", otlp_endpoint=endpoint, metrics=False,
+                        span_exporter=annotations, resource_attributes={"openinference.project.name": project})
+    tasks = []
+
+    def call(model, tier=None, **kw):
+        rec = costtrace.record_llm_call(provider="openai", model=model, batch=tier == "batch",
+                                        service_tier="flex" if tier == "flex" else None, **kw)
+        return rec, tier
+
+    with costtrace.task("resolve_ticket", feature="support", team="cx") as t:
+        calls = [call("gpt-4o-mini", input_tokens=1200, output_tokens=300),
+                 call("support-gpt", input_tokens=3000, output_tokens=400, cache_read_input_tokens=1024)]
+    tasks.append((t, calls))
+    with costtrace.task("resolve_ticket", feature="support", team="cx") as t:
+        calls = [call("gpt-4o-mini", input_tokens=900, output_tokens=150)]
+        t.fail("validation_failed")
+    tasks.append((t, calls))
+    with costtrace.task("resolve_ticket", feature="support", team="cx") as t:
+        calls = [call("gpt-4o-mini", input_tokens=800, output_tokens=100),
+                 call("gpt-4o", input_tokens=2000, output_tokens=250)]
+        t.escalate_to_human("customer asked for an agent")
+    tasks.append((t, calls))
+    try:
+        with costtrace.task("resolve_ticket", feature="support", team="cx") as t:
+            calls = [call("gpt-4o-mini", input_tokens=500, output_tokens=50)]
+            raise TimeoutError("upstream timed out")
+    except TimeoutError:
+        pass
+    tasks.append((t, calls))
+    with costtrace.task("tag_ticket", feature="support", team="cx") as t:
+        calls = [call("e2e-tuned-model", input_tokens=4000, output_tokens=20, cache_read_input_tokens=2000)]
+    tasks.append((t, calls))
+    with costtrace.task("nightly_digest", feature="digest", team="growth") as t:
+        calls = [call("gpt-4o-mini", "batch", input_tokens=2000, output_tokens=300),
+                 call("o4-mini", "flex", input_tokens=1000, output_tokens=500, reasoning_output_tokens=200)]
+    tasks.append((t, calls))
+    with costtrace.task("classify", feature="digest", team="growth") as t:
+        calls = [call("acme-support-llm", input_tokens=700, output_tokens=70)]
+    tasks.append((t, calls))
+    ok = costtrace.flush(timeout_s=60)
+
+    def usd(v):
+        return None if v is None else str(v)
+
+    print(json.dumps({"flushed": ok, "annotations": {"sent": annotations.sent, "failed": annotations.failed},
+        "tasks": [{"id": t.id, "name": t.name, "outcome": t.summary.outcome, "cost_usd": usd(t.summary.cost_usd),
+                   "calls": [{"id": c.call_id, "model": c.request_model, "tier": tier, "cost_usd": usd(c.cost_usd),
+                              "input_tokens": c.usage.input_tokens, "output_tokens": c.usage.output_tokens,
+                              "cache_read_input_tokens": c.usage.cache_read_input_tokens,
+                              "reasoning_output_tokens": c.usage.reasoning_output_tokens} for c, tier in calls]}
+                  for t, calls in tasks]}))
+    """
+)
+OUTCOMES_PROJECT = "costtrace-e2e-outcomes"
+PROBE_PROJECT = "costtrace-e2e-probe"
+README = Path(__file__).resolve().parents[2] / "exporters" / "phoenix" / "README.md"
+
+PROJECTS = "query { projects { edges { node { id name } } } }"
+FILTERED_SPANS = """
+query ($id: ID!, $filter: String) {
+  node(id: $id) { ... on Project {
+    spans(first: 1000, filterCondition: $filter) { edges { node {
+      id spanId name spanKind statusCode statusMessage
+      costSummary { total { cost } }
+      trace { traceId costSummary { total { cost } } }
+      spanAnnotations { name label score annotatorKind explanation }
+    } } }
+  } }
+}
+"""
+ANNOTATION_SUMMARY = """
+query ($id: ID!) { node(id: $id) { ... on Project {
+  spanAnnotationSummary(annotationName: "outcome") { count meanScore labelFractions { label fraction } }
+} } }
+"""
+FILTERED_PROJECT_COST = """
+query ($id: ID!, $filter: String) { node(id: $id) { ... on Project {
+  costSummary(filterCondition: $filter) { total { cost } }
+} } }
+"""
+CUSTOM_MODELS = """
+query { generativeModels(first: 1000) { edges { node { name kind namePattern provider
+  tokenPrices { tokenType costPerMillionTokens } } } } }
+"""
+
+
+def _project_id(phoenix: Phoenix, name: str) -> str | None:
+    for edge in phoenix.graphql(PROJECTS)["projects"]["edges"]:
+        if edge["node"]["name"] == name:
+            return str(edge["node"]["id"])
+    return None
+
+
+def _filtered(phoenix: Phoenix, project_id: str, condition: str | None = None) -> list[dict[str, Any]]:
+    answer = phoenix.graphql(FILTERED_SPANS, id=project_id, filter=condition)
+    return [e["node"] for e in answer["node"]["spans"]["edges"]]
+
+
+def _prices_command(phoenix: Phoenix, prices: Path) -> subprocess.CompletedProcess[str]:
+    models = [arg for m in [*REGISTERED, UNPRICED_MODEL] for arg in ("--model", f"openai:{m}")]
+    command = [sys.executable, "-m", "costtrace", "phoenix", "prices", "--endpoint", phoenix.url]
+    return subprocess.run(
+        [*command, "--prices-file", str(prices), *models],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_child_env(),
+    )
+
+
+def _send_probe(phoenix: Phoenix) -> None:
+    """One call span of the self-priced model, to see when Phoenix prices with the registered table."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": PROBE_PROJECT}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{phoenix.url}/v1/traces")))
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "e2e-tuned-model",
+        "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 0,
+        "openinference.span.kind": "LLM",
+    }
+    provider.get_tracer("probe").start_span("chat e2e-tuned-model", attributes=attributes).end()
+    provider.shutdown()
+
+
+@dataclass
+class OutcomesRun:
+    first: subprocess.CompletedProcess[str]
+    second: subprocess.CompletedProcess[str]
+    sent: dict[str, Any]
+    project_id: str
+    spans: list[dict[str, Any]]  # REST, with attributes
+    nodes: dict[str, dict[str, Any]]  # GraphQL, by span id
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.sent["tasks"])
+
+    def call_node(self, call_id: str) -> dict[str, Any]:
+        (span,) = [s for s in self.spans if s["attributes"].get("costtrace.call.id") == call_id]
+        return self.nodes[span["context"]["span_id"]]
+
+    def task_node(self, task_id: str) -> dict[str, Any]:
+        """The task span (call spans carry their task's id too, but no outcome)."""
+        (span,) = [
+            s
+            for s in self.spans
+            if s["attributes"].get("costtrace.task.id") == task_id and "costtrace.task.outcome" in s["attributes"]
+        ]
+        return self.nodes[span["context"]["span_id"]]
+
+
+@pytest.fixture(scope="module")
+def outcomes(phoenix: Phoenix, tmp_path_factory: pytest.TempPathFactory) -> OutcomesRun:
+    tmp = tmp_path_factory.mktemp("outcomes")
+    prices = tmp / "prices.toml"
+    prices.write_text(PRICES_TOML)
+    first = _prices_command(phoenix, prices)
+    second = _prices_command(phoenix, prices)  # idempotent: updates in place, never duplicates
+
+    # Phoenix reloads its model table every 5 s and prices a span once, when it arrives: wait until a
+    # probe span of the self-priced model (unknown to Phoenix's built-in table) gets a cost.
+    def probe_priced() -> bool:
+        _send_probe(phoenix)
+        project = _project_id(phoenix, PROBE_PROJECT)
+        if project is None:  # it appears with its first span
+            return False
+        # An unpriced span has costSummary {"total": {"cost": null}}: only a cost says the table is in use.
+        return any(n["costSummary"] and n["costSummary"]["total"]["cost"] for n in _filtered(phoenix, project))
+
+    phoenix.wait_for("Phoenix to price with the registered models", probe_priced, timeout_s=60)
+
+    script = tmp / "outcomes.py"
+    script.write_text(OUTCOMES_WORKLOAD)
+    done = subprocess.run(
+        [sys.executable, str(script), phoenix.url, OUTCOMES_PROJECT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_child_env(), "COSTTRACE_PRICES_FILE": str(prices)},
+    )
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sent["flushed"], done.stderr
+    n_spans = sum(1 + len(t["calls"]) for t in sent["tasks"])
+    phoenix.wait_for(f"{n_spans} spans", lambda: len(phoenix.spans(OUTCOMES_PROJECT)) >= n_spans)
+    project_id = _project_id(phoenix, OUTCOMES_PROJECT)
+    assert project_id is not None
+
+    def annotated() -> bool:  # annotations are queued by Phoenix until their span is stored
+        summary = phoenix.graphql(ANNOTATION_SUMMARY, id=project_id)["node"]["spanAnnotationSummary"]
+        return summary is not None and summary["count"] >= len(sent["tasks"])
+
+    phoenix.wait_for("an outcome annotation per task", annotated)
+    spans = phoenix.spans(OUTCOMES_PROJECT)
+    assert len(spans) == n_spans
+    nodes = {n["spanId"]: n for n in _filtered(phoenix, project_id)}
+    return OutcomesRun(first, second, sent, project_id, spans, nodes)
+
+
+def _standard_cost(call: dict[str, Any]) -> Decimal:
+    """What the call costs at the model's standard price (what Phoenix charges for any tier)."""
+    from costtrace.pricing import PriceCatalog
+    from costtrace.usage import Usage
+
+    usage = Usage(
+        input_tokens=call["input_tokens"],
+        output_tokens=call["output_tokens"],
+        cache_read_input_tokens=call["cache_read_input_tokens"],
+        reasoning_output_tokens=call["reasoning_output_tokens"],
+    )
+    cost = PriceCatalog().cost(usage, provider="openai", model=call["model"])
+    assert cost.total_usd is not None
+    return cost.total_usd
+
+
+@pytest.mark.e2e
+def test_prices_command_registers_costtraces_prices_once(phoenix: Phoenix, outcomes: OutcomesRun) -> None:
+    first, second = outcomes.first, outcomes.second
+    # The unpriced model is flagged and skipped: exit 1, the others registered.
+    assert first.returncode == 1 and second.returncode == 1, first.stderr + second.stderr
+    assert f"UNPRICED   openai/{UNPRICED_MODEL}" in first.stdout
+    for model in REGISTERED:
+        assert re.search(rf"^  created +openai/{re.escape(model)} ", first.stdout, re.M), first.stdout
+        assert re.search(rf"^  unchanged +openai/{re.escape(model)} ", second.stdout, re.M), second.stdout
+    custom = [
+        e["node"] for e in phoenix.graphql(CUSTOM_MODELS)["generativeModels"]["edges"] if e["node"]["kind"] == "CUSTOM"
+    ]
+    assert sorted(m["name"] for m in custom) == sorted(f"costtrace openai/{m}" for m in REGISTERED)
+    alias = next(m for m in custom if m["name"] == "costtrace openai/support-gpt")
+    assert alias["namePattern"] == "(?i)^support\\-gpt$" and alias["provider"] == "openai"
+    assert {p["tokenType"]: p["costPerMillionTokens"] for p in alias["tokenPrices"]} == {
+        "input": 2.5,
+        "output": 10.0,
+        "cache_read": 1.25,
+    }  # gpt-4o's prices: the alias is priced as the model it stands for
+
+
+@pytest.mark.e2e
+def test_phoenix_prices_each_call_as_costtrace_does(outcomes: OutcomesRun) -> None:
+    seen = set()
+    for task in outcomes.tasks():
+        for call in task["calls"]:
+            node = outcomes.call_node(call["id"])
+            assert node["spanKind"] == "llm"
+            phoenix_cost = node["costSummary"]["total"]["cost"] if node["costSummary"] else None
+            if call["cost_usd"] is None:  # unpriced in costtrace: no cost in Phoenix either, never $0
+                assert call["model"] == UNPRICED_MODEL and phoenix_cost is None
+                seen.add("unpriced")
+            elif call["tier"] is None:
+                assert phoenix_cost == pytest.approx(float(Decimal(call["cost_usd"])), rel=1e-9), call
+                seen.add("standard")
+            else:
+                # The documented limit: one price per model name in Phoenix, the standard one. Batch and
+                # flex cost half of it in costtrace (and at the provider).
+                assert phoenix_cost == pytest.approx(float(_standard_cost(call)), rel=1e-9), call
+                assert Decimal(call["cost_usd"]) * 2 == _standard_cost(call)
+                seen.add(call["tier"])
+    assert seen == {"standard", "batch", "flex", "unpriced"}
+
+
+@pytest.mark.e2e
+def test_trace_cost_is_the_task_cost_when_every_call_is_standard(outcomes: OutcomesRun) -> None:
+    for task in outcomes.tasks():
+        node = outcomes.task_node(task["id"])
+        assert node["costSummary"] is None  # the task span itself costs nothing: no double counting
+        trace_cost = node["trace"]["costSummary"]["total"]["cost"]
+        tiers = {c["tier"] for c in task["calls"]}
+        if task["cost_usd"] is None:
+            assert trace_cost == 0  # Phoenix shows $0 for a trace of unpriced calls
+        elif tiers == {None}:
+            assert trace_cost == pytest.approx(float(Decimal(task["cost_usd"])), rel=1e-9), task
+        else:
+            assert trace_cost == pytest.approx(float(sum(map(_standard_cost, task["calls"]))), rel=1e-9)
+
+
+@pytest.mark.e2e
+def test_failed_tasks_have_error_status_and_task_spans_are_chains(outcomes: OutcomesRun) -> None:
+    reasons = {
+        ("failure", "validation_failed"): "failure: validation_failed",
+        ("escalated_to_human", "customer asked for an agent"): "escalated_to_human: customer asked for an agent",
+        ("failure", "TimeoutError"): "failure: TimeoutError",
+    }
+    statuses = []
+    for task in outcomes.tasks():
+        node = outcomes.task_node(task["id"])
+        assert node["spanKind"] == "chain"
+        if task["outcome"] == "success":
+            assert node["statusCode"] == "UNSET"
+        else:
+            assert node["statusCode"] == "ERROR"
+            statuses.append(node["statusMessage"])
+    assert sorted(statuses) == sorted(reasons.values())
+
+
+def _expected_rows(run: OutcomesRun) -> dict[str, set[str]]:
+    """Every filter the README documents, and the span ids it must return here."""
+
+    def ids(keep: Callable[[dict[str, Any]], bool]) -> set[str]:
+        return {s["context"]["span_id"] for s in run.spans if keep(s["attributes"])}
+
+    def is_task(a: dict[str, Any]) -> bool:
+        return "costtrace.task.outcome" in a
+
+    outcome = {t["id"]: t["outcome"] for t in run.tasks()}
+
+    def task_outcome(a: dict[str, Any]) -> str | None:
+        return outcome.get(a.get("costtrace.task.id", "")) if is_task(a) else None
+
+    return {
+        'costtrace.feature == "support"': ids(lambda a: a.get("costtrace.feature") == "support"),
+        'span_kind == "CHAIN"': ids(is_task),
+        'span_kind == "CHAIN" and costtrace.feature == "support"': ids(
+            lambda a: is_task(a) and a.get("costtrace.feature") == "support"
+        ),
+        'span_kind == "LLM" and costtrace.feature == "digest"': ids(
+            lambda a: not is_task(a) and a.get("costtrace.feature") == "digest"
+        ),
+        'span_kind == "LLM"': ids(lambda a: not is_task(a)),
+        'costtrace.task.outcome == "success"': ids(lambda a: task_outcome(a) == "success"),
+        'costtrace.task.outcome == "failure"': ids(lambda a: task_outcome(a) == "failure"),
+        'costtrace.task.outcome == "escalated_to_human"': ids(lambda a: task_outcome(a) == "escalated_to_human"),
+        'status_code == "ERROR"': ids(lambda a: task_outcome(a) in ("failure", "escalated_to_human")),
+        'annotations["outcome"].label == "success"': ids(lambda a: task_outcome(a) == "success"),
+        'annotations["outcome"].score == 0': ids(lambda a: is_task(a) and task_outcome(a) != "success"),
+        'costtrace.task.name == "resolve_ticket"': ids(lambda a: a.get("costtrace.task.name") == "resolve_ticket"),
+        # The syntax the recipe used to document: matches nothing in Phoenix 20.26.
+        'attributes["costtrace.feature"] == "support"': set(),
+    }
+
+
+@pytest.mark.e2e
+def test_every_documented_filter_returns_the_expected_rows(phoenix: Phoenix, outcomes: OutcomesRun) -> None:
+    expected_rows = _expected_rows(outcomes)
+    # Every filter the README gives (a code span with a comparison) is one of these, and each of these is there.
+    documented = {f for f in re.findall(r"`([^`{}]*(?:==|!=)[^`{}]*)`", README.read_text())}
+    assert documented == set(expected_rows)
+    for condition, expected in expected_rows.items():
+        got = {n["spanId"] for n in _filtered(phoenix, outcomes.project_id, condition)}
+        assert got == expected, condition
+        assert expected or condition.startswith("attributes["), condition
+
+    # The project's Total Cost under a filter sums the cost of the spans it matches: the calls'. A filter
+    # on task spans alone gives no cost (task spans carry none, so nothing is counted twice).
+    def project_cost(condition: str) -> Any:
+        node = phoenix.graphql(FILTERED_PROJECT_COST, id=outcomes.project_id, filter=condition)["node"]
+        return node["costSummary"]["total"]["cost"]
+
+    assert project_cost('span_kind == "CHAIN"') is None
+    support = sum(Decimal(t["cost_usd"]) for t in outcomes.tasks() if t["name"] in ("resolve_ticket", "tag_ticket"))
+    assert support == Decimal("0.020654")  # exporters/phoenix/README.md quotes it
+    assert project_cost('costtrace.feature == "support"') == pytest.approx(float(support), rel=1e-9)
+
+
+@pytest.mark.e2e
+def test_outcome_annotations_give_phoenix_a_success_rate(phoenix: Phoenix, outcomes: OutcomesRun) -> None:
+    tasks = outcomes.tasks()
+    assert outcomes.sent["annotations"] == {"sent": len(tasks), "failed": 0}
+    for task in tasks:
+        node = outcomes.task_node(task["id"])
+        ((a),) = node["spanAnnotations"]
+        assert (a["name"], a["label"], a["annotatorKind"]) == ("outcome", task["outcome"], "CODE")
+        assert a["score"] == (1.0 if task["outcome"] == "success" else 0.0)
+    summary = phoenix.graphql(ANNOTATION_SUMMARY, id=outcomes.project_id)["node"]["spanAnnotationSummary"]
+    successes = sum(t["outcome"] == "success" for t in tasks)
+    assert summary["count"] == len(tasks) == 7
+    assert summary["meanScore"] == pytest.approx(successes / len(tasks)) == pytest.approx(4 / 7)  # success rate
+    fractions = {f["label"]: f["fraction"] for f in summary["labelFractions"]}
+    assert fractions == pytest.approx({"success": 4 / 7, "failure": 2 / 7, "escalated_to_human": 1 / 7})
+
+
+def _chromium(chromium: str, profile: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1600,1000",
+        "--hide-scrollbars",
+        "--virtual-time-budget=15000",  # let the page run its GraphQL queries and render
+        *args,
+        url,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _page_text(dom: str) -> str:
+    import html
+
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+@pytest.mark.e2e
+def test_the_trace_page_shows_the_tasks_cost_and_status(
+    phoenix: Phoenix, outcomes: OutcomesRun, tmp_path: Path
+) -> None:
+    import shutil
+
+    from costtrace._output import usd
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); it renders Phoenix's trace page")
+    failed = next(t for t in outcomes.tasks() if t["outcome"] == "failure" and len(t["calls"]) == 1)
+    node = outcomes.task_node(failed["id"])
+    url = f"{phoenix.url}/projects/{outcomes.project_id}/traces/{node['trace']['traceId']}"
+    cost = usd(Decimal(failed["cost_usd"]))
+    wanted = ["Status Error", "failure: validation_failed", f"failure (validation_failed) · {cost} · 1 LLM call"]
+    text = ""
+
+    def rendered() -> bool:
+        nonlocal text
+        text = _page_text(_chromium(chromium, tmp_path / "profile", url, "--dump-dom").stdout)
+        return all(w in text for w in wanted)
+
+    phoenix.wait_for(f"the trace page to show {wanted}", rendered, timeout_s=90)
+    assert "invoke_workflow resolve_ticket" in text and "chat gpt-4o-mini" in text
+    png = tmp_path / "phoenix-trace.png"
+    _chromium(chromium, tmp_path / "profile", url, f"--screenshot={png}")
+    assert png.is_file() and png.stat().st_size > 10_000
+    print(f"Phoenix trace page of a failed task: {png}")
 
 
 # --- backend stopped mid-run -------------------------------------------------------------------
