@@ -680,6 +680,7 @@ def _expected_rows(run: OutcomesRun) -> dict[str, set[str]]:
             lambda a: not is_task(a) and a.get("costtrace.feature") == "digest"
         ),
         'span_kind == "LLM"': ids(lambda a: not is_task(a)),
+        "parent_id is None": ids(is_task),  # no subtasks here: the roots are the tasks
         'costtrace.task.outcome == "success"': ids(lambda a: task_outcome(a) == "success"),
         'costtrace.task.outcome == "failure"': ids(lambda a: task_outcome(a) == "failure"),
         'costtrace.task.outcome == "escalated_to_human"': ids(lambda a: task_outcome(a) == "escalated_to_human"),
@@ -696,7 +697,7 @@ def _expected_rows(run: OutcomesRun) -> dict[str, set[str]]:
 def test_every_documented_filter_returns_the_expected_rows(phoenix: Phoenix, outcomes: OutcomesRun) -> None:
     expected_rows = _expected_rows(outcomes)
     # Every filter the README gives (a code span with a comparison) is one of these, and each of these is there.
-    documented = {f for f in re.findall(r"`([^`{}]*(?:==|!=)[^`{}]*)`", README.read_text())}
+    documented = set(re.findall(r"`([^`{}]*(?:==|!=| is None)[^`{}]*)`", README.read_text()))
     assert documented == set(expected_rows)
     for condition, expected in expected_rows.items():
         got = {n["spanId"] for n in _filtered(phoenix, outcomes.project_id, condition)}
