@@ -790,6 +790,18 @@ def test_the_trace_page_shows_the_tasks_cost_and_status(
     assert png.is_file() and png.stat().st_size > 10_000
     print(f"Phoenix trace page of a failed task: {png}")
 
+    # The project's Spans tab (default filter `parent_id is None`: the tasks) shows the success rate as
+    # the outcome annotation's mean, and, as the README warns, Total Cost $0: cost is on the calls.
+    project_url = f"{phoenix.url}/projects/{outcomes.project_id}/spans"
+    wanted = ["parent_id is None", "Span Annotations outcome μ 0.57", "Total Traces 7 Total Cost $0 "]
+
+    def project_rendered() -> bool:
+        nonlocal text
+        text = _page_text(_chromium(chromium, tmp_path / "profile", project_url, "--dump-dom").stdout)
+        return all(w in text for w in wanted)
+
+    phoenix.wait_for(f"the project page to show {wanted}", project_rendered, timeout_s=90)
+
 
 # --- backend stopped mid-run -------------------------------------------------------------------
 
