@@ -623,7 +623,25 @@ def test_phoenix_prices_each_call_as_costtrace_does(outcomes: OutcomesRun) -> No
 
 
 @pytest.mark.e2e
-def test_trace_cost_is_the_task_cost_when_every_call_is_standard(outcomes: OutcomesRun) -> None:
+def test_trace_cost_is_the_task_cost_when_every_call_is_standard(phoenix: Phoenix, outcomes: OutcomesRun) -> None:
+    # The figures exporters/phoenix/README.md and docs/backends.md quote.
+    figures = [
+        (t["name"], t["outcome"], t["cost_usd"] and str(Decimal(t["cost_usd"]).normalize())) for t in outcomes.tasks()
+    ]
+    assert figures == [
+        ("resolve_ticket", "success", "0.01058"),
+        ("resolve_ticket", "failure", "0.000225"),
+        ("resolve_ticket", "escalated_to_human", "0.00768"),
+        ("resolve_ticket", "failure", "0.000105"),  # the body raised TimeoutError
+        ("tag_ticket", "success", "0.002064"),
+        ("nightly_digest", "success", "0.00189"),
+        ("classify", "success", None),  # unpriced model: unknown, not $0
+    ]
+    known = sum(Decimal(t["cost_usd"]) for t in outcomes.tasks() if t["cost_usd"] is not None)
+    assert known == Decimal("0.022544")  # costtrace: a lower bound (one unpriced call)
+    project = phoenix.graphql(FILTERED_PROJECT_COST, id=outcomes.project_id, filter=None)["node"]
+    assert project["costSummary"]["total"]["cost"] == pytest.approx(0.024434, rel=1e-9)  # batch + flex at list
+
     for task in outcomes.tasks():
         node = outcomes.task_node(task["id"])
         assert node["costSummary"] is None  # the task span itself costs nothing: no double counting
