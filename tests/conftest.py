@@ -90,11 +90,12 @@ class Spans:
 
 @pytest.fixture(autouse=True)
 def _fresh_state() -> Iterator[None]:
-    from costtrace import _internal
+    from costtrace import _internal, span_options
 
     _span_exporter.clear()
     _metric_reader.get_metrics_data()  # drop what earlier tests recorded (delta temporality)
     _internal._reset_for_tests()
+    span_options._reset_for_tests()
     yield
 
 

@@ -31,6 +31,7 @@ from costtrace.errors import (
 from costtrace.instrumentation import instrument, uninstrument
 from costtrace.pricing import Cost, load_prices, set_discount, set_price
 from costtrace.records import CallRecord, TaskSummary
+from costtrace.span_options import configure_spans
 from costtrace.spending import (
     add_budget,
     budget_status,
@@ -81,6 +82,7 @@ __all__ = [
     "collect_tasks",
     "configure",
     "configure_ledger",
+    "configure_spans",
     "count_tokens",
     "current_task",
     "flush",

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _otel, metrics, records, spending
+from costtrace import _otel, metrics, records, span_options, spending
 from costtrace import semconv as sc
 from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.pricing import Cost, default_catalog
@@ -259,6 +260,8 @@ class LLMCall:
         self._reserved = False
         self._downgraded_from: str | None = None
         self._budget_unchecked = False
+        self._openinference = False
+        """OpenInference attributes on this call's span (the setting when the call started)."""
         self.downgradable = True
         """False when the request's model can no longer change: a ``downgrade`` budget then blocks instead."""
         self.record: CallRecord | None = None
@@ -508,6 +511,11 @@ class LLMCall:
             attrs[sc.BUDGET_DOWNGRADED_FROM] = self._downgraded_from
         if self._budget_unchecked:
             attrs[sc.BUDGET_UNCHECKED] = True
+        if span_options.options().openinference:
+            self._openinference = True
+            attrs[sc.OPENINFERENCE_SPAN_KIND] = (
+                sc.OPENINFERENCE_KIND_EMBEDDING if self.operation == "embeddings" else sc.OPENINFERENCE_KIND_LLM
+            )
         if task is not None:
             self._attempt = task._begin_call()
             attrs.update(task._dimensions)
@@ -767,6 +775,8 @@ class LLMCall:
             ):
                 if part:
                     attrs[key] = float(part)
+            if self._openinference:
+                _add_openinference_cost(attrs, c, c.total_usd)
         elif c.unpriced_reason:
             attrs[sc.CALL_UNPRICED_REASON] = c.unpriced_reason
         attrs[sc.PRICE_SOURCE] = c.price_source
@@ -775,6 +785,27 @@ class LLMCall:
         if c.model_id is not None:
             attrs[sc.PRICE_MODEL_ID] = c.model_id
         return attrs
+
+
+@guarded("calls.openinference")
+def _add_openinference_cost(attrs: dict[str, AttributeValue], c: Cost, total: Decimal) -> None:
+    """OpenInference's ``llm.cost.*``: the same amounts as ``costtrace.call.cost*`` (priced calls only).
+
+    ``prompt`` = input + cache read + cache write, ``completion`` = output + reasoning; ``total`` is the
+    call's total, so it exceeds their sum by ``other_usd`` (a per-request fee) when there is one.
+    """
+    attrs[sc.LLM_COST_TOTAL] = float(total)
+    attrs[sc.LLM_COST_PROMPT] = float(c.input_usd + c.cache_read_usd + c.cache_write_usd)
+    attrs[sc.LLM_COST_COMPLETION] = float(c.output_usd + c.reasoning_usd)
+    for key, part in (
+        (sc.LLM_COST_PROMPT_DETAILS_INPUT, c.input_usd),
+        (sc.LLM_COST_PROMPT_DETAILS_CACHE_READ, c.cache_read_usd),
+        (sc.LLM_COST_PROMPT_DETAILS_CACHE_WRITE, c.cache_write_usd),
+        (sc.LLM_COST_COMPLETION_DETAILS_OUTPUT, c.output_usd),
+        (sc.LLM_COST_COMPLETION_DETAILS_REASONING, c.reasoning_usd),
+    ):
+        if part:
+            attrs[key] = float(part)
 
 
 llm_call = LLMCall

@@ -242,6 +242,8 @@ def configure(
     ledger_url: str | None = None,
     budgets: Sequence[Budget] | None = None,
     budgets_file: str | os.PathLike[str] | None = None,
+    task_status: bool | None = None,
+    openinference: bool | None = None,
 ) -> None:
     """Install OpenTelemetry tracing and metrics export for an app that has no OTel set-up.
 
@@ -271,6 +273,9 @@ def configure(
         ledger_url, budgets, budgets_file: Open the cost ledger and install budgets (see
             :func:`costtrace.configure_ledger`). The ledger opens when any of them is given or
             ``COSTTRACE_LEDGER_URL`` is set.
+        task_status, openinference: Span status from task outcomes, and OpenInference attributes (both
+            on unless ``COSTTRACE_TASK_STATUS`` / ``COSTTRACE_OPENINFERENCE`` say ``false``); ``None``
+            keeps the current setting. Same as :func:`costtrace.configure_spans`.
 
     Raises:
         ConfigError: A bad value (an argument, or an ``OTEL_*_EXPORTER`` value other than ``otlp``,
@@ -303,6 +308,9 @@ def configure(
     )
     if export_timeout_s is not None:
         export_timeout_s = _validate.seconds(export_timeout_s, "export_timeout_s", maximum=_validate.MAX_TIMEOUT_S)
+    from costtrace import span_options
+
+    span_settings = span_options._checked("configure", task_status, openinference)
     if prices_file is not None:
         from costtrace.pricing import load_prices
 
@@ -315,6 +323,7 @@ def configure(
         from costtrace.spending import configure_ledger
 
         configure_ledger(ledger_url, budgets=budgets or (), budgets_file=budgets_file)
+    span_options._store(span_settings)
 
     with _lock:
         if _configured:

@@ -24,6 +24,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import json
 import threading
 import time
 import uuid
@@ -38,9 +39,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _otel, metrics, records
+from costtrace import _otel, metrics, records, span_options
 from costtrace import semconv as sc
 from costtrace._internal import guarded, report_internal_error
+from costtrace._output import usd
 from costtrace.errors import TaskBudgetExceeded
 from costtrace.records import ZERO_USD, TaskSummary
 
@@ -52,6 +54,8 @@ R = TypeVar("R")
 
 _MAX_DETAILS_CHARS = 1024
 _MAX_REFUSED_MESSAGE_CHARS = 256
+_MAX_SUMMARY_REASON_CHARS = 120
+"""An outcome reason is cut to this in the one-line ``output.value`` (the full one is ``outcome_reason``)."""
 """The SDK's message for a refused request is cut to this: it names the problem in its first words."""
 
 
@@ -240,6 +244,10 @@ class Task:
         self._savings = ZERO_USD
         self._subtasks_cost = ZERO_USD
         self._subtasks_unpriced = 0
+        self._subtasks_calls = 0
+        """LLM calls of finished subtasks (at every depth): only for the ``output.value`` summary."""
+        self._openinference = False
+        """OpenInference attributes on this task's span (the setting when the task started)."""
         self._tokens = [0, 0, 0, 0, 0]  # input, output, cache read, cache write, reasoning
         self._llm_calls = 0
         self._failed_calls = 0
@@ -363,6 +371,9 @@ class Task:
         attrs[sc.TASK_ID] = self.id
         if parent is not None:
             attrs[sc.TASK_PARENT_ID] = parent.id
+        self._openinference = span_options.options().openinference
+        if self._openinference:
+            attrs.setdefault(sc.OPENINFERENCE_SPAN_KIND, sc.OPENINFERENCE_KIND_CHAIN)  # the app's own kind wins
         self._start_ns = time.time_ns()
         self._span = _otel.tracer().start_span(
             f"{sc.OPERATION_INVOKE_WORKFLOW} {self.name}",
@@ -420,14 +431,19 @@ class Task:
                 # The last attempt did not produce a usable result: a failure, or work a human had to redo.
                 self._fail_current_attempt_locked()
             summary = self._summary_locked()
+            subtasks_calls = self._subtasks_calls
         span = self._span
         span.set_attributes(_summary_attributes(summary))
         if exc is not None:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
             span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+        _set_task_status(span, summary, exc)
+        if self._openinference and span.is_recording():  # no SDK, or not sampled: nobody reads them
+            _set_openinference(span, summary, subtasks_calls)
         span.end(end_time=end_ns)
         if self._parent is not None:
-            self._parent._add_subtask(summary.known_cost_usd, summary.all_unpriced_calls)
+            self._parent._add_subtask(
+                summary.known_cost_usd, summary.all_unpriced_calls, summary.llm_calls + subtasks_calls
+            )
         _set_last_finished(summary)
         metrics.record_task(summary)
         records.emit_task(summary)
@@ -634,11 +650,12 @@ class Task:
             )
         )
 
-    def _add_subtask(self, known_cost: Decimal, unpriced_calls: int) -> None:
+    def _add_subtask(self, known_cost: Decimal, unpriced_calls: int, llm_calls: int) -> None:
         """Fold a finished subtask (its own calls and its subtasks') into this task's subtask totals."""
         with self._lock:
             self._subtasks_cost += known_cost
             self._subtasks_unpriced += unpriced_calls
+            self._subtasks_calls += llm_calls
 
     def _fail_current_attempt_locked(self) -> None:
         self._wasted += self._attempt_cost
@@ -736,6 +753,96 @@ def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
     if s.outcome_reason is not None:
         attrs[sc.TASK_OUTCOME_REASON] = s.outcome_reason
     return attrs
+
+
+@guarded("tasks.status")
+def _set_task_status(span: trace.Span, summary: TaskSummary, exc: BaseException | None) -> None:
+    """ERROR for a task whose body raised, or that ended ``failure`` / ``escalated_to_human``; else Unset.
+
+    OpenTelemetry asks instrumentation to leave the status Unset unless there is an error, and keeps
+    OK for the application to set (OK is final and tells backends to suppress errors): so a ``success``
+    or ``partial`` task stays Unset, and ``costtrace.task.outcome`` tells them apart.
+    """
+    on = span_options.options().task_status
+    if exc is not None:
+        exc_type = type(exc).__qualname__
+        span.set_status(Status(StatusCode.ERROR, f"{summary.outcome}: {exc_type}" if on else exc_type))
+    elif on and summary.outcome in _FAILED_OUTCOMES:
+        reason = summary.outcome_reason
+        description = summary.outcome if reason is None else f"{summary.outcome}: {reason}"
+        span.set_status(Status(StatusCode.ERROR, str(description)[:_MAX_DETAILS_CHARS]))
+
+
+@guarded("tasks.openinference")
+def _set_openinference(span: trace.Span, summary: TaskSummary, subtasks_calls: int) -> None:
+    """``input.value`` / ``output.value`` of a task span: what Phoenix shows as the task's input and output.
+
+    Never a ``llm.cost.*`` or ``llm.token_count.*`` attribute: a backend summing those over a trace
+    would count the task's calls twice.
+    """
+    span.set_attributes(
+        {
+            sc.INPUT_VALUE: _input_value(summary),
+            sc.INPUT_MIME_TYPE: sc.MIME_TYPE_JSON,
+            sc.OUTPUT_VALUE: output_summary(summary, summary.llm_calls + subtasks_calls),
+            sc.OUTPUT_MIME_TYPE: sc.MIME_TYPE_TEXT,
+        }
+    )
+
+
+def _input_value(summary: TaskSummary) -> str:
+    """The task name and its dimensions as JSON, keys without ``costtrace.``: ``{"task": ..., "feature": ...}``."""
+    value: dict[str, str] = {"task": summary.name}
+    for key, dim in summary.dimensions.items():
+        short = key.removeprefix(sc.DIMENSION_PREFIX) if key.startswith(sc.DIMENSION_PREFIX) else key
+        short = short.removeprefix("costtrace.")
+        if short in value:  # a dimension named like a built-in one ("task", "feature"): keep it apart
+            short = key.removeprefix("costtrace.")
+        value[short] = dim
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def output_summary(summary: TaskSummary, llm_calls: int | None = None) -> str:
+    """A finished task in one line: outcome (reason), cost, calls, attempts, retries, escalations.
+
+    The cost is the task's whole cost (its subtasks' included), ``>=`` with the number of unpriced
+    calls when some are unpriced; ``llm_calls`` is the number of calls that cost covers (default:
+    the task's own).
+
+    Example:
+        >>> s = TaskSummary(task_id="t1", name="triage", parent_id=None, outcome="success",
+        ...     outcome_reason=None, first_pass=True, own_known_cost_usd=Decimal("0.000391"),
+        ...     wasted_cost_usd=ZERO_USD, cache_savings_usd=ZERO_USD, subtasks_cost_usd=ZERO_USD,
+        ...     input_tokens=900, output_tokens=120, cache_read_input_tokens=0, cache_write_input_tokens=0,
+        ...     reasoning_output_tokens=0, llm_calls=2, failed_calls=0, attempts=1, retries=0,
+        ...     escalations=0, unpriced_calls=0, estimated_calls=0, duration_s=1.5)
+        >>> output_summary(s)
+        'success · $0.000391 · 2 LLM calls · first pass'
+    """
+    outcome = summary.outcome or "unfinished"
+    if summary.outcome_reason:
+        reason = " ".join(summary.outcome_reason.split())
+        if len(reason) > _MAX_SUMMARY_REASON_CHARS:
+            reason = reason[: _MAX_SUMMARY_REASON_CHARS - 1] + "…"
+        outcome = f"{outcome} ({reason})"
+    cost = usd(summary.known_cost_usd)
+    unpriced = summary.all_unpriced_calls
+    if unpriced:
+        cost = f">={cost} ({_plural(unpriced, 'unpriced call')})"
+    parts = [outcome, cost, _plural(summary.llm_calls if llm_calls is None else llm_calls, "LLM call")]
+    if summary.attempts > 1:
+        parts.append(_plural(summary.attempts, "attempt"))
+    if summary.retries:
+        parts.append(_plural(summary.retries, "retry", "retries"))
+    if summary.escalations:
+        parts.append(_plural(summary.escalations, "escalation"))
+    if summary.first_pass:
+        parts.append("first pass")
+    return " · ".join(parts)
 
 
 def task(
