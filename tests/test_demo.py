@@ -437,7 +437,7 @@ def test_by_default_the_demo_says_metrics_go_to_the_endpoint_and_how_to_send_tra
     assert "send traces only with --no-metrics or OTEL_METRICS_EXPORTER=none" in out.stderr
 
 
-def test_the_demo_takes_the_service_name_and_protocol_from_the_otel_variables(tmp_path):
+def test_the_demo_takes_the_service_name_and_traces_endpoint_from_the_otel_variables(tmp_path):
     with _PhoenixLikeCollector() as collector:
         out = _demo_subprocess(
             tmp_path,
