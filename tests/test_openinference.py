@@ -447,3 +447,12 @@ def test_a_configure_call_that_raises_changes_no_setting():
     with pytest.raises(costtrace.ConfigError, match="otlp_endpoint"):
         costtrace.configure(openinference=False, task_status=False, otlp_endpoint="not a url")
     assert span_options.options() == span_options.SpanOptions(task_status=True, openinference=True)
+
+
+def test_a_task_in_flight_keeps_the_settings_it_started_with(spans):
+    with costtrace.task("t") as t:
+        costtrace.configure_spans(task_status=False, openinference=False)
+        t.fail("x")
+    s = spans.one_task()
+    assert s.status.status_code is StatusCode.ERROR
+    assert s.attributes[sc.OUTPUT_VALUE] == "failure (x) · $0 · 0 LLM calls"

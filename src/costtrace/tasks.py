@@ -248,6 +248,8 @@ class Task:
         """LLM calls of finished subtasks (at every depth): only for the ``output.value`` summary."""
         self._openinference = False
         """OpenInference attributes on this task's span (the setting when the task started)."""
+        self._task_status = True
+        """The outcome sets the span status (the setting when the task started)."""
         self._tokens = [0, 0, 0, 0, 0]  # input, output, cache read, cache write, reasoning
         self._llm_calls = 0
         self._failed_calls = 0
@@ -371,7 +373,8 @@ class Task:
         attrs[sc.TASK_ID] = self.id
         if parent is not None:
             attrs[sc.TASK_PARENT_ID] = parent.id
-        self._openinference = span_options.options().openinference
+        opts = span_options.options()
+        self._openinference, self._task_status = opts.openinference, opts.task_status
         if self._openinference:
             attrs.setdefault(sc.OPENINFERENCE_SPAN_KIND, sc.OPENINFERENCE_KIND_CHAIN)  # the app's own kind wins
         self._start_ns = time.time_ns()
@@ -436,7 +439,7 @@ class Task:
         span.set_attributes(_summary_attributes(summary))
         if exc is not None:
             span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
-        _set_task_status(span, summary, exc)
+        _set_task_status(span, summary, exc, self._task_status)
         if self._openinference and span.is_recording():  # no SDK, or not sampled: nobody reads them
             _set_openinference(span, summary, subtasks_calls)
         span.end(end_time=end_ns)
@@ -756,14 +759,13 @@ def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
 
 
 @guarded("tasks.status")
-def _set_task_status(span: trace.Span, summary: TaskSummary, exc: BaseException | None) -> None:
+def _set_task_status(span: trace.Span, summary: TaskSummary, exc: BaseException | None, on: bool) -> None:
     """ERROR for a task whose body raised, or that ended ``failure`` / ``escalated_to_human``; else Unset.
 
     OpenTelemetry asks instrumentation to leave the status Unset unless there is an error, and keeps
     OK for the application to set (OK is final and tells backends to suppress errors): so a ``success``
     or ``partial`` task stays Unset, and ``costtrace.task.outcome`` tells them apart.
     """
-    on = span_options.options().task_status
     if exc is not None:
         exc_type = type(exc).__qualname__
         span.set_status(Status(StatusCode.ERROR, f"{summary.outcome}: {exc_type}" if on else exc_type))
