@@ -54,9 +54,9 @@ R = TypeVar("R")
 
 _MAX_DETAILS_CHARS = 1024
 _MAX_REFUSED_MESSAGE_CHARS = 256
+"""The SDK's message for a refused request is cut to this: it names the problem in its first words."""
 _MAX_SUMMARY_REASON_CHARS = 120
 """An outcome reason is cut to this in the one-line ``output.value`` (the full one is ``outcome_reason``)."""
-"""The SDK's message for a refused request is cut to this: it names the problem in its first words."""
 
 
 class Outcome(enum.StrEnum):
