@@ -396,3 +396,118 @@ except costtrace.ConfigError as exc:
     assert result.returncode == 0, result.stderr
     assert "opentelemetry-exporter-otlp-proto-grpc" in result.stdout
     assert "pip install 'costtrace[otlp]'" in result.stdout
+
+
+# --- OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER (issue 12) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER='zipkin': exporter 'zipkin' is not supported"),
+        ("OTEL_METRICS_EXPORTER", "prometheus", "metric_reader=PrometheusMetricReader()"),
+        ("OTEL_METRICS_EXPORTER", "logging", "the spec deprecates 'logging': use console"),
+        ("OTEL_TRACES_EXPORTER", "otlp,jaegr", "OTEL_TRACES_EXPORTER='otlp,jaegr': exporter 'jaegr'"),
+        ("OTEL_METRICS_EXPORTER", "none,otlp", "'none' cannot be combined with other exporters"),
+    ],
+)
+def test_an_unsupported_exporter_variable_raises_config_error_naming_it(monkeypatch, variable, value, message):
+    from opentelemetry import trace
+
+    from costtrace import config
+
+    provider = trace.get_tracer_provider()
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(costtrace.ConfigError) as info:
+        costtrace.configure(service_name="s")
+    assert message in str(info.value)
+    assert trace.get_tracer_provider() is provider and not config._configured
+
+
+_NO_ENV: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs", "expected"),
+    [
+        # (traces_otlp, traces_console, metrics, metrics_otlp, metrics_console)
+        (_NO_ENV, {}, (True, False, True, True, False)),
+        ({"OTEL_METRICS_EXPORTER": "none"}, {}, (True, False, False, False, False)),
+        ({"OTEL_METRICS_EXPORTER": "NONE"}, {}, (True, False, False, False, False)),  # case-insensitive enum
+        ({"OTEL_TRACES_EXPORTER": "none"}, {}, (False, False, True, True, False)),
+        ({"OTEL_TRACES_EXPORTER": "console"}, {}, (False, True, True, True, False)),  # metrics: default otlp
+        ({"OTEL_TRACES_EXPORTER": "otlp, console"}, {}, (True, True, True, True, False)),
+        ({"OTEL_METRICS_EXPORTER": "console"}, {}, (True, False, True, False, True)),
+        # Explicit arguments win over the variables.
+        ({"OTEL_METRICS_EXPORTER": "none"}, {"metrics": True}, (True, False, True, True, False)),
+        ({"OTEL_METRICS_EXPORTER": "otlp"}, {"metrics": False}, (True, False, False, False, False)),
+        ({"OTEL_TRACES_EXPORTER": "none"}, {"otlp": True}, (True, False, True, True, False)),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, {"otlp": False}, (False, False, True, False, False)),
+        ({"OTEL_TRACES_EXPORTER": "console"}, {"console": False}, (False, False, True, True, False)),
+        # metrics=none keeps the app's own reader.
+        ({"OTEL_METRICS_EXPORTER": "none"}, {"metric_reader": object()}, (False, False, True, False, False)),
+        (_NO_ENV, {"console": True}, (False, True, True, False, False)),
+        (_NO_ENV, {"console": True, "otlp_endpoint": "http://c:4318"}, (True, True, True, True, False)),
+    ],
+)
+def test_exporters_follow_the_otel_variables_and_explicit_arguments_win(monkeypatch, env, kwargs, expected):
+    from costtrace import config
+
+    for variable in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", *config._ENDPOINT_VARIABLES):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    args: dict[str, Any] = {"otlp": None, "otlp_endpoint": None, "console": None, "metrics": None, **kwargs}
+    plan = config._export_plan(**args)
+    assert (plan.traces_otlp, plan.traces_console, plan.metrics, plan.metrics_otlp, plan.metrics_console) == expected
+
+
+def _run_env(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    child_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=300, env=child_env
+    )
+
+
+_EXPORT_ONE_TASK = """
+    import costtrace
+    costtrace.configure(**{kwargs})
+    with costtrace.task("resolve_ticket", feature="support"):
+        costtrace.record_llm_call("openai", "gpt-4o-mini", 1000, 100)
+    print(costtrace.shutdown(timeout_s=30))
+"""
+
+
+def test_otel_metrics_exporter_none_sends_traces_only(otlp_receiver):
+    endpoint = f"http://127.0.0.1:{otlp_receiver.server_address[1]}"
+    result = _run_env(
+        _EXPORT_ONE_TASK.format(kwargs="{}"),
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_METRICS_EXPORTER": "none", "OTEL_SERVICE_NAME": "svc"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+    assert {path for path, _, _ in otlp_receiver.received} == {"/v1/traces"}
+    assert set(_exported_spans(otlp_receiver.received)) == {"invoke_workflow resolve_ticket", "chat gpt-4o-mini"}
+
+
+def test_an_explicit_metrics_true_wins_over_otel_metrics_exporter_none(otlp_receiver):
+    endpoint = f"http://127.0.0.1:{otlp_receiver.server_address[1]}"
+    result = _run_env(
+        _EXPORT_ONE_TASK.format(kwargs=f"{{'otlp_endpoint': '{endpoint}', 'metrics': True}}"),
+        {"OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"},
+    )
+    assert result.returncode == 0, result.stderr
+    # metrics=True beats OTEL_METRICS_EXPORTER=none; nothing explicit beats OTEL_TRACES_EXPORTER=none.
+    assert {path for path, _, _ in otlp_receiver.received} == {"/v1/metrics"}
+
+
+def test_otel_traces_exporter_console_prints_spans_and_metrics_console_prints_metrics():
+    result = _run_env(
+        _EXPORT_ONE_TASK.format(kwargs="{}"),
+        {"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"name": "invoke_workflow resolve_ticket"' in result.stdout
+    assert '"name": "costtrace.tasks"' in result.stdout  # ConsoleMetricExporter's JSON
+    assert "4318" not in result.stderr  # no OTLP exporter: nothing tried a collector

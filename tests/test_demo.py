@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import socket
@@ -345,6 +346,115 @@ def test_otlp_endpoint_exports_spans_and_metrics_to_a_local_collector(tmp_path):
     assert f"flushed spans and metrics to {endpoint}" in out.stderr
     paths = {path for path, size in received if size > 0}
     assert {"/v1/traces", "/v1/metrics"} <= paths
+
+
+class _PhoenixLikeCollector:
+    """OTLP/HTTP on 127.0.0.1 that takes traces and answers 405 on /v1/metrics, as Phoenix does."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        received = self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(self.path)
+                self.send_response(405 if self.path == "/v1/metrics" else 200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _demo_subprocess(tmp_path: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    child_env.update(env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "costtrace",
+            "demo",
+            "--tasks",
+            "2",
+            "--ledger",
+            f"sqlite:///{tmp_path / 'l.db'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("how", "args", "env"),
+    [
+        ("--no-metrics", ["--no-metrics"], {}),
+        ("OTEL_METRICS_EXPORTER=none", [], {"OTEL_METRICS_EXPORTER": "none"}),
+        ("only OTEL_* variables", [], {"OTEL_METRICS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "{endpoint}"}),
+    ],
+)
+def test_traces_only_to_a_backend_without_metrics_makes_no_metrics_request_and_logs_no_error(tmp_path, how, args, env):
+    """Issue 12: `costtrace demo --otlp-endpoint` at Phoenix logged "Failed to export metrics batch code: 405"."""
+    with _PhoenixLikeCollector() as collector:
+        env = {k: v.format(endpoint=collector.endpoint) for k, v in env.items()}
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
+            args = [*args, "--otlp-endpoint", collector.endpoint]
+        out = _demo_subprocess(tmp_path, args, env)
+    assert out.returncode == 0, out.stderr
+    assert "Per route" in out.stdout
+    assert "/v1/traces" in collector.paths
+    assert "/v1/metrics" not in collector.paths, how
+    assert "metrics" not in out.stderr.lower(), out.stderr  # no 405 error, no warning, no claim of metrics
+    assert f"flushed spans to {collector.endpoint} (service.name=costtrace-demo)" in out.stderr
+
+
+def test_by_default_the_demo_says_metrics_go_to_the_endpoint_and_how_to_send_traces_only(tmp_path):
+    with _PhoenixLikeCollector() as collector:
+        out = _demo_subprocess(tmp_path, ["--otlp-endpoint", collector.endpoint], {})
+    assert out.returncode == 0, out.stderr
+    assert {"/v1/traces", "/v1/metrics"} <= set(collector.paths)
+    assert f"flushed spans and metrics to {collector.endpoint}" in out.stderr
+    assert "send traces only with --no-metrics or OTEL_METRICS_EXPORTER=none" in out.stderr
+
+
+def test_the_demo_takes_the_service_name_and_traces_endpoint_from_the_otel_variables(tmp_path):
+    with _PhoenixLikeCollector() as collector:
+        out = _demo_subprocess(
+            tmp_path,
+            ["--no-metrics"],
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{collector.endpoint}/v1/traces", "OTEL_SERVICE_NAME": "my-demo"},
+        )
+    assert out.returncode == 0, out.stderr
+    assert collector.paths and set(collector.paths) == {"/v1/traces"}
+    assert f"flushed spans to {collector.endpoint}/v1/traces (service.name=my-demo)" in out.stderr
+
+
+def test_an_unsupported_otel_exporter_is_one_line_on_stderr(capsys, ledger, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    code, out, err = run_demo(capsys, ledger)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("costtrace demo: error: OTEL_TRACES_EXPORTER='zipkin': exporter 'zipkin' is not supported")
 
 
 # --- the demo's own ledger, and the docs' figures -------------------------------------------------------

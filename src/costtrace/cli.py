@@ -2,7 +2,8 @@
 
 Commands::
 
-    costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL] [--console]
+    costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL]
+                   [--metrics | --no-metrics] [--console]
     costtrace report [--by feature,route] [FILTERS] [--format table|json|csv] [--html out.html]
     costtrace compare --feature F [FILTERS] [--rework-cost USD]
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from costtrace import _ledger_commands, demo
+from costtrace import _ledger_commands, config, demo
 from costtrace._version import __version__
 from costtrace.errors import ConfigError
 
@@ -112,7 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--otlp-endpoint",
         metavar="URL",
         help="also export the demo's spans and metrics over OTLP to this collector or backend, e.g. "
-        "http://localhost:4318 (http/protobuf; OTEL_EXPORTER_OTLP_PROTOCOL=grpc for gRPC on :4317)",
+        "http://localhost:4318 (http/protobuf; OTEL_EXPORTER_OTLP_PROTOCOL=grpc for gRPC on :4317). "
+        "The standard OTEL_EXPORTER_OTLP_* variables, OTEL_SERVICE_NAME, OTEL_TRACES_EXPORTER and "
+        "OTEL_METRICS_EXPORTER are honoured too",
+    )
+    p.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export metrics next to the spans (default: yes, unless OTEL_METRICS_EXPORTER=none); "
+        "--no-metrics sends traces only, for backends with no metrics endpoint (Phoenix, Jaeger, Tempo)",
     )
     p.add_argument("--console", action="store_true", help="also print every span to stdout as it ends")
     p.set_defaults(handler=_demo_command)
@@ -196,20 +206,55 @@ def _phoenix_prices_command(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_INCOMPLETE
 
 
+def _demo_exports(args: argparse.Namespace) -> bool:
+    """Whether the demo installs OpenTelemetry export: a flag asks for it, or the standard variables do."""
+    if args.otlp_endpoint is not None or args.console:
+        return True
+    endpoints = (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    )
+    if any(os.environ.get(v, "").strip() for v in endpoints):
+        return True
+    exporters = (os.environ.get(v, "").strip().lower() for v in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"))
+    return any(value not in ("", "none") for value in exporters)
+
+
+def _demo_destination(endpoint: str | None, signal: str) -> str:
+    """The OTLP endpoint a signal goes to, as the exporters resolve it (for the closing message)."""
+    if endpoint is not None:
+        return endpoint
+    per_signal = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    if per_signal:
+        return per_signal
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if base:
+        return base
+    grpc = (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+    ).strip() == "grpc"
+    return "http://localhost:4317" if grpc else "http://localhost:4318"
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     import costtrace
 
     endpoint: str | None = args.otlp_endpoint
-    console: bool = args.console
-    exporting = endpoint is not None or console
+    exporting = _demo_exports(args)
+    plan = None
     if exporting:
-        # Only when asked: without these flags the demo installs no global OpenTelemetry provider.
+        # Only when asked: without these flags and variables the demo installs no global OpenTelemetry provider.
+        # Flags win over the OTEL_* variables; what no flag says comes from them (configure() reads them).
+        service_name = None if os.environ.get("OTEL_SERVICE_NAME", "").strip() else DEMO_SERVICE_NAME
+        console = True if args.console else None
+        plan = config._export_plan(otlp=None, otlp_endpoint=endpoint, console=console, metrics=args.metrics)
         costtrace.configure(
-            service_name=DEMO_SERVICE_NAME,
-            otlp=endpoint is not None,
+            service_name=service_name,
             otlp_endpoint=endpoint,
             console=console,
-            metrics=endpoint is not None,
+            metrics=args.metrics,
         )
     try:
         for model in demo.unpriced_models():
@@ -228,22 +273,40 @@ def _demo_command(args: argparse.Namespace) -> int:
     finally:
         if exporting:
             done = costtrace.shutdown()
-    if endpoint is not None:
-        # shutdown() only knows whether the flush finished in time, not whether the backend accepted
-        # the data (the SDK logs export errors itself), so claim no more than that.
-        if done:
-            print(
-                f"costtrace demo: flushed spans and metrics to {endpoint} (service.name={DEMO_SERVICE_NAME}); "
-                "export errors, if any, are logged above.",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"costtrace demo: warning: export to {endpoint} did not finish in time; "
-                "is an OTLP collector listening there?",
-                file=sys.stderr,
-            )
+    if plan is not None and (plan.traces_otlp or plan.metrics_otlp):
+        _report_export(plan, endpoint, done)
     return EXIT_OK
+
+
+def _report_export(plan: config._ExportPlan, endpoint: str | None, done: bool) -> None:
+    """One line on stderr: what went where over OTLP, and how to send traces only."""
+    service = os.environ.get("OTEL_SERVICE_NAME", "").strip() or DEMO_SERVICE_NAME
+    traces = _demo_destination(endpoint, "traces") if plan.traces_otlp else None
+    metrics = _demo_destination(endpoint, "metrics") if plan.metrics_otlp else None
+    if traces is not None and traces == metrics:
+        what = f"spans and metrics to {traces}"
+    else:
+        what = " and ".join(
+            f"{signal} to {where}" for signal, where in (("spans", traces), ("metrics", metrics)) if where
+        )
+    # shutdown() only knows whether the flush finished in time, not whether the backend accepted
+    # the data (the SDK logs export errors itself), so claim no more than that.
+    if not done:
+        print(
+            f"costtrace demo: warning: export of {what} did not finish in time; is an OTLP collector listening there?",
+            file=sys.stderr,
+        )
+        return
+    hint = (
+        " A backend with no metrics endpoint (Phoenix, Jaeger, Tempo) answers metrics with an error: "
+        "send traces only with --no-metrics or OTEL_METRICS_EXPORTER=none."
+        if metrics is not None
+        else ""
+    )
+    print(
+        f"costtrace demo: flushed {what} (service.name={service}); export errors, if any, are logged above.{hint}",
+        file=sys.stderr,
+    )
 
 
 def _exit_code(code: object) -> int:

@@ -17,6 +17,7 @@ import atexit
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -38,6 +39,17 @@ _INSTALL_HINTS = {
     "grpc": "install it with: pip install 'costtrace[otlp]'",
 }
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER (OpenTelemetry SDK environment variables): the values
+# costtrace.configure() can honour; other values the spec knows get a hint instead of being ignored.
+ENV_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+ENV_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
+_SUPPORTED_EXPORTERS = ("otlp", "console", "none")
+_EXPORTER_HINTS = {
+    "zipkin": "send OTLP to a collector with a zipkin exporter instead",
+    "jaeger": "Jaeger takes OTLP: use otlp (exporters/jaeger/README.md)",
+    "prometheus": "pass metric_reader=PrometheusMetricReader() instead (docs/backends.md#prometheus-and-grafana)",
+    "logging": "the spec deprecates 'logging': use console",
+}
 
 _lock = threading.Lock()
 _configured = False
@@ -89,8 +101,93 @@ def _resolve_protocol(protocol: str | None) -> str:
     return value
 
 
+def _env_exporters(variable: str) -> frozenset[str] | None:
+    """The exporters ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` name.
+
+    None when the variable is unset or empty (the default applies); an empty set for ``none``.
+    Values are comma-separated and case-insensitive, as the OpenTelemetry spec defines them.
+    """
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return None
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()]
+    for name in names:
+        if name not in _SUPPORTED_EXPORTERS:
+            hint = _EXPORTER_HINTS.get(name)
+            raise ConfigError(
+                f"{variable}={raw!r}: exporter {name!r} is not supported by costtrace.configure(); "
+                f"use otlp, console or none{f' ({hint})' if hint else ''}"
+            )
+    if "none" in names and len(set(names)) > 1:
+        raise ConfigError(f"{variable}={raw!r}: 'none' cannot be combined with other exporters")
+    return frozenset(names) - {"none"}
+
+
+@dataclass(frozen=True)
+class _ExportPlan:
+    """Where each signal goes, from configure()'s arguments and the OTEL_* variables."""
+
+    traces_otlp: bool
+    traces_console: bool
+    metrics: bool
+    """Install a MeterProvider (with whatever readers the fields below and ``metric_reader`` give)."""
+    metrics_otlp: bool
+    metrics_console: bool
+
+
+def _export_plan(
+    *,
+    otlp: bool | None,
+    otlp_endpoint: str | None,
+    console: bool | None,
+    metrics: bool | None,
+    span_exporter: Any = None,
+    metric_reader: Any = None,
+) -> _ExportPlan:
+    """Decide the exporters: an argument passed explicitly wins over the environment for what it names.
+
+    ``otlp`` decides OTLP for both signals, ``console`` the console span exporter, ``metrics`` whether
+    there are metrics at all (``metrics=True`` overrides ``OTEL_METRICS_EXPORTER=none``). What is not
+    passed comes from ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``,
+    ``none``), else from the defaults (OTLP unless another destination is given and no endpoint is).
+    """
+    traces_env = _env_exporters(ENV_TRACES_EXPORTER)
+    metrics_env = _env_exporters(ENV_METRICS_EXPORTER)
+    traces_console = console if console is not None else traces_env is not None and "console" in traces_env
+    # costtrace's own default (configure(console=True) only prints) counts arguments only; a signal the
+    # variables leave unset defaults to otlp, as the spec says.
+    elsewhere = bool(console) or span_exporter is not None or metric_reader is not None
+    default_otlp = (
+        not elsewhere or otlp_endpoint is not None or any(os.environ.get(v, "").strip() for v in _ENDPOINT_VARIABLES)
+    )
+    if otlp is not None:
+        traces_otlp = metrics_otlp = otlp
+    else:
+        traces_otlp = default_otlp if traces_env is None else "otlp" in traces_env
+        metrics_otlp = default_otlp if metrics_env is None else "otlp" in metrics_env
+    metrics_console = metrics_env is not None and "console" in metrics_env
+    if metrics is None:
+        # OTEL_METRICS_EXPORTER=none: no exporter of ours; the app's own metric_reader still gets metrics.
+        metrics = metrics_env is None or bool(metrics_env) or metric_reader is not None
+    elif metrics and metrics_env == frozenset() and otlp is None:
+        metrics_otlp = default_otlp  # metrics=True wins over OTEL_METRICS_EXPORTER=none
+    return _ExportPlan(
+        traces_otlp=traces_otlp,
+        traces_console=traces_console,
+        metrics=metrics,
+        metrics_otlp=metrics and metrics_otlp,
+        metrics_console=metrics and metrics_console,
+    )
+
+
 def _otlp_exporters(
-    protocol: str, endpoint: str | None, headers: dict[str, str] | None, timeout_s: float | None
+    protocol: str,
+    endpoint: str | None,
+    headers: dict[str, str] | None,
+    timeout_s: float | None,
+    *,
+    traces: bool = True,
+    metrics: bool = True,
 ) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {}
     if headers is not None:
@@ -120,7 +217,10 @@ def _otlp_exporters(
         raise ConfigError(
             f"OTLP export over {protocol} needs {package} (import of {exc.name!r} failed); {_INSTALL_HINTS[protocol]}"
         ) from exc
-    return OTLPSpanExporter(**span_kw), OTLPMetricExporter(**metric_kw)
+    return (
+        OTLPSpanExporter(**span_kw) if traces else None,
+        OTLPMetricExporter(**metric_kw) if metrics else None,
+    )
 
 
 def configure(
@@ -131,8 +231,8 @@ def configure(
     otlp_protocol: str | None = None,
     headers: Mapping[str, str] | str | None = None,
     export_timeout_s: float | None = None,
-    console: bool = False,
-    metrics: bool = True,
+    console: bool | None = None,
+    metrics: bool | None = None,
     metric_export_interval_s: float = 60.0,
     resource_attributes: Mapping[str, str] | None = None,
     span_exporter: Any = None,
@@ -147,20 +247,25 @@ def configure(
 ) -> None:
     """Install OpenTelemetry tracing and metrics export for an app that has no OTel set-up.
 
-    Honours the standard ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, protocol, timeout)
-    for whatever is not passed. If the app already installed an SDK TracerProvider, costtrace adds
-    its exporter to it instead of replacing it. Call once; later calls warn and do nothing.
+    Honours the standard ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, protocol, timeout),
+    ``OTEL_SERVICE_NAME``, and ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` (``otlp``,
+    ``console`` or ``none``) for whatever is not passed: an argument passed wins over the variable.
+    If the app already installed an SDK TracerProvider, costtrace adds its exporter to it instead of
+    replacing it. Call once; later calls warn and do nothing.
 
     Args:
         service_name: ``service.name`` of the resource (else ``OTEL_SERVICE_NAME``).
-        otlp: Export over OTLP. Default: yes, unless another destination (``console``, ``span_exporter``,
+        otlp: Export over OTLP. Default: as ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` say for
+            each signal; unset, yes, unless another destination (``console``, ``span_exporter``,
             ``metric_reader``) is given and no OTLP endpoint is (argument or ``OTEL_EXPORTER_OTLP_*ENDPOINT``),
             so ``configure(console=True)`` only prints.
         otlp_endpoint: Base URL of the collector or backend, e.g. ``http://localhost:4318``.
         otlp_protocol: ``http/protobuf`` (default) or ``grpc``.
         headers: Export headers (a dict or ``"k=v,k2=v2"``), e.g. an API key for a hosted backend.
-        console: Also print finished spans to stdout (debugging).
-        metrics: Export metrics too.
+        console: Also print finished spans to stdout (debugging). Default: ``OTEL_TRACES_EXPORTER`` names
+            ``console``.
+        metrics: Export metrics too. Default: yes, unless ``OTEL_METRICS_EXPORTER=none`` (then only your
+            own ``metric_reader`` gets them); ``metrics=False`` sends traces only.
         span_exporter / metric_reader: Your own exporter or reader, added next to the others.
         prices_file: A JSON or TOML price override file (see docs/pricing.md).
         model_aliases: Model names only your gateway knows, priced as the model each stands for:
@@ -173,7 +278,8 @@ def configure(
             keeps the current setting. Same as :func:`costtrace.configure_spans`.
 
     Raises:
-        ConfigError: A bad value, or the gRPC exporter is asked for and not installed (``costtrace[otlp]``).
+        ConfigError: A bad value (an argument, or an ``OTEL_*_EXPORTER`` value other than ``otlp``,
+            ``console``, ``none``), or the gRPC exporter is asked for and not installed (``costtrace[otlp]``).
 
     Example:
         >>> costtrace.configure(service_name="support-bot", otlp_endpoint="http://localhost:4318")  # doctest: +SKIP
@@ -183,13 +289,15 @@ def configure(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
-    if otlp is None:
-        elsewhere = console or span_exporter is not None or metric_reader is not None
-        otlp = (
-            not elsewhere
-            or otlp_endpoint is not None
-            or any(os.environ.get(v, "").strip() for v in _ENDPOINT_VARIABLES)
-        )
+    plan = _export_plan(
+        otlp=otlp,
+        otlp_endpoint=otlp_endpoint,
+        console=console,
+        metrics=metrics,
+        span_exporter=span_exporter,
+        metric_reader=metric_reader,
+    )
+    otlp = plan.traces_otlp or plan.metrics_otlp
     protocol = _resolve_protocol(otlp_protocol) if otlp else "http/protobuf"
     endpoint = _check_endpoint(otlp_endpoint) if otlp_endpoint is not None else None
     parsed_headers = _parse_headers(headers)
@@ -223,7 +331,14 @@ def configure(
             return
         span_exp = metric_exp = None
         if otlp:
-            span_exp, metric_exp = _otlp_exporters(protocol, endpoint, parsed_headers, export_timeout_s)
+            span_exp, metric_exp = _otlp_exporters(
+                protocol,
+                endpoint,
+                parsed_headers,
+                export_timeout_s,
+                traces=plan.traces_otlp,
+                metrics=plan.metrics_otlp,
+            )
         attrs: dict[str, str] = dict(resource_attributes or {})
         if service_name is not None:
             attrs["service.name"] = service_name
@@ -241,17 +356,24 @@ def configure(
             provider.add_span_processor(BatchSpanProcessor(span_exp))
         if span_exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        if console:
+        if plan.traces_console:
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         _tracer_provider = provider
 
-        if metrics:
-            _meter_provider = _install_meter_provider(resource, metric_exp, metric_reader, metric_export_interval_s)
+        if plan.metrics:
+            metric_exporters = [metric_exp] if metric_exp is not None else []
+            if plan.metrics_console:
+                from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+                metric_exporters.append(ConsoleMetricExporter())
+            _meter_provider = _install_meter_provider(
+                resource, metric_exporters, metric_reader, metric_export_interval_s
+            )
         _configured = True
     atexit.register(shutdown)
 
 
-def _install_meter_provider(resource: Any, metric_exporter: Any, metric_reader: Any, interval_s: float) -> Any:
+def _install_meter_provider(resource: Any, metric_exporters: list[Any], metric_reader: Any, interval_s: float) -> Any:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
@@ -262,9 +384,10 @@ def _install_meter_provider(resource: Any, metric_exporter: Any, metric_reader: 
             "and costtrace adds no metric exporter (OpenTelemetry cannot add readers afterwards)"
         )
         return None
-    readers = []
-    if metric_exporter is not None:
-        readers.append(PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_s * 1000))
+    readers = [
+        PeriodicExportingMetricReader(exporter, export_interval_millis=interval_s * 1000)
+        for exporter in metric_exporters
+    ]
     if metric_reader is not None:
         readers.append(metric_reader)
     provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)

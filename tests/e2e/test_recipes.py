@@ -1,15 +1,24 @@
-"""The collector, Jaeger and Honeycomb recipes (exporters/otel-collector, exporters/jaeger, exporters/honeycomb).
+"""The collector, Jaeger, Honeycomb and Tempo recipes (exporters/otel-collector, jaeger, honeycomb, tempo).
 
 Fast tests for the default run (not marked ``e2e``):
 
 - the recipe files parse, and are consistent: collector pipelines use only defined components, in a
-  sensible order; the tail-sampling policies, Honeycomb derived columns, triggers and board reference
-  only attribute names costtrace emits (``costtrace.semconv``); the compose file publishes the ports.
-- Honeycomb and Jaeger cannot run here, so a child process configures costtrace exactly as the recipes
-  say, pointed at a capture server on 127.0.0.1 (only the host is changed), records tasks and flushes.
-  The capture servers check what each backend would receive: for Honeycomb, OTLP/HTTP protobuf POSTs to
-  /v1/traces and /v1/metrics with the team header on both and the dataset header on metrics only; for
-  Jaeger, OTLP/gRPC to the TraceService with the service name and costtrace's attributes and events.
+  sensible order; the tail-sampling policies, Honeycomb derived columns, triggers and board, Tempo's
+  TraceQL and Jaeger's tag searches reference only attribute names costtrace emits
+  (``costtrace.semconv``) or the status fields the backend derives from the span; the compose files
+  publish the ports; Tempo's configuration lets TraceQL metrics see costtrace's INTERNAL task spans.
+- Honeycomb, Jaeger and Tempo cannot run here, so a child process configures costtrace exactly as the
+  recipes say, pointed at a capture server on 127.0.0.1 (only the host is changed), records tasks and
+  flushes. The capture servers check what each backend would receive: for Honeycomb, OTLP/HTTP protobuf
+  POSTs to /v1/traces and /v1/metrics with the team header on both and the dataset header on metrics
+  only; for Jaeger, OTLP/gRPC to the TraceService with the service name and costtrace's attributes and
+  events; for Tempo, traces only.
+- One fixed workload (tests/e2e/recipe_workload.py: successful, retried, escalated, failed,
+  escalated_to_human and raised tasks) runs per recipe; each recipe's queries are evaluated on the spans
+  received, as the backend would evaluate them (Honeycomb derived columns, board queries and Query
+  Math; TraceQL selectors and metrics sums; Jaeger tag searches), and must give costtrace's own figures
+  (task summaries and ledger) and the figures docs/backends.md quotes. Failed tasks arrive with status
+  ERROR.
 
 The workloads run in a subprocess: OpenTelemetry allows one global provider per process, and
 tests/conftest.py installed the in-memory ones.
@@ -28,8 +37,10 @@ import sys
 import textwrap
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -49,10 +60,14 @@ HONEYCOMB_ENV = HONEYCOMB / "honeycomb.env"
 BACKENDS_DOC = ROOT / "docs" / "backends.md"
 
 # Every attribute name costtrace can write (dimension keys are user-chosen: checked by prefix).
+# (semconv also holds attribute *values*: operation names, OpenInference span kinds, MIME types.)
 ATTRIBUTE_NAMES = {
     value
     for name, value in vars(sc).items()
-    if name.isupper() and isinstance(value, str) and not name.startswith(("METRIC_", "EVENT_", "OPERATION_"))
+    if name.isupper()
+    and isinstance(value, str)
+    and not name.startswith(("METRIC_", "EVENT_", "OPERATION_", "OPENINFERENCE_KIND_", "MIME_TYPE_"))
+    and name != "DIMENSION_PREFIX"
 }
 
 
@@ -192,14 +207,21 @@ def _aliases() -> set[str]:
     return {c["alias"] for c in _derived_columns()}
 
 
+# Columns Honeycomb derives from the OTLP span itself, not from an attribute (honeycombio/husky):
+# status_code (the status enum, 2 = ERROR), status_message, and error = true when the status is ERROR.
+HONEYCOMB_SPAN_FIELDS = {"status_code", "status_message", "error"}
+
+
 def _check_column(column: str) -> None:
-    assert _is_costtrace_attribute(column) or column in _aliases(), f"unknown column {column!r}"
+    assert _is_costtrace_attribute(column) or column in _aliases() or column in HONEYCOMB_SPAN_FIELDS, (
+        f"unknown column {column!r}"
+    )
 
 
 def test_derived_columns_have_the_api_shape_and_reference_only_costtrace_attributes():
     columns = _derived_columns()
     assert len({c["alias"] for c in columns}) == len(columns)
-    assert {"ct.task_success", "ct.task_retry_tax"} <= _aliases()
+    assert {"ct.task_success", "ct.task_failed", "ct.task_retry_tax"} <= _aliases()
     for column in columns:
         assert set(column) == {"alias", "expression", "description"}, column
         expr = column["expression"]
@@ -207,11 +229,16 @@ def test_derived_columns_have_the_api_shape_and_reference_only_costtrace_attribu
         refs = re.findall(r"\$([A-Za-z_][\w.]*)", expr)
         assert refs, expr
         for ref in refs:
-            assert _is_costtrace_attribute(ref), f"{column['alias']}: ${ref} is not an attribute costtrace writes"
+            assert _is_costtrace_attribute(ref) or ref in HONEYCOMB_SPAN_FIELDS, (
+                f"{column['alias']}: ${ref} is not an attribute costtrace writes"
+            )
         functions = set(re.findall(r"\b([A-Z_]+)\(", expr))
         assert functions <= HONEYCOMB_FUNCTIONS, functions - HONEYCOMB_FUNCTIONS
         for literal in re.findall(r'"([^"]*)"', expr):
             assert literal in {o.value for o in Outcome}, f"{column['alias']}: {literal!r} is not an outcome"
+        # Numbers compared with status_code are OTLP status codes.
+        for number in re.findall(r"EQUALS\(\$status_code, (\d+)\)", expr):
+            assert int(number) == 2, "status_code 2 is ERROR (0 unset, 1 ok)"
 
 
 def _check_query(query: dict[str, Any], *, trigger: bool) -> None:
@@ -502,3 +529,713 @@ def test_backends_page_links_every_recipe_and_every_link_resolves():
         assert (BACKENDS_DOC.parent / link).resolve().exists(), f"broken link {link}"
     linked = {m.group(1) for link in links if (m := re.match(r"\.\./exporters/([^/]+)/", link))}
     assert linked >= {p.name for p in EXPORTERS.iterdir() if p.is_dir()}
+
+
+# --- one fixed workload, each recipe's queries evaluated on what the backend would receive -------------
+#
+# tests/e2e/recipe_workload.py records six tasks (success first pass, retried, escalated, failed,
+# escalated_to_human, raised) in a child configured exactly as a recipe says, and prints costtrace's own
+# figures for them (task summaries and the ledger). The recipe's queries are then evaluated on the spans
+# the capture server received, as the backend would: Honeycomb's derived columns and Query Math,
+# TraceQL filters and TraceQL metrics sums, Jaeger tag searches. Each must give costtrace's figures.
+
+WORKLOAD_SCRIPT = Path(__file__).with_name("recipe_workload.py")
+TEMPO = EXPORTERS / "tempo"
+JAEGER_README = EXPORTERS / "jaeger" / "README.md"
+HONEYCOMB_README = HONEYCOMB / "README.md"
+# Jaeger turns the OTLP status into these tags (OTLP -> Jaeger model translation).
+JAEGER_STATUS_TAGS = {"error", "otel.status_code", "otel.status_description"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A span as a backend stores it: what the recipes' queries can see."""
+
+    name: str
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    kind: str  # "internal", "client", ...
+    status: str  # "unset", "ok", "error"
+    status_message: str
+    attrs: dict[str, Any]
+    resource: dict[str, Any]
+    events: tuple[str, ...]
+
+    @property
+    def is_task(self) -> bool:
+        return self.attrs.get(sc.GEN_AI_OPERATION_NAME) == sc.OPERATION_INVOKE_WORKFLOW
+
+
+def _received_spans(requests: list[Any]) -> list[Span]:
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    kinds = {v: k.removeprefix("SPAN_KIND_").lower() for k, v in trace_pb2.Span.SpanKind.items()}
+    statuses = {v: k.removeprefix("STATUS_CODE_").lower() for k, v in trace_pb2.Status.StatusCode.items()}
+    spans = []
+    for request in requests:
+        for rs in request.resource_spans:
+            resource = _attrs(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    spans.append(
+                        Span(
+                            name=span.name,
+                            trace_id=span.trace_id,
+                            span_id=span.span_id,
+                            parent_span_id=span.parent_span_id,
+                            kind=kinds[span.kind],
+                            status=statuses[span.status.code],
+                            status_message=span.status.message,
+                            attrs=_attrs(span.attributes),
+                            resource=resource,
+                            events=tuple(e.name for e in span.events),
+                        )
+                    )
+    return spans
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the fixed workload: costtrace's own figures and what the capture server received."""
+
+    result: dict[str, Any]
+    spans: list[Span]
+    paths: list[str]
+
+    def task_span(self, kind: str) -> Span:
+        (span,) = [s for s in self.spans if s.is_task and s.attrs[sc.TASK_ID] == self.result["task_ids"][kind]]
+        return span
+
+    def kinds(self, spans: list[Span]) -> set[str]:
+        """The workload's names (first_pass, failed, ...) of the task spans among ``spans``."""
+        by_id = {task_id: kind for kind, task_id in self.result["task_ids"].items()}
+        return {by_id[s.attrs[sc.TASK_ID]] for s in spans if s.is_task}
+
+    def trace_kinds(self, trace_ids: set[bytes]) -> set[str]:
+        return self.kinds([s for s in self.spans if s.is_task and s.trace_id in trace_ids])
+
+
+def _run_fixed_workload(workdir: Path, configure_kwargs: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSTTRACE_"))}
+    child_env.update(env)
+    done = subprocess.run(
+        [sys.executable, str(WORKLOAD_SCRIPT), json.dumps(configure_kwargs), f"sqlite:///{workdir / 'ledger.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["flushed"], done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr  # no export error logged
+    return result
+
+
+def _code_blocks(path: Path, language: str) -> list[str]:
+    return [b.strip() for b in re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.S)]
+
+
+def _tempo_env(port: int) -> dict[str, str]:
+    """The environment the Tempo README exports, with only the host changed to the capture server."""
+    (block,) = [b for b in _code_blocks(TEMPO / "README.md", "bash") if "OTEL_EXPORTER_OTLP_ENDPOINT" in b]
+    env = dict(re.findall(r"^export (\w+)=(\S+)", block, re.M))
+    endpoint = urlparse(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.netloc == "localhost:4318"
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint._replace(netloc=f"127.0.0.1:{port}").geturl()
+    return env
+
+
+def _python_call(path: Path, contains: str) -> str:
+    (block,) = [b for b in _code_blocks(path, "python") if contains in b]
+    return block
+
+
+@pytest.fixture(scope="module")
+def honeycomb_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    assert "costtrace.configure()" in _python_call(HONEYCOMB_README, "costtrace.configure(")
+    with _HTTPCapture() as capture:
+        result = _run_fixed_workload(tmp_path_factory.mktemp("honeycomb"), {}, _honeycomb_env(capture.port))
+    traces = [ExportTraceServiceRequest.FromString(r["body"]) for r in capture.requests if r["path"] == "/v1/traces"]
+    return Run(result, _received_spans(traces), [r["path"] for r in capture.requests])
+
+
+@pytest.fixture(scope="module")
+def tempo_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    assert "costtrace.configure()" in _python_call(TEMPO / "README.md", "costtrace.configure(")
+    with _HTTPCapture() as capture:
+        result = _run_fixed_workload(tmp_path_factory.mktemp("tempo"), {}, _tempo_env(capture.port))
+    traces = [ExportTraceServiceRequest.FromString(r["body"]) for r in capture.requests if r["path"] == "/v1/traces"]
+    return Run(result, _received_spans(traces), [r["path"] for r in capture.requests])
+
+
+@pytest.fixture(scope="module")
+def jaeger_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    call = _python_call(JAEGER_README, "costtrace.configure(")
+    assert 'otlp_endpoint="http://localhost:4317"' in call and 'otlp_protocol="grpc"' in call
+    assert "metrics=False" in call and 'service_name="support-bot"' in call
+    with _grpc_capture() as (port, received):
+        kwargs = {
+            "service_name": "support-bot",
+            "otlp_endpoint": f"http://127.0.0.1:{port}",
+            "otlp_protocol": "grpc",
+            "metrics": False,
+        }
+        result = _run_fixed_workload(tmp_path_factory.mktemp("jaeger"), kwargs, {})
+    return Run(result, _received_spans([request for request, _ in received]), [])
+
+
+def _expected(run: Run) -> dict[str, Any]:
+    """costtrace's own figures for the workload; the summaries and the ledger must agree first."""
+    summaries, ledger = run.result["summaries"], run.result["ledger"]
+    for key in ("tasks", "successes", "cost_usd", "wasted_cost_usd", "cost_per_task_usd"):
+        assert Decimal(str(summaries[key])) == Decimal(str(ledger[key])), key
+    assert Decimal(summaries["cost_per_successful_task_usd"]) == Decimal(ledger["cost_per_successful_task_usd"])
+    return {
+        "tasks": summaries["tasks"],
+        "successes": summaries["successes"],
+        "cost_usd": float(summaries["cost_usd"]),
+        "wasted_cost_usd": float(summaries["wasted_cost_usd"]),
+        "cost_per_task_usd": float(summaries["cost_per_task_usd"]),
+        "cost_per_successful_task_usd": float(summaries["cost_per_successful_task_usd"]),
+        "success_rate": float(summaries["success_rate"]),
+        "first_pass_rate": float(summaries["first_pass_rate"]),
+        "retry_tax": float(Decimal(summaries["wasted_cost_usd"]) / Decimal(summaries["cost_usd"])),
+    }
+
+
+FAILED_LOOKING = {"failed", "to_human", "raised"}  # outcome failure / escalated_to_human, or raised
+SUCCESSFUL = {"first_pass", "retried", "escalated"}
+
+
+def test_the_fixed_workload_arrives_with_failed_tasks_in_error_status(jaeger_run: Run, honeycomb_run: Run):
+    """Issue 12: a task ended by t.fail() or escalate_to_human() looked like a success in every backend."""
+    for run in (jaeger_run, honeycomb_run):
+        assert len([s for s in run.spans if s.is_task]) == 6
+        statuses = {
+            kind: (run.task_span(kind).status, run.task_span(kind).status_message) for kind in run.result["task_ids"]
+        }
+        assert statuses == {
+            "first_pass": ("unset", ""),
+            "retried": ("unset", ""),
+            "escalated": ("unset", ""),
+            "failed": ("error", "failure: validation_failed"),
+            "to_human": ("error", "escalated_to_human: refund_over_limit"),
+            "raised": ("error", "failure: ValueError"),
+        }
+        assert run.task_span("retried").events == (sc.EVENT_RETRY,)
+        assert run.task_span("escalated").events == (sc.EVENT_ESCALATION,)
+        calls = [s for s in run.spans if not s.is_task]
+        assert len(calls) == 10 and all(c.status == "unset" and c.kind == "client" for c in calls)
+        assert sum(c.attrs[sc.CALL_COST_USD] for c in calls) == pytest.approx(_expected(run)["cost_usd"])
+
+
+# --- Honeycomb: derived columns, board queries and Query Math evaluated on the spans --------------------
+
+
+def _honeycomb_tokens(expr: str) -> list[str]:
+    tokens = re.findall(r'\s*(\$[A-Za-z_][\w.]*|"[^"]*"|-?\d+(?:\.\d+)?|[A-Z_]+|true|false|[(),])', expr)
+    assert "".join(tokens).replace(" ", "") == expr.replace(" ", ""), f"cannot tokenize {expr!r}"
+    return tokens
+
+
+def _honeycomb_parse(tokens: list[str]) -> Any:
+    token = tokens.pop(0)
+    if token.startswith("$"):
+        return ("col", token[1:])
+    if token.startswith('"'):
+        return ("lit", token[1:-1])
+    if token in ("true", "false"):
+        return ("lit", token == "true")
+    if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
+        return ("lit", float(token))
+    assert tokens.pop(0) == "(", token
+    args = []
+    while tokens[0] != ")":
+        args.append(_honeycomb_parse(tokens))
+        if tokens[0] == ",":
+            tokens.pop(0)
+    tokens.pop(0)
+    return ("call", token, args)
+
+
+def _honeycomb_eval(node: Any, row: dict[str, Any]) -> Any:
+    """Honeycomb calculated-field semantics for the functions the recipe uses (null = missing column)."""
+    if node[0] == "col":
+        return row.get(node[1])
+    if node[0] == "lit":
+        return node[1]
+    _, fn, args = node
+    if fn == "IF":
+        cond = _honeycomb_eval(args[0], row)
+        branch = args[1] if cond is True or (cond not in (None, False) and cond != 0) else None
+        if branch is None:
+            return _honeycomb_eval(args[2], row) if len(args) > 2 else None
+        return _honeycomb_eval(branch, row)
+    values = [_honeycomb_eval(a, row) for a in args]
+    if fn == "EXISTS":
+        return values[0] is not None
+    if fn == "NOT":
+        return not values[0]
+    if fn in ("AND", "OR"):
+        return all(values) if fn == "AND" else any(values)
+    if any(v is None for v in values):
+        return None
+    a, b = values
+    return {
+        "EQUALS": lambda: a == b,
+        "GT": lambda: a > b,
+        "GTE": lambda: a >= b,
+        "LT": lambda: a < b,
+        "LTE": lambda: a <= b,
+        "MUL": lambda: a * b,
+        "DIV": lambda: a / b if b else None,
+    }[fn]()
+
+
+def _honeycomb_rows(spans: list[Span]) -> list[dict[str, Any]]:
+    """One Honeycomb event per span: its attributes, the status columns, then the derived columns."""
+    codes = {"unset": 0, "ok": 1, "error": 2}
+    rows = []
+    for span in spans:
+        row = dict(span.resource, **span.attrs, name=span.name, status_code=codes[span.status])
+        if span.status_message:
+            row["status_message"] = span.status_message
+        if span.status == "error":
+            row["error"] = True
+        for column in _derived_columns():
+            row[column["alias"]] = _honeycomb_eval(_honeycomb_parse(_honeycomb_tokens(column["expression"])), row)
+        rows.append(row)
+    return rows
+
+
+def _honeycomb_query(query: dict[str, Any], rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[Any]]:
+    """{breakdown values: [one result per calculation]}, as Honeycomb's query engine computes them."""
+
+    def keep(row: dict[str, Any]) -> bool:
+        for flt in query.get("filters", []):
+            value = row.get(flt["column"])
+            op = flt["op"]
+            if (op == "exists" and value is None) or (op == "does-not-exist" and value is not None):
+                return False
+            if op in ("=", "!=", ">", "<"):
+                if value is None:
+                    return False
+                ok = {"=": value == flt["value"], "!=": value != flt["value"]}.get(op)
+                if ok is None:
+                    ok = value > flt["value"] if op == ">" else value < flt["value"]
+                if not ok:
+                    return False
+        return True
+
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in filter(keep, rows):
+        groups.setdefault(tuple(row.get(c) for c in query.get("breakdowns", [])), []).append(row)
+    results = {}
+    for key, members in groups.items():
+        out = []
+        for calc in query["calculations"]:
+            if calc["op"] == "COUNT":
+                out.append(len(members))
+                continue
+            values = [r[calc["column"]] for r in members if r.get(calc["column"]) is not None]
+            if calc["op"] == "SUM":
+                out.append(sum(values))
+            elif calc["op"] == "AVG":
+                out.append(sum(values) / len(values) if values else None)
+            else:
+                raise AssertionError(f"evaluator lacks {calc['op']}")
+        results[key] = out
+    return results
+
+
+def _query_math(panel: dict[str, Any], results: dict[tuple[Any, ...], list[Any]]) -> dict[tuple[Any, ...], float]:
+    """The panel's Query Math formula, with step A = its first calculation, B = its second."""
+    formula = re.search(r"Query Math: (\$[A-Z]) / (\$[A-Z])", panel["description"])
+    assert formula, panel["description"]
+    a, b = (ord(step[1]) - ord("A") for step in formula.groups())
+    return {key: values[a] / values[b] for key, values in results.items()}
+
+
+def _board_panel(title_start: str) -> dict[str, Any]:
+    board = json.loads((HONEYCOMB / "board.json").read_text())
+    (panel,) = [p for p in board["panels"] if p["title"].startswith(title_start)]
+    return panel
+
+
+def honeycomb_figures(run: Run) -> dict[str, Any]:
+    """What a Honeycomb user reads from the board on this run, per feature (one feature here)."""
+    rows = _honeycomb_rows(run.spans)
+    cost = _board_panel("Cost per successful task")
+    cost_results = _honeycomb_query(cost["query"], rows)
+    rates = _board_panel("Success, first-pass and failure rate")
+    rate_results = _honeycomb_query(rates["query"], rows)
+    retry = _board_panel("Retry tax")
+    retry_results = _honeycomb_query(retry["query"], rows)
+    failed = _board_panel("Failed tasks")
+    failed_results = _honeycomb_query(failed["query"], rows)
+    key = ("support",)
+    success_rate, first_pass_rate, failure_rate, tasks = rate_results[key]
+    return {
+        "tasks": tasks,
+        "successes": cost_results[key][1],
+        "cost_usd": cost_results[key][0],
+        "cost_per_task_usd": cost_results[key][0] / tasks,
+        "cost_per_successful_task_usd": _query_math(cost, cost_results)[key],
+        "success_rate": success_rate,
+        "first_pass_rate": first_pass_rate,
+        "failure_rate": failure_rate,
+        "retry_tax": _query_math(retry, retry_results)[key],
+        "failed_tasks": {k[1:]: v[0] for k, v in failed_results.items()},
+    }
+
+
+def test_honeycomb_board_and_query_math_give_costtraces_figures(honeycomb_run: Run):
+    expected = _expected(honeycomb_run)
+    got = honeycomb_figures(honeycomb_run)
+    for key in ("tasks", "successes", "success_rate", "first_pass_rate"):
+        assert got[key] == pytest.approx(expected[key]), key
+    for key in ("cost_usd", "cost_per_task_usd", "cost_per_successful_task_usd", "retry_tax"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-12), key
+    # Status ERROR shows the tasks that failed or went to a human: 3 of 6 here (no partial).
+    assert got["failure_rate"] == pytest.approx(0.5)
+    assert got["failed_tasks"] == {
+        ("failure", "validation_failed"): 1,
+        ("escalated_to_human", "refund_over_limit"): 1,
+        ("failure", honeycomb_run.task_span("raised").attrs.get(sc.TASK_OUTCOME_REASON)): 1,
+    }
+
+
+def test_honeycomb_trigger_queries_evaluate_on_the_workload(honeycomb_run: Run):
+    rows = _honeycomb_rows(honeycomb_run.spans)
+    triggers = {t["name"]: t for t in json.loads((HONEYCOMB / "triggers.json").read_text())}
+    (spend,) = [t for name, t in triggers.items() if "spend" in name]
+    (success,) = [t for name, t in triggers.items() if "success rate" in name]
+    expected = _expected(honeycomb_run)
+    assert _honeycomb_query(spend["query"], rows)[("support",)][0] == pytest.approx(expected["cost_usd"], rel=1e-12)
+    assert _honeycomb_query(success["query"], rows)[("support",)][0] == pytest.approx(expected["success_rate"])
+
+
+# --- Tempo: the recipe's files and its TraceQL, evaluated on the spans ------------------------------------
+
+
+def test_tempo_config_receives_otlp_and_computes_traceql_metrics_over_every_span_kind():
+    config = _yaml(TEMPO / "tempo.yaml")
+    protocols = config["distributor"]["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317" and protocols["http"]["endpoint"] == "0.0.0.0:4318"
+    local_blocks = config["metrics_generator"]["processor"]["local_blocks"]
+    # costtrace's task spans are INTERNAL: the default (server spans only) would hide them from TraceQL metrics.
+    assert local_blocks["filter_server_spans"] is False
+    assert "local-blocks" in config["overrides"]["defaults"]["metrics_generator"]["processors"]
+    assert config["storage"]["trace"]["backend"] == "local"
+    port = config["server"]["http_listen_port"]
+
+    compose = _yaml(TEMPO / "compose.yaml")["services"]
+    assert re.fullmatch(r"grafana/tempo:2\.10\.\d+", compose["tempo"]["image"])
+    assert {"4317:4317", "4318:4318", f"{port}:{port}"} <= set(compose["tempo"]["ports"])
+    config_file = compose["tempo"]["command"][0].split("=", 1)[1]
+    assert f"./tempo.yaml:{config_file}:ro" in compose["tempo"]["volumes"]
+    volume = next(v for v in compose["tempo"]["volumes"] if v.startswith("tempo-data:"))
+    assert config["storage"]["trace"]["wal"]["path"].startswith(volume.split(":")[1])
+
+    datasource = _yaml(TEMPO / "grafana-datasource.yaml")["datasources"][0]
+    assert datasource["type"] == "tempo" and datasource["url"] == f"http://tempo:{port}"
+    mounted = [v for v in compose["grafana"]["volumes"] if v.startswith("./grafana-datasource.yaml:")]
+    assert mounted and "/etc/grafana/provisioning/datasources/" in mounted[0]
+
+
+_TRACEQL = re.compile(
+    r"^\{\s*(?P<filter>.*?)\s*\}"
+    r"(?:\s*\|\s*(?P<fn>count_over_time|sum_over_time)\((?P<arg>[\w.]*)\)(?:\s*by\s*\((?P<by>[\w., ]+)\))?)?$"
+)
+_TRACEQL_TERM = re.compile(r'^(?P<field>[\w.:]+)\s*(?P<op>=~|!~|!=|>=|<=|=|>|<)\s*(?P<value>"[^"]*"|[\w.\-]+)$')
+
+
+def _traceql_field(span: Span, field: str) -> Any:
+    if field.startswith("span."):
+        return span.attrs.get(field.removeprefix("span."))
+    if field.startswith("resource."):
+        return span.resource.get(field.removeprefix("resource."))
+    intrinsic = field.removeprefix("span:")
+    if intrinsic in ("name", "status", "kind"):
+        return getattr(span, intrinsic)
+    raise AssertionError(f"the evaluator does not know TraceQL field {field!r}")
+
+
+def _traceql_term(term: str) -> Callable[[Span], bool]:
+    m = _TRACEQL_TERM.match(term.strip())
+    assert m, f"not a TraceQL comparison: {term!r}"
+    field, op, raw = m["field"], m["op"], m["value"]
+    value: Any
+    if raw.startswith('"'):
+        value = raw[1:-1]
+    elif raw in ("true", "false"):
+        value = raw == "true"
+    elif raw == "nil":
+        value = None
+    elif re.fullmatch(r"-?\d+(\.\d+)?", raw):
+        value = float(raw)
+    else:
+        assert field in ("status", "kind", "span:status", "span:kind"), f"bare value {raw!r} for {field}"
+        value = raw
+
+    def predicate(span: Span) -> bool:
+        actual = _traceql_field(span, field)
+        if op == "!=":
+            return actual != value
+        if actual is None:
+            return False
+        if op == "=":
+            return actual == value
+        if op in ("=~", "!~"):
+            return bool(re.fullmatch(value, actual)) == (op == "=~")
+        return {">": actual > value, ">=": actual >= value, "<": actual < value, "<=": actual <= value}[op]
+
+    return predicate
+
+
+def _traceql_filter(text: str) -> Callable[[Span], bool]:
+    """A span selector: comparisons joined by && (binding tighter) and ||."""
+    alternatives = [[_traceql_term(t) for t in part.split("&&")] for part in text.split("||")]
+    return lambda span: any(all(p(span) for p in terms) for terms in alternatives)
+
+
+def traceql(query: str, spans: list[Span]) -> Any:
+    """Search: the matching spans. Metrics: {by-values: sum or count} over the whole range."""
+    m = _TRACEQL.match(query)
+    assert m, f"not a TraceQL query the recipe should use: {query!r}"
+    matched = [s for s in spans if _traceql_filter(m["filter"])(s)]
+    if not m["fn"]:
+        return matched
+    by = [f.strip() for f in (m["by"] or "").split(",") if f.strip()]
+    series: dict[tuple[Any, ...], float] = {}
+    for span in matched:
+        key = tuple(_traceql_field(span, f) for f in by)
+        if m["fn"] == "count_over_time":
+            series[key] = series.get(key, 0) + 1
+        else:
+            value = _traceql_field(span, m["arg"])
+            if value is not None:
+                series[key] = series.get(key, 0.0) + value
+    return series
+
+
+def _traceql_queries() -> list[str]:
+    return [q for q in _code_blocks(TEMPO / "README.md", "traceql")] + [
+        re.search(r"'q=(.*?)'", b, re.S)[1]  # type: ignore[index]
+        for b in _code_blocks(TEMPO / "README.md", "bash")
+        if "q=" in b
+    ]
+
+
+def test_every_traceql_query_parses_and_names_only_costtrace_attributes():
+    queries = _traceql_queries()
+    assert len(queries) >= 10
+    for query in queries:
+        m = _TRACEQL.match(query)
+        assert m, f"the evaluator (and the docs) only use simple selectors and metrics: {query!r}"
+        fields = [t.split()[0] for part in m["filter"].split("||") for t in part.split("&&")]
+        fields += [m["arg"]] if m["arg"] else []
+        fields += [f.strip() for f in (m["by"] or "").split(",") if f.strip()]
+        for field in fields:
+            if field.startswith("span."):
+                assert _is_costtrace_attribute(field.removeprefix("span.")), f"{query}: {field}"
+            else:
+                assert field in ("name", "status", "kind"), f"{query}: {field}"
+    # The queries the issue names.
+    assert '{ span.costtrace.task.outcome = "failure" }' in queries
+    assert '{ status = error && name =~ "invoke_workflow.*" }' in queries
+
+
+def _one(queries: list[str], *parts: str) -> str:
+    found = [q for q in queries if all(p in q for p in parts)]
+    assert len(set(found)) == 1, (parts, found)
+    return found[0]
+
+
+def _exact(queries: list[str], query: str) -> str:
+    assert query in queries, f"the README lost {query!r}"
+    return query
+
+
+def tempo_figures(run: Run) -> dict[str, Any]:
+    """What a Tempo user reads with the recipe's queries on this run (sums over the whole range)."""
+    queries = _traceql_queries()
+    spend = traceql(_one(queries, "sum_over_time(span.costtrace.task.cost_usd)"), run.spans)
+    tasks = traceql(_one(queries, '{ span.gen_ai.operation.name = "invoke_workflow" } | count_over_time()'), run.spans)
+    successes = traceql(_one(queries, '"success" } | count_over_time()'), run.spans)
+    errors = traceql(_one(queries, "status = error && span.gen_ai", "count_over_time()"), run.spans)
+    wasted = traceql(
+        _one(queries, "sum_over_time(span.costtrace.task.cost_usd)").replace("cost_usd", "wasted_cost_usd"), run.spans
+    )
+    key = ("support",)
+    return {
+        "tasks": tasks[key],
+        "successes": successes[key],
+        "cost_usd": spend[key],
+        "cost_per_task_usd": spend[key] / tasks[key],
+        "cost_per_successful_task_usd": spend[key] / successes[key],
+        "success_rate": successes[key] / tasks[key],
+        "failure_rate": errors[key] / tasks[key],
+        "retry_tax": wasted[key] / spend[key],
+        "status_error_traces": run.trace_kinds(
+            {s.trace_id for s in traceql(_one(queries, "status = error && name"), run.spans)}
+        ),
+    }
+
+
+def test_tempo_recipe_sends_traces_only(tempo_run: Run):
+    assert set(tempo_run.paths) == {"/v1/traces"}  # OTEL_METRICS_EXPORTER=none: no /v1/metrics request
+    assert {s.resource["service.name"] for s in tempo_run.spans} == {"support-bot"}
+
+
+def test_tempo_traceql_gives_costtraces_figures(tempo_run: Run):
+    expected = _expected(tempo_run)
+    got = tempo_figures(tempo_run)
+    for key in ("tasks", "successes", "success_rate"):
+        assert got[key] == pytest.approx(expected[key]), key
+    for key in ("cost_usd", "cost_per_task_usd", "cost_per_successful_task_usd", "retry_tax"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-12), key
+    assert got["failure_rate"] == pytest.approx(0.5)
+    assert got["status_error_traces"] == FAILED_LOOKING
+
+    queries = _traceql_queries()
+    run = tempo_run
+    assert run.kinds(traceql(_exact(queries, '{ span.costtrace.task.outcome = "failure" }'), run.spans)) == {
+        "failed",
+        "raised",
+    }
+    assert run.kinds(traceql(_one(queries, '"escalated_to_human" && span.costtrace.feature'), run.spans)) == {
+        "to_human"
+    }
+    assert run.kinds(traceql(_one(queries, "cost_usd > "), run.spans)) == {"escalated", "to_human"}
+    assert len(traceql(_exact(queries, '{ span.gen_ai.operation.name = "invoke_workflow" }'), run.spans)) == 6
+    assert traceql(_one(queries, "call.priced = false"), run.spans) == []  # every call of the workload is priced
+
+
+# --- Jaeger: the tag searches of the README, evaluated on the spans ---------------------------------------
+
+
+def _jaeger_searches() -> list[str]:
+    section = JAEGER_README.read_text().split("## Find tasks by tag", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", section, re.M)
+
+
+def _jaeger_tags(span: Span) -> dict[str, str]:
+    """Span tags as Jaeger shows and searches them: strings, plus the status tags."""
+    tags = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in span.attrs.items()}
+    if span.status == "error":
+        tags.update({"error": "true", "otel.status_code": "ERROR", "otel.status_description": span.status_message})
+    return tags
+
+
+def jaeger_search(tags: str, spans: list[Span]) -> set[bytes]:
+    """The traces Jaeger's search returns for a logfmt Tags string (all key=value pairs on one span)."""
+    import shlex
+
+    wanted = dict(pair.split("=", 1) for pair in shlex.split(tags))
+    return {s.trace_id for s in spans if all(_jaeger_tags(s).get(k) == v for k, v in wanted.items())}
+
+
+def test_jaeger_searches_name_only_costtrace_attributes_and_find_the_right_tasks(jaeger_run: Run):
+    searches = _jaeger_searches()
+    assert len(searches) >= 5
+    for search in searches:
+        for pair in search.split():
+            key = pair.split("=", 1)[0]
+            assert _is_costtrace_attribute(key) or key in JAEGER_STATUS_TAGS, f"{search}: {key}"
+    run = jaeger_run
+    found = {search: run.trace_kinds(jaeger_search(search, run.spans)) for search in searches}
+    assert found["error=true"] == FAILED_LOOKING
+    assert found["costtrace.task.outcome=failure"] == {"failed", "raised"}
+    assert found["costtrace.task.outcome=escalated_to_human"] == {"to_human"}
+    assert found["costtrace.feature=support costtrace.task.outcome=success"] == SUCCESSFUL
+    assert found["costtrace.task.outcome_reason=validation_failed"] == {"failed"}
+    assert found["costtrace.call.priced=false"] == set()
+    # One task, one trace: its cost is on the root span, equal to costtrace's own.
+    for kind, task_id in run.result["task_ids"].items():
+        span = run.task_span(kind)
+        assert span.parent_span_id == b""
+        assert span.attrs[sc.TASK_COST_USD] == pytest.approx(float(run.result["task_cost_usd"][task_id]))
+
+
+# --- docs/backends.md: the figures it quotes are the ones the fixed workload produces ----------------------
+
+
+def _markdown_table(text: str, header_start: str) -> dict[str, list[str]]:
+    """{first cell: other cells} of the table whose header row starts with ``header_start``."""
+    lines = text.split(f"| {header_start} |", 1)[1].splitlines()[2:]
+    rows = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _usd(value: float) -> str:
+    return f"${value:.6f}"
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def test_the_backends_page_shows_the_fixed_workloads_figures(honeycomb_run: Run, tempo_run: Run, jaeger_run: Run):
+    text = BACKENDS_DOC.read_text()
+    expected = _expected(honeycomb_run)
+    assert _expected(tempo_run) == pytest.approx(expected) and _expected(jaeger_run) == pytest.approx(expected)
+
+    # The workload table: each task's cost, outcome and span status.
+    kinds = {
+        "first pass": "first_pass",
+        "retried": "retried",
+        "escalated": "escalated",
+        "failed": "failed",
+        "to a human": "to_human",
+        "raised": "raised",
+    }
+    workload = _markdown_table(text, "task")
+    assert set(workload) == set(kinds)
+    for label, kind in kinds.items():
+        _calls, outcome, cost, status = workload[label]
+        span = jaeger_run.task_span(kind)
+        assert outcome == span.attrs[sc.TASK_OUTCOME], label
+        assert cost == _usd(span.attrs[sc.TASK_COST_USD]), label
+        assert status == ("unset" if span.status == "unset" else f"error `{span.status_message}`"), label
+
+    honeycomb, tempo = honeycomb_figures(honeycomb_run), tempo_figures(tempo_run)
+    errors = {
+        "costtrace report": sum(1 for o in honeycomb_run.result["outcomes"].values() if o != "success"),
+        "Honeycomb": honeycomb["failure_rate"] * honeycomb["tasks"],
+        "Tempo": len(tempo["status_error_traces"]),
+        "Jaeger": len(jaeger_run.trace_kinds(jaeger_search("error=true", jaeger_run.spans))),
+    }
+    shown = _markdown_table(text, "figure")
+    columns = ["costtrace report", "Honeycomb", "Tempo", "Jaeger"]
+    for name, figures in (("costtrace report", expected), ("Honeycomb", honeycomb), ("Tempo", tempo)):
+        column = columns.index(name)
+        assert shown["tasks"][column] == str(round(figures["tasks"])), name
+        assert shown["successful tasks"][column] == str(round(figures["successes"])), name
+        assert shown["spend on tasks"][column] == _usd(figures["cost_usd"]), name
+        assert shown["cost per task"][column] == _usd(figures["cost_per_task_usd"]), name
+        assert shown["cost per successful task"][column] == _usd(figures["cost_per_successful_task_usd"]), name
+        assert shown["success rate"][column] == _pct(figures["success_rate"]), name
+        assert shown["retry tax"][column] == _pct(figures["retry_tax"]), name
+    for name, count in errors.items():
+        assert shown["tasks with status error"][columns.index(name)] == str(round(count)), name
+    jaeger = columns.index("Jaeger")
+    assert shown["tasks"][jaeger] == str(len({s.trace_id for s in jaeger_run.spans if s.is_task}))
+    assert all(shown[row][jaeger] == "—" for row in shown if row not in ("tasks", "tasks with status error"))
+    # The prose quotes the same numbers.
+    assert f"= {_usd(expected['cost_usd'])} over 6 tasks" in text
+    assert f"Query Math `$A / $B` = {_usd(expected['cost_per_successful_task_usd'])}" in text
+    assert f"({_usd(expected['wasted_cost_usd'])} / {_usd(expected['cost_usd'])})" in text
+    escalated = jaeger_run.task_span("escalated").attrs[sc.TASK_COST_USD]
+    assert f"`costtrace.task.cost_usd={escalated:g}`" in text
