@@ -2,7 +2,8 @@
 
 Commands::
 
-    costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL] [--console]
+    costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL]
+                   [--console [human|json]]
     costtrace report [--by feature,route] [FILTERS] [--format table|json|csv] [--html out.html]
     costtrace compare --feature F [FILTERS] [--rework-cost USD]
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
@@ -112,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also export the demo's spans and metrics over OTLP to this collector or backend, e.g. "
         "http://localhost:4318 (http/protobuf; OTEL_EXPORTER_OTLP_PROTOCOL=grpc for gRPC on :4317)",
     )
-    p.add_argument("--console", action="store_true", help="also print every span to stdout as it ends")
+    p.add_argument(
+        "--console",
+        nargs="?",
+        const="human",
+        choices=("human", "json"),
+        help="also print to stdout: each finished task as a readable block (human, the default), "
+        "or every span as raw JSON (json)",
+    )
     p.set_defaults(handler=_demo_command)
     _ledger_commands.add_commands(commands)
     return parser
@@ -122,15 +130,15 @@ def _demo_command(args: argparse.Namespace) -> int:
     import costtrace
 
     endpoint: str | None = args.otlp_endpoint
-    console: bool = args.console
-    exporting = endpoint is not None or console
+    console: str | None = args.console
+    exporting = endpoint is not None or console is not None
     if exporting:
         # Only when asked: without these flags the demo installs no global OpenTelemetry provider.
         costtrace.configure(
             service_name=DEMO_SERVICE_NAME,
             otlp=endpoint is not None,
             otlp_endpoint=endpoint,
-            console=console,
+            console=console or False,
             metrics=endpoint is not None,
         )
     try:

@@ -6,7 +6,7 @@ Apps without OpenTelemetry call :func:`configure` once at start-up::
     costtrace.configure(service_name="support-bot")          # OTLP to the standard endpoint
     costtrace.configure(service_name="support-bot", otlp_endpoint="http://collector:4318",
                         headers={"x-honeycomb-team": key})
-    costtrace.configure(console=True)                         # print finished spans; no export
+    costtrace.configure(console=True)                         # print finished tasks, readable; no export
 
 Configuration errors raise :class:`costtrace.ConfigError` at once; nothing here raises later.
 """
@@ -131,7 +131,7 @@ def configure(
     otlp_protocol: str | None = None,
     headers: Mapping[str, str] | str | None = None,
     export_timeout_s: float | None = None,
-    console: bool = False,
+    console: bool | str | None = None,
     metrics: bool = True,
     metric_export_interval_s: float = 60.0,
     resource_attributes: Mapping[str, str] | None = None,
@@ -157,7 +157,10 @@ def configure(
         otlp_endpoint: Base URL of the collector or backend, e.g. ``http://localhost:4318``.
         otlp_protocol: ``http/protobuf`` (default) or ``grpc``.
         headers: Export headers (a dict or ``"k=v,k2=v2"``), e.g. an API key for a hosted backend.
-        console: Also print finished spans to stdout (debugging).
+        console: Also print to stdout: ``True`` or ``"human"``, each finished task as a readable block
+            (its calls, retries, escalations, subtasks and cost; see docs/configuration.md#console);
+            ``"json"``, every span as the SDK's raw JSON; ``False``, nothing. Default: ``COSTTRACE_CONSOLE``
+            (``human`` | ``json``), else no console.
         metrics: Export metrics too.
         span_exporter / metric_reader: Your own exporter or reader, added next to the others.
         prices_file: A JSON or TOML price override file (see docs/pricing.md).
@@ -176,10 +179,13 @@ def configure(
     global _configured, _tracer_provider, _meter_provider, _owns_tracer_provider
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from costtrace import console as _console
+
+    console_mode = _console.resolve_mode(console)
     if otlp is None:
-        elsewhere = console or span_exporter is not None or metric_reader is not None
+        elsewhere = console_mode is not None or span_exporter is not None or metric_reader is not None
         otlp = (
             not elsewhere
             or otlp_endpoint is not None
@@ -232,8 +238,8 @@ def configure(
             provider.add_span_processor(BatchSpanProcessor(span_exp))
         if span_exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        if console:
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        if console_mode is not None:
+            provider.add_span_processor(_console.span_processor(console_mode))
         _tracer_provider = provider
 
         if metrics:
