@@ -529,3 +529,18 @@ def test_console_false_wins_over_the_variable():
     result = run_app("console=False, otlp=False", {"COSTTRACE_CONSOLE": "human"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "app done\n"
+
+
+def test_the_sample_in_docs_configuration_is_what_the_console_prints():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = doc.split("## Console\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSTTRACE_"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=clean)
+    assert result.returncode == 0, result.stderr
+
+    def no_durations(text: str) -> str:
+        return re.sub(r"  (\d+ ms|\d+\.\d\d s|\d+ min \d\d s)$", "  <duration>", text, flags=re.MULTILINE)
+
+    assert no_durations(result.stdout) == no_durations(shown)
