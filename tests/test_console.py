@@ -399,7 +399,7 @@ def test_float_costs_print_in_fixed_point():
 @pytest.mark.parametrize(
     ("value", "env", "mode"),
     [
-        (True, "", "human"), ("human", "", "human"), ("json", "", "json"), (False, "human", None),
+        (True, "", "human"), ("human", "", "human"), ("json", "", "json"), ("JSON", "", "json"), (False, "human", None),
         (None, "", None), (None, "human", "human"), (None, " JSON ", "json"), (None, "true", "human"),
         (None, "0", None), (None, "off", None),
     ],

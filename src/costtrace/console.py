@@ -93,8 +93,8 @@ def resolve_mode(value: object, env: Mapping[str, str] | None = None) -> Mode | 
         return "human"
     if value is False:
         return None
-    if isinstance(value, str) and value in MODES:
-        return value
+    if isinstance(value, str) and value.strip().lower() in MODES:
+        return "json" if value.strip().lower() == "json" else "human"
     shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:80]}..."
     raise ConfigError(f"console={shown} is not a console mode; use True or 'human' (readable), 'json' (raw spans)")
 
