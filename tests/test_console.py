@@ -387,6 +387,14 @@ def test_the_retry_after_a_raising_call_reads_before_the_call_that_retries(spans
     assert lines[4].startswith(f"  cost >={usd(t.summary.known_cost_usd)} (1 unpriced call)  wasted >=$0.0000")
 
 
+def test_names_and_dimensions_print_on_one_line():
+    out = io.StringIO()
+    attrs = task_attrs("resolve\nticket", "ab" * 16, {sc.FEATURE: "sup\nport", f"{sc.DIMENSION_PREFIX}x": "y" * 200})
+    ConsoleSpanProcessor(out=out).on_end(SpanFactory().make("invoke_workflow t", 1, 0, 1, attrs))
+    header = out.getvalue().splitlines()[0]
+    assert header == f"task resolve ticket  feature=sup port x={'y' * 77}...  success"
+
+
 def test_float_costs_print_in_fixed_point():
     assert console._usd_of(2.64e-05) == Decimal("0.0000264")
     out = io.StringIO()

@@ -371,7 +371,7 @@ def _dimensions(attrs: Mapping[str, Any], parent: Mapping[str, Any] | None = Non
         if parent is not None and parent.get(key) == attrs[key]:
             continue
         short = key[len(sc.DIMENSION_PREFIX) :] if key.startswith(sc.DIMENSION_PREFIX) else key.split(".", 1)[1]
-        parts.append(f"{short}={attrs[key]}")
+        parts.append(f"{short}={_cut(attrs[key])}")
     return " ".join(parts)
 
 
@@ -379,7 +379,7 @@ def _call_cells(call: _Span) -> tuple[str, str, str, str]:
     """(label, tokens, cost, notes) of a call span."""
     a = call.attrs
     operation, model = a.get(sc.GEN_AI_OPERATION_NAME), a.get(sc.GEN_AI_REQUEST_MODEL)
-    label = f"{operation} {model}" if operation and model else call.name
+    label = _cut(f"{operation} {model}" if operation and model else call.name)
     source = a.get(sc.USAGE_SOURCE)
     notes: list[str] = []
     if a.get(sc.CALL_SENT) is False:
@@ -511,10 +511,8 @@ def _build(spans: Iterable[_Span], root: _Span | None) -> list[_Node]:
 def _task_rows(node: _Node, depth: int, parent_attrs: Mapping[str, Any] | None, note: str | None) -> list[_Row]:
     span = node.span
     attrs = span.attrs if span is not None else (node.dims_hint or {})
-    name = (
-        str(attrs.get(sc.TASK_NAME, span.name))
-        if span is not None
-        else (node.name_hint or f"(id {str(node.task_id)[:12]})")
+    name = _cut(
+        attrs.get(sc.TASK_NAME, span.name) if span is not None else (node.name_hint or f"(id {str(node.task_id)[:12]})")
     )
     header = [f"task {name}", _dimensions(attrs, parent_attrs)]
     if span is not None:
