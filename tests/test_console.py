@@ -552,3 +552,35 @@ def test_the_sample_in_docs_configuration_is_what_the_console_prints():
         return re.sub(r"  (\d+ ms|\d+\.\d\d s|\d+ min \d\d s)$", "  <duration>", text, flags=re.MULTILINE)
 
     assert no_durations(result.stdout) == no_durations(shown)
+
+
+def test_tasks_ending_in_many_threads_print_whole_blocks(monkeypatch):
+    """Each block holds its own task's calls, whatever the interleaving of the threads."""
+    import threading
+
+    from costtrace import _otel
+
+    out = io.StringIO()
+    provider = TracerProvider()
+    provider.add_span_processor(ConsoleSpanProcessor(out=out))
+    monkeypatch.setattr(_otel, "_tracer", provider.get_tracer("costtrace"))
+
+    def work(n: int) -> None:
+        for i in range(20):
+            with costtrace.task(f"job_{n}", customer=f"c{n}"):
+                for _ in range(3):
+                    costtrace.record_llm_call("openai", "gpt-4o-mini", 100 + n, i + 1)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    blocks = out.getvalue().split("task job_")[1:]
+    assert len(blocks) == 8 * 20
+    for block in blocks:
+        lines = block.splitlines()
+        n = int(lines[0].split()[0])
+        assert lines[0] == f"{n}  customer=c{n}  success"
+        assert len(lines) == 5 and all(line.startswith(f"  chat gpt-4o-mini  {100 + n} in") for line in lines[1:4])
+        assert lines[4].startswith("  cost $")
