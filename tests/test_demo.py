@@ -273,10 +273,10 @@ def test_the_demo_installs_no_opentelemetry_provider_unless_asked(tmp_path):
     assert out.stderr.split()[-3:] == ["ProxyTracerProvider", "_ProxyMeterProvider", "False"]
 
 
-def test_console_prints_the_task_and_sdk_call_spans(tmp_path):
+def _demo_with_console(tmp_path, *console: str) -> str:
     out = subprocess.run(
         [
-            *(sys.executable, "-m", "costtrace", "demo", "--tasks", "1", "--console"),
+            *(sys.executable, "-m", "costtrace", "demo", "--tasks", "1", *console),
             *("--ledger", f"sqlite:///{tmp_path / 'l.db'}"),
         ],
         capture_output=True,
@@ -284,11 +284,28 @@ def test_console_prints_the_task_and_sdk_call_spans(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert '"name": "invoke_workflow resolve_ticket.cascade"' in out.stdout
-    assert '"costtrace.dimension.routing": "cascade"' in out.stdout
-    assert '"name": "chat gpt-4o-mini"' in out.stdout
-    assert '"service.name": "costtrace-demo"' in out.stdout
     assert "Per route" in out.stdout
+    return out.stdout
+
+
+def test_console_prints_each_task_as_a_readable_block(tmp_path):
+    stdout = _demo_with_console(tmp_path, "--console")
+    blocks = [line for line in stdout.splitlines() if line.startswith("task resolve_ticket.")]
+    assert [b.split()[1] for b in blocks] == [
+        "resolve_ticket.cheap_only", "resolve_ticket.frontier_only", "resolve_ticket.cascade"
+    ]  # fmt: skip
+    assert all("feature=support" in b and "routing=" in b for b in blocks)
+    assert re.search(r"^  chat gpt-4o-mini  [\d,]+ in( \(.*\))? / [\d,]+ out +\$0\.\d+$", stdout, re.MULTILINE)
+    assert re.search(r"^  cost \$0\.\d+  wasted \$", stdout, re.MULTILINE)
+    assert '"name":' not in stdout
+
+
+def test_console_json_prints_the_task_and_sdk_call_spans(tmp_path):
+    stdout = _demo_with_console(tmp_path, "--console", "json")
+    assert '"name": "invoke_workflow resolve_ticket.cascade"' in stdout
+    assert '"costtrace.dimension.routing": "cascade"' in stdout
+    assert '"name": "chat gpt-4o-mini"' in stdout
+    assert '"service.name": "costtrace-demo"' in stdout
 
 
 def test_a_bad_otlp_endpoint_is_one_line_on_stderr_and_configures_nothing(capsys, ledger):

@@ -3,7 +3,7 @@
 Commands::
 
     costtrace demo [--tasks N] [--seed S] [--rework-cost USD] [--ledger URL] [--otlp-endpoint URL]
-                   [--metrics | --no-metrics] [--console]
+                   [--metrics | --no-metrics] [--console [human|json]]
     costtrace report [--by feature,route] [FILTERS] [--format table|json|csv] [--html out.html]
     costtrace compare --feature F [FILTERS] [--rework-cost USD]
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
@@ -124,7 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="export metrics next to the spans (default: yes, unless OTEL_METRICS_EXPORTER=none); "
         "--no-metrics sends traces only, for backends with no metrics endpoint (Phoenix, Jaeger, Tempo)",
     )
-    p.add_argument("--console", action="store_true", help="also print every span to stdout as it ends")
+    p.add_argument(
+        "--console",
+        nargs="?",
+        const="human",
+        choices=("human", "json"),
+        help="also print to stdout: each finished task as a readable block (human, the default), "
+        "or every span as raw JSON (json)",
+    )
     p.set_defaults(handler=_demo_command)
     _ledger_commands.add_commands(commands)
     _add_phoenix_commands(commands)
@@ -210,6 +217,8 @@ def _demo_exports(args: argparse.Namespace) -> bool:
     """Whether the demo installs OpenTelemetry export: a flag asks for it, or the standard variables do."""
     if args.otlp_endpoint is not None or args.console:
         return True
+    if os.environ.get("COSTTRACE_CONSOLE", "").strip().lower() not in ("", "false", "0", "no", "off", "none"):
+        return True  # COSTTRACE_CONSOLE=human|json (a bad value: configure() says so); no SDK import here
     endpoints = (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -248,8 +257,8 @@ def _demo_command(args: argparse.Namespace) -> int:
         # Only when asked: without these flags and variables the demo installs no global OpenTelemetry provider.
         # Flags win over the OTEL_* variables; what no flag says comes from them (configure() reads them).
         service_name = None if os.environ.get("OTEL_SERVICE_NAME", "").strip() else DEMO_SERVICE_NAME
-        console = True if args.console else None
-        plan = config._export_plan(otlp=None, otlp_endpoint=endpoint, console=console, metrics=args.metrics)
+        console: str | None = args.console  # human | json | None: COSTTRACE_CONSOLE, else OTEL_TRACES_EXPORTER
+        _, plan = config._console_and_plan(otlp=None, otlp_endpoint=endpoint, console=console, metrics=args.metrics)
         costtrace.configure(
             service_name=service_name,
             otlp_endpoint=endpoint,

@@ -6,7 +6,7 @@ Apps without OpenTelemetry call :func:`configure` once at start-up::
     costtrace.configure(service_name="support-bot")          # OTLP to the standard endpoint
     costtrace.configure(service_name="support-bot", otlp_endpoint="http://collector:4318",
                         headers={"x-honeycomb-team": key})
-    costtrace.configure(console=True)                         # print finished spans; no export
+    costtrace.configure(console=True)                         # print finished tasks, readable; no export
 
 Configuration errors raise :class:`costtrace.ConfigError` at once; nothing here raises later.
 """
@@ -180,6 +180,23 @@ def _export_plan(
     )
 
 
+def _console_and_plan(*, console: object, **kwargs: Any) -> tuple[Any, _ExportPlan]:
+    """The console mode (``"human"``, ``"json"`` or None) and the export plan, for ``configure(console=...)``.
+
+    The argument wins, else ``COSTTRACE_CONSOLE`` (both read by :func:`costtrace.console.resolve_mode`);
+    when neither says, ``OTEL_TRACES_EXPORTER=console`` prints every span as the SDK's raw JSON, which
+    is what the OpenTelemetry spec's console exporter is.
+    """
+    from costtrace import console as _console
+
+    mode = _console.resolve_mode(console)
+    asked = None if console is None and mode is None else mode is not None
+    plan = _export_plan(console=asked, **kwargs)
+    if plan.traces_console and mode is None:
+        mode = "json"
+    return (mode if plan.traces_console else None), plan
+
+
 def _otlp_exporters(
     protocol: str,
     endpoint: str | None,
@@ -231,7 +248,7 @@ def configure(
     otlp_protocol: str | None = None,
     headers: Mapping[str, str] | str | None = None,
     export_timeout_s: float | None = None,
-    console: bool | None = None,
+    console: bool | str | None = None,
     metrics: bool | None = None,
     metric_export_interval_s: float = 60.0,
     resource_attributes: Mapping[str, str] | None = None,
@@ -262,8 +279,10 @@ def configure(
         otlp_endpoint: Base URL of the collector or backend, e.g. ``http://localhost:4318``.
         otlp_protocol: ``http/protobuf`` (default) or ``grpc``.
         headers: Export headers (a dict or ``"k=v,k2=v2"``), e.g. an API key for a hosted backend.
-        console: Also print finished spans to stdout (debugging). Default: ``OTEL_TRACES_EXPORTER`` names
-            ``console``.
+        console: Also print to stdout: ``True`` or ``"human"``, each finished task as a readable block
+            (its calls, retries, escalations, subtasks and cost; see docs/configuration.md#console);
+            ``"json"``, every span as the SDK's raw JSON; ``False``, nothing. Default: ``COSTTRACE_CONSOLE``
+            (``human`` | ``json``), else ``"json"`` when ``OTEL_TRACES_EXPORTER`` names ``console``, else none.
         metrics: Export metrics too. Default: yes, unless ``OTEL_METRICS_EXPORTER=none`` (then only your
             own ``metric_reader`` gets them); ``metrics=False`` sends traces only.
         span_exporter / metric_reader: Your own exporter or reader, added next to the others.
@@ -287,9 +306,9 @@ def configure(
     global _configured, _tracer_provider, _meter_provider, _owns_tracer_provider
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    plan = _export_plan(
+    console_mode, plan = _console_and_plan(
         otlp=otlp,
         otlp_endpoint=otlp_endpoint,
         console=console,
@@ -356,8 +375,10 @@ def configure(
             provider.add_span_processor(BatchSpanProcessor(span_exp))
         if span_exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        if plan.traces_console:
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        if console_mode is not None:
+            from costtrace import console as _console
+
+            provider.add_span_processor(_console.span_processor(console_mode))
         _tracer_provider = provider
 
         if plan.metrics:
