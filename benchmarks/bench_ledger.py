@@ -43,7 +43,7 @@ import sqlalchemy as sa
 
 import costtrace
 from _postgres import PG_ENV, postgres_unavailable, postgres_url
-from costtrace.ledger import schema
+from costtrace.spend import schema
 
 MODEL = "gpt-4o-mini"
 PROMPT = (
@@ -62,7 +62,7 @@ def sqlite_url(tmp: Path) -> Iterator[str]:
 
 
 def count_calls(url: str) -> int:
-    from costtrace.ledger.engine import make_engine
+    from costtrace.spend.engine import make_engine
 
     engine = make_engine(url)
     try:

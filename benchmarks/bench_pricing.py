@@ -16,7 +16,7 @@ import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from costtrace.pricing import PriceCatalog
+from costtrace.price.catalog import PriceCatalog
 from costtrace.usage import Usage
 
 AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -24,7 +24,7 @@ AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 FIRST_LOOKUP = """
 import time
 t = time.perf_counter()
-from costtrace.pricing import PriceCatalog
+from costtrace.price.catalog import PriceCatalog
 from costtrace.usage import Usage
 PriceCatalog().cost(Usage(input_tokens=1000, output_tokens=100), provider="openai", model="gpt-4o")
 print(f"{(time.perf_counter() - t) * 1e3:.0f}")

@@ -1,4 +1,4 @@
-"""Report time of costtrace.analytics on a generated ledger of many tasks, on SQLite and/or PostgreSQL.
+"""Report time of costtrace.analysis.stats on a generated ledger of many tasks, on SQLite and/or PostgreSQL.
 
 Run: python benchmarks/bench_report.py [--tasks N] [--repeats R] [--backends sqlite,postgresql]
                                         [--postgres-url URL]
@@ -30,9 +30,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from _postgres import PG_ENV, postgres_unavailable, postgres_url
-from costtrace.analytics import model_costs, scope_stats
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+from costtrace.analysis.stats import model_costs, scope_stats
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 
 # The task columns as expressions of the row number i (0-based); the same SQL on both databases.
 _TASK_COLUMNS = {
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks < 1 or args.repeats < 1:
         parser.error("--tasks and --repeats must be >= 1")
     python = sys.version.split()[0]
-    print(f"costtrace.analytics report time, {args.tasks:,} tasks, best of {args.repeats}, python {python}")
+    print(f"costtrace.analysis.stats report time, {args.tasks:,} tasks, best of {args.repeats}, python {python}")
     for backend in (b.strip() for b in args.backends.split(",") if b.strip()):
         if backend == "sqlite":
             with sqlite_url() as url:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 import timeit
 
-from costtrace import tokens
-from costtrace.tokens import count_tokens
+from costtrace.price import tokens
+from costtrace.price.tokens import count_tokens
 
 SHORT = "Summarise the ticket in one sentence."
 PARAGRAPH = (

@@ -52,9 +52,9 @@ settings.load_profile("costtrace")
 # an idle machine, more than the 3 s default on a busy one, which would make that one test's estimate a
 # "heuristic". Here it may take a minute (downloads still fail at once: the network is blocked above).
 # tests/test_tokens.py tests the wait itself.
-import costtrace.tokens  # noqa: E402
+import costtrace.price.tokens  # noqa: E402
 
-costtrace.tokens.DEFAULT_TIMEOUT_S = 60.0
+costtrace.price.tokens.DEFAULT_TIMEOUT_S = 60.0
 
 _span_exporter = InMemorySpanExporter()
 _tracer_provider = TracerProvider()

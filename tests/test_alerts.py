@@ -1,4 +1,4 @@
-"""costtrace.alerts: thresholds fire once per period across threads and processes, every sink gets the
+"""costtrace.spend.alerts: thresholds fire once per period across threads and processes, every sink gets the
 alert, webhooks retry without blocking or leaking their URL, outcome rules compute exact figures."""
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import sqlalchemy as sa
 from opentelemetry import trace
 
 import costtrace
-from costtrace import alerts
+from costtrace import _money
 from costtrace import semconv as sc
-from costtrace.alerts import Alert, AlertDispatcher, OutcomeRule, Webhook
-from costtrace.budgets import Budget
 from costtrace.errors import ConfigError
-from costtrace.ledger import schema, store
-from costtrace.ledger.engine import make_engine
 from costtrace.records import TaskEvent, TaskSummary, add_listener, remove_listener
+from costtrace.spend import alerts, schema, store
+from costtrace.spend.alerts import Alert, AlertDispatcher, OutcomeRule, Webhook
+from costtrace.spend.budgets import Budget
+from costtrace.spend.engine import make_engine
 from costtrace.testing import capture
 
 NOW = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
@@ -72,7 +72,7 @@ def dispatcher() -> Iterator[tuple[AlertDispatcher, list[Alert]]]:
 def spend(engine, budget: Budget, usd: str, at: datetime = NOW) -> None:
     """Add ``usd`` of recorded spend to the budget's period containing ``at``."""
     start, end = budget.bucket(at)
-    nano = schema.to_nano(Decimal(usd)) or 0
+    nano = _money.to_nano(Decimal(usd)) or 0
     store.run_transaction(
         engine,
         lambda conn: store._add_spend(conn, budget.name, start, end, start, spent=nano, reserved=0, calls=1),

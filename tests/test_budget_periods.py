@@ -16,7 +16,7 @@ from functools import cache
 
 import pytest
 
-from costtrace.budgets import Budget
+from costtrace.spend.budgets import Budget
 from tests import tzdb
 
 PERIODS = ("hour", "day", "week", "month")

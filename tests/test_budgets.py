@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costtrace.budgets import Budget, load_budgets, parse_duration
 from costtrace.errors import ConfigError
+from costtrace.spend.budgets import Budget, load_budgets, parse_duration
 
 
 def test_limit_is_exact_decimal_and_defaults_are_alert_only():
@@ -200,7 +200,7 @@ def test_budgets_file_json_and_its_errors(tmp_path):
 
 
 def test_one_config_file_holds_budgets_outcome_rules_and_webhooks(tmp_path, monkeypatch):
-    from costtrace.spending import load_config
+    from costtrace.spend.admission import load_config
 
     monkeypatch.setenv("TEST_SLACK_HOOK", "https://hooks.slack.com/services/T0/B0/secret")
     path = tmp_path / "costtrace.toml"
@@ -239,7 +239,7 @@ slack = true
     ],
 )
 def test_config_file_errors_name_the_entry(tmp_path, text, message):
-    from costtrace.spending import load_config
+    from costtrace.spend.admission import load_config
 
     path = tmp_path / "c.toml"
     path.write_text(text)

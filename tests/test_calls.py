@@ -218,7 +218,7 @@ def test_valid_usage_after_an_invalid_one_prices_the_call():
 def test_internal_error_never_reaches_the_caller(monkeypatch, spans):
     """costtrace's own failure is logged and counted; the user's value and exceptions are untouched."""
     monkeypatch.setenv("COSTTRACE_RAISE_INTERNAL_ERRORS", "0")
-    from costtrace import pricing
+    from costtrace.price import catalog as pricing
 
     def broken_cost(*args, **kwargs):
         raise ZeroDivisionError("bug in costtrace")
@@ -242,7 +242,7 @@ def test_internal_error_never_reaches_the_caller(monkeypatch, spans):
 
 
 def test_internal_error_raises_under_the_test_suite(monkeypatch):
-    from costtrace import pricing
+    from costtrace.price import catalog as pricing
 
     monkeypatch.setattr(pricing.PriceCatalog, "cost", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):

@@ -26,7 +26,7 @@ import costtrace
 from costtrace import console
 from costtrace import semconv as sc
 from costtrace._internal import internal_error_counts
-from costtrace._output import usd
+from costtrace._money import usd
 from costtrace.console import ConsoleSpanProcessor
 
 GOLDEN = Path(__file__).parent / "golden" / "console_human.txt"

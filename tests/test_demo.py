@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from costtrace import _demo_server, demo
+from costtrace import _money, demo
 from costtrace.cli import main
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+from costtrace.demo import server as demo_server
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 
 pytest.importorskip("openai")
 
@@ -94,7 +95,7 @@ def test_the_ledger_holds_every_task_and_call_of_the_run(capsys, ledger):
     assert f"{len(tasks):,} tasks and {len(calls):,} calls of this run" in out
     for strategy in demo.STRATEGIES:
         rows = [t for t in tasks if t["name"] == strategy.task_name]
-        spend = sum(schema.from_nano(t["cost_nano_usd"]) for t in rows)
+        spend = sum(_money.from_nano(t["cost_nano_usd"]) for t in rows)
         successes = sum(t["outcome"] == "success" for t in rows)
         cells = row(out, strategy.label)
         assert cells[5] == f"${spend:,.4f}"
@@ -159,19 +160,19 @@ def test_the_validator_rejects_each_broken_contract():
     assert demo.validate(json.dumps({**good, "refund_usd": over}), ticket).startswith("policy: refund")
     missing = {k: v for k, v in good.items() if k != "resolution"}
     assert demo.validate(json.dumps(missing), ticket) == "schema: missing field 'resolution'"
-    other = next(c for c in _demo_server.CATEGORIES if c != ticket.category)
+    other = next(c for c in demo_server.CATEGORIES if c != ticket.category)
     assert demo.validate(json.dumps({**good, "category": other}), ticket).startswith("wrong category")
 
 
 def test_the_simulated_model_reads_every_ticket_as_its_category():
     for ticket in demo.make_tickets(300, seed=3):
-        assert _demo_server._category_of(ticket.message) == ticket.category
+        assert demo_server._category_of(ticket.message) == ticket.category
 
 
 def test_the_server_answers_like_the_chat_completions_api():
     ticket = demo.make_tickets(1, seed=1)[0]
     body = {"model": "gpt-4o", "messages": demo._first_messages(ticket)}
-    with _demo_server.DemoServer(seed=1) as server:
+    with demo_server.DemoServer(seed=1) as server:
         assert server.url.startswith("http://127.0.0.1:")
 
         def post(payload):
@@ -190,13 +191,13 @@ def test_the_server_answers_like_the_chat_completions_api():
     assert status == 200 and first["object"] == "chat.completion"
     assert first["model"] == "gpt-4o-2024-08-06"
     usage = first["usage"]
-    assert usage["prompt_tokens"] == _demo_server.count_tokens(body["messages"])
+    assert usage["prompt_tokens"] == demo_server.count_tokens(body["messages"])
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["prompt_tokens_details"]["cached_tokens"] == 0
     # The same prompt again: the same answer, its prefix now read from the prompt cache.
     assert again["choices"] == first["choices"]
     cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
-    assert cached == _demo_server.cached_prefix_tokens(usage["prompt_tokens"] - 3) and cached >= 1024
+    assert cached == demo_server.cached_prefix_tokens(usage["prompt_tokens"] - 3) and cached >= 1024
     assert status_unknown == 404 and unknown["error"]["code"] == "model_not_found"
 
 

@@ -11,8 +11,9 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import costtrace
-from costtrace import pricing, span_options
 from costtrace import semconv as sc
+from costtrace import span_options
+from costtrace.price import catalog as pricing
 
 CHEAP = "gpt-4o-mini"
 PRICED = "oi-test-model"

@@ -1,4 +1,4 @@
-"""costtrace.phoenix: costtrace's prices as Phoenix models, and the outcome annotation exporter.
+"""costtrace.integrations.phoenix: costtrace's prices as Phoenix models, and the outcome annotation exporter.
 
 No Phoenix here: a local GraphQL double keeps Phoenix's model table the way its mutations do
 (phoenix/server/api/mutations/model_mutations.py), and a capture server stands in for its REST API.
@@ -22,10 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import costtrace
-from costtrace import phoenix
 from costtrace.cli import main
 from costtrace.errors import ConfigError
-from costtrace.pricing import PriceCatalog
+from costtrace.integrations import phoenix
+from costtrace.price.catalog import PriceCatalog
 from costtrace.usage import Usage
 
 # --- price mapping ---------------------------------------------------------------------------------
@@ -478,8 +478,8 @@ def test_cli_reads_the_models_from_the_ledger(
 ) -> None:
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
-    from costtrace.ledger.engine import make_engine
+    from costtrace.spend import schema
+    from costtrace.spend.engine import make_engine
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     engine = make_engine(url)

@@ -25,9 +25,9 @@ from genai_prices.data import providers as GP_PROVIDERS
 from genai_prices.types import ConditionalPrice, ModelInfo, ModelPrice, StartDateConstraint, TieredPrices
 
 import costtrace
-from costtrace import pricing
 from costtrace.errors import ConfigError
-from costtrace.pricing import OTEL_PROVIDER_IDS, Cost, PriceCatalog, unpriced_counts
+from costtrace.price import catalog as pricing
+from costtrace.price.catalog import OTEL_PROVIDER_IDS, Cost, PriceCatalog, unpriced_counts
 from costtrace.usage import Usage
 
 MTOK = Decimal(1_000_000)
@@ -84,7 +84,7 @@ def gp_total(usage: Usage, model: str, provider_id: str | None, at: datetime = N
 
 def test_importing_costtrace_does_not_import_genai_prices() -> None:
     code = (
-        "import sys, costtrace, costtrace.pricing\n"
+        "import sys, costtrace, costtrace.price.catalog\n"
         "assert 'genai_prices' not in sys.modules, sorted(m for m in sys.modules if 'genai' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -29,8 +29,8 @@ from genai_prices.types import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costtrace import pricing
-from costtrace.pricing import OTEL_PROVIDER_IDS, PriceCatalog
+from costtrace.price import catalog as pricing
+from costtrace.price.catalog import OTEL_PROVIDER_IDS, PriceCatalog
 from costtrace.usage import Usage
 
 TOLERANCE = Decimal("1e-9")

@@ -1,4 +1,4 @@
-"""costtrace.report: figures over task summaries and call records."""
+"""costtrace.analysis.report: figures over task summaries and call records."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import costtrace
-from costtrace.records import TaskSummary
-from costtrace.report import (
+from costtrace.analysis.report import (
     UNSET,
     CallStats,
     TaskStats,
@@ -22,6 +21,7 @@ from costtrace.report import (
     summarize,
     summarize_calls,
 )
+from costtrace.records import TaskSummary
 from costtrace.testing import capture
 
 D = Decimal
@@ -225,7 +225,7 @@ def test_money_stays_exact():
 
 def test_every_task_stats_field_is_summed_from_the_summaries():
     """No TaskStats field may silently stay at its default because nothing adds to it."""
-    from costtrace.report import _task_counts
+    from costtrace.analysis.report import _task_counts
 
     produced = set()
     for outcome in ("success", "failure", "partial", "escalated_to_human", None):

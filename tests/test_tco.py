@@ -6,8 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from costtrace.errors import ConfigError
-from costtrace.tco import (
+from costtrace.analysis.tco import (
     TCO,
     attempt_cost,
     break_even,
@@ -16,6 +15,7 @@ from costtrace.tco import (
     tco_per_task,
     worked_example,
 )
+from costtrace.errors import ConfigError
 
 D = Decimal
 
@@ -93,7 +93,7 @@ def test_worked_example_states_its_assumptions():
 def test_tco_per_task_is_cost_plus_failure_rate_times_rework():
     t = tco_per_task(D("0.02"), D("0.5"), D(1))
     assert t == TCO(D("0.02"), D("0.5"), D(1), D("0.52"))
-    # the same figures as costtrace.report.TaskStats' docstring: 4 tasks, 2 successes, $0.08, L = $1
+    # the same figures as costtrace.analysis.report.TaskStats' docstring: 4 tasks, 2 successes, $0.08, L = $1
     assert t.tco_per_successful_task_usd == D("1.04")
 
 

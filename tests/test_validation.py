@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 import costtrace
 from costtrace import _validate
-from costtrace.alerts import OutcomeRule, Webhook
-from costtrace.budgets import Budget, FallbackPrice, load_budgets
+from costtrace._money import to_nano
 from costtrace.errors import ConfigError
-from costtrace.ledger.schema import to_nano
-from costtrace.pricing import PriceCatalog
+from costtrace.price.catalog import PriceCatalog
+from costtrace.spend.alerts import OutcomeRule, Webhook
+from costtrace.spend.budgets import Budget, FallbackPrice, load_budgets
 
 INT64_MAX = 2**63 - 1
 
@@ -168,7 +168,7 @@ def test_an_accepted_duration_is_positive_and_bounded(value: object) -> None:
 
 @pytest.mark.parametrize("name", ["budgets.toml", "budgets.json"])
 def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, name: str) -> None:
-    from costtrace.spending import load_config
+    from costtrace.spend.admission import load_config
 
     path = tmp_path / name
     path.write_bytes('[[budget]]\nname = "caf\u00e9"\nlimit_usd = 1\n'.encode("latin-1"))

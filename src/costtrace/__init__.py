@@ -16,8 +16,6 @@ Example:
 """
 
 from costtrace._version import __version__
-from costtrace.alerts import Alert, OutcomeRule, Webhook, on_alert
-from costtrace.budgets import Budget, load_budgets
 from costtrace.calls import LLMCall, llm_call, record_llm_call
 from costtrace.config import configure, flush, shutdown
 from costtrace.content import capture_content
@@ -29,10 +27,11 @@ from costtrace.errors import (
     TaskBudgetExceeded,
 )
 from costtrace.instrumentation import instrument, uninstrument
-from costtrace.pricing import Cost, load_prices, set_discount, set_price
+from costtrace.price.catalog import Cost, load_prices, set_discount, set_price
+from costtrace.price.tokens import TokenCount, count_tokens
 from costtrace.records import CallRecord, TaskSummary
 from costtrace.span_options import configure_spans
-from costtrace.spending import (
+from costtrace.spend.admission import (
     add_budget,
     budget_status,
     close_ledger,
@@ -40,6 +39,8 @@ from costtrace.spending import (
     flush_ledger,
     record_outcome,
 )
+from costtrace.spend.alerts import Alert, OutcomeRule, Webhook, on_alert
+from costtrace.spend.budgets import Budget, load_budgets
 from costtrace.tasks import (
     Outcome,
     RetryReason,
@@ -51,7 +52,6 @@ from costtrace.tasks import (
     task,
     track_task,
 )
-from costtrace.tokens import TokenCount, count_tokens
 from costtrace.usage import Usage
 
 __all__ = [

@@ -26,19 +26,19 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _otel, metrics, records, span_options, spending
+from costtrace import _otel, metrics, records, span_options
 from costtrace import semconv as sc
 from costtrace._internal import guarded, logger, report_internal_error
-from costtrace.pricing import Cost, default_catalog
+from costtrace.price.catalog import Cost, default_catalog
 from costtrace.records import CallRecord
-from costtrace.tasks import Task, current_task
+from costtrace.tasks import Task, check_task_caps, current_task
 from costtrace.usage import (
     MAX_COUNT,
     REPORTED_CACHE_READ,
@@ -57,6 +57,33 @@ _CURRENT_CALL: ContextVar[LLMCall | None] = ContextVar("costtrace_current_call",
 """The LLM call open in this context: a manual ``with llm_call(...)`` block, or an instrumented
 SDK / gateway call while its request is being made. Instrumentations below it (an SDK under
 LiteLLM, the HTTP layer under an SDK) see it and do not record the same request a second time."""
+
+
+class AdmissionHook(Protocol):
+    """What the spend layer plugs into the call path to enforce hard caps (:mod:`costtrace.spend.admission`).
+
+    The record layer never imports the spend layer: ``configure_ledger`` installs a hook with
+    :func:`set_admission_hook` when a budget blocks or downgrades, and removes it when none does, the way
+    OpenTelemetry's SDK plugs span processors into its tracer. With no hook a call pays one global read.
+    """
+
+    def admit(self, call: LLMCall, task: Task | None, request_input: object, at: datetime) -> None:
+        """Reserve the call's worst-case cost before it is sent; raise :class:`BudgetExceeded` to block it.
+
+        May change ``call.model`` (a downgrade) and set ``call._reserved``.
+        """
+
+    def release(self, call: LLMCall) -> None:
+        """Give back a reservation of a call that was never sent. Never raises."""
+
+
+_admission: AdmissionHook | None = None
+
+
+def set_admission_hook(hook: AdmissionHook | None) -> None:
+    """Install (or, with None, remove) the hook every call passes before it is sent."""
+    global _admission
+    _admission = hook
 
 
 def current_call() -> LLMCall | None:
@@ -352,7 +379,7 @@ class LLMCall:
         """Count tokens locally (tiktoken) when the provider reported none; flagged ``estimated``
         (or ``heuristic`` when no tokenizer could be loaded)."""
         try:
-            from costtrace.tokens import count_tokens
+            from costtrace.price.tokens import count_tokens
 
             model = self._response_model or self.model
             n_in = count_tokens(input, model) if input is not None else None
@@ -487,9 +514,10 @@ class LLMCall:
         self._task = task
         self._start_ns = start_time_ns if start_time_ns is not None else time.time_ns()
         if admit and task is not None and (task._caps is not None or task._parent is not None):
-            spending.check_task_caps(task)
-        if admit and spending.enforcing:
-            spending.admit(self, task, self._input, datetime.fromtimestamp(self._start_ns / 1e9, tz=UTC))
+            check_task_caps(task)
+        hook = _admission
+        if admit and hook is not None:
+            hook.admit(self, task, self._input, datetime.fromtimestamp(self._start_ns / 1e9, tz=UTC))
         self._input = None  # never kept past admission
         attrs: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: self.operation,
@@ -642,8 +670,9 @@ class LLMCall:
                 span.set_status(Status(StatusCode.ERROR, error_type))
             if self._owns_span:
                 span.end()
-            if self._reserved:
-                spending.release(self)
+            hook = _admission
+            if self._reserved and hook is not None:
+                hook.release(self)
         task = self._task
         if task is not None:
             try:

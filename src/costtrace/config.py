@@ -26,11 +26,10 @@ from opentelemetry import trace
 
 from costtrace._internal import logger, report_internal_error
 from costtrace.errors import ConfigError
+from costtrace.spend import ENV_LEDGER_URL
 
 if TYPE_CHECKING:
-    from costtrace.budgets import Budget
-
-ENV_LEDGER_URL = "COSTTRACE_LEDGER_URL"
+    from costtrace.spend.budgets import Budget
 
 _PROTOCOLS = ("http/protobuf", "grpc")
 _INSTALL_HINTS = {
@@ -331,15 +330,15 @@ def configure(
 
     span_settings = span_options._checked("configure", task_status, openinference)
     if prices_file is not None:
-        from costtrace.pricing import load_prices
+        from costtrace.price.catalog import load_prices
 
         load_prices(prices_file)
     if model_aliases is not None:
-        from costtrace.pricing import set_model_aliases
+        from costtrace.price.catalog import set_model_aliases
 
         set_model_aliases(model_aliases)
     if ledger_url is not None or budgets or budgets_file is not None or os.environ.get(ENV_LEDGER_URL, "").strip():
-        from costtrace.spending import configure_ledger
+        from costtrace.spend.admission import configure_ledger
 
         configure_ledger(ledger_url, budgets=budgets or (), budgets_file=budgets_file)
     span_options._store(span_settings)
@@ -464,7 +463,7 @@ def flush(timeout_s: float = 5.0) -> bool:
 
     import time
 
-    from costtrace.spending import flush_ledger
+    from costtrace.spend.admission import flush_ledger
 
     deadline = time.monotonic() + timeout_s
     ok = _bounded(flush_all, timeout_s, "flush")
@@ -481,7 +480,7 @@ def shutdown(timeout_s: float | None = None) -> bool:
     global _shutdown_done
     if timeout_s is None:
         timeout_s = DEFAULT_SHUTDOWN_TIMEOUT_S
-    from costtrace.spending import close_ledger
+    from costtrace.spend.admission import close_ledger
 
     ledger_ok = close_ledger(timeout_s)
     with _lock:

@@ -16,7 +16,7 @@ subtasks end before it, so they wait in a bounded buffer (per trace) until their
 a call outside any task prints at once, on one line. Spans whose task never ends print at
 :meth:`ConsoleSpanProcessor.force_flush` and at shutdown, marked "not ended"; when the buffer is full
 the oldest trace's spans print early the same way (and the task's block later says how many of its
-calls were printed before it). Money is fixed-point (:func:`costtrace._output.usd`); an unpriced call
+calls were printed before it). Money is fixed-point (:func:`costtrace._money.usd`); an unpriced call
 shows "unpriced", and a cost that misses one is a lower bound, ``>=$0.0123``, never a bare ``$0``.
 
 The processor never raises into the app: an error of its own is logged and counted
@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from costtrace import semconv as sc
 from costtrace._internal import report_internal_error
-from costtrace._output import usd
+from costtrace._money import usd
 from costtrace.errors import ConfigError
 
 Mode = Literal["human", "json"]

@@ -42,7 +42,7 @@ from opentelemetry.util.types import AttributeValue
 from costtrace import _otel, metrics, records, span_options
 from costtrace import semconv as sc
 from costtrace._internal import guarded, report_internal_error
-from costtrace._output import usd
+from costtrace._money import usd
 from costtrace.errors import TaskBudgetExceeded
 from costtrace.records import ZERO_USD, TaskSummary
 
@@ -100,6 +100,18 @@ _last_finished: contextvars.ContextVar[TaskSummary | None] = contextvars.Context
 _collectors: contextvars.ContextVar[tuple[list[TaskSummary], ...]] = contextvars.ContextVar(
     "costtrace_task_collectors", default=()
 )
+
+
+def check_task_caps(task: Task | None) -> None:
+    """Raise :class:`TaskBudgetExceeded` if ``task``, or a task it runs in, has reached a cap.
+
+    Called by every call before it is sent (``Task(max_cost_usd=...)``, ``max_calls``, ``max_attempts``).
+    """
+    t = task
+    while t is not None:
+        if t._caps is not None:
+            t._check_caps()
+        t = t.parent
 
 
 def last_finished_task() -> TaskSummary | None:

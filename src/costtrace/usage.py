@@ -24,7 +24,7 @@ UsageSource = Literal["provider", "estimated", "heuristic", "unknown"]
 
 - ``provider``: reported by the provider's API;
 - ``estimated``: counted locally with tiktoken (exact for OpenAI encodings, approximate for others);
-- ``heuristic``: no encoding could be loaded, counted from characters (see ``costtrace.tokens``);
+- ``heuristic``: no encoding could be loaded, counted from characters (see ``costtrace.price.tokens``);
 - ``unknown``: no usage at all; the call's tokens and cost are unknown, never assumed zero.
 """
 

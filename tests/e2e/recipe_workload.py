@@ -4,8 +4,8 @@
 
 Configures costtrace with exactly the arguments given (the environment supplies the rest, as each
 recipe says), records six ``resolve_ticket`` tasks with fixed token counts, and prints one JSON line
-with costtrace's own figures for them: from the task summaries (``costtrace.report.summarize``) and from
-the ledger (``costtrace.analytics.scope_stats``). tests/e2e/test_recipes.py evaluates each recipe's
+with costtrace's own figures for them: from the task summaries (``costtrace.analysis.report.summarize``) and from
+the ledger (``costtrace.analysis.stats.scope_stats``). tests/e2e/test_recipes.py evaluates each recipe's
 queries on the spans a capture server received and compares them with these figures.
 
 The child refuses any host but loopback, like tests/conftest.py: a wrong override never reaches the network.
@@ -98,8 +98,9 @@ def run_tasks() -> dict[str, str]:
 
 def main(configure_kwargs: dict[str, Any], ledger_url: str) -> dict[str, Any]:
     import costtrace
-    from costtrace import analytics, report
-    from costtrace.ledger.engine import make_engine
+    from costtrace.analysis import report
+    from costtrace.analysis import stats as analytics
+    from costtrace.spend.engine import make_engine
     from costtrace.testing import capture
 
     costtrace.configure(**configure_kwargs)

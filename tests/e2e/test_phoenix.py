@@ -352,7 +352,7 @@ OUTCOMES_WORKLOAD = textwrap.dedent(
     """
     import json, sys
     import costtrace
-    from costtrace.phoenix import OutcomeAnnotations
+    from costtrace.integrations.phoenix import OutcomeAnnotations
 
     endpoint, project = sys.argv[1:3]
     annotations = OutcomeAnnotations(endpoint)
@@ -563,7 +563,7 @@ def outcomes(phoenix: Phoenix, tmp_path_factory: pytest.TempPathFactory) -> Outc
 
 def _standard_cost(call: dict[str, Any]) -> Decimal:
     """What the call costs at the model's standard price (what Phoenix charges for any tier)."""
-    from costtrace.pricing import PriceCatalog
+    from costtrace.price.catalog import PriceCatalog
     from costtrace.usage import Usage
 
     usage = Usage(
@@ -784,7 +784,7 @@ def test_the_trace_page_shows_the_tasks_cost_and_status(
 ) -> None:
     import shutil
 
-    from costtrace._output import usd
+    from costtrace._money import usd
 
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -93,7 +93,7 @@ def test_openai_create_inside_llm_call_without_record_response(
             client.chat.completions.create(model=to.MODEL, messages=to.MSGS)
     (rec,) = got.calls
     assert rec.usage == Usage(700, 20)
-    priced = costtrace.pricing.default_catalog().cost(
+    priced = costtrace.price.catalog.default_catalog().cost(
         Usage(700, 20), provider="openai", model=to.RESP_MODEL, service_tier="flex"
     )
     assert rec.cost_usd == priced.total_usd  # the tier that served it prices the manual call

@@ -2,7 +2,7 @@
 
 The app asks for ``my-gpt``; the proxy sends ``gpt-4o-mini`` (or a Claude model) upstream and answers
 in OpenAI's shape, often naming the alias as the model, with Anthropic's cache fields added to the
-usage. ``costtrace.pricing.set_model_alias`` (or ``configure(model_aliases=...)``) says what an alias
+usage. ``costtrace.price.catalog.set_model_alias`` (or ``configure(model_aliases=...)``) says what an alias
 costs; without it the call is unpriced with the reason, never $0.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import costtrace
-from costtrace import pricing
+from costtrace.price import catalog as pricing
 from costtrace.testing import capture
 from costtrace.usage import Usage
 from tests.instrumentation.test_anthropic import genai_prices_cost

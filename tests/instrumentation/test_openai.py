@@ -27,8 +27,8 @@ import costtrace
 from costtrace import _internal
 from costtrace import semconv as sc
 from costtrace.errors import ConfigError
+from costtrace.price.tokens import count_tokens
 from costtrace.testing import capture
-from costtrace.tokens import count_tokens
 from costtrace.usage import Usage
 
 openai = pytest.importorskip("openai")

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 
 PG_ENV = "COSTTRACE_TEST_POSTGRES_URL"
 

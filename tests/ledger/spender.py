@@ -50,7 +50,7 @@ def main() -> int:
         time.time_ns = fake_time_ns
 
     import costtrace
-    from costtrace.budgets import Budget
+    from costtrace.spend.budgets import Budget
 
     budgets = [Budget.from_json(json.dumps(b)) for b in json.loads(args.budgets)]
     costtrace.configure_ledger(args.url, budgets=budgets)

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace.analytics import GROUP_KEYS, Filters, ModelCost, ScopeStats, model_costs, parse_since, scope_stats
+from costtrace.analysis.stats import GROUP_KEYS, Filters, ModelCost, ScopeStats, model_costs, parse_since, scope_stats
 from costtrace.errors import ConfigError
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 
 NANO = Decimal("0.000000001")
 MINI, BIG = "gpt-4o-mini", "gpt-4o"

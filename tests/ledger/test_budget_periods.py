@@ -20,9 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from costtrace import _money
 from costtrace import semconv as sc
-from costtrace.budgets import Budget
-from costtrace.ledger import schema, store
+from costtrace.spend import schema, store
+from costtrace.spend.budgets import Budget
 from tests import tzdb
 
 US = timedelta(microseconds=1)
@@ -117,15 +118,15 @@ def test_period_rows_states_and_reservations_at_offset_changes(ledger_engine):
                 for budget, state in zip(budgets, store.budget_states(ledger_engine, budgets, at), strict=True):
                     start, end = periods[(budget.name, at)]
                     assert (state.period_start, state.resets_at) == (start, end.replace(tzinfo=UTC)), (budget, at)
-                    assert schema.to_nano(state.spent_usd) == expected[(budget.name, start)][1], (budget, at)
+                    assert _money.to_nano(state.spent_usd) == expected[(budget.name, start)][1], (budget, at)
             start, end = periods[(day.name, change)]
             spent = expected[(day.name, start)][1]
-            cap = Budget(day.name, limit_usd=schema.from_nano(spent + 10), period="day", timezone=zone, action="block")
+            cap = Budget(day.name, limit_usd=_money.from_nano(spent + 10), period="day", timezone=zone, action="block")
             assert store.reserve(ledger_engine, [(cap, 10)], call_id=f"r{change}", at=change) is None
             denied = store.reserve(ledger_engine, [(cap, 1)], call_id=f"x{change}", at=change)
             assert denied is not None
-            assert (denied.state.period_start, schema.to_nano(denied.state.spent_usd)) == (start, spent)
-            assert denied.state.reserved_usd == schema.from_nano(10)
+            assert (denied.state.period_start, _money.to_nano(denied.state.spent_usd)) == (start, spent)
+            assert denied.state.reserved_usd == _money.from_nano(10)
             with ledger_engine.connect() as conn:
                 held = conn.execute(
                     sa.select(schema.reservations.c.period_start).where(schema.reservations.c.call_id == f"r{change}")

@@ -14,10 +14,10 @@ import openai
 import pytest
 
 import costtrace
-from costtrace.budgets import Budget
 from costtrace.instrumentation.openai import OpenAIInstrumentor
-from costtrace.ledger import store
-from costtrace.ledger.engine import make_engine
+from costtrace.spend import store
+from costtrace.spend.budgets import Budget
+from costtrace.spend.engine import make_engine
 from tests.instrumentation.fake_server import FakeLLMServer
 from tests.instrumentation.test_anthropic import message_body
 from tests.instrumentation.test_openai import chat_body, usage_body

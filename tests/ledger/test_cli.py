@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from costtrace import _output
-from costtrace.cli import main
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+from costtrace.cli import main, output
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 from tests.ledger.workload import BUDGET, HOSTILE_FEATURE, build_ledger
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +64,7 @@ def test_report_prints_a_table_per_feature_through_python_m(ledger):
     assert header[:4] == ["feature", "tasks", "success", "1st"] and "cost/success" in header
     (support,) = [line for line in lines if line.startswith("support ")]
     assert " 25 " in support and "84.0%" in support
-    assert _output.usd(SUPPORT_TOTAL / SUPPORT_SUCCESSES) == "$0.00550" and "$0.00550" in support
+    assert output.usd(SUPPORT_TOTAL / SUPPORT_SUCCESSES) == "$0.00550" and "$0.00550" in support
     assert "$0.116" in support  # the total, $0.11552, rounded for display only
     assert any(line.startswith("billing ") for line in lines)
 
@@ -336,7 +335,7 @@ def test_an_empty_window_and_an_unknown_feature_are_explained(ledger, capsys):
 
 
 def test_an_interrupted_read_is_exit_130(ledger, capsys, monkeypatch):
-    from costtrace import analytics
+    from costtrace.analysis import stats as analytics
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -549,8 +548,8 @@ def test_report_and_budgets_on_each_database(ledger_url, capsys):
     ],
 )
 def test_money_is_rounded_for_display_only(value, shown):
-    assert _output.usd(Decimal(value)) == shown
-    assert _output.usd(None) == "-" and _output.pct(None) == "-"
+    assert output.usd(Decimal(value)) == shown
+    assert output.usd(None) == "-" and output.pct(None) == "-"
 
 
 class _Stream(io.StringIO):
@@ -564,13 +563,13 @@ class _Stream(io.StringIO):
 
 def test_the_progress_bar_is_drawn_on_a_terminal_only():
     quiet = _Stream(tty=False)
-    bar = _output.Progress("reading", quiet)
+    bar = output.Progress("reading", quiet)
     bar(0, 4)
     bar(4, 4)
     bar.close()
     assert quiet.getvalue() == ""
     tty = _Stream(tty=True)
-    bar = _output.Progress("reading", tty)
+    bar = output.Progress("reading", tty)
     bar(4, 4)
     assert "reading [" in tty.getvalue() and "100% (4/4)" in tty.getvalue()
     bar.close()

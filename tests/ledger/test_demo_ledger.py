@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from costtrace import demo
 from costtrace.cli import main
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 
 pytest.importorskip("openai")
 

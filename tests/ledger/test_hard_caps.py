@@ -22,9 +22,10 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace.budgets import Budget
-from costtrace.ledger import schema, store
-from costtrace.ledger.engine import make_engine
+from costtrace import _money
+from costtrace.spend import schema, store
+from costtrace.spend.budgets import Budget
+from costtrace.spend.engine import make_engine
 
 SPENDER = Path(__file__).with_name("spender.py")
 # gpt-4o-mini: $0.15 / $0.60 per MTok. A spender call reserves ~300 input + 200 output tokens.
@@ -65,7 +66,7 @@ def _check_invariants(url: str, budget: Budget) -> int:
         assert reserved == 0
         assert store.outstanding_reservations(engine) == 0
         assert spent == _spent_by_ledger(engine, budget)  # counter == ledger sum, exactly
-        assert spent <= schema.to_nano(budget.limit)
+        assert spent <= _money.to_nano(budget.limit)
         return spent
     finally:
         engine.dispose()
@@ -107,7 +108,7 @@ def test_64_threads_never_exceed_the_cap(ledger_url):
     assert sent > 0 and blocked > 0 and sent + blocked == 64 * 12
     costtrace.close_ledger()
     spent = _check_invariants(ledger_url, budget)
-    per_call = schema.to_nano(Decimal("0.00015") * 250 / 1000 + Decimal("0.0006") * 150 / 1000)
+    per_call = _money.to_nano(Decimal("0.00015") * 250 / 1000 + Decimal("0.0006") * 150 / 1000)
     assert spent == sent * per_call
 
 
@@ -181,7 +182,7 @@ def test_a_process_killed_mid_call_releases_by_lease_expiry(ledger_url, tmp_path
     script = tmp_path / "hang.py"
     script.write_text(
         "import sys, time, costtrace\n"
-        "from costtrace.budgets import Budget\n"
+        "from costtrace.spend.budgets import Budget\n"
         f"costtrace.configure_ledger(sys.argv[1], budgets=[Budget.from_json({budget.to_json()!r})])\n"
         "with costtrace.llm_call(provider='openai', model='gpt-4o-mini', max_tokens=400):\n"
         "    print('reserved', flush=True)\n"
@@ -373,17 +374,17 @@ def test_forked_children_of_a_configured_parent_share_the_cap(ledger_url):
     sent = 1 + sum(r[0] for r in results)
     assert sum(r[1] for r in results) > 0
     spent = _check_invariants(ledger_url, budget)
-    per_call = schema.to_nano(Decimal("0.00015") * 250 / 1000 + Decimal("0.0006") * 150 / 1000)
+    per_call = _money.to_nano(Decimal("0.00015") * 250 / 1000 + Decimal("0.0006") * 150 / 1000)
     assert spent == sent * per_call  # every admitted call recorded once: none lost, none twice
 
 
 def test_spend_recorded_but_not_yet_written_counts_at_admission(ledger_url, monkeypatch):
     """record_llm_call reports spend after the fact; until the writer commits it, admission adds it."""
-    from costtrace import spending
+    from costtrace.spend import admission
 
     budget = Budget("dollar", limit_usd=1, period="day", scope={"feature": "support"}, action="block")
     costtrace.configure_ledger(ledger_url, budgets=[budget])
-    writer = spending._runtime.writer
+    writer = admission._runtime.writer
     # Hold the records in the writer's queue: no batch is written until flush_ledger() asks for one.
     monkeypatch.setattr(writer, "_flush_interval_s", 3600.0)
     with costtrace.task("spend", feature="support"):
@@ -413,6 +414,6 @@ def _check_invariants_over_limit(url: str, budget: Budget) -> None:
     try:
         spent, reserved = _counter(engine, budget)
         assert reserved == 0 and store.outstanding_reservations(engine) == 0
-        assert spent == _spent_by_ledger(engine, budget) > schema.to_nano(budget.limit)
+        assert spent == _spent_by_ledger(engine, budget) > _money.to_nano(budget.limit)
     finally:
         engine.dispose()

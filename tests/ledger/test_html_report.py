@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from costtrace import html_report
-from costtrace.cli import main
+from costtrace.cli import html_report, main
 from tests.ledger.workload import HOSTILE_FEATURE, build_ledger
 
 WIDTH, HEIGHT = 1280, 2000

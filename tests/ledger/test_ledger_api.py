@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-import costtrace.spending
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
+import costtrace.spend.admission
+from costtrace import _money
+from costtrace.spend import schema
+from costtrace.spend.engine import make_engine
 
 
 @pytest.fixture
@@ -45,8 +46,8 @@ def test_a_task_with_retries_and_an_escalation_lands_whole(ledger):
         "success",
         False,
     )
-    assert schema.from_nano(task["cost_nano_usd"]) == t.summary.cost_usd
-    assert schema.from_nano(task["wasted_nano_usd"]) == t.summary.wasted_cost_usd == Decimal("0.00042")
+    assert _money.from_nano(task["cost_nano_usd"]) == t.summary.cost_usd
+    assert _money.from_nano(task["wasted_nano_usd"]) == t.summary.wasted_cost_usd == Decimal("0.00042")
     assert (task["attempts"], task["retries"], task["escalations"], task["llm_calls"]) == (3, 1, 1, 3)
     calls = _rows(ledger, schema.calls)
     assert sorted(c["attempt"] for c in calls) == [1, 2, 3]
@@ -57,7 +58,7 @@ def test_a_task_with_retries_and_an_escalation_lands_whole(ledger):
     events = {e["kind"]: e for e in _rows(ledger, schema.events)}
     assert set(events) == {"retry", "escalation"}
     assert events["retry"]["reason"] == "validation_failed" and events["retry"]["details"] == "missing field 'amount'"
-    assert events["retry"]["attempt"] == 1 and schema.from_nano(events["retry"]["amount_nano_usd"]) == Decimal(
+    assert events["retry"]["attempt"] == 1 and _money.from_nano(events["retry"]["amount_nano_usd"]) == Decimal(
         "0.00021"
     )
     assert (events["escalation"]["from_model"], events["escalation"]["to_model"]) == ("gpt-4o-mini", "gpt-4o")
@@ -78,9 +79,9 @@ def test_task_rows_of_a_parent_and_its_subtasks_sum_to_the_calls(ledger):
     call_total = sum(c["cost_nano_usd"] for c in calls)
     assert len(calls) == 3 and len(tasks) == 3
     assert sum(t["cost_nano_usd"] for t in tasks) == call_total
-    assert schema.from_nano(call_total) == parent.summary.cost_usd  # the whole, on the parent's summary
+    assert _money.from_nano(call_total) == parent.summary.cost_usd  # the whole, on the parent's summary
     (parent_row,) = [t for t in tasks if t["name"] == "parent"]
-    assert schema.from_nano(parent_row["cost_nano_usd"]) == parent.summary.own_cost_usd
+    assert _money.from_nano(parent_row["cost_nano_usd"]) == parent.summary.own_cost_usd
 
 
 def test_invalid_usage_lands_unknown_and_unpriced_never_at_zero(ledger):
@@ -120,7 +121,7 @@ def test_late_outcome_restates_the_task_and_keeps_the_original(ledger):
         "success",
         "ticket reopened",
     )
-    assert schema.from_nano(task["rework_nano_usd"]) == Decimal("37.5")
+    assert _money.from_nano(task["rework_nano_usd"]) == Decimal("37.5")
     time.sleep(0.01)
     costtrace.record_outcome(t.summary.task_id, costtrace.Outcome.SUCCESS, reason="customer confirmed")
     assert costtrace.flush_ledger(60)
@@ -163,7 +164,7 @@ def test_record_outcome_misuse_is_ignored_logged_once_and_counted_outside_tests(
     assert "ignored a call to record_outcome" in line and "outcome='solved'" in line
     assert "your code is still running fine" in line
     events = _rows(ledger, schema.events)
-    assert [(e["kind"], e["outcome"], schema.from_nano(e["amount_nano_usd"])) for e in events] == [
+    assert [(e["kind"], e["outcome"], _money.from_nano(e["amount_nano_usd"])) for e in events] == [
         ("outcome_updated", "failure", Decimal("2.5"))
     ]
 
@@ -196,7 +197,7 @@ def test_configure_ledger_rejects_a_bad_url_and_never_opens_the_default(tmp_path
     assert message in str(info.value) and "s3cret" not in str(info.value)
     assert "sqlite:///" in str(info.value)  # the fix: the URL forms
     assert list(tmp_path.iterdir()) == []
-    assert costtrace.spending.ledger_engine() is None
+    assert costtrace.spend.admission.ledger_engine() is None
 
 
 @pytest.mark.parametrize(

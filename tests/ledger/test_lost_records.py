@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace import records, spending
-from costtrace.ledger import schema, store
-from costtrace.ledger.engine import make_engine
+from costtrace import records
+from costtrace.spend import admission, schema, store
+from costtrace.spend.engine import make_engine
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_configure_ledger_replays_a_dead_process_spool_without_waiting_for_a_rec
 
 def test_flush_ledger_is_false_and_says_what_was_lost(ledger_url, tmp_path, monkeypatch) -> None:
     costtrace.configure_ledger(ledger_url, spool_path=tmp_path / "spool", max_queue=5)
-    writer = spending._runtime.writer
+    writer = admission._runtime.writer
     monkeypatch.setattr(writer, "_flush_interval_s", 3600.0)  # records wait in the queue until a flush
     for i in range(8):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10 + i, output_tokens=3)
@@ -85,9 +85,10 @@ _DISK_FULL = textwrap.dedent(
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     import sqlalchemy as sa
     import costtrace
-    from costtrace import alerts, spending
-    from costtrace.ledger import schema
-    from costtrace.ledger.writer import LOST_RECORDS_METRIC
+    from costtrace.spend import alerts
+    from costtrace.spend import admission
+    from costtrace.spend import schema
+    from costtrace.spend.writer import LOST_RECORDS_METRIC
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -117,14 +118,14 @@ _DISK_FULL = textwrap.dedent(
         fwd.restore()
     for i in range(10):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=7, output_tokens=5)
-    engine = spending._runtime.engine
+    engine = admission._runtime.engine
     e = schema.events
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the writer retries the database with backoff
         costtrace.flush_ledger(5)
         with engine.connect() as conn:
             rows = conn.execute(sa.select(e.c.data).where(e.c.kind == "ledger_records_lost")).scalars().all()
-        if rows and not spending._runtime.writer._drops.unrecorded:
+        if rows and not admission._runtime.writer._drops.unrecorded:
             break
         time.sleep(0.1)
     metric = {}
@@ -133,7 +134,7 @@ _DISK_FULL = textwrap.dedent(
             for m in sm.metrics:
                 if m.name == LOST_RECORDS_METRIC:
                     metric = {p.attributes["costtrace.reason"]: p.value for p in m.data.data_points}
-    st = spending._runtime.writer.stats()
+    st = admission._runtime.writer.stats()
     print(json.dumps({"full": bool(full), "lost": dict(full.lost), "dropped": st.dropped, "alerts": alerted,
                       "events": [json.loads(r)["lost"] for r in rows], "metric": metric}))
     """

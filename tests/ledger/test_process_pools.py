@@ -25,10 +25,10 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace.budgets import Budget
-from costtrace.ledger import schema
-from costtrace.ledger.engine import make_engine
-from costtrace.ledger.schema import to_nano
+from costtrace._money import to_nano
+from costtrace.spend import schema
+from costtrace.spend.budgets import Budget
+from costtrace.spend.engine import make_engine
 from tests.waiting import wait_for
 
 GLOBAL = Budget("everything", limit_usd=1_000_000, period="total")
@@ -122,7 +122,7 @@ _WSGI_APP = textwrap.dedent(
     """
     import os
     import costtrace
-    from costtrace.budgets import Budget
+    from costtrace.spend.budgets import Budget
 
     costtrace.configure_ledger(os.environ["LEDGER_URL"], spool_path=os.environ["LEDGER_SPOOL"],
                                budgets=[Budget("everything", limit_usd=1_000_000, period="total")])

@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace.budgets import Budget
-from costtrace.ledger import schema, store
-from costtrace.ledger.engine import make_engine
+from costtrace import _money
+from costtrace.spend import schema, store
+from costtrace.spend.budgets import Budget
+from costtrace.spend.engine import make_engine
 from tests.instrumentation import test_anthropic as ta
 from tests.instrumentation.fake_server import FakeLLMServer
 
@@ -50,7 +51,7 @@ def test_refused_request_is_not_in_the_ledger_and_releases_its_reservation(ledge
         assert store.outstanding_reservations(engine) == 0
         (state,) = costtrace.budget_status()
         assert state.reserved_usd == 0 and state.calls == 1 and state.unpriced_calls == 0
-        assert schema.to_nano(state.spent_usd) == calls[0].cost_nano_usd
+        assert _money.to_nano(state.spent_usd) == calls[0].cost_nano_usd
     finally:
         costtrace.uninstrument("anthropic", "http")
         server.close()

@@ -27,12 +27,12 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace.analytics import Filters
+from costtrace.analysis.routing import advise, parse_route, whatif, wilson_interval
+from costtrace.analysis.stats import Filters
+from costtrace.analysis.tco import compare_models, from_ledger
 from costtrace.errors import ConfigError
-from costtrace.ledger import schema
-from costtrace.pricing import PriceCatalog
-from costtrace.routing import advise, parse_route, whatif, wilson_interval
-from costtrace.tco import compare_models, from_ledger
+from costtrace.price.catalog import PriceCatalog
+from costtrace.spend import schema
 from costtrace.usage import Usage
 
 D = Decimal

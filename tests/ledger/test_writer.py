@@ -26,12 +26,12 @@ from sqlalchemy.engine import Engine
 
 import costtrace
 from costtrace import _internal, records
-from costtrace.budgets import Budget
-from costtrace.ledger import schema, store
-from costtrace.ledger.engine import make_engine
-from costtrace.ledger.schema import from_nano, to_nano
-from costtrace.ledger.writer import LedgerWriter
+from costtrace._money import from_nano, to_nano
 from costtrace.records import CallRecord, TaskEvent, TaskSummary
+from costtrace.spend import schema, store
+from costtrace.spend.budgets import Budget
+from costtrace.spend.engine import make_engine
+from costtrace.spend.writer import LedgerWriter
 from tests.waiting import wait_for
 
 GLOBAL = Budget("everything", limit_usd=1_000_000, period="total")
@@ -552,8 +552,8 @@ def test_nothing_reaches_the_app_when_the_database_is_gone(tmp_path, new_writer)
 def _child_main(url: str, spool: str, out: str, threads: int, calls_per_thread: int) -> None:
     """A child process: 2 threads recording calls; reports counts and any exception (the writer is closed
     by the exit hooks, not by this function)."""
-    from costtrace.ledger.engine import make_engine
-    from costtrace.ledger.writer import LedgerWriter
+    from costtrace.spend.engine import make_engine
+    from costtrace.spend.writer import LedgerWriter
 
     errors: list[str] = []
     engine = make_engine(url)
@@ -645,8 +645,8 @@ _EXIT_SCRIPT = textwrap.dedent(
     import sys, time
     import costtrace
     from costtrace import records
-    from costtrace.ledger.engine import make_engine
-    from costtrace.ledger.writer import LedgerWriter
+    from costtrace.spend.engine import make_engine
+    from costtrace.spend.writer import LedgerWriter
 
     url, spool, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
     engine = make_engine(url, sqlite_busy_timeout_s=0.05)

@@ -365,14 +365,14 @@ class _StreamUsage:
         model = self.model if isinstance(self.model, str) and self.model else req.model
         base_input: int | None = fields.get("input_tokens")
         if base_input is None:
-            from costtrace.tokens import count_tokens
+            from costtrace.price.tokens import count_tokens
 
             counted = count_tokens(_prompt(req), model)
             base_input = int(counted)
             estimated.add(counted.source)
         output = self.delta_output
         if output is None:
-            from costtrace.tokens import count_tokens
+            from costtrace.price.tokens import count_tokens
 
             counted = count_tokens("".join(self.text), model)
             # message_start's own output count is the provider's running figure: a floor for the estimate

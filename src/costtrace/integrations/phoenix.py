@@ -14,7 +14,7 @@ price per model name).
 
 Example:
     >>> import costtrace
-    >>> from costtrace.phoenix import OutcomeAnnotations
+    >>> from costtrace.integrations.phoenix import OutcomeAnnotations
     >>> costtrace.configure(otlp_endpoint="http://127.0.0.1:6006",          # doctest: +SKIP
     ...                     span_exporter=OutcomeAnnotations("http://127.0.0.1:6006"))
 """
@@ -45,7 +45,7 @@ from costtrace.errors import ConfigError
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-    from costtrace.pricing import PriceCatalog, _Plan
+    from costtrace.price.catalog import PriceCatalog, _Plan
 
 __all__ = [
     "ModelPrice",
@@ -167,7 +167,7 @@ def _fmt(per_mtok: Decimal) -> str:
 
 def _costs_and_limits(plan: _Plan, discount: Decimal | None) -> tuple[tuple[tuple[str, str, Decimal], ...], list[str]]:
     """Phoenix token prices for one costtrace plan, and where Phoenix will price differently."""
-    from costtrace import pricing as p
+    from costtrace.price import catalog as p
 
     limits: list[str] = []
     if plan.flat is not None:
@@ -254,7 +254,7 @@ def phoenix_prices(
         >>> [(token_type, str(per_mtok)) for token_type, _, per_mtok in m.costs]
         [('input', '0.15'), ('output', '0.6'), ('cache_read', '0.075')]
     """
-    from costtrace.pricing import default_catalog
+    from costtrace.price.catalog import default_catalog
 
     catalog = catalog or default_catalog()
     schedule = catalog._price_periods(provider, priced_as or model)
@@ -503,9 +503,9 @@ def ledger_models(url: str) -> list[tuple[str, str, str | None]]:
     """
     import sqlalchemy as sa
 
-    from costtrace._ledger_commands import _reading, _shown, open_ledger
-    from costtrace.ledger import schema
-    from costtrace.pricing import default_catalog
+    from costtrace.cli.ledger_commands import _reading, _shown, open_ledger
+    from costtrace.price.catalog import default_catalog
+    from costtrace.spend import schema
 
     engine = open_ledger(url)
     try:

@@ -680,7 +680,7 @@ def _note_unpriced(provider: str | None, model: str, reason: str, kind: str | No
             return
         _warned.add(warn_key)
     hint = (
-        "set a price with costtrace.pricing.set_price(...) or a prices file (docs/pricing.md)"
+        "set a price with costtrace.price.catalog.set_price(...) or a prices file (docs/pricing.md)"
         if kind == "no price"
         else "check what the instrumentation passes to PriceCatalog.cost()"
     )

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
-from costtrace.config import ENV_LEDGER_URL
 from costtrace.errors import ConfigError
+from costtrace.spend import ENV_LEDGER_URL
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another process's lock before the attempt fails (and is retried)."""

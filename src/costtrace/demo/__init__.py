@@ -1,6 +1,6 @@
 """``costtrace demo``: support tickets resolved through the real OpenAI SDK under three routes, priced and compared.
 
-The demo starts a local OpenAI-compatible server (:mod:`costtrace._demo_server`, on 127.0.0.1: no
+The demo starts a local OpenAI-compatible server (:mod:`costtrace.demo.server`, on 127.0.0.1: no
 key, no network), points ``openai.OpenAI(base_url=...)`` at it, turns on ``costtrace.instrument("openai")``
 and records everything in the cost ledger (``costtrace.configure_ledger``). The same tickets then go
 through each route:
@@ -13,7 +13,7 @@ Each ticket is one ``costtrace.task`` (feature ``support``, a ``routing`` dimens
 checked by :func:`validate`, the kind of check a real support bot runs (one JSON object, the fields
 present, the right category, a refund within policy). The server's simulated models break that
 contract more often on hard tickets, and far more often for the cheap model
-(:data:`costtrace._demo_server.FAILURE_RATE`). Tokens come from the server's ``usage`` and prices
+(:data:`costtrace.demo.server.FAILURE_RATE`). Tokens come from the server's ``usage`` and prices
 from costtrace's price list, exactly as they would from OpenAI.
 
 The report ends with what cheap-per-token hides: the retry tax, the first-pass rate, cost per
@@ -46,14 +46,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import costtrace
-from costtrace import _demo_server as server
+from costtrace.analysis.report import TaskStats, group_by
+from costtrace.demo import server
 from costtrace.errors import ConfigError
 from costtrace.records import CallRecord, TaskSummary
-from costtrace.report import TaskStats, group_by
 
 if TYPE_CHECKING:
-    from costtrace.analytics import ModelCost, ScopeStats
-    from costtrace.routing import Advice
+    from costtrace.analysis.routing import Advice
+    from costtrace.analysis.stats import ModelCost, ScopeStats
 
 __all__ = [
     "CHEAP_MODEL",
@@ -503,9 +503,9 @@ def _ledger_reports(
     url: str, since: datetime, strategies: tuple[Strategy, ...], rework_cost_usd: Decimal
 ) -> tuple[dict[str, ScopeStats], dict[str, ModelCost], Advice | None]:
     """The run's figures, read from the ledger: everything that ended since the run started, feature ``support``."""
-    from costtrace.analytics import Filters, model_costs, scope_stats
-    from costtrace.ledger.engine import make_engine
-    from costtrace.routing import advise
+    from costtrace.analysis.routing import advise
+    from costtrace.analysis.stats import Filters, model_costs, scope_stats
+    from costtrace.spend.engine import make_engine
 
     engine = make_engine(url)
     try:
@@ -554,7 +554,7 @@ def run(
         raise ValueError(f"rework_cost_usd={rework_cost_usd!r} must be >= 0")
     openai = _openai()
     from costtrace import records
-    from costtrace.ledger.engine import safe_url
+    from costtrace.spend.engine import safe_url
 
     own_ledger = not ledger_url
     url = ledger_url or _fresh_ledger(default_ledger_path())
@@ -646,7 +646,7 @@ def unpriced_models(strategies: tuple[Strategy, ...] = STRATEGIES) -> list[str]:
         >>> unpriced_models()
         []
     """
-    from costtrace.pricing import default_catalog
+    from costtrace.price.catalog import default_catalog
 
     catalog = default_catalog()
     models = dict.fromkeys(m for s in strategies for m in s.models)
@@ -871,7 +871,7 @@ def findings(result: DemoResult) -> list[str]:
         ranked = [c for c in a.candidates if c.metric_usd is not None]
         what = "TCO per task" if a.metric == "tco" else "cost per successful task"
         out.append(
-            f"costtrace.routing.advise, over the routes the tasks actually took (models in order of use: a "
+            f"costtrace.analysis.routing.advise, over the routes the tasks actually took (models in order of use: a "
             f"cascade ticket that {CHEAP_MODEL} solved counts as {CHEAP_MODEL}), ranks by {what}: "
             + _join([f"{c.route} {_usd(c.metric_usd, _PER_TASK_PLACES)} ({c.tasks:,} tasks)" for c in ranked])
             + f"; best: {a.best_route}."

@@ -22,12 +22,10 @@ adds its upgrade step to ``_MIGRATIONS``; nothing else changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import ROUND_HALF_EVEN, Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-NANO = Decimal("0.000000001")
 SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
@@ -203,30 +201,6 @@ alerts_fired = sa.Table(
     sa.Column("fired_at", sa.DateTime, nullable=False),
     sa.Column("data", sa.Text),
 )
-
-
-def to_nano(amount: Decimal | None) -> int | None:
-    """USD ``Decimal`` -> integer nano-USD, rounded half-even (None stays None).
-
-    Example:
-        >>> to_nano(Decimal("0.00027")), to_nano(Decimal("0.0000000015")), to_nano(None)
-        (270000, 2, None)
-    """
-    if amount is None:
-        return None
-    return int((amount / NANO).to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-def from_nano(nanos: int | None) -> Decimal | None:
-    """Integer nano-USD -> USD ``Decimal`` (None stays None).
-
-    Example:
-        >>> from_nano(270000)
-        Decimal('0.000270000')
-    """
-    if nanos is None:
-        return None
-    return Decimal(int(nanos)) * NANO
 
 
 def _create_current(conn: Connection) -> None:

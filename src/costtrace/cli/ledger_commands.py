@@ -3,7 +3,7 @@
 :mod:`costtrace.cli` owns the command line and registers these with :func:`add_commands`; this module
 holds their options and handlers so that ``cli.py`` stays small. Every handler opens the ledger
 read-only (:func:`open_ledger` never creates a database), builds rows, and prints them with the
-writers of :mod:`costtrace._output`. Bad input raises :class:`~costtrace.errors.ConfigError`, which
+writers of :mod:`costtrace.cli.output`. Bad input raises :class:`~costtrace.errors.ConfigError`, which
 ``cli.main`` prints as one line and turns into exit status 2.
 """
 
@@ -18,15 +18,16 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from costtrace import _output as out
 from costtrace import _validate
-from costtrace._output import Column
+from costtrace._money import usd
+from costtrace.cli import output as out
+from costtrace.cli.output import Column
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from costtrace.analytics import Filters, ScopeStats
+    from costtrace.analysis.stats import Filters, ScopeStats
 
 EXIT_OK = 0
 
@@ -263,7 +264,7 @@ def add_commands(commands: Any) -> None:
 
 
 def ledger_url(args: argparse.Namespace) -> str:
-    from costtrace.ledger.engine import default_url
+    from costtrace.spend.engine import default_url
 
     url: str | None = getattr(args, "ledger", None)
     return url.strip() if url and url.strip() else default_url()
@@ -280,8 +281,8 @@ def open_ledger(url: str) -> Engine:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from costtrace.ledger import schema
-    from costtrace.ledger.engine import make_engine, safe_url
+    from costtrace.spend import schema
+    from costtrace.spend.engine import make_engine, safe_url
 
     shown = safe_url(url)
     try:
@@ -342,7 +343,7 @@ def _shown(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from costtrace.ledger.engine import safe_url
+    from costtrace.spend.engine import safe_url
 
     try:
         parsed = make_url(url)
@@ -358,9 +359,11 @@ def _shown(url: str) -> str:
 
 def _analytics() -> Any:
     try:
-        from costtrace import analytics
+        from costtrace.analysis import stats as analytics
     except ImportError as exc:  # pragma: no cover - only in a partial checkout
-        raise ConfigError(f"this costtrace install lacks costtrace.analytics ({exc}); reinstall costtrace") from exc
+        raise ConfigError(
+            f"this costtrace install lacks costtrace.analysis.stats ({exc}); reinstall costtrace"
+        ) from exc
     return analytics
 
 
@@ -425,7 +428,7 @@ def no_tasks_error(engine: Engine, shown: str, filters: Filters) -> ConfigError:
     """The error for an empty result: an empty ledger, an empty window, or filters matching nothing."""
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
+    from costtrace.spend import schema
 
     t = schema.tasks
     with _reading(shown), engine.connect() as conn:
@@ -641,8 +644,8 @@ def _write_html(
     rows: Sequence[dict[str, Any]],
     notes: Sequence[str],
 ) -> None:
-    from costtrace import html_report as h
     from costtrace._version import __version__
+    from costtrace.cli import html_report as h
 
     analytics = _analytics()
     by_day = _scope_stats(engine, shown, by=("day",), filters=filters)
@@ -707,7 +710,7 @@ def _day_points(days: Sequence[ScopeStats]) -> list[Any]:
     """One point per calendar day from the first to the last (a gap where a day has no task)."""
     from datetime import date
 
-    from costtrace import html_report as h
+    from costtrace.cli import html_report as h
 
     by_day = {h.day_label(s.key.get("day")): s for s in days}
     try:
@@ -792,9 +795,9 @@ def compare_command(args: argparse.Namespace) -> int:
         print(f"advice: use {best} (lowest {metric})" if best else f"advice: none (no route has a {metric})")
         for c in a.get("candidates") or []:
             lo, hi = c.get("metric_low_usd"), c.get("metric_high_usd")
-            span = f" ({out.usd(lo)} to {'unbounded' if hi is None else out.usd(hi)})" if lo is not None else ""
+            span = f" ({usd(lo)} to {'unbounded' if hi is None else usd(hi)})" if lo is not None else ""
             print(
-                f"  {c.get('route')}: {metric} {out.usd(c.get('metric_usd'))}{span}; success "
+                f"  {c.get('route')}: {metric} {usd(c.get('metric_usd'))}{span}; success "
                 f"{out.pct(c.get('success_rate'))} (95% CI {out.pct(c.get('success_rate_low'))}-"
                 f"{out.pct(c.get('success_rate_high'))}) over {c.get('tasks')} tasks"
             )
@@ -806,7 +809,7 @@ def compare_command(args: argparse.Namespace) -> int:
 def _advice(engine: Engine, shown: str, filters: Filters, args: argparse.Namespace) -> list[dict[str, Any]] | None:
     """routing.advise as plain dicts, or None when this install has no routing module."""
     try:
-        from costtrace import routing
+        from costtrace.analysis import routing
     except ImportError:
         return None
     import dataclasses
@@ -820,7 +823,7 @@ def _advice(engine: Engine, shown: str, filters: Filters, args: argparse.Namespa
 
 
 def whatif_command(args: argparse.Namespace) -> int:
-    from costtrace import routing
+    from costtrace.analysis import routing
 
     target = str(args.to_route).strip()
     if not target or any(not m.strip() for m in target.split("->")):
@@ -914,7 +917,7 @@ def whatif_command(args: argparse.Namespace) -> int:
         print("note: some recorded calls had no price: the recorded cost is a lower bound")
     delta = result.projected_cost_usd - result.recorded_cost_usd
     sign = "more" if delta > 0 else "less"
-    print(f"projected: {out.usd(abs(delta))} {sign} than recorded ({out.usd(result.recorded_cost_usd)})")
+    print(f"projected: {usd(abs(delta))} {sign} than recorded ({usd(result.recorded_cost_usd)})")
     if result.assumptions:
         print("assumptions:")
         for a in result.assumptions:
@@ -949,7 +952,7 @@ TCO_COLUMNS = [
 
 
 def _rework(args: argparse.Namespace) -> Decimal | None:
-    from costtrace import tco
+    from costtrace.analysis import tco
 
     if args.rework_cost is not None and (args.hourly_rate is not None or args.hours is not None):
         raise ConfigError("give either --rework-cost or --hourly-rate with --hours, not both")
@@ -963,7 +966,7 @@ def _rework(args: argparse.Namespace) -> Decimal | None:
 
 
 def tco_command(args: argparse.Namespace) -> int:
-    from costtrace import tco
+    from costtrace.analysis import tco
 
     if args.example:
         return _print_comparison(args, tco.worked_example())
@@ -1024,26 +1027,26 @@ def _break_even_lines(
     lines = []
     if be.cheaper is not None and be.cheap is not None and be.frontier is not None:
         if be.cheaper == "equal":
-            lines.append(f"cheaper per finished task: neither ({out.usd(be.cheap.tco_per_task_usd)} each)")
+            lines.append(f"cheaper per finished task: neither ({usd(be.cheap.tco_per_task_usd)} each)")
         else:
             winner, loser = (be.frontier, be.cheap) if be.cheaper == "frontier" else (be.cheap, be.frontier)
             name = frontier_name if be.cheaper == "frontier" else cheap_name
             ratio = f", {be.tco_ratio:.1f}x less" if be.tco_ratio is not None else ""
             lines.append(
-                f"cheaper per finished task: {name} ({out.usd(winner.tco_per_task_usd)} vs "
-                f"{out.usd(loser.tco_per_task_usd)}{ratio})"
+                f"cheaper per finished task: {name} ({usd(winner.tco_per_task_usd)} vs "
+                f"{usd(loser.tco_per_task_usd)}{ratio})"
             )
     d = be.break_even_failure_rate_delta
     if d is None:
         lines.append("break-even: undefined without a rework cost (L = $0: only token cost counts)")
     elif d <= 0:
-        lines.append(f"break-even: {frontier_name} costs no more in tokens ({out.usd(be.delta_cost_usd)} per task)")
+        lines.append(f"break-even: {frontier_name} costs no more in tokens ({usd(be.delta_cost_usd)} per task)")
     else:
         gap = be.failure_rate_delta
         measured = f"; here it fails {gap * 100:.2f} pp less" if gap is not None else ""
         lines.append(
             f"break-even: {frontier_name} pays off when it fails more than {d * 100:.2f} percentage points less "
-            f"often (dC {out.usd(be.delta_cost_usd)} / L {out.usd(be.rework_cost_usd)}){measured}"
+            f"often (dC {usd(be.delta_cost_usd)} / L {usd(be.rework_cost_usd)}){measured}"
         )
     return lines
 
@@ -1071,7 +1074,7 @@ def _print_comparison(args: argparse.Namespace, c: Any) -> int:
         print(line)
     for b in c.sensitivity:
         d = b.break_even_failure_rate_delta
-        print(f"  at L = {out.usd(b.rework_cost_usd)}: break-even gap {'-' if d is None else f'{d * 100:.2f} pp'}")
+        print(f"  at L = {usd(b.rework_cost_usd)}: break-even gap {'-' if d is None else f'{d * 100:.2f} pp'}")
     if c.assumptions:
         print("assumptions:")
         for a in c.assumptions:
@@ -1081,7 +1084,7 @@ def _print_comparison(args: argparse.Namespace, c: Any) -> int:
 
 def _tco_measured(args: argparse.Namespace, rework: Decimal | None) -> int:
     """Per route of the feature: measured cost per task and failure rate (tco.compare_models)."""
-    from costtrace import tco
+    from costtrace.analysis import tco
 
     filters = build_filters(args)
     url = ledger_url(args)
@@ -1161,7 +1164,7 @@ def _duration(td: timedelta) -> str:
 
 
 def budgets_command(args: argparse.Namespace) -> int:
-    from costtrace.ledger import store
+    from costtrace.spend import store
 
     url = ledger_url(args)
     shown = _shown(url)

@@ -18,7 +18,7 @@ The what-if model, stated in every result's ``assumptions``:
 - **Route.** ``"m"``: every task makes one attempt on ``m``. ``"a->b"`` (a cascade): every task pays
   an attempt on ``a``; the share ``p_a`` that fails pays an attempt on ``b`` too, and so on. Successes
   = tasks x (1 - p_a x p_b x ...): the models are assumed to fail independently. No retries.
-- **Prices** come from :func:`costtrace.pricing.default_catalog` at today's date, with the provider
+- **Prices** come from :func:`costtrace.price.catalog.default_catalog` at today's date, with the provider
   the ledger recorded for the model. Costs are summed in SQL and priced once per model: exact for
   per-token prices; a long-context tier is chosen by the mean input tokens per call.
 
@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Literal
 
+from costtrace import _money
+from costtrace.analysis.tco import _CTX, ALL_TASKS, Amount, Filters, _amount, _rate, from_ledger, task_conditions
 from costtrace.errors import ConfigError
-from costtrace.tco import _CTX, ALL_TASKS, Amount, Filters, _amount, _rate, from_ledger, task_conditions
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from costtrace.pricing import Cost, PriceCatalog
+    from costtrace.price.catalog import Cost, PriceCatalog
 
 __all__ = [
     "Advice",
@@ -265,7 +266,7 @@ def _model_rates(catalog: PriceCatalog, provider: str | None, model: str, probe_
         if cost.total_usd is None:
             raise ConfigError(
                 f"cannot price model {model!r} (provider {provider!r}): {cost.unpriced_reason}; set a price with "
-                "costtrace.pricing.set_price(...) or a prices file (docs/pricing.md)"
+                "costtrace.price.catalog.set_price(...) or a prices file (docs/pricing.md)"
             )
         return cost.total_usd, cost
 
@@ -291,7 +292,7 @@ def _scope_totals(engine: Engine, filters: Filters) -> tuple[int, int, int, int]
     """(tasks, successes, cost nano-USD, unpriced calls) of the scope's tasks that made LLM calls."""
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
+    from costtrace.spend import schema
 
     t = schema.tasks.c
     query = sa.select(
@@ -309,7 +310,7 @@ def _token_need(engine: Engine, filters: Filters) -> _TokenNeed:
     """Summed tokens of the first attempt of each of the scope's tasks (one aggregate query)."""
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
+    from costtrace.spend import schema
 
     c, t = schema.calls.c, schema.tasks.c
     query = (
@@ -339,7 +340,7 @@ def _attempt_failures(engine: Engine, filters: Filters) -> dict[str, tuple[int, 
     """
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
+    from costtrace.spend import schema
 
     c, t = schema.calls.c, schema.tasks.c
     scope = sa.select(t.task_id, t.outcome).where(*task_conditions(filters)).subquery("scope")
@@ -376,7 +377,7 @@ def _providers(engine: Engine, models: tuple[str, ...]) -> dict[str, str]:
     """The provider recorded most often for each model anywhere in the ledger."""
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
+    from costtrace.spend import schema
 
     c = schema.calls.c
     query = (
@@ -425,13 +426,13 @@ def whatif(
         failure_rates: Per model, a failure rate to use instead of the measured one (required for a
             model with no recorded attempt in the scope).
         token_multipliers: Per model, tokens it emits per recorded token (a different tokenizer).
-        catalog: The price catalog (default: :func:`costtrace.pricing.default_catalog`).
+        catalog: The price catalog (default: :func:`costtrace.price.catalog.default_catalog`).
 
     Raises:
         ConfigError: an invalid route or value, no recorded task in the scope, a model without a
             price, or a model without recorded attempts and no given failure rate.
     """
-    from costtrace.pricing import default_catalog
+    from costtrace.price.catalog import default_catalog
 
     models = parse_route(route)
     rework = None if rework_cost_usd is None else _amount(rework_cost_usd, "rework_cost_usd")
@@ -549,9 +550,8 @@ def whatif(
 
 
 def _from_nano(nanos: int) -> Decimal:
-    from costtrace.ledger import schema
 
-    return schema.from_nano(nanos) or _ZERO
+    return _money.from_nano(nanos) or _ZERO
 
 
 # --------------------------------------------------------------------------------------------------

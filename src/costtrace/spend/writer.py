@@ -4,7 +4,7 @@ How a record travels
     ``on_call`` / ``on_task`` / ``on_event`` run on the app's thread. They append the raw record (and,
     for a task, the time it ended) to a bounded in-memory queue and return: O(1), no I/O, no conversion,
     a lock held for a few instructions, never an exception. One daemon thread per process (started with
-    the first record) turns records into rows (:mod:`costtrace.ledger.store`), commits them in batches
+    the first record) turns records into rows (:mod:`costtrace.spend.store`), commits them in batches
     (``batch_size`` records, or what arrived within ``flush_interval_s``) with :func:`store.write_batch`,
     which is idempotent (every row carries its own key), then calls ``on_committed(touched)``.
 
@@ -28,7 +28,7 @@ Drops, always counted (``stats().dropped``) and logged at most once a minute wit
     ``rejected`` (the database refused a row for a reason other than being unreachable, e.g. a
     constraint), ``invalid`` (a record could not be turned into a row, or the row failed validation),
     ``spool_corrupt`` (a spool line that is not JSON), ``closed`` (recorded after ``close()``). Each log
-    line is also a ``ledger_records_lost`` alert (through :mod:`costtrace.alerts`), the counts feed the
+    line is also a ``ledger_records_lost`` alert (through :mod:`costtrace.spend.alerts`), the counts feed the
     ``costtrace.ledger.lost_records`` metric, and the writer writes them to the ledger as a
     ``ledger_records_lost`` event once the database takes writes.
 
@@ -58,7 +58,7 @@ Exit and fork
     record.
 
 Example:
-    >>> from costtrace.ledger import engine, schema, writer     # doctest: +SKIP
+    >>> from costtrace.spend import engine, schema, writer     # doctest: +SKIP
     >>> eng = engine.make_engine("sqlite:///costs.db"); schema.migrate(eng)
     >>> w = writer.LedgerWriter(eng)
     >>> costtrace.records.add_listener(w)
@@ -89,14 +89,14 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
-from costtrace.ledger import store
-from costtrace.ledger.schema import to_nano
+from costtrace._money import to_nano
+from costtrace.spend import store
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from costtrace.budgets import Budget
     from costtrace.records import CallRecord, TaskEvent, TaskSummary
+    from costtrace.spend.budgets import Budget
 
 _flock: Callable[[int, int], Any] | None
 try:
@@ -191,7 +191,7 @@ def _register_lost_metric() -> None:
 def _alert_lost(counts: dict[str, int]) -> None:
     """Deliver a ``ledger_records_lost`` alert through the alert dispatcher (log, span event, callbacks,
     webhooks). Its ledger event is written by the writer instead (see ``_alert_guard``)."""
-    from costtrace import alerts
+    from costtrace.spend import alerts
 
     total = sum(counts.values())
     detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
@@ -314,7 +314,7 @@ def _is_unavailable(exc: BaseException) -> bool:
 
 def default_spool_dir(engine: Engine) -> Path:
     """Where ``engine``'s writers spool by default (see the module docstring)."""
-    from costtrace.ledger.engine import safe_url
+    from costtrace.spend.engine import safe_url
 
     url = engine.url
     database = url.database or ""
@@ -541,7 +541,7 @@ class LedgerWriter:
     """The per-process background writer of the ledger, and a records listener.
 
     Args:
-        engine: The ledger's engine (:func:`costtrace.ledger.engine.make_engine`), already migrated.
+        engine: The ledger's engine (:func:`costtrace.spend.engine.make_engine`), already migrated.
         budgets: Returns the budgets whose spend each committed call adds to (called per batch).
         spool_path: The folder of the spool files (default: :func:`default_spool_dir`).
         max_queue: Records kept in memory at most; beyond, new records are dropped and counted.

@@ -23,7 +23,7 @@ redoing it, a refund), the total cost of ownership is::
     TCO per successful task = (all spend + unsuccessful tasks x L) / successes
 
 Example:
-    >>> from costtrace.report import summarize, group_by
+    >>> from costtrace.analysis.report import summarize, group_by
     >>> stats = summarize(captured.tasks, rework_cost_usd=Decimal("2.50"))   # doctest: +SKIP
     >>> stats.cost_per_successful_task_usd                                      # doctest: +SKIP
     Decimal('0.0041')

@@ -13,7 +13,7 @@ Commands::
 
     FILTERS: --feature F --task T --route R --team T --customer C --since 7d --until 2026-05-01;
     every ledger command takes --ledger URL (default: $COSTTRACE_LEDGER_URL, else the per-user SQLite file)
-    and --format table|json|csv. The ledger commands live in ``costtrace._ledger_commands``.
+    and --format table|json|csv. The ledger commands live in ``costtrace.cli.ledger_commands``.
 
 Exit codes: 0 success; 1 ``phoenix prices`` left a model out (unpriced, or refused by Phoenix);
 2 bad arguments or configuration (one line on stderr saying what and how to fix it); 130 interrupted.
@@ -32,8 +32,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from costtrace import _ledger_commands, config, demo
+from costtrace import config, demo
 from costtrace._version import __version__
+from costtrace.cli import ledger_commands
 from costtrace.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rework-cost",
-        type=_ledger_commands.usd_amount,
+        type=ledger_commands.usd_amount,
         default=demo.DEFAULT_REWORK_COST_USD,
         metavar="USD",
         help="cost of one unresolved ticket outside the model, e.g. an agent's time, used for the "
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or every span as raw JSON (json)",
     )
     p.set_defaults(handler=_demo_command)
-    _ledger_commands.add_commands(commands)
+    ledger_commands.add_commands(commands)
     _add_phoenix_commands(commands)
     return parser
 
@@ -193,9 +194,10 @@ def _add_phoenix_commands(commands: Any) -> None:
 
 
 def _phoenix_prices_command(args: argparse.Namespace) -> int:
-    from costtrace import _output, phoenix
-    from costtrace.config import ENV_LEDGER_URL
-    from costtrace.pricing import load_prices
+    from costtrace.cli import output
+    from costtrace.integrations import phoenix
+    from costtrace.price.catalog import load_prices
+    from costtrace.spend import ENV_LEDGER_URL
 
     if args.prices_file:  # COSTTRACE_PRICES_FILE is loaded by the catalog itself
         load_prices(args.prices_file)
@@ -207,7 +209,7 @@ def _phoenix_prices_command(args: argparse.Namespace) -> int:
         raise ConfigError("no model to register: give --model provider:model and/or --ledger URL")
     result = phoenix.register_prices(models, endpoint=args.endpoint, dry_run=args.dry_run)
     if args.format == "json":
-        print(_output.json_text(phoenix.registered_json(result)))
+        print(output.json_text(phoenix.registered_json(result)))
     else:
         print(phoenix.render(result))
     return EXIT_OK if result.ok else EXIT_INCOMPLETE

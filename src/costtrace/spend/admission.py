@@ -9,8 +9,8 @@ background writer and installs the budgets. From then on:
   database, and a call that could exceed the limit raises :class:`costtrace.BudgetExceeded`;
 - after each committed batch, budget thresholds are checked and alerts fire once per period.
 
-Calls in no hard-capped scope pay nothing here: :func:`admit` returns at once when no enforcing budget
-is installed.
+Admission reaches the call path through :func:`costtrace.calls.set_admission_hook`: installed while some
+budget blocks or downgrades, removed otherwise, so calls in no hard-capped scope pay nothing here.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from costtrace import _validate, records
+from costtrace import _validate, calls, records
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error, report_misuse
-from costtrace.budgets import Budget
 from costtrace.errors import BudgetExceeded, BudgetStoreUnavailable, ConfigError, TaskBudgetExceeded
 from costtrace.records import TaskEvent, new_event_id
+from costtrace.spend.budgets import Budget
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from costtrace.alerts import OutcomeRule, Webhook
     from costtrace.calls import LLMCall
-    from costtrace.ledger.store import BudgetState
-    from costtrace.ledger.writer import LedgerWriter
+    from costtrace.spend.alerts import OutcomeRule, Webhook
+    from costtrace.spend.store import BudgetState
+    from costtrace.spend.writer import LedgerWriter
     from costtrace.tasks import Task
 
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
@@ -72,17 +72,15 @@ class _Runtime:
 
 _lock = threading.Lock()
 _runtime: _Runtime | None = None
-enforcing = False
-"""True while some hard-capped budget is installed: the only thing a call checks when there is none."""
 
 
 def _set_budgets(rt: _Runtime, budgets: Iterable[Budget]) -> None:
-    global enforcing
     for b in budgets:
         rt.budgets[b.name] = b
     rt.enforcing = tuple(b for b in rt.budgets.values() if b.enforcing)
     rt.writer.set_enforcing(rt.enforcing)
-    enforcing = bool(rt.enforcing)
+    # Calls pass admission only while some budget blocks or downgrades: otherwise they pay nothing here.
+    calls.set_admission_hook(_HOOK if rt.enforcing else None)
 
 
 def configure_ledger(
@@ -135,9 +133,9 @@ def configure_ledger(
     global _runtime
     from sqlalchemy.exc import SQLAlchemyError
 
-    from costtrace.ledger import schema, store
-    from costtrace.ledger.engine import default_url, make_engine, safe_url
-    from costtrace.ledger.writer import LedgerWriter
+    from costtrace.spend import schema, store
+    from costtrace.spend.engine import default_url, make_engine, safe_url
+    from costtrace.spend.writer import LedgerWriter
 
     budget_timeout_s = _validate.seconds(budget_timeout_s, "budget_timeout_s", maximum=_validate.MAX_TIMEOUT_S)
     outcome_rules_interval_s = _validate.seconds(
@@ -160,7 +158,7 @@ def configure_ledger(
     all_budgets = list(budgets)
     outcome_rules = list(outcome_rules)
     webhooks = list(webhooks)
-    from costtrace.alerts import OutcomeRule, Webhook
+    from costtrace.spend.alerts import OutcomeRule, Webhook
 
     for kind, items, cls in (
         ("budgets", all_budgets, Budget),
@@ -206,7 +204,7 @@ def configure_ledger(
     holder.append(rt)
     _set_budgets(rt, all_budgets)
     if webhooks or outcome_rules:
-        from costtrace import alerts
+        from costtrace.spend import alerts
 
         rt.unsubscribe = [alerts.add_webhook(w) for w in webhooks]
         if outcome_rules:
@@ -247,8 +245,8 @@ def load_config(path: str | os.PathLike[str]) -> tuple[list[Budget], list[Outcom
         ConfigError: The file is unreadable, or an entry is invalid (the message names it), or a
             ``url_env`` variable is not set.
     """
-    from costtrace.alerts import OutcomeRule, Webhook
-    from costtrace.budgets import budgets_from_config, config_entries, read_config_file
+    from costtrace.spend.alerts import OutcomeRule, Webhook
+    from costtrace.spend.budgets import budgets_from_config, config_entries, read_config_file
 
     where = f"config file {str(path)!r}"
     data = read_config_file(path)
@@ -292,7 +290,7 @@ def add_budget(budget: Budget) -> None:
     Raises:
         ConfigError: :func:`configure_ledger` was not called.
     """
-    from costtrace.ledger import store
+    from costtrace.spend import store
 
     if not isinstance(budget, Budget):
         raise ConfigError(f"add_budget() takes a costtrace.Budget, got {budget!r}")
@@ -325,7 +323,7 @@ def budget_status(name: str | None = None) -> list[BudgetState]:
         >>> for s in costtrace.budget_status():                   # doctest: +SKIP
         ...     print(s.budget, s.spent_usd, s.limit_usd, s.resets_at)
     """
-    from costtrace.ledger import store
+    from costtrace.spend import store
 
     rt = _require("budget_status")
     budgets = rt.budget_list() if name is None else tuple(b for b in rt.budget_list() if b.name == name)
@@ -387,7 +385,7 @@ def flush_ledger(timeout_s: float = 5.0) -> FlushResult:
         return FlushResult(True)
     deadline = time.monotonic() + timeout_s
     ok: bool = rt.writer.flush(timeout_s)
-    from costtrace import alerts
+    from costtrace.spend import alerts
 
     ok = alerts.default_dispatcher().flush(max(0.0, deadline - time.monotonic())) and ok
     st = rt.writer.stats()
@@ -399,11 +397,11 @@ def flush_ledger(timeout_s: float = 5.0) -> FlushResult:
 
 def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
     """Flush and stop the ledger writer (registered at exit). Idempotent; never hangs past ``timeout_s``."""
-    global _runtime, enforcing
+    global _runtime
     with _lock:
         rt = _runtime
         _runtime = None
-        enforcing = False
+        calls.set_admission_hook(None)
     if rt is None or rt.closed:
         return True
     rt.closed = True
@@ -412,7 +410,7 @@ def close_ledger(timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
         rt.rules.stop(min(1.0, timeout_s))
     records.remove_listener(rt.writer)
     ok: bool = rt.writer.close(max(0.0, deadline - time.monotonic()))
-    from costtrace import alerts
+    from costtrace.spend import alerts
 
     ok = alerts.default_dispatcher().flush(max(0.0, deadline - time.monotonic())) and ok
     for unsubscribe in rt.unsubscribe:
@@ -484,7 +482,7 @@ def record_outcome(
 
 
 def _input_tokens(request_input: object, model: str) -> int:
-    from costtrace.tokens import count_tokens
+    from costtrace.price.tokens import count_tokens
 
     if request_input is None:
         return 0
@@ -513,8 +511,8 @@ def worst_case(budget: Budget, *, provider: str, model: str, input_tokens: int, 
         >>> worst_case(b, provider="openai", model="gpt-4o-mini", input_tokens=1000, max_tokens=100).nano_usd
         210000
     """
-    from costtrace.ledger.schema import to_nano
-    from costtrace.pricing import default_catalog
+    from costtrace._money import to_nano
+    from costtrace.price.catalog import default_catalog
     from costtrace.usage import Usage
 
     out = max_tokens if max_tokens is not None and max_tokens >= 0 else budget.max_output_tokens
@@ -537,15 +535,6 @@ def worst_case(budget: Budget, *, provider: str, model: str, input_tokens: int, 
     if fb is not None and not isinstance(fb, tuple):
         return WorstCase(to_nano(fb.cost_usd(input_tokens, out)), input_tokens, out, True)
     return WorstCase(None, input_tokens, out, False)
-
-
-def check_task_caps(task: Task | None) -> None:
-    """Raise :class:`TaskBudgetExceeded` if the task, or a task it runs in, has reached a cap."""
-    t = task
-    while t is not None:
-        if t._caps is not None:
-            t._check_caps()
-        t = t.parent
 
 
 def admit(call: LLMCall, task: Task | None, request_input: object, at: datetime) -> None:
@@ -588,13 +577,23 @@ def release(call: LLMCall) -> None:
     if rt is None or not call._reserved:
         return
     call._reserved = False
-    from costtrace.ledger import store
+    from costtrace.spend import store
 
     try:
         rt.writer.forget_reserved(call.id)
         store.release(rt.budget_engine, [call.id])
     except Exception as exc:
         report_internal_error("spending.release", exc)
+
+
+class _AdmissionHook:
+    """:func:`admit` and :func:`release`, as the :class:`costtrace.calls.AdmissionHook` calls see."""
+
+    admit = staticmethod(admit)
+    release = staticmethod(release)
+
+
+_HOOK = _AdmissionHook()
 
 
 def _downgrade(budget: Budget, model: str) -> str | None:
@@ -620,8 +619,8 @@ def _try_reserve(
     request_input: object,
     at: datetime,
 ) -> tuple[Budget, BudgetExceeded] | None:
-    from costtrace.ledger import store
-    from costtrace.ledger.schema import from_nano
+    from costtrace._money import from_nano
+    from costtrace.spend import store
 
     try:
         n_in = _input_tokens(request_input, call.model)
@@ -737,7 +736,7 @@ def _committed_hook(holder: list[_Runtime]) -> Callable[[list[Any]], None]:
     def on_committed(touched: list[Any]) -> None:
         if not holder or not touched:
             return
-        from costtrace import alerts
+        from costtrace.spend import alerts
 
         rt = holder[0]
         names = {t.budget for t in touched}
@@ -747,13 +746,13 @@ def _committed_hook(holder: list[_Runtime]) -> Callable[[list[Any]], None]:
 
 
 def _alert_exhausted(rt: _Runtime, budget: Budget, state: BudgetState) -> None:
-    from costtrace import alerts
+    from costtrace.spend import alerts
 
     alerts.check_budgets(rt.engine, [budget])
 
 
 def _alert_store_unavailable(rt: _Runtime, scoped: Sequence[Budget], exc: Exception) -> None:
-    from costtrace import alerts
+    from costtrace.spend import alerts
 
     for budget in scoped:
         alerts.notify_store_unavailable(budget, exc)
@@ -771,7 +770,7 @@ class _RuleRunner:
         self._thread.start()
 
     def _run(self) -> None:
-        from costtrace import alerts
+        from costtrace.spend import alerts
 
         while not self._stop.wait(self._interval_s):
             try:

@@ -5,7 +5,7 @@ unsuccessful task (hourly rate x hours), the cost of a *finished* task is::
 
     TCO per task = C + P(fail) x L          C: token cost per task, P(fail) = 1 - success rate
 
-(the same definition as :mod:`costtrace.report`). Between a cheap model and a frontier one, the
+(the same definition as :mod:`costtrace.analysis.report`). Between a cheap model and a frontier one, the
 frontier model pays for itself when its token premium is smaller than the rework it saves::
 
     dC < dp x L      dC = C_frontier - C_cheap,  dp = P_cheap(fail) - P_frontier(fail)
@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Literal, overload
 
-from costtrace.analytics import Filters, _naive_utc
+from costtrace import _money
+from costtrace.analysis.stats import Filters, _naive_utc
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class TCO:
 
     @property
     def tco_per_successful_task_usd(self) -> Decimal | None:
-        """``TCO per task / (1 - P(fail))`` (as :mod:`costtrace.report`); None when nothing succeeds."""
+        """``TCO per task / (1 - P(fail))`` (as :mod:`costtrace.analysis.report`); None when nothing succeeds."""
         success = _ONE - self.failure_rate
         if not success:
             return None
@@ -432,8 +433,8 @@ ALL_TASKS = Filters()
 
 
 def task_conditions(filters: Filters) -> list[sa.ColumnElement[bool]]:
-    """The WHERE conditions on ``costtrace_tasks`` that select ``filters``' tasks (as :mod:`costtrace.analytics`)."""
-    from costtrace.ledger import schema
+    """The WHERE conditions on ``costtrace_tasks`` selecting ``filters``' tasks (as in analysis.stats)."""
+    from costtrace.spend import schema
 
     t = schema.tasks.c
     conditions: list[sa.ColumnElement[bool]] = []
@@ -484,7 +485,7 @@ class RouteTCO:
 
     @property
     def cost_per_successful_task_usd(self) -> Decimal | None:
-        """All the route's spend / successes (as :mod:`costtrace.report`); None with no success."""
+        """All the route's spend / successes (as :mod:`costtrace.analysis.report`); None with no success."""
         with localcontext(_CTX):
             return self.total_cost_usd / self.successes if self.successes else None
 
@@ -501,7 +502,7 @@ def from_ledger(engine: Engine, *, filters: Filters = ALL_TASKS, rework_cost_usd
     """Measured TCO per (feature, route) of the ledger's tasks, one grouped SQL query.
 
     ``P(fail) = 1 - successes / tasks`` (partial, escalated-to-human and unfinished tasks are not
-    successes); ``C`` = the route's spend / its tasks. As in :mod:`costtrace.report`, every task row
+    successes); ``C`` = the route's spend / its tasks. As in :mod:`costtrace.analysis.report`, every task row
     counts (a subtask is a task of its own, with its own calls' cost, so nothing is counted twice).
     Sorted by feature, then TCO per task.
 
@@ -511,7 +512,7 @@ def from_ledger(engine: Engine, *, filters: Filters = ALL_TASKS, rework_cost_usd
     """
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema
+    from costtrace.spend import schema
 
     rework = _amount(rework_cost_usd, "rework_cost_usd")
     t = schema.tasks.c
@@ -532,7 +533,7 @@ def from_ledger(engine: Engine, *, filters: Filters = ALL_TASKS, rework_cost_usd
     result = []
     for row in rows:
         tasks, successes = int(row.tasks), int(row.successes or 0)
-        total = schema.from_nano(int(row.cost or 0)) or _ZERO
+        total = _money.from_nano(int(row.cost or 0)) or _ZERO
         with localcontext(_CTX):
             per_task = total / tasks
             failure = _ONE - Decimal(successes) / tasks

@@ -25,8 +25,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Literal, TextIO
+
+from costtrace._money import usd
 
 Kind = Literal["text", "rtext", "int", "usd", "pct", "num"]
 """How a column shows: text (left-aligned), rtext (already formatted, right-aligned), or a number kind."""
@@ -67,29 +69,6 @@ def at_least(value: Decimal | None, complete: bool) -> Decimal | None:
     if value is None or complete:
         return value
     return LowerBound(value)
-
-
-def usd(value: Decimal | None) -> str:
-    """Money for reading: whole dollars from $1,000, cents from $1, else three significant digits.
-
-    Example:
-        >>> [usd(Decimal(x)) for x in ("1234.5", "12.345", "0.5", "0.0123456", "0.000041234", "0")]
-        ['$1,235', '$12.35', '$0.500', '$0.0123', '$0.0000412', '$0']
-        >>> usd(None)
-        '-'
-    """
-    if value is None:
-        return "-"
-    if not value.is_finite():
-        return str(value)
-    if value == 0:
-        return "$0"
-    sign = "-" if value < 0 else ""
-    v = abs(value)
-    for _ in range(2):  # twice: rounding may carry into the next range (999.999 -> 1,000)
-        places = 0 if v >= 1000 else 2 if v >= 1 else max(3, 2 - v.adjusted())
-        v = v.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)  # as people round, not banks
-    return f"{sign}${v:,.{places}f}"
 
 
 def pct(value: Decimal | float | None, places: int = 1) -> str:

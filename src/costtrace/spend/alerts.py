@@ -21,7 +21,7 @@ thread and bounded queue of its own, so a stuck endpoint delays only itself. Not
 the app, and nothing blocks it on the network.
 
 Example:
-    >>> import costtrace.alerts as alerts
+    >>> import costtrace.spend.alerts as alerts
     >>> unsubscribe = alerts.on_alert(lambda alert: print(alert.message))
     >>> alerts.add_webhook(alerts.Webhook("https://hooks.slack.com/services/T0/B0/XXX", slack=True))  # doctest: +SKIP
     >>> unsubscribe()
@@ -47,19 +47,19 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _otel, _validate
+from costtrace import _money, _otel, _validate
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
 from costtrace._version import __version__
-from costtrace.budgets import parse_duration
 from costtrace.errors import ConfigError
 from costtrace.records import TaskEvent, emit_event, new_event_id
+from costtrace.spend.budgets import parse_duration
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from costtrace.budgets import Budget
-    from costtrace.ledger.store import BudgetState, Touched
+    from costtrace.spend.budgets import Budget
+    from costtrace.spend.store import BudgetState, Touched
 
 __all__ = [
     "Alert",
@@ -294,7 +294,7 @@ class Webhook:
 
     def _post(self, body: bytes) -> None:
         """One attempt: POST ``body``; ``timeout_s`` bounds all of it (lookup, connect, TLS, send, answer)."""
-        from costtrace import _deadline_http
+        from costtrace.spend import _deadline_http
 
         headers = {"Content-Type": "application/json", "User-Agent": f"costtrace/{__version__}"}
         headers.update(self.headers or {})
@@ -599,7 +599,7 @@ class AlertDispatcher:
     def add_webhook(self, webhook: Webhook) -> Callable[[], None]:
         """Post every alert to ``webhook``; returns a function that removes it."""
         if not isinstance(webhook, Webhook):
-            raise ConfigError(f"add_webhook needs a costtrace.alerts.Webhook, got {type(webhook).__name__}")
+            raise ConfigError(f"add_webhook needs a costtrace.spend.alerts.Webhook, got {type(webhook).__name__}")
         with self._lock:
             self._sender.add(webhook)
             self._webhooks = (*self._webhooks, webhook)
@@ -876,7 +876,7 @@ def _check_budgets(
     now: datetime,
     dispatcher: AlertDispatcher | None,
 ) -> list[Alert]:
-    from costtrace.ledger import store
+    from costtrace.spend import store
 
     if touched is None:
         selected = list(budgets)
@@ -1147,7 +1147,7 @@ def outcome_stats(engine: Engine, rule: OutcomeRule, now: datetime | None = None
     """Run the rule's aggregate query (one ``SELECT`` over ``costtrace_tasks``) for the window ending ``now``."""
     import sqlalchemy as sa
 
-    from costtrace.ledger import schema as s
+    from costtrace.spend import schema as s
 
     end = _naive(now or datetime.now(UTC))
     start = end - rule.window_length
@@ -1175,8 +1175,8 @@ def outcome_stats(engine: Engine, rule: OutcomeRule, now: datetime | None = None
         successes=int(row[1]),
         first_pass=int(row[2]),
         escalated=int(row[3]),
-        cost_usd=s.from_nano(int(row[4])) or Decimal(0),
-        wasted_usd=s.from_nano(int(row[5])) or Decimal(0),
+        cost_usd=_money.from_nano(int(row[4])) or Decimal(0),
+        wasted_usd=_money.from_nano(int(row[5])) or Decimal(0),
     )
 
 
@@ -1225,7 +1225,7 @@ def evaluate_outcome_rules(
         >>> rules = [OutcomeRule("q", feature="support", min_first_pass_rate=0.8)]
         >>> evaluate_outcome_rules(engine, rules)  # doctest: +SKIP
     """
-    from costtrace.ledger import store
+    from costtrace.spend import store
 
     at = _aware(now or datetime.now(UTC))
     fired: list[Alert] = []

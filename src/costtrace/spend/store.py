@@ -32,12 +32,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from costtrace import semconv as sc
-from costtrace.ledger import schema as s
-from costtrace.ledger.schema import from_nano, to_nano
+from costtrace._money import from_nano, to_nano
+from costtrace.spend import schema as s
 
 if TYPE_CHECKING:
-    from costtrace.budgets import Budget
     from costtrace.records import CallRecord, TaskSummary
+    from costtrace.spend.budgets import Budget
 
 _T = TypeVar("_T")
 Row = dict[str, Any]
@@ -807,7 +807,7 @@ def save_budget_definitions(engine: Engine, budgets: Sequence[Budget]) -> None:
 
 def load_budget_definitions(engine: Engine) -> list[Budget]:
     """The budget definitions stored in the ledger (callable hooks are not stored)."""
-    from costtrace.budgets import Budget
+    from costtrace.spend.budgets import Budget
 
     with engine.connect() as conn:
         rows = conn.execute(sa.select(s.budgets.c.definition).order_by(s.budgets.c.budget_id)).all()

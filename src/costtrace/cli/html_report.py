@@ -19,7 +19,8 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from costtrace._output import Column, Row, display, pct, usd
+from costtrace._money import usd
+from costtrace.cli.output import Column, Row, display, pct
 
 __all__ = ["Bar", "Kpi", "Point", "render"]
 

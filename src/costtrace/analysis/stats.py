@@ -1,6 +1,6 @@
 """Cost per successful task, retry tax and effective token prices, aggregated in the ledger's database.
 
-The ledger counterpart of :mod:`costtrace.report`: the same definitions, computed with a few SQL
+The ledger counterpart of :mod:`costtrace.analysis.report`: the same definitions, computed with a few SQL
 statements (SQLAlchemy Core, ``GROUP BY`` and window functions) over ``costtrace_tasks`` and
 ``costtrace_calls``, so a report over millions of tasks never pulls rows into Python. It works on
 SQLite and PostgreSQL alike.
@@ -11,7 +11,7 @@ SQLite and PostgreSQL alike.
 - :func:`model_costs`: per requested model, what it really cost per million *useful* tokens once
   failed attempts and retries are paid for, next to its catalog price.
 
-Definitions (the same as :class:`costtrace.report.TaskStats`):
+Definitions (the same as :class:`costtrace.analysis.report.TaskStats`):
 
 - Money is exact ``Decimal`` USD, from integer nano-USD sums; never rounded here.
 - A ratio with nothing to divide by (no tasks, no successes, no spend, no tokens) is ``None``,
@@ -27,8 +27,8 @@ Definitions (the same as :class:`costtrace.report.TaskStats`):
 - Means are exact: ``Decimal(sum) / n``.
 
 Example:
-    >>> from costtrace.ledger.engine import make_engine
-    >>> from costtrace.ledger.schema import migrate
+    >>> from costtrace.spend.engine import make_engine
+    >>> from costtrace.spend.schema import migrate
     >>> engine = make_engine("sqlite://"); _ = migrate(engine)
     >>> scope_stats(engine, by=("feature", "day"))
     []
@@ -47,8 +47,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from costtrace import _money
 from costtrace.errors import ConfigError
-from costtrace.ledger import schema as s
+from costtrace.spend import schema as s
 
 __all__ = [
     "GROUP_KEYS",
@@ -86,7 +87,7 @@ def _div(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None
 
 
 def _usd(nanos: Any) -> Decimal:
-    return s.from_nano(int(nanos or 0)) or _ZERO
+    return _money.from_nano(int(nanos or 0)) or _ZERO
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 def _check_filters(filters: object) -> Filters:
     if not isinstance(filters, Filters):
-        raise ConfigError(f"filters={filters!r} must be a costtrace.analytics.Filters")
+        raise ConfigError(f"filters={filters!r} must be a costtrace.analysis.stats.Filters")
     return filters
 
 
@@ -426,7 +427,7 @@ def scope_stats(
     with missing values last; only groups with tasks appear.
 
     Args:
-        engine: The ledger's engine (``costtrace.ledger.engine.make_engine(url)``).
+        engine: The ledger's engine (``costtrace.spend.engine.make_engine(url)``).
         by: Group keys, any of :data:`GROUP_KEYS`, in the order of ``ScopeStats.key``; ``()`` for
             one scope over everything. Time buckets are UTC (see :data:`TIME_KEYS`).
         filters: Which tasks count (on ``ended_at`` for ``since`` / ``until``).
@@ -583,7 +584,7 @@ def _list_prices(provider: str | None, model: str) -> tuple[Decimal | None, Deci
     Priced on 1,000 tokens and scaled, so that a tiered model shows its base tier, not the tier
     a 1M-token prompt would fall in.
     """
-    from costtrace.pricing import default_catalog
+    from costtrace.price.catalog import default_catalog
     from costtrace.usage import Usage
 
     catalog = default_catalog()

@@ -1,0 +1,1 @@
+"""Integrations with one backend's own API, beyond OTLP (:mod:`~costtrace.integrations.phoenix`)."""

@@ -1,0 +1,10 @@
+"""Prices and token counts: what a call costs.
+
+- :mod:`~costtrace.price.catalog`: the price catalog (genai-prices' data, your overrides, price files,
+  aliases, discounts) and :class:`~costtrace.price.catalog.Cost`, the priced result of one call;
+- :mod:`~costtrace.price.tokens`: local token counts (tiktoken, flagged as estimates) for requests whose
+  provider reported no usage.
+
+This layer knows usage and money, never tasks, spans or the ledger. The public entry points are re-exported
+at the top: ``costtrace.set_price``, ``costtrace.load_prices``, ``costtrace.count_tokens``.
+"""

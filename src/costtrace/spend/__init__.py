@@ -1,0 +1,17 @@
+"""Spend: the ledger and what it enforces.
+
+- :mod:`~costtrace.spend.schema`: the ledger's tables and migrations; :mod:`~costtrace.spend.engine`:
+  opening a ledger (SQLite by default, PostgreSQL to share budgets across processes);
+- :mod:`~costtrace.spend.writer`: the background writer every finished call and task goes through;
+  :mod:`~costtrace.spend.store`: budget periods and reservations in the database;
+- :mod:`~costtrace.spend.budgets`: :class:`~costtrace.spend.budgets.Budget` and budget files;
+- :mod:`~costtrace.spend.admission`: ``configure_ledger`` and hard caps: it installs the admission hook
+  (:func:`costtrace.calls.set_admission_hook`) that reserves a call's worst case before it is sent;
+- :mod:`~costtrace.spend.alerts`: alert rules, thresholds and their delivery.
+
+The record layer (tasks, calls, records) never imports from here: records flow in through the writer, and
+admission reaches the call path only through the hook this layer installs.
+"""
+
+ENV_LEDGER_URL = "COSTTRACE_LEDGER_URL"
+"""The environment variable naming the ledger's URL (default: the per-user SQLite file)."""
