@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # (layer, module prefixes); a module belongs to the first layer with a matching prefix.
-    ("base", ("_version", "errors", "_internal", "_validate", "_otel", "_money", "semconv", "usage")),
+    ("base", ("_version", "_moved", "errors", "_internal", "_validate", "_otel", "_money", "semconv", "usage")),
     ("price", ("price",)),
     ("record", ("records", "tasks", "calls", "metrics", "content", "span_options", "console")),
     ("instrumentation", ("instrumentation",)),

@@ -15,6 +15,7 @@ Example:
     'done'
 """
 
+from costtrace import _moved
 from costtrace._version import __version__
 from costtrace.calls import LLMCall, llm_call, record_llm_call
 from costtrace.config import configure, flush, shutdown
@@ -53,6 +54,8 @@ from costtrace.tasks import (
     track_task,
 )
 from costtrace.usage import Usage
+
+_moved.install()  # the module paths of earlier releases (costtrace.pricing, ...) still import
 
 __all__ = [
     "Alert",

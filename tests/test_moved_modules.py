@@ -1,0 +1,67 @@
+"""The module paths of the previous release still import, warn, and hand out the same objects."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from costtrace import _moved
+
+# (old path, name, where it lives now): the names docs and examples of the previous release used
+DOCUMENTED = [
+    ("costtrace.pricing", "set_model_alias", "costtrace.price"),
+    ("costtrace.pricing", "default_catalog", "costtrace.price"),
+    ("costtrace.pricing", "set_price", "costtrace.price"),
+    ("costtrace.tokens", "encoding_for_model", "costtrace.price.tokens"),
+    ("costtrace.analytics", "scope_stats", "costtrace.analysis.stats"),
+    ("costtrace.analytics", "model_costs", "costtrace.analysis.stats"),
+    ("costtrace.analytics", "Filters", "costtrace.analysis.stats"),
+    ("costtrace.routing", "advise", "costtrace.analysis.routing"),
+    ("costtrace.report", "summarize", "costtrace.analysis.report"),
+    ("costtrace.report", "TaskStats", "costtrace.analysis.report"),
+    ("costtrace.alerts", "add_webhook", "costtrace.spend"),
+    ("costtrace.alerts", "default_dispatcher", "costtrace.spend"),
+    ("costtrace.ledger.engine", "make_engine", "costtrace.spend.engine"),
+    ("costtrace.ledger.schema", "migrate", "costtrace.spend.schema"),
+    ("costtrace.ledger.schema", "to_nano", "costtrace._money"),
+    ("costtrace.phoenix", "OutcomeAnnotations", "costtrace.integrations.phoenix"),
+]
+
+
+def _fresh_import(path: str) -> object:
+    for name in [m for m in sys.modules if m == path or m.startswith(path + ".")]:
+        del sys.modules[name]
+    return importlib.import_module(path)
+
+
+@pytest.mark.parametrize("old", sorted(_moved.MOVED))
+def test_every_old_path_imports_with_a_deprecation_warning_naming_the_new_one(old: str) -> None:
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {_moved.MOVED[old][0]}"):
+        module = _fresh_import(old)
+    assert isinstance(module, _moved.MovedModule)
+    for target in _moved.MOVED[old]:
+        importlib.import_module(target)  # every target exists
+
+
+@pytest.mark.parametrize(("old", "name", "new_home"), DOCUMENTED, ids=[f"{o}.{n}" for o, n, _ in DOCUMENTED])
+def test_documented_names_are_the_same_objects_as_in_their_new_module(old: str, name: str, new_home: str) -> None:
+    with pytest.warns(DeprecationWarning):
+        module = _fresh_import(old)
+    obj = getattr(module, name)
+    assert obj.__module__.startswith(new_home)
+    assert obj is getattr(importlib.import_module(obj.__module__), name)
+
+
+def test_an_unknown_name_says_where_the_module_went() -> None:
+    with pytest.warns(DeprecationWarning):
+        module = _fresh_import("costtrace.analytics")
+    with pytest.raises(AttributeError, match="moved to costtrace.analysis.stats"):
+        module.no_such_name  # noqa: B018
+
+
+def test_new_paths_never_warn(recwarn: pytest.WarningsRecorder) -> None:
+    for path in ("costtrace.price.catalog", "costtrace.analysis.stats", "costtrace.spend.schema"):
+        importlib.import_module(path)
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
