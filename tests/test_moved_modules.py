@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import pytest
@@ -38,7 +39,7 @@ def _fresh_import(path: str) -> object:
 
 @pytest.mark.parametrize("old", sorted(_moved.MOVED))
 def test_every_old_path_imports_with_a_deprecation_warning_naming_the_new_one(old: str) -> None:
-    with pytest.warns(DeprecationWarning, match=f"{old} moved to {_moved.MOVED[old][0]}"):
+    with pytest.warns(DeprecationWarning, match=re.escape(f"{old} moved to {_moved.MOVED[old][0]}")):
         module = _fresh_import(old)
     assert isinstance(module, _moved.MovedModule)
     for target in _moved.MOVED[old]:
@@ -57,8 +58,8 @@ def test_documented_names_are_the_same_objects_as_in_their_new_module(old: str, 
 def test_an_unknown_name_says_where_the_module_went() -> None:
     with pytest.warns(DeprecationWarning):
         module = _fresh_import("costtrace.analytics")
-    with pytest.raises(AttributeError, match="moved to costtrace.analysis.stats"):
-        module.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError, match=re.escape("moved to costtrace.analysis.stats")):
+        module.no_such_name
 
 
 def test_new_paths_never_warn(recwarn: pytest.WarningsRecorder) -> None:
