@@ -17,7 +17,22 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # (layer, module prefixes); a module belongs to the first layer with a matching prefix.
     ("base", ("_version", "errors", "_internal", "_validate", "_otel", "_money", "semconv", "usage")),
     ("price", ("price",)),
-    ("record", ("records", "tasks", "calls", "metrics", "content", "span_options", "console")),
+    (
+        "record",
+        (
+            "records",
+            "tasks",
+            "task_context",
+            "task_attributes",
+            "task_decorator",
+            "calls",
+            "call_attributes",
+            "metrics",
+            "content",
+            "span_options",
+            "console",
+        ),
+    ),
     ("instrumentation", ("instrumentation",)),
     ("spend", ("spend",)),
     ("analysis", ("analysis",)),

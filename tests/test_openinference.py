@@ -350,13 +350,13 @@ def test_a_bug_in_the_openinference_cost_never_loses_the_call(spans, monkeypatch
 
 
 def test_a_bug_in_the_task_summary_never_loses_the_task(spans, monkeypatch):
-    from costtrace import tasks
+    from costtrace import task_attributes
 
     def broken(*args: object) -> str:
         raise RuntimeError("bug")
 
     monkeypatch.setenv("COSTTRACE_RAISE_INTERNAL_ERRORS", "0")
-    monkeypatch.setattr(tasks, "output_summary", broken)
+    monkeypatch.setattr(task_attributes, "output_summary", broken)
     with costtrace.collect_tasks() as finished:
         with costtrace.task("t") as t:
             call()
