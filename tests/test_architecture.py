@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "task_decorator",
             "calls",
             "call_attributes",
+            "caller_usage",
             "metrics",
             "content",
             "span_options",
