@@ -196,7 +196,7 @@ def test_an_invalid_subset_makes_the_usage_unknown(field):
 
 
 def test_make_usage_validates_and_clamps_like_the_conventions():
-    from costtrace.calls import make_usage
+    from costtrace.caller_usage import make_usage
 
     assert make_usage(input_tokens=None, output_tokens=5).source == "unknown"
     assert make_usage(input_tokens=10**30).source == "unknown"

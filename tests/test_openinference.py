@@ -334,13 +334,15 @@ def test_llm_cost_off(spans, priced_model):
 
 
 def test_a_bug_in_the_openinference_cost_never_loses_the_call(spans, monkeypatch):
-    from costtrace import calls
+    from costtrace import call_attributes
 
     def broken(*args: object) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setenv("COSTTRACE_RAISE_INTERNAL_ERRORS", "0")
-    monkeypatch.setattr(calls, "_add_openinference_cost", calls.guarded("calls.openinference")(broken))
+    monkeypatch.setattr(
+        call_attributes, "_add_openinference_cost", call_attributes.guarded("calls.openinference")(broken)
+    )
     with costtrace.task("t") as t:
         call()
     assert t.summary.llm_calls == 1
@@ -350,13 +352,13 @@ def test_a_bug_in_the_openinference_cost_never_loses_the_call(spans, monkeypatch
 
 
 def test_a_bug_in_the_task_summary_never_loses_the_task(spans, monkeypatch):
-    from costtrace import tasks
+    from costtrace import task_attributes
 
     def broken(*args: object) -> str:
         raise RuntimeError("bug")
 
     monkeypatch.setenv("COSTTRACE_RAISE_INTERNAL_ERRORS", "0")
-    monkeypatch.setattr(tasks, "output_summary", broken)
+    monkeypatch.setattr(task_attributes, "output_summary", broken)
     with costtrace.collect_tasks() as finished:
         with costtrace.task("t") as t:
             call()

@@ -42,17 +42,9 @@ from costtrace.spend.admission import (
 )
 from costtrace.spend.alerts import Alert, OutcomeRule, Webhook, on_alert
 from costtrace.spend.budgets import Budget, load_budgets
-from costtrace.tasks import (
-    Outcome,
-    RetryReason,
-    Task,
-    carry_context,
-    collect_tasks,
-    current_task,
-    last_finished_task,
-    task,
-    track_task,
-)
+from costtrace.task_context import carry_context, collect_tasks, last_finished_task
+from costtrace.task_decorator import track_task
+from costtrace.tasks import Outcome, RetryReason, Task, current_task, task
 from costtrace.usage import Usage
 
 _moved.install()  # the module paths of earlier releases (costtrace.pricing, ...) still import

@@ -13,20 +13,20 @@ or, for a call that already happened::
 
 A call outside any task is still recorded and priced. A call whose usage is unknown, or whose model
 has no price, is flagged unpriced: its cost is missing, never zero.
+
+Token counts a caller passes are checked in :mod:`costtrace.caller_usage`; what a finished call writes
+on its span is built in :mod:`costtrace.call_attributes`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import random
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from decimal import Decimal
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,22 +36,12 @@ from opentelemetry.util.types import AttributeValue
 from costtrace import _otel, metrics, records, span_options
 from costtrace import semconv as sc
 from costtrace._internal import guarded, logger, report_internal_error
+from costtrace.call_attributes import end_attributes
+from costtrace.caller_usage import UNKNOWN_USAGE, checked_usage
 from costtrace.price.catalog import Cost, default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, check_task_caps, current_task
-from costtrace.usage import (
-    MAX_COUNT,
-    REPORTED_CACHE_READ,
-    REPORTED_CACHE_WRITE,
-    REPORTED_CACHE_WRITE_1H,
-    REPORTED_REASONING,
-    Usage,
-    UsageSource,
-    clamped_usage,
-    usage_from_response,
-)
-
-_UNKNOWN_USAGE = Usage(source="unknown")
+from costtrace.usage import Usage, UsageSource, usage_from_response
 
 _CURRENT_CALL: ContextVar[LLMCall | None] = ContextVar("costtrace_current_call", default=None)
 """The LLM call open in this context: a manual ``with llm_call(...)`` block, or an instrumented
@@ -109,109 +99,6 @@ def deactivate(token: Token[LLMCall | None]) -> None:
         _CURRENT_CALL.reset(token)
     except ValueError:  # reset from another context (an async generator finalised elsewhere)
         _CURRENT_CALL.set(None)
-
-
-_USAGE_SOURCES = ("provider", "estimated", "heuristic", "unknown")
-
-
-def _count_arg(name: str, value: object) -> tuple[int, str | None]:
-    """A caller-supplied token count, or the reason it is not one.
-
-    An ``int`` (or an integral, finite float, as JSON gives) in ``0 .. MAX_COUNT`` is a count. ``None``
-    is a count only for the subsets (not reported: none). Anything else (negative, NaN, infinite,
-    huge, a bool, text such as ``"100"``) makes the call's usage unknown: guessing a number would
-    turn a bad input into a made-up cost.
-    """
-    if isinstance(value, bool):  # an int subclass, but never a count
-        return 0, f"{name}={value!r} is not a token count (expected an int >= 0)"
-    if isinstance(value, numbers.Integral):  # int, numpy integers
-        count = int(value)
-        if 0 <= count <= MAX_COUNT:
-            return count, None
-        return 0, f"{name}={value!r} is {'negative' if count < 0 else 'too large to be a token count'}"
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return _count_arg(name, int(value))
-    if value is None and name not in _TOTALS:
-        return 0, None
-    return 0, f"{name}={value!r} is not a token count (expected an int >= 0)"
-
-
-_TOTALS = ("input_tokens", "output_tokens")
-
-
-def _checked_usage(counts: Mapping[str, object], source: object) -> tuple[Usage, str | None]:
-    """``counts`` (keyword -> value, in :class:`Usage` field order) as a :class:`Usage`, or the unknown
-    usage and the reason when a count is invalid."""
-    if source not in _USAGE_SOURCES:
-        logger.warning("costtrace: unknown usage source %r, recording it as 'provider'", source)
-        source = "provider"
-    values: list[int] = []
-    problems: list[str] = []
-    reported = 0
-    for name, value in counts.items():
-        count, problem = _count_arg(name, value)
-        values.append(count)
-        if problem is not None:
-            problems.append(problem)
-        elif value is not None:
-            reported |= _REPORTED_BITS.get(name, 0)
-    if problems:
-        reason = "invalid usage: " + "; ".join(problems)
-        logger.warning("costtrace: %s; the call's usage and cost are recorded as unknown", reason)
-        return _UNKNOWN_USAGE, reason
-    inp, out, cache_read, cache_write, cache_write_1h, reasoning = values
-    usage = clamped_usage(
-        inp, out, cache_read, cache_write, cache_write_1h, reasoning, cast(UsageSource, source), reported=reported
-    )
-    return usage, None
-
-
-_REPORTED_BITS = {
-    "cache_read_input_tokens": REPORTED_CACHE_READ,
-    "cache_write_input_tokens": REPORTED_CACHE_WRITE,
-    "cache_write_1h_input_tokens": REPORTED_CACHE_WRITE_1H,
-    "reasoning_output_tokens": REPORTED_REASONING,
-}
-
-
-def make_usage(
-    *,
-    input_tokens: object = 0,
-    output_tokens: object = 0,
-    cache_read_input_tokens: object = None,
-    cache_write_input_tokens: object = None,
-    cache_write_1h_input_tokens: object = None,
-    reasoning_output_tokens: object = None,
-    source: UsageSource = "provider",
-) -> Usage:
-    """Build a :class:`Usage` from caller-supplied counts, clamping subsets to their totals.
-
-    A subset left out (None) was not reported: its span attribute is absent. One given, 0 included, is
-    exported as given (a provider that says "0 cached tokens" is not one that says nothing).
-
-    A subset larger than its total (cache reads above the input tokens) is clamped to it, as the
-    GenAI conventions' totals include their subsets. A count that is not a count (negative, NaN,
-    infinite, above ``MAX_COUNT``, a bool, text, ``None`` for a total) is logged and gives the unknown
-    usage (``source="unknown"``): the call is then recorded unpriced with the reason, never at $0.
-
-    Example:
-        >>> make_usage(input_tokens=100, output_tokens=10, cache_read_input_tokens=500).cache_read_input_tokens
-        100
-        >>> make_usage(input_tokens=-1, output_tokens=10).source
-        'unknown'
-    """
-    usage, _ = _checked_usage(
-        {
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cache_read_input_tokens": cache_read_input_tokens,
-            "cache_write_input_tokens": cache_write_input_tokens,
-            "cache_write_1h_input_tokens": cache_write_1h_input_tokens,
-            "reasoning_output_tokens": reasoning_output_tokens,
-        },
-        source,
-    )
-    return usage
 
 
 class LLMCall:
@@ -347,7 +234,7 @@ class LLMCall:
         unknown: it is recorded unpriced with the reason (``costtrace.call.unpriced_reason``), never $0.
         """
         try:
-            self._usage, self._usage_problem = _checked_usage(
+            self._usage, self._usage_problem = checked_usage(
                 {
                     "input_tokens": input_tokens,
                     "output_tokens": output_tokens,
@@ -685,7 +572,7 @@ class LLMCall:
         end_ns = end_time_ns if end_time_ns is not None else time.time_ns()
         if exc is not None and self._error_type is None:
             self._error_type = type(exc).__qualname__
-        usage = self._usage if self._usage is not None else _UNKNOWN_USAGE
+        usage = self._usage if self._usage is not None else UNKNOWN_USAGE
         start = datetime.fromtimestamp(self._start_ns / 1e9, tz=UTC)
         internal_error = None
         try:
@@ -715,7 +602,7 @@ class LLMCall:
         )
         span = self._span
         if span.is_recording():  # no SDK, or not sampled: skip building attributes nobody reads
-            span.set_attributes(self._end_attributes(record))
+            span.set_attributes(end_attributes(record, self._response_id, self._finish_reasons, self._openinference))
             if internal_error is not None:
                 span.set_attribute(sc.INTERNAL_ERROR, internal_error)
             if self._error_type is not None:
@@ -764,77 +651,6 @@ class LLMCall:
             if fallback.priced:
                 return fallback
         return cost
-
-    def _end_attributes(self, record: CallRecord) -> dict[str, AttributeValue]:
-        u = record.usage
-        c = record.cost
-        attrs: dict[str, AttributeValue] = {sc.USAGE_SOURCE: u.source, sc.CALL_PRICED: c.priced}
-        if u.source != "unknown":
-            # A subset is written when the provider reported it, 0 included; absent means "not
-            # reported", so other tools can tell "0 cached" from "unknown" (one int test when unset).
-            attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = u.input_tokens
-            attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = u.output_tokens
-            reported = u.reported
-            if u.cache_read_input_tokens or reported & REPORTED_CACHE_READ:
-                attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = u.cache_read_input_tokens
-            if u.cache_write_input_tokens or reported & REPORTED_CACHE_WRITE:
-                attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = u.cache_write_input_tokens
-            if u.reasoning_output_tokens or reported & REPORTED_REASONING:
-                attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = u.reasoning_output_tokens
-            if u.cache_write_1h_input_tokens or reported & REPORTED_CACHE_WRITE_1H:
-                attrs[sc.CACHE_WRITE_1H_INPUT_TOKENS] = u.cache_write_1h_input_tokens
-        if record.response_model is not None:
-            attrs[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
-        if self._response_id is not None:
-            attrs[sc.GEN_AI_RESPONSE_ID] = self._response_id
-        if self._finish_reasons:
-            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(self._finish_reasons)
-        if record.error_type is not None:
-            attrs[sc.ERROR_TYPE] = record.error_type
-        if c.total_usd is not None:
-            attrs[sc.CALL_COST_USD] = float(c.total_usd)
-            for key, part in (
-                (sc.CALL_INPUT_COST_USD, c.input_usd),
-                (sc.CALL_CACHE_READ_COST_USD, c.cache_read_usd),
-                (sc.CALL_CACHE_WRITE_COST_USD, c.cache_write_usd),
-                (sc.CALL_OUTPUT_COST_USD, c.output_usd),
-                (sc.CALL_REASONING_COST_USD, c.reasoning_usd),
-                (sc.CALL_OTHER_COST_USD, c.other_usd),
-                (sc.CALL_CACHE_SAVINGS_USD, c.cache_savings_usd),
-            ):
-                if part:
-                    attrs[key] = float(part)
-            if self._openinference:
-                _add_openinference_cost(attrs, c, c.total_usd)
-        elif c.unpriced_reason:
-            attrs[sc.CALL_UNPRICED_REASON] = c.unpriced_reason
-        attrs[sc.PRICE_SOURCE] = c.price_source
-        if c.price_date is not None:
-            attrs[sc.PRICE_DATE] = c.price_date
-        if c.model_id is not None:
-            attrs[sc.PRICE_MODEL_ID] = c.model_id
-        return attrs
-
-
-@guarded("calls.openinference")
-def _add_openinference_cost(attrs: dict[str, AttributeValue], c: Cost, total: Decimal) -> None:
-    """OpenInference's ``llm.cost.*``: the same amounts as ``costtrace.call.cost*`` (priced calls only).
-
-    ``prompt`` = input + cache read + cache write, ``completion`` = output + reasoning; ``total`` is the
-    call's total, so it exceeds their sum by ``other_usd`` (a per-request fee) when there is one.
-    """
-    attrs[sc.LLM_COST_TOTAL] = float(total)
-    attrs[sc.LLM_COST_PROMPT] = float(c.input_usd + c.cache_read_usd + c.cache_write_usd)
-    attrs[sc.LLM_COST_COMPLETION] = float(c.output_usd + c.reasoning_usd)
-    for key, part in (
-        (sc.LLM_COST_PROMPT_DETAILS_INPUT, c.input_usd),
-        (sc.LLM_COST_PROMPT_DETAILS_CACHE_READ, c.cache_read_usd),
-        (sc.LLM_COST_PROMPT_DETAILS_CACHE_WRITE, c.cache_write_usd),
-        (sc.LLM_COST_COMPLETION_DETAILS_OUTPUT, c.output_usd),
-        (sc.LLM_COST_COMPLETION_DETAILS_REASONING, c.reasoning_usd),
-    ):
-        if part:
-            attrs[key] = float(part)
 
 
 llm_call = LLMCall

@@ -14,25 +14,23 @@ Two ways in::
         t.retry(reason="validation_failed")
 
 The current task lives in a ContextVar, so it follows ``await``, ``asyncio.gather`` and
-``TaskGroup``; use :func:`carry_context` to take it into a thread pool.
+``TaskGroup``; use :func:`costtrace.carry_context` to take it into a thread pool. ``@track_task`` is in
+:mod:`costtrace.task_decorator`, the summaries of finished tasks in :mod:`costtrace.task_context`, what
+a finished task writes on its span in :mod:`costtrace.task_attributes`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import enum
-import functools
-import inspect
-import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -42,21 +40,17 @@ from opentelemetry.util.types import AttributeValue
 from costtrace import _otel, metrics, records, span_options
 from costtrace import semconv as sc
 from costtrace._internal import guarded, report_internal_error
-from costtrace._money import usd
 from costtrace.errors import TaskBudgetExceeded
 from costtrace.records import ZERO_USD, TaskSummary
+from costtrace.task_attributes import set_openinference, summary_attributes
+from costtrace.task_context import record_finished
 
 if TYPE_CHECKING:
     from costtrace.records import CallRecord
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 _MAX_DETAILS_CHARS = 1024
 _MAX_REFUSED_MESSAGE_CHARS = 256
 """The SDK's message for a refused request is cut to this: it names the problem in its first words."""
-_MAX_SUMMARY_REASON_CHARS = 120
-"""An outcome reason is cut to this in the one-line ``output.value`` (the full one is ``outcome_reason``)."""
 
 
 class Outcome(enum.StrEnum):
@@ -94,14 +88,6 @@ def current_task() -> Task | None:
     return _current_task.get()
 
 
-_last_finished: contextvars.ContextVar[TaskSummary | None] = contextvars.ContextVar(
-    "costtrace_last_finished_task", default=None
-)
-_collectors: contextvars.ContextVar[tuple[list[TaskSummary], ...]] = contextvars.ContextVar(
-    "costtrace_task_collectors", default=()
-)
-
-
 def check_task_caps(task: Task | None) -> None:
     """Raise :class:`TaskBudgetExceeded` if ``task``, or a task it runs in, has reached a cap.
 
@@ -112,73 +98,6 @@ def check_task_caps(task: Task | None) -> None:
         if t._caps is not None:
             t._check_caps()
         t = t.parent
-
-
-def last_finished_task() -> TaskSummary | None:
-    """The summary of the task that finished last in the calling context, or None.
-
-    "Context" is the one ``contextvars`` gives: the current thread, or the current asyncio task. So the
-    caller of a ``@track_task`` function gets that call's summary right after it returns (or raises),
-    and a task finished concurrently in another thread or asyncio task never shows here. A subtask
-    finishes before its parent, so after a call of a decorated function this is the outermost task.
-    Work started with ``asyncio.create_task`` or in a thread pool runs in a copy of the context: there,
-    use :func:`collect_tasks` around the work, or ``await`` the coroutine itself.
-
-    Example:
-        >>> @costtrace.track_task("resolve_ticket")                 # doctest: +SKIP
-        ... def resolve(ticket): ...
-        >>> resolve("T-1")                                          # doctest: +SKIP
-        >>> s = costtrace.last_finished_task()                      # doctest: +SKIP
-        >>> s.name, s.outcome, s.cost_usd                           # doctest: +SKIP
-        ('resolve_ticket', 'success', Decimal('0.00027'))
-    """
-    return _last_finished.get()
-
-
-@contextlib.contextmanager
-def collect_tasks() -> Iterator[list[TaskSummary]]:
-    """Collect the summaries of the tasks that finish inside the ``with`` block, in finishing order
-    (subtasks before their parent).
-
-    Only tasks finished in this context and in the contexts it hands on (``await``, ``gather``,
-    ``TaskGroup`` and ``asyncio.create_task`` started inside the block, :func:`carry_context` into
-    threads) are collected: concurrent requests of other threads or asyncio tasks never mix in.
-
-    Example:
-        >>> with costtrace.collect_tasks() as finished:             # doctest: +SKIP
-        ...     await asyncio.gather(resolve("T-1"), resolve("T-2"))
-        >>> [s.cost_usd for s in finished]                          # doctest: +SKIP
-        [Decimal('0.00027'), Decimal('0.00031')]
-    """
-    finished: list[TaskSummary] = []  # list.append is atomic: threads may finish tasks into it
-    token = _collectors.set((*_collectors.get(), finished))
-    try:
-        yield finished
-    finally:
-        _collectors.reset(token)
-
-
-def _set_last_finished(summary: TaskSummary) -> None:
-    _last_finished.set(summary)
-    for finished in _collectors.get():
-        finished.append(summary)
-
-
-def carry_context(fn: Callable[P, R]) -> Callable[P, R]:
-    """Bind ``fn`` to a copy of the current context, so the current task follows it into another thread.
-
-    Example:
-        >>> with costtrace.task("batch") as t:              # doctest: +SKIP
-        ...     with ThreadPoolExecutor() as pool:
-        ...         pool.submit(costtrace.carry_context(classify), doc)
-    """
-    ctx = contextvars.copy_context()
-
-    @functools.wraps(fn)
-    def run_in_context(*args: P.args, **kwargs: P.kwargs) -> R:
-        return ctx.copy().run(fn, *args, **kwargs)
-
-    return run_in_context
 
 
 def _str_attr(value: object) -> str:
@@ -204,7 +123,7 @@ def _build_dimensions(
 
 
 class Task:
-    """A business task in progress. Create one with :func:`task` or :func:`track_task`.
+    """A business task in progress. Create one with :func:`task` or :func:`costtrace.track_task`.
 
     Methods that record (``retry``, ``escalate``, ``succeed`` ...) never raise.
     """
@@ -225,7 +144,7 @@ class Task:
     ) -> None:
         self.name = str(name)
         self.id = uuid.uuid4().hex
-        self._caps = _parse_caps(max_cost_usd, max_llm_calls, max_tokens)
+        self._caps = parse_caps(max_cost_usd, max_llm_calls, max_tokens)
         self._calls_started = 0
         self._init_args = (feature, team, customer, user, dict(dimensions or {}))
         self._attributes = dict(attributes or {})
@@ -448,18 +367,18 @@ class Task:
             summary = self._summary_locked()
             subtasks_calls = self._subtasks_calls
         span = self._span
-        span.set_attributes(_summary_attributes(summary))
+        span.set_attributes(summary_attributes(summary))
         if exc is not None:
             span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
         _set_task_status(span, summary, exc, self._task_status)
         if self._openinference and span.is_recording():  # no SDK, or not sampled: nobody reads them
-            _set_openinference(span, summary, subtasks_calls)
+            set_openinference(span, summary, subtasks_calls)
         span.end(end_time=end_ns)
         if self._parent is not None:
             self._parent._add_subtask(
                 summary.known_cost_usd, summary.all_unpriced_calls, summary.llm_calls + subtasks_calls
             )
-        _set_last_finished(summary)
+        record_finished(summary)
         metrics.record_task(summary)
         records.emit_task(summary)
 
@@ -727,7 +646,7 @@ def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _parse_caps(
+def parse_caps(
     max_cost_usd: object, max_llm_calls: object, max_tokens: object
 ) -> tuple[Decimal | None, int | None, int | None] | None:
     """Validate a task's caps (ConfigError on a bad value: a programming error, raised when the task is made)."""
@@ -739,35 +658,6 @@ def _parse_caps(
     calls = None if max_llm_calls is None else _validate.count(max_llm_calls, "max_llm_calls")
     tokens = None if max_tokens is None else _validate.count(max_tokens, "max_tokens")
     return cost, calls, tokens
-
-
-def _summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {
-        sc.TASK_OUTCOME: s.outcome or "",
-        sc.TASK_FIRST_PASS: bool(s.first_pass),
-        sc.TASK_COST_USD: float(s.own_known_cost_usd),  # own calls only: sums across task spans count once
-        sc.TASK_WASTED_COST_USD: float(s.wasted_cost_usd),
-        sc.TASK_CACHE_SAVINGS_USD: float(s.cache_savings_usd),
-        sc.TASK_SUBTASKS_COST_USD: float(s.subtasks_cost_usd),
-        sc.TASK_INPUT_TOKENS: s.input_tokens,
-        sc.TASK_OUTPUT_TOKENS: s.output_tokens,
-        sc.TASK_CACHE_READ_INPUT_TOKENS: s.cache_read_input_tokens,
-        sc.TASK_CACHE_WRITE_INPUT_TOKENS: s.cache_write_input_tokens,
-        sc.TASK_REASONING_OUTPUT_TOKENS: s.reasoning_output_tokens,
-        sc.TASK_LLM_CALLS: s.llm_calls,
-        sc.TASK_FAILED_CALLS: s.failed_calls,
-        sc.TASK_ATTEMPTS: s.attempts,
-        sc.TASK_RETRIES: s.retries,
-        sc.TASK_ESCALATIONS: s.escalations,
-        sc.TASK_UNPRICED_CALLS: s.unpriced_calls,
-        sc.TASK_ESTIMATED_CALLS: s.estimated_calls,
-        sc.TASK_COST_COMPLETE: s.own_cost_complete,
-    }
-    if s.subtasks_unpriced_calls:
-        attrs[sc.TASK_SUBTASKS_UNPRICED_CALLS] = s.subtasks_unpriced_calls
-    if s.outcome_reason is not None:
-        attrs[sc.TASK_OUTCOME_REASON] = s.outcome_reason
-    return attrs
 
 
 @guarded("tasks.status")
@@ -785,78 +675,6 @@ def _set_task_status(span: trace.Span, summary: TaskSummary, exc: BaseException 
         reason = summary.outcome_reason
         description = summary.outcome if reason is None else f"{summary.outcome}: {reason}"
         span.set_status(Status(StatusCode.ERROR, str(description)[:_MAX_DETAILS_CHARS]))
-
-
-@guarded("tasks.openinference")
-def _set_openinference(span: trace.Span, summary: TaskSummary, subtasks_calls: int) -> None:
-    """``input.value`` / ``output.value`` of a task span: what Phoenix shows as the task's input and output.
-
-    Never a ``llm.cost.*`` or ``llm.token_count.*`` attribute: a backend summing those over a trace
-    would count the task's calls twice.
-    """
-    span.set_attributes(
-        {
-            sc.INPUT_VALUE: _input_value(summary),
-            sc.INPUT_MIME_TYPE: sc.MIME_TYPE_JSON,
-            sc.OUTPUT_VALUE: output_summary(summary, summary.llm_calls + subtasks_calls),
-            sc.OUTPUT_MIME_TYPE: sc.MIME_TYPE_TEXT,
-        }
-    )
-
-
-def _input_value(summary: TaskSummary) -> str:
-    """The task name and its dimensions as JSON, keys without ``costtrace.``: ``{"task": ..., "feature": ...}``."""
-    value: dict[str, str] = {"task": summary.name}
-    for key, dim in summary.dimensions.items():
-        short = key.removeprefix(sc.DIMENSION_PREFIX) if key.startswith(sc.DIMENSION_PREFIX) else key
-        short = short.removeprefix("costtrace.")
-        if short in value:  # a dimension named like a built-in one ("task", "feature"): keep it apart
-            short = key.removeprefix("costtrace.")
-        value[short] = dim
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (plural or word + 's')}"
-
-
-def output_summary(summary: TaskSummary, llm_calls: int | None = None) -> str:
-    """A finished task in one line: outcome (reason), cost, calls, attempts, retries, escalations.
-
-    The cost is the task's whole cost (its subtasks' included), ``>=`` with the number of unpriced
-    calls when some are unpriced; ``llm_calls`` is the number of calls that cost covers (default:
-    the task's own).
-
-    Example:
-        >>> s = TaskSummary(task_id="t1", name="triage", parent_id=None, outcome="success",
-        ...     outcome_reason=None, first_pass=True, own_known_cost_usd=Decimal("0.000391"),
-        ...     wasted_cost_usd=ZERO_USD, cache_savings_usd=ZERO_USD, subtasks_cost_usd=ZERO_USD,
-        ...     input_tokens=900, output_tokens=120, cache_read_input_tokens=0, cache_write_input_tokens=0,
-        ...     reasoning_output_tokens=0, llm_calls=2, failed_calls=0, attempts=1, retries=0,
-        ...     escalations=0, unpriced_calls=0, estimated_calls=0, duration_s=1.5)
-        >>> output_summary(s)
-        'success · $0.000391 · 2 LLM calls · first pass'
-    """
-    outcome = summary.outcome or "unfinished"
-    if summary.outcome_reason:
-        reason = " ".join(summary.outcome_reason.split())
-        if len(reason) > _MAX_SUMMARY_REASON_CHARS:
-            reason = reason[: _MAX_SUMMARY_REASON_CHARS - 1] + "…"
-        outcome = f"{outcome} ({reason})"
-    cost = usd(summary.known_cost_usd)
-    unpriced = summary.all_unpriced_calls
-    if unpriced:
-        cost = f">={cost} ({_plural(unpriced, 'unpriced call')})"
-    parts = [outcome, cost, _plural(summary.llm_calls if llm_calls is None else llm_calls, "LLM call")]
-    if summary.attempts > 1:
-        parts.append(_plural(summary.attempts, "attempt"))
-    if summary.retries:
-        parts.append(_plural(summary.retries, "retry", "retries"))
-    if summary.escalations:
-        parts.append(_plural(summary.escalations, "escalation"))
-    if summary.first_pass:
-        parts.append("first pass")
-    return " · ".join(parts)
 
 
 def task(
@@ -903,260 +721,3 @@ def task(
         max_llm_calls=max_llm_calls,
         max_tokens=max_tokens,
     )
-
-
-@overload
-def track_task(func: Callable[P, R], /) -> Callable[P, R]: ...
-
-
-@overload
-def track_task(
-    name: str | None = None,
-    /,
-    *,
-    feature: str | None = None,
-    team: str | None = None,
-    customer: str | None = None,
-    user: str | None = None,
-    attributes: Mapping[str, AttributeValue] | None = None,
-    success_when: Callable[[Any], bool] | None = None,
-    max_cost_usd: Decimal | float | str | None = None,
-    max_llm_calls: int | None = None,
-    max_tokens: int | None = None,
-    **dimensions: object,
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-
-
-def track_task(
-    name_or_func: Any = None,
-    /,
-    *,
-    feature: str | None = None,
-    team: str | None = None,
-    customer: str | None = None,
-    user: str | None = None,
-    attributes: Mapping[str, AttributeValue] | None = None,
-    success_when: Callable[[Any], bool] | None = None,
-    max_cost_usd: Decimal | float | str | None = None,
-    max_llm_calls: int | None = None,
-    max_tokens: int | None = None,
-    **dimensions: object,
-) -> Any:
-    """Run every call of the decorated function as a task. Works on sync, async, generator and
-    async-generator functions; the signature is preserved.
-
-    The outcome is success when the function returns (or ``success_when(result)`` is true), failure
-    when it raises (the exception passes through unchanged), and partial when a generator is closed
-    before it is exhausted. Inside, ``costtrace.current_task()`` returns the task.
-
-    Example:
-        >>> @costtrace.track_task("resolve_ticket", feature="support",        # doctest: +SKIP
-        ...                       success_when=lambda r: r.resolved)
-        ... def resolve(ticket): ...
-    """
-    if callable(name_or_func) and not isinstance(name_or_func, str):
-        return track_task()(name_or_func)
-    explicit_name: str | None = name_or_func
-    _parse_caps(max_cost_usd, max_llm_calls, max_tokens)  # a bad cap fails at decoration time
-
-    def new_task(func: Callable[..., Any]) -> Task:
-        return Task(
-            explicit_name or func.__qualname__,
-            feature=feature,
-            team=team,
-            customer=customer,
-            user=user,
-            attributes=attributes,
-            dimensions=dimensions,
-            max_cost_usd=max_cost_usd,
-            max_llm_calls=max_llm_calls,
-            max_tokens=max_tokens,
-        )
-
-    def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        if inspect.isasyncgenfunction(func):
-            return cast(Callable[P, R], _wrap_async_generator(func, new_task))
-        if inspect.isgeneratorfunction(func):
-            return cast(Callable[P, R], _wrap_generator(func, new_task))
-        if inspect.iscoroutinefunction(func):
-            return cast(Callable[P, R], _wrap_coroutine(func, new_task, success_when))
-        return _wrap_function(func, new_task, success_when)
-
-    return decorate
-
-
-def _apply_success_when(t: Task, success_when: Callable[[Any], bool] | None, result: object) -> None:
-    if success_when is None or t._outcome is not None:
-        return
-    try:
-        ok = bool(success_when(result))
-    except Exception as exc:
-        # A user callback: its failure is theirs to see in the logs, not a crash of their function.
-        from costtrace._internal import logger
-
-        logger.warning("costtrace: success_when raised %s for task %r", type(exc).__qualname__, t.name)
-        t._set_outcome(Outcome.FAILURE, f"success_when raised {type(exc).__qualname__}")
-        return
-    if not ok:
-        t._set_outcome(Outcome.FAILURE, "success_when returned False")
-
-
-def _begin(new_task: Callable[[Callable[..., Any]], Task], func: Callable[..., Any]) -> tuple[Task, Any]:
-    """Start a decorated function's task and make it current; returns the task and the context tokens."""
-    t = new_task(func)
-    t._start()
-    return t, t._activate()
-
-
-def _end_raised(t: Task, tokens: Any, exc: BaseException) -> None:
-    t._deactivate(tokens)
-    t._end(exc=exc)
-
-
-def _end_returned(t: Task, tokens: Any, success_when: Callable[[Any], bool] | None, result: object) -> None:
-    t._deactivate(tokens)
-    _apply_success_when(t, success_when, result)
-    t._end(result=result)
-
-
-def _wrap_function(
-    func: Callable[P, R],
-    new_task: Callable[[Callable[..., Any]], Task],
-    success_when: Callable[[Any], bool] | None,
-) -> Callable[P, R]:
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        t, tokens = _begin(new_task, func)
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            _end_raised(t, tokens, exc)
-            raise
-        _end_returned(t, tokens, success_when, result)
-        return result
-
-    return wrapper
-
-
-def _wrap_coroutine(
-    func: Callable[P, Coroutine[Any, Any, R]],
-    new_task: Callable[[Callable[..., Any]], Task],
-    success_when: Callable[[Any], bool] | None,
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        t, tokens = _begin(new_task, func)
-        try:
-            result = await func(*args, **kwargs)
-        except BaseException as exc:
-            _end_raised(t, tokens, exc)
-            raise
-        _end_returned(t, tokens, success_when, result)
-        return result
-
-    return wrapper
-
-
-def _wrap_generator(
-    func: Callable[P, Generator[Any, Any, Any]], new_task: Callable[[Callable[..., Any]], Task]
-) -> Callable[P, Generator[Any, Any, Any]]:
-    # The task is current only while the generator's own code runs, never while the consumer holds
-    # it suspended: the consumer's calls between two items are not the task's.
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
-        t, tokens = _begin(new_task, func)
-        try:
-            gen = func(*args, **kwargs)
-        except BaseException as exc:
-            _end_raised(t, tokens, exc)
-            raise
-        t._deactivate(tokens)
-        try:
-            result = yield from _step_generator(t, gen)
-        except GeneratorExit:
-            tokens = t._activate()
-            try:
-                gen.close()
-            finally:
-                t._deactivate(tokens)
-                t._end(closed_early=True)
-            raise
-        except BaseException as exc:
-            t._end(exc=exc)
-            raise
-        t._end(result=result)
-        return result
-
-    return wrapper
-
-
-def _step_generator(t: Task, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    send_value: Any = None
-    thrown: BaseException | None = None
-    while True:
-        tokens = t._activate()
-        try:
-            if thrown is not None:
-                to_throw, thrown = thrown, None
-                item = gen.throw(to_throw)
-            else:
-                item = gen.send(send_value)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            t._deactivate(tokens)
-        try:
-            send_value = yield item
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            thrown = exc
-
-
-def _wrap_async_generator(
-    func: Callable[P, AsyncGenerator[Any, Any]], new_task: Callable[[Callable[..., Any]], Task]
-) -> Callable[P, AsyncGenerator[Any, Any]]:
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
-        t, tokens = _begin(new_task, func)
-        try:
-            agen = func(*args, **kwargs)
-        except BaseException as exc:
-            _end_raised(t, tokens, exc)
-            raise
-        t._deactivate(tokens)
-        send_value: Any = None
-        thrown: BaseException | None = None
-        try:
-            while True:
-                tokens = t._activate()
-                try:
-                    if thrown is not None:
-                        to_throw, thrown = thrown, None
-                        item = await agen.athrow(to_throw)
-                    else:
-                        item = await agen.asend(send_value)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    t._deactivate(tokens)
-                try:
-                    send_value = yield item
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:
-                    thrown = exc
-        except GeneratorExit:
-            tokens = t._activate()
-            try:
-                await agen.aclose()
-            finally:
-                t._deactivate(tokens)
-                t._end(closed_early=True)
-            raise
-        except BaseException as exc:
-            t._end(exc=exc)
-            raise
-        t._end()
-
-    return wrapper
