@@ -36,7 +36,8 @@ from opentelemetry.util.types import AttributeValue
 from costtrace import _otel, metrics, records, span_options
 from costtrace import semconv as sc
 from costtrace._internal import guarded, logger, report_internal_error
-from costtrace.price.catalog import Cost, default_catalog
+from costtrace.price.arithmetic import Cost
+from costtrace.price.catalog import default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, check_task_caps, current_task
 from costtrace.usage import (
