@@ -26,8 +26,11 @@ from genai_prices.types import ConditionalPrice, ModelInfo, ModelPrice, StartDat
 
 import costtrace
 from costtrace.errors import ConfigError
+from costtrace.price import arithmetic, lookup
 from costtrace.price import catalog as pricing
-from costtrace.price.catalog import OTEL_PROVIDER_IDS, Cost, PriceCatalog, unpriced_counts
+from costtrace.price.arithmetic import Cost
+from costtrace.price.catalog import PriceCatalog
+from costtrace.price.lookup import OTEL_PROVIDER_IDS, unpriced_counts
 from costtrace.usage import Usage
 
 MTOK = Decimal(1_000_000)
@@ -37,10 +40,10 @@ GP_SOURCE = f"genai-prices {genai_prices.__version__}"
 
 @pytest.fixture(autouse=True)
 def _fresh_pricing_state() -> Iterator[None]:
-    pricing._reset_unpriced_for_tests()
+    lookup._reset_unpriced_for_tests()
     pricing._reset_default_catalog_for_tests()
     yield
-    pricing._reset_unpriced_for_tests()
+    lookup._reset_unpriced_for_tests()
     pricing._reset_default_catalog_for_tests()
 
 
@@ -1100,10 +1103,10 @@ def test_conditional_prices_none_active_fall_back_to_first() -> None:
             ),
         ],
     )
-    data = pricing._catalog_data()
-    compiled = pricing._CatalogModel(data, model, "test", {}, use_variants=False)
+    data = lookup._catalog_data()
+    compiled = lookup._CatalogModel(data, model, "test", {}, use_variants=False)
     plan = compiled.plan_at(date(2026, 1, 1), datetime.min.time())
-    assert isinstance(plan, pricing._Plan) and plan.flat is not None
+    assert isinstance(plan, arithmetic._Plan) and plan.flat is not None
     assert plan.flat[0] == Decimal(1) / MTOK
     assert plan.price_date == "2030-01-01"
 

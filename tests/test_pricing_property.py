@@ -29,8 +29,9 @@ from genai_prices.types import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costtrace.price import catalog as pricing
-from costtrace.price.catalog import OTEL_PROVIDER_IDS, PriceCatalog
+from costtrace.price import arithmetic, lookup
+from costtrace.price.catalog import PriceCatalog
+from costtrace.price.lookup import OTEL_PROVIDER_IDS
 from costtrace.usage import Usage
 
 TOLERANCE = Decimal("1e-9")
@@ -286,7 +287,7 @@ def test_unpriceable_models_are_the_ones_priced_only_in_unmeasured_units() -> No
 
 
 def test_catalog_data_loaded_once() -> None:
-    assert pricing._catalog_data() is pricing._catalog_data()
+    assert lookup._catalog_data() is lookup._catalog_data()
 
 
 # -- synthetic price lists: every genai-prices pricing feature, in combinations the catalog lacks ------
@@ -376,8 +377,8 @@ def test_cost_matches_genai_prices_for_synthetic_price_lists(
         context["service_tier"] = service_tier
     if batch:
         context["processing"] = "batch"
-    compiled = pricing._CatalogModel(pricing._catalog_data(), model, "synthetic", context, use_variants=True)
-    plan = compiled.plan_at(*pricing._utc_date_time(at))
+    compiled = lookup._CatalogModel(lookup._catalog_data(), model, "synthetic", context, use_variants=True)
+    plan = compiled.plan_at(*lookup._utc_date_time(at))
     try:
         expected = model.calc_price(
             gp_usage(usage), provider, genai_request_timestamp=at, price_context=context or None
@@ -391,7 +392,7 @@ def test_cost_matches_genai_prices_for_synthetic_price_lists(
         assert "costtrace does not measure" in plan
         assert expected.total_price == 0
         return
-    cost = pricing._apply_plan(plan, usage, None)
+    cost = arithmetic._apply_plan(plan, usage, None)
     assert cost.total_usd is not None
     assert abs(cost.total_usd - expected.total_price) <= TOLERANCE
     assert abs(cost.input_usd + cost.cache_read_usd + cost.cache_write_usd - expected.input_price) <= TOLERANCE

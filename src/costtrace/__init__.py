@@ -28,7 +28,8 @@ from costtrace.errors import (
     TaskBudgetExceeded,
 )
 from costtrace.instrumentation import instrument, uninstrument
-from costtrace.price.catalog import Cost, load_prices, set_discount, set_price
+from costtrace.price.arithmetic import Cost
+from costtrace.price.catalog import load_prices, set_discount, set_price
 from costtrace.price.tokens import TokenCount, count_tokens
 from costtrace.records import CallRecord, TaskSummary
 from costtrace.span_options import configure_spans

@@ -12,7 +12,7 @@ from opentelemetry.util.types import AttributeValue
 
 from costtrace import semconv as sc
 from costtrace._internal import guarded
-from costtrace.price.catalog import Cost
+from costtrace.price.arithmetic import Cost
 from costtrace.records import CallRecord
 from costtrace.usage import REPORTED_CACHE_READ, REPORTED_CACHE_WRITE, REPORTED_CACHE_WRITE_1H, REPORTED_REASONING
 

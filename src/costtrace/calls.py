@@ -38,7 +38,8 @@ from costtrace import semconv as sc
 from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.call_attributes import end_attributes
 from costtrace.caller_usage import UNKNOWN_USAGE, checked_usage
-from costtrace.price.catalog import Cost, default_catalog
+from costtrace.price.arithmetic import Cost
+from costtrace.price.catalog import default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, check_task_caps, current_task
 from costtrace.usage import Usage, UsageSource, usage_from_response

@@ -21,7 +21,7 @@ from costtrace._internal import report_internal_error
 from costtrace.usage import Usage
 
 if TYPE_CHECKING:
-    from costtrace.price.catalog import Cost
+    from costtrace.price.arithmetic import Cost
 
 ZERO_USD = Decimal(0)
 

@@ -45,7 +45,8 @@ from costtrace.errors import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from costtrace.price.catalog import Cost, PriceCatalog
+    from costtrace.price.arithmetic import Cost
+    from costtrace.price.catalog import PriceCatalog
 
 __all__ = [
     "Advice",

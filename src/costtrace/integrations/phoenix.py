@@ -45,7 +45,8 @@ from costtrace.errors import ConfigError
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-    from costtrace.price.catalog import PriceCatalog, _Plan
+    from costtrace.price.arithmetic import _Plan
+    from costtrace.price.catalog import PriceCatalog
 
 __all__ = [
     "ModelPrice",
@@ -167,7 +168,7 @@ def _fmt(per_mtok: Decimal) -> str:
 
 def _costs_and_limits(plan: _Plan, discount: Decimal | None) -> tuple[tuple[tuple[str, str, Decimal], ...], list[str]]:
     """Phoenix token prices for one costtrace plan, and where Phoenix will price differently."""
-    from costtrace.price import catalog as p
+    from costtrace.price import arithmetic as p
 
     limits: list[str] = []
     if plan.flat is not None:
