@@ -39,8 +39,10 @@ from costtrace.spend.admission import (
     flush_ledger,
     record_outcome,
 )
-from costtrace.spend.alerts import Alert, OutcomeRule, Webhook, on_alert
+from costtrace.spend.alerts import Alert, on_alert
 from costtrace.spend.budgets import Budget, load_budgets
+from costtrace.spend.outcome_rules import OutcomeRule
+from costtrace.spend.webhooks import Webhook
 from costtrace.tasks import (
     Outcome,
     RetryReason,
