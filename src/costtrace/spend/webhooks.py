@@ -56,7 +56,7 @@ _limited_last: dict[str, float] = {}
 
 
 def _warn_limited(key: str, message: str, *args: object) -> None:
-    """At most one WARNING per ``key`` and minute: a broken webhook must not flood the app's logs."""
+    """At most one WARNING per ``key`` and minute: a broken webhook (or ledger) must not flood the app's logs."""
     now = time.monotonic()
     with _limited_lock:
         last = _limited_last.get(key)
