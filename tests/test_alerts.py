@@ -27,9 +27,11 @@ from costtrace import semconv as sc
 from costtrace.errors import ConfigError
 from costtrace.records import TaskEvent, TaskSummary, add_listener, remove_listener
 from costtrace.spend import alerts, schema, store
-from costtrace.spend.alerts import Alert, AlertDispatcher, OutcomeRule, Webhook
+from costtrace.spend.alerts import Alert, AlertDispatcher
 from costtrace.spend.budgets import Budget
 from costtrace.spend.engine import make_engine
+from costtrace.spend.outcome_rules import OutcomeRule, evaluate_outcome_rules, outcome_stats
+from costtrace.spend.webhooks import Webhook
 from costtrace.testing import capture
 
 NOW = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
@@ -242,7 +244,7 @@ def test_a_ledger_failure_is_logged_not_raised(tmp_path, dispatcher, caplog):
         with caplog.at_level(logging.WARNING, logger="costtrace"):
             assert alerts.check_budgets(unmigrated, [Budget("b", limit_usd=1)], dispatcher=d) == []
             rule = OutcomeRule("r", min_success_rate=0.5, min_tasks=1)
-            assert alerts.evaluate_outcome_rules(unmigrated, [rule], dispatcher=d) == []
+            assert evaluate_outcome_rules(unmigrated, [rule], dispatcher=d) == []
     finally:
         unmigrated.dispose()
     assert "ledger database failed (OperationalError)" in caplog.text
@@ -796,8 +798,9 @@ def test_exit_is_not_held_by_a_stuck_webhook(slow_loris, tmp_path):
     script.write_text(
         "import sys\n"
         "from datetime import UTC, datetime\n"
-        "from costtrace import alerts\n"
-        f"alerts.add_webhook(alerts.Webhook({slow.url!r}, timeout_s=3600, retries=0))\n"
+        "from costtrace.spend import alerts\n"
+        "from costtrace.spend.webhooks import Webhook\n"
+        f"alerts.add_webhook(Webhook({slow.url!r}, timeout_s=3600, retries=0))\n"
         "alerts.default_dispatcher().dispatch(alerts.Alert('outcome_rule', 'r', 'm', datetime.now(UTC)))\n"
         "sys.stdin.readline()\n"  # the test lets the app exit once its alert is in flight
     )
@@ -883,7 +886,7 @@ def outcome_ledger(engine):
 
 def test_outcome_stats_are_exact(outcome_ledger):
     rule = OutcomeRule("support-quality", feature="support", window="1h", min_success_rate=0.5)
-    stats = alerts.outcome_stats(outcome_ledger, rule, NOW)
+    stats = outcome_stats(outcome_ledger, rule, NOW)
     assert (stats.tasks, stats.successes, stats.first_pass, stats.escalated) == (10, 7, 4, 2)
     assert stats.cost_usd == Decimal("0.21") and stats.wasted_usd == Decimal("0.10")
     assert stats.cost_per_success_usd == Decimal("0.03")  # all spend, failures included / successes
@@ -901,7 +904,7 @@ def test_outcome_rule_runs_one_aggregate_query(outcome_ledger):
 
     sa.event.listen(outcome_ledger, "before_cursor_execute", count)
     try:
-        alerts.outcome_stats(outcome_ledger, OutcomeRule("r", feature="support", min_success_rate=0.1), NOW)
+        outcome_stats(outcome_ledger, OutcomeRule("r", feature="support", min_success_rate=0.1), NOW)
     finally:
         sa.event.remove(outcome_ledger, "before_cursor_execute", count)
     selects = [s for s in statements if "costtrace_tasks" in s]
@@ -922,7 +925,7 @@ def test_outcome_rule_fires_broken_conditions_once_per_window(outcome_ledger, di
         max_retry_tax=0.5,  # 0.476: holds
         max_escalation_rate=0.1,  # 0.2: fires
     )
-    fired = alerts.evaluate_outcome_rules(outcome_ledger, [rule], NOW, dispatcher=d)
+    fired = evaluate_outcome_rules(outcome_ledger, [rule], NOW, dispatcher=d)
     assert [(a.metric, a.value) for a in fired] == [
         ("cost_per_success_usd", Decimal("0.03")),
         ("first_pass_rate", Decimal("0.4")),
@@ -937,31 +940,31 @@ def test_outcome_rule_fires_broken_conditions_once_per_window(outcome_ledger, di
     assert fired[1].message.startswith("outcome rule 'support-quality': first-pass rate 40% is below 50%")
     assert fired[0].resets_at == datetime(2026, 12, 1, 13, tzinfo=UTC)
     # Same window bucket: nothing again, from this process or another.
-    assert alerts.evaluate_outcome_rules(outcome_ledger, [rule], NOW + timedelta(minutes=10), dispatcher=d) == []
+    assert evaluate_outcome_rules(outcome_ledger, [rule], NOW + timedelta(minutes=10), dispatcher=d) == []
     alerts._reset_for_tests()
-    assert alerts.evaluate_outcome_rules(outcome_ledger, [rule], NOW + timedelta(minutes=29), dispatcher=d) == []
+    assert evaluate_outcome_rules(outcome_ledger, [rule], NOW + timedelta(minutes=29), dispatcher=d) == []
     # The next bucket (13:00-14:00) with the tasks still inside the sliding hour: fires again.
-    again = alerts.evaluate_outcome_rules(outcome_ledger, [rule], NOW + timedelta(minutes=31), dispatcher=d)
+    again = evaluate_outcome_rules(outcome_ledger, [rule], NOW + timedelta(minutes=31), dispatcher=d)
     assert [a.metric for a in again] == ["cost_per_success_usd", "first_pass_rate", "escalation_rate"]
 
 
 def test_outcome_rule_respects_min_tasks_and_window(outcome_ledger, dispatcher):
     d, got = dispatcher
     too_few = OutcomeRule("r", feature="support", min_tasks=11, min_first_pass_rate=0.9)
-    assert alerts.evaluate_outcome_rules(outcome_ledger, [too_few], NOW, dispatcher=d) == []
+    assert evaluate_outcome_rules(outcome_ledger, [too_few], NOW, dispatcher=d) == []
     # A 1-minute window holds none of the support tasks (they ended 5 minutes before NOW).
     short = OutcomeRule("short", feature="support", window="1m", min_tasks=1, min_first_pass_rate=0.9)
-    assert alerts.outcome_stats(outcome_ledger, short, NOW).tasks == 0
-    assert alerts.evaluate_outcome_rules(outcome_ledger, [short], NOW, dispatcher=d) == []
+    assert outcome_stats(outcome_ledger, short, NOW).tasks == 0
+    assert evaluate_outcome_rules(outcome_ledger, [short], NOW, dispatcher=d) == []
     # A 3-hour window also holds the 5 older failures.
     wide = OutcomeRule("wide", feature="support", window="3h", min_success_rate=0.9)
-    assert alerts.outcome_stats(outcome_ledger, wide, NOW).tasks == 15
+    assert outcome_stats(outcome_ledger, wide, NOW).tasks == 15
     assert got == []
 
 
 def test_outcome_rule_filters_by_task_name(engine):
     insert_tasks(engine, [_summary("success", "0.01", name="a"), _summary("failure", "0.05", name="b")], NOW)
-    stats = alerts.outcome_stats(engine, OutcomeRule("r", task="b", min_success_rate=0.5), NOW)
+    stats = outcome_stats(engine, OutcomeRule("r", task="b", min_success_rate=0.5), NOW)
     assert (stats.tasks, stats.successes, stats.cost_usd) == (1, 0, Decimal("0.05"))
 
 
@@ -969,7 +972,7 @@ def test_no_success_makes_cost_per_success_infinite(engine, dispatcher):
     d, _ = dispatcher
     insert_tasks(engine, [_summary("failure", "0.05", "0.05") for _ in range(3)], NOW)
     rule = OutcomeRule("r", min_tasks=3, max_cost_per_success_usd=1)
-    [alert] = alerts.evaluate_outcome_rules(engine, [rule], NOW, dispatcher=d)
+    [alert] = evaluate_outcome_rules(engine, [rule], NOW, dispatcher=d)
     assert alert.value == Decimal("Infinity")
     assert "infinite (no task succeeded)" in alert.message
     json.dumps(alert.to_dict())
@@ -979,7 +982,7 @@ def test_outcome_rule_alert_goes_to_the_span_as_an_outcome_event(engine, dispatc
     d, _ = dispatcher
     insert_tasks(engine, [_summary("failure", "0.05") for _ in range(3)], NOW)
     with trace.get_tracer("test").start_as_current_span("evaluate"):
-        alerts.evaluate_outcome_rules(engine, [OutcomeRule("r", min_tasks=3, min_success_rate=0.5)], NOW, dispatcher=d)
+        evaluate_outcome_rules(engine, [OutcomeRule("r", min_tasks=3, min_success_rate=0.5)], NOW, dispatcher=d)
     [event] = spans.all()[0].events
     assert event.name == sc.EVENT_OUTCOME_ALERT
     assert event.attributes[sc.ALERT_METRIC] == "success_rate"

@@ -20,8 +20,9 @@ from costtrace import _validate
 from costtrace._money import to_nano
 from costtrace.errors import ConfigError
 from costtrace.price.catalog import PriceCatalog
-from costtrace.spend.alerts import OutcomeRule, Webhook
 from costtrace.spend.budgets import Budget, FallbackPrice, load_budgets
+from costtrace.spend.outcome_rules import OutcomeRule
+from costtrace.spend.webhooks import Webhook
 
 INT64_MAX = 2**63 - 1
 

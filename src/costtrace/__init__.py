@@ -41,8 +41,10 @@ from costtrace.spend.admission import (
     flush_ledger,
     record_outcome,
 )
-from costtrace.spend.alerts import Alert, OutcomeRule, Webhook, on_alert
+from costtrace.spend.alerts import Alert, on_alert
 from costtrace.spend.budgets import Budget, load_budgets
+from costtrace.spend.outcome_rules import OutcomeRule
+from costtrace.spend.webhooks import Webhook
 from costtrace.task_context import carry_context, collect_tasks, last_finished_task
 from costtrace.task_decorator import track_task
 from costtrace.tasks import Outcome, RetryReason, Task, current_task, task

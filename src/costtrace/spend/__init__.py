@@ -7,7 +7,9 @@
 - :mod:`~costtrace.spend.budgets`: :class:`~costtrace.spend.budgets.Budget` and budget files;
 - :mod:`~costtrace.spend.admission`: ``configure_ledger`` and hard caps: it installs the admission hook
   (:func:`costtrace.calls.set_admission_hook`) that reserves a call's worst case before it is sent;
-- :mod:`~costtrace.spend.alerts`: alert rules, thresholds and their delivery.
+- :mod:`~costtrace.spend.alerts`: the Alert, budget thresholds, and the dispatcher that hands alerts to
+  every sink; :mod:`~costtrace.spend.outcome_rules`: alerts on task outcomes over a window;
+  :mod:`~costtrace.spend.webhooks`: webhooks and their delivery (own queue, thread and retries each).
 
 The record layer (tasks, calls, records) never imports from here: records flow in through the writer, and
 admission reaches the call path only through the hook this layer installs.

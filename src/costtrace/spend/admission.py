@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from costtrace.calls import LLMCall
-    from costtrace.spend.alerts import OutcomeRule, Webhook
+    from costtrace.spend.outcome_rules import OutcomeRule
     from costtrace.spend.store import BudgetState
+    from costtrace.spend.webhooks import Webhook
     from costtrace.spend.writer import LedgerWriter
     from costtrace.tasks import Task
 
@@ -158,7 +159,8 @@ def configure_ledger(
     all_budgets = list(budgets)
     outcome_rules = list(outcome_rules)
     webhooks = list(webhooks)
-    from costtrace.spend.alerts import OutcomeRule, Webhook
+    from costtrace.spend.outcome_rules import OutcomeRule
+    from costtrace.spend.webhooks import Webhook
 
     for kind, items, cls in (
         ("budgets", all_budgets, Budget),
@@ -245,8 +247,9 @@ def load_config(path: str | os.PathLike[str]) -> tuple[list[Budget], list[Outcom
         ConfigError: The file is unreadable, or an entry is invalid (the message names it), or a
             ``url_env`` variable is not set.
     """
-    from costtrace.spend.alerts import OutcomeRule, Webhook
     from costtrace.spend.budgets import budgets_from_config, config_entries, read_config_file
+    from costtrace.spend.outcome_rules import OutcomeRule
+    from costtrace.spend.webhooks import Webhook
 
     where = f"config file {str(path)!r}"
     data = read_config_file(path)
@@ -770,11 +773,11 @@ class _RuleRunner:
         self._thread.start()
 
     def _run(self) -> None:
-        from costtrace.spend import alerts
+        from costtrace.spend.outcome_rules import evaluate_outcome_rules
 
         while not self._stop.wait(self._interval_s):
             try:
-                alerts.evaluate_outcome_rules(self._engine, self._rules)
+                evaluate_outcome_rules(self._engine, self._rules)
             except Exception as exc:
                 try:
                     report_internal_error("spending.outcome_rules", exc)

@@ -1,4 +1,4 @@
-"""Alerts: budget thresholds, outcome rules, and the sinks every alert is delivered to.
+"""Alerts: the Alert, budget thresholds, and the dispatcher that hands every alert to its sinks.
 
 What fires:
 
@@ -10,35 +10,31 @@ What fires:
   channel gets one message, not three.
 - ``budget_store_unavailable``: :func:`notify_store_unavailable`, at most once per budget every
   :data:`STORE_UNAVAILABLE_INTERVAL_S` per process (the shared store is what is missing).
-- ``outcome_rule``: :func:`evaluate_outcome_rules` runs one aggregate query per :class:`OutcomeRule`
-  over the tasks that ended in its window (cost per successful task, first-pass rate, success rate,
-  retry tax, escalation rate) and fires each broken condition once per window bucket.
+- ``outcome_rule``: :func:`costtrace.spend.outcome_rules.evaluate_outcome_rules` (its own module) judges
+  the tasks that ended in each rule's window and fires each broken condition once per window bucket.
 
 Where it goes (:class:`AlertDispatcher`): a WARNING on the ``costtrace`` logger, an event on the
 current span when one is recording, a ``TaskEvent`` for the ledger, the callbacks registered with
-:func:`on_alert`, and :class:`Webhook` targets (JSON, or Slack's shape), each posted from a background
-thread and bounded queue of its own, so a stuck endpoint delays only itself. Nothing here raises into
-the app, and nothing blocks it on the network.
+:func:`on_alert`, and :class:`~costtrace.spend.webhooks.Webhook` targets (JSON, or Slack's shape), each
+posted from a background thread and bounded queue of its own (:mod:`costtrace.spend.webhooks`), so a
+stuck endpoint delays only itself. Nothing here raises into the app, and nothing blocks it on the network.
 
 Example:
     >>> import costtrace.spend.alerts as alerts
+    >>> from costtrace.spend.webhooks import Webhook
     >>> unsubscribe = alerts.on_alert(lambda alert: print(alert.message))
-    >>> alerts.add_webhook(alerts.Webhook("https://hooks.slack.com/services/T0/B0/XXX", slack=True))  # doctest: +SKIP
+    >>> alerts.add_webhook(Webhook("https://hooks.slack.com/services/T0/B0/XXX", slack=True))  # doctest: +SKIP
     >>> unsubscribe()
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import threading
 import time
-import urllib.parse
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,13 +43,13 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
-from costtrace import _money, _otel, _validate
+from costtrace import _otel
 from costtrace import semconv as sc
 from costtrace._internal import logger, report_internal_error
-from costtrace._version import __version__
 from costtrace.errors import ConfigError
 from costtrace.records import TaskEvent, emit_event, new_event_id
-from costtrace.spend.budgets import parse_duration
+from costtrace.spend.webhooks import WEBHOOK_QUEUE_SIZE, Webhook, _warn_limited, _WebhookSender
+from costtrace.spend.webhooks import _reset_for_tests as _reset_webhooks_for_tests
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -65,13 +61,9 @@ __all__ = [
     "Alert",
     "AlertDispatcher",
     "AlertKind",
-    "OutcomeRule",
-    "OutcomeStats",
-    "Webhook",
     "add_webhook",
     "check_budgets",
     "default_dispatcher",
-    "evaluate_outcome_rules",
     "notify_store_unavailable",
     "on_alert",
     "update_budget_gauges",
@@ -83,12 +75,8 @@ AlertKind = Literal[
 
 STORE_UNAVAILABLE_INTERVAL_S = 300.0
 """A budget store outage alerts at most once per budget per this many seconds, per process."""
-WEBHOOK_QUEUE_SIZE = 1000
-"""Deliveries waiting at once for one webhook (each has its own queue); past it new ones are dropped and counted."""
-_LOG_INTERVAL_S = 60.0
 _EPOCH = datetime(1970, 1, 1)
 _ONE = Decimal(1)
-_INFINITY = Decimal("Infinity")
 
 
 # --- the alert -------------------------------------------------------------------------------------
@@ -192,10 +180,6 @@ def _aware(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _naive(at: datetime) -> datetime:
-    return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
-
-
 def _usd(amount: Decimal) -> str:
     if not amount.is_finite():
         return "$∞"
@@ -210,348 +194,7 @@ def _pct(fraction: Decimal) -> str:
     return f"{(fraction * 100).quantize(Decimal('0.1')).normalize():f}%"
 
 
-# --- sinks -----------------------------------------------------------------------------------------
-
-_limited_lock = threading.Lock()
-_limited_last: dict[str, float] = {}
-
-
-def _warn_limited(key: str, message: str, *args: object) -> None:
-    """At most one WARNING per ``key`` and minute: a broken webhook must not flood the app's logs."""
-    now = time.monotonic()
-    with _limited_lock:
-        last = _limited_last.get(key)
-        if last is not None and now - last < _LOG_INTERVAL_S:
-            return
-        _limited_last[key] = now
-    logger.warning(message, *args)
-
-
-@dataclass(frozen=True, repr=False)
-class Webhook:
-    """An HTTP endpoint that receives every alert as a JSON POST.
-
-    The URL may hold a secret (a Slack incoming-webhook path, a token): costtrace never logs it, only
-    its ``scheme://host``. Each webhook has its own background thread and bounded queue, so a stuck
-    endpoint only delays its own alerts. ``timeout_s`` bounds one whole attempt (name lookup, connect,
-    TLS, sending, reading the answer), however slowly the server trickles bytes. 5xx answers, 408/429,
-    connection errors and timeouts are retried with exponential backoff (``backoff_s``, doubled each
-    time, with jitter); other 4xx answers and redirects are not retried. One alert therefore takes at
-    most ``(retries + 1) * timeout_s + backoff_s * (2 ** retries - 1)`` seconds on its webhook.
-
-    Args:
-        url: ``https://...`` (or ``http://`` for a local relay).
-        slack: Post Slack's shape (``{"text": ..., "blocks": [...]}``) instead of the alert's fields.
-        headers: Extra request headers (e.g. ``{"Authorization": "Bearer ..."}``); never logged.
-        timeout_s: Per attempt.
-        retries: Attempts after the first.
-        backoff_s: Wait before the first retry.
-
-    Example:
-        >>> Webhook("https://hooks.slack.com/services/T000/B000/secret", slack=True)
-        Webhook('https://hooks.slack.com', slack=True)
-    """
-
-    url: str
-    _: KW_ONLY
-    slack: bool = False
-    headers: Mapping[str, str] | None = None
-    timeout_s: float = 5.0
-    retries: int = 3
-    backoff_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        parsed = urllib.parse.urlsplit(self.url) if isinstance(self.url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
-            shown = f"{parsed.scheme}://{parsed.hostname}" if parsed is not None else type(self.url).__name__
-            raise ConfigError(f"webhook URL {shown!r} must be an http:// or https:// URL with a host")
-        where = f"webhook {self.target!r}"
-        _validate.count(self.retries, f"{where}: retries", maximum=_validate.MAX_RETRIES)
-        _validate.seconds(self.timeout_s, f"{where}: timeout_s", maximum=_validate.MAX_TIMEOUT_S)
-        _validate.seconds(self.backoff_s, f"{where}: backoff_s", maximum=_validate.MAX_TIMEOUT_S, zero=True)
-        if not isinstance(self.slack, bool):
-            raise ConfigError(f"{where}: slack={self.slack!r} must be True or False")
-        if self.headers is not None:
-            if not isinstance(self.headers, Mapping):
-                raise ConfigError(f"webhook {self.target!r}: headers must be a mapping of names to values")
-            object.__setattr__(self, "headers", {str(k): str(v) for k, v in self.headers.items()})
-
-    @property
-    def target(self) -> str:
-        """``scheme://host[:port]``: what logs and messages show of the URL."""
-        parsed = urllib.parse.urlsplit(self.url)
-        port = f":{parsed.port}" if parsed.port else ""
-        return f"{parsed.scheme}://{parsed.hostname}{port}"
-
-    def __repr__(self) -> str:
-        return f"Webhook({self.target!r}{', slack=True' if self.slack else ''})"
-
-    def body(self, alert: Alert) -> bytes:
-        """The JSON this webhook posts for ``alert``."""
-        if not self.slack:
-            return json.dumps(alert.to_dict(), sort_keys=True).encode("utf-8")
-        return json.dumps(_slack_payload(alert)).encode("utf-8")
-
-    def _post(self, body: bytes) -> None:
-        """One attempt: POST ``body``; ``timeout_s`` bounds all of it (lookup, connect, TLS, send, answer)."""
-        from costtrace.spend import _deadline_http
-
-        headers = {"Content-Type": "application/json", "User-Agent": f"costtrace/{__version__}"}
-        headers.update(self.headers or {})
-        _deadline_http.post(self.url, body, headers, _deadline_http.Deadline(self.timeout_s))
-
-
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_SLACK_TITLES: Mapping[str, str] = {
-    "budget_threshold": ":warning: Budget threshold reached",
-    "budget_exhausted": ":rotating_light: Budget exhausted",
-    "budget_store_unavailable": ":rotating_light: Budget store unreachable",
-    "outcome_rule": ":chart_with_downwards_trend: Outcome rule broken",
-}
-
-
-def _slack_payload(alert: Alert) -> dict[str, Any]:
-    context = [f"*{alert.kind}*", f"rule `{_slack_escape(alert.rule)}`"]
-    if alert.scope:
-        context.append(", ".join(f"{_slack_escape(k)}={_slack_escape(v)}" for k, v in alert.scope.items()))
-    return {
-        "text": alert.message,
-        "blocks": [
-            {
-                "type": "header",
-                "text": {"type": "plain_text", "text": _SLACK_TITLES.get(alert.kind, "costtrace alert")},
-            },
-            {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(alert.message)}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]},
-        ],
-    }
-
-
-def _retryable(exc: BaseException, timeout_s: float) -> tuple[bool, str]:
-    """Whether a failed POST is worth retrying, and a log-safe reason (never the URL)."""
-    import urllib.error
-
-    if isinstance(exc, urllib.error.HTTPError):
-        code = exc.code
-        return code >= 500 or code in (408, 429), f"HTTP {code}"
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        exc = exc.reason
-    if isinstance(exc, TimeoutError):
-        return True, f"timed out: timeout_s={timeout_s:g} per attempt"
-    if isinstance(exc, OSError):  # refused, reset, DNS failure
-        return True, f"connection error ({type(exc).__name__})"
-    return False, type(exc).__name__
-
-
-class _WebhookSender:
-    """A dispatcher's webhook deliveries: one :class:`_Lane` (bounded queue + daemon thread) per webhook.
-
-    A destination that hangs holds only its own lane's thread, for at most its delivery bound; the
-    others keep delivering. Threads: one per webhook that has had an alert, exiting when the webhook is
-    removed or the sender shut down. Never blocks the caller; every delivery ends counted exactly once:
-    ``sent``, ``failed`` (gave up) or ``dropped`` (queue full, webhook removed, or shut down first).
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
-        self.retried = 0
-        self._lock = threading.Lock()
-        self._lanes: dict[int, _Lane] = {}  # id(webhook) -> its lane (the lane holds the webhook alive)
-        self._stopped = False
-        _senders.add(self)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        for lane in self._lanes.values():
-            lane._reset()
-
-    def count(self, *, sent: int = 0, failed: int = 0, dropped: int = 0, retried: int = 0) -> None:
-        with self._lock:
-            self.sent += sent
-            self.failed += failed
-            self.dropped += dropped
-            self.retried += retried
-
-    def add(self, webhook: Webhook) -> None:
-        with self._lock:
-            if id(webhook) not in self._lanes:
-                self._lanes[id(webhook)] = _Lane(self, webhook)
-
-    def remove(self, webhook: Webhook) -> None:
-        with self._lock:
-            lane = self._lanes.pop(id(webhook), None)
-        if lane is not None:
-            self.count(dropped=lane.close())
-
-    def submit(self, webhook: Webhook, body: bytes) -> None:
-        with self._lock:
-            lane = self._lanes.get(id(webhook))
-            stopped = self._stopped
-        if lane is None or stopped:  # removed meanwhile, or shut down
-            if stopped:
-                self.count(dropped=1)
-            return
-        refused = lane.submit(body)
-        if refused:
-            self.count(dropped=1)
-        if refused == "full":
-            _warn_limited(
-                f"alerts.webhook.dropped.{webhook.target}",
-                "costtrace alert webhook %s: queue full (%d waiting), alert deliveries dropped (%d so far)",
-                webhook.target,
-                self.maxsize,
-                self.dropped,
-            )
-
-    def _lane_list(self) -> list[_Lane]:
-        with self._lock:
-            return list(self._lanes.values())
-
-    def flush(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        return all([lane.wait_idle(deadline) for lane in self._lane_list()])
-
-    def shutdown(self, timeout_s: float) -> bool:
-        done = self.flush(timeout_s)
-        with self._lock:
-            self._stopped = True
-        lanes = self._lane_list()
-        threads = []
-        for lane in lanes:
-            self.count(dropped=lane.close())
-            threads.append(lane.thread)
-        join_until = time.monotonic() + 0.1  # idle threads exit at once; a busy one ends within its timeout
-        for thread in threads:
-            if thread is not None:
-                thread.join(timeout=max(0.0, join_until - time.monotonic()))
-        return done
-
-
-class _Lane:
-    """One webhook's queue (bounded by the sender's ``maxsize``) and the daemon thread that drains it."""
-
-    def __init__(self, sender: _WebhookSender, webhook: Webhook) -> None:
-        self.sender = sender
-        self.webhook = webhook
-        self._reset()
-
-    def _reset(self) -> None:
-        # Also the child's state after a fork: the parent delivers what it queued; the child starts empty.
-        self.cond = threading.Condition(threading.Lock())
-        self.queue: deque[bytes] = deque()
-        self.busy = False
-        self.thread: threading.Thread | None = None
-        self.stop = threading.Event()
-
-    def submit(self, body: bytes) -> Literal["full", "closed"] | None:
-        """Queue ``body``; or say why not (the caller counts a drop)."""
-        with self.cond:
-            if self.stop.is_set():
-                return "closed"
-            if len(self.queue) + self.busy >= self.sender.maxsize:
-                return "full"
-            self.queue.append(body)
-            if self.thread is None:
-                thread = threading.Thread(target=self._run, name=f"costtrace-alerts {self.webhook.target}", daemon=True)
-                thread.start()
-                self.thread = thread
-            self.cond.notify()
-        return None
-
-    def close(self) -> int:
-        """Stop the lane: its thread exits after the attempt in flight (if any). Returns the deliveries dropped."""
-        with self.cond:
-            self.stop.set()
-            dropped = len(self.queue)
-            self.queue.clear()
-            self.cond.notify_all()
-        return dropped
-
-    def wait_idle(self, deadline: float) -> bool:
-        with self.cond:
-            while self.queue or self.busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-        return True
-
-    def _run(self) -> None:
-        cond, queue, stop = self.cond, self.queue, self.stop
-        while True:
-            with cond:
-                while not queue and not stop.is_set():
-                    cond.wait()
-                if stop.is_set():
-                    return
-                body = queue.popleft()
-                self.busy = True
-            try:
-                self._deliver(body)
-            except Exception as exc:  # a bug of ours: never kill the thread
-                report_internal_error("alerts.webhook", exc)
-            finally:
-                with cond:
-                    self.busy = False
-                    cond.notify_all()
-
-    def _deliver(self, body: bytes) -> None:
-        webhook = self.webhook
-        reason = ""
-        for attempt in range(webhook.retries + 1):
-            if attempt:
-                self.sender.count(retried=1)
-                delay = webhook.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-                if self.stop.wait(delay):
-                    reason = "shut down"
-                    break
-            try:
-                webhook._post(body)
-            except Exception as exc:
-                close = getattr(exc, "close", None)  # an HTTPError holds the response: close it, or the socket leaks
-                if callable(close):
-                    close()
-                retry, reason = _retryable(exc, webhook.timeout_s)
-                if not retry:
-                    break
-                continue
-            self.sender.count(sent=1)
-            return
-        self.sender.count(failed=1)
-        _warn_limited(
-            f"alerts.webhook.failed.{webhook.target}",
-            "costtrace alert webhook %s failed (%s) after %d attempt(s); the alert was not delivered there",
-            webhook.target,
-            reason,
-            attempt + 1,
-        )
-
-
-_senders: weakref.WeakSet[_WebhookSender] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # The parent delivers what it queued; the child starts empty, with fresh locks and no thread.
-    global _limited_lock, _gauge_lock, _claims_lock, _store_down_lock
-    _limited_lock = threading.Lock()
-    _gauge_lock = threading.Lock()
-    _claims_lock = threading.Lock()
-    _store_down_lock = threading.Lock()
-    for sender in list(_senders):
-        sender._after_fork()
-    for dispatcher in list(_dispatchers):
-        dispatcher._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
+# --- the dispatcher --------------------------------------------------------------------------------
 
 AlertCallback = Callable[[Alert], object]
 
@@ -599,7 +242,7 @@ class AlertDispatcher:
     def add_webhook(self, webhook: Webhook) -> Callable[[], None]:
         """Post every alert to ``webhook``; returns a function that removes it."""
         if not isinstance(webhook, Webhook):
-            raise ConfigError(f"add_webhook needs a costtrace.spend.alerts.Webhook, got {type(webhook).__name__}")
+            raise ConfigError(f"add_webhook needs a costtrace.Webhook, got {type(webhook).__name__}")
         with self._lock:
             self._sender.add(webhook)
             self._webhooks = (*self._webhooks, webhook)
@@ -768,8 +411,7 @@ def _reset_for_tests() -> None:
         _claimed.clear()
     with _store_down_lock:
         _store_down_last.clear()
-    with _limited_lock:
-        _limited_last.clear()
+    _reset_webhooks_for_tests()
 
 
 # --- budget thresholds -----------------------------------------------------------------------------
@@ -982,298 +624,15 @@ def notify_store_unavailable(
         return None
 
 
-# --- outcome rules ---------------------------------------------------------------------------------
-
-_RULE_KEYS = (
-    "name",
-    "feature",
-    "task",
-    "window",
-    "min_tasks",
-    "max_cost_per_success_usd",
-    "min_first_pass_rate",
-    "min_success_rate",
-    "max_retry_tax",
-    "max_escalation_rate",
-)
-_RATE_BOUNDS = ("min_first_pass_rate", "min_success_rate", "max_retry_tax", "max_escalation_rate")
+def _after_fork_in_child() -> None:
+    # The child starts with fresh locks (the webhooks' senders reset themselves: see spend.webhooks).
+    global _gauge_lock, _claims_lock, _store_down_lock
+    _gauge_lock = threading.Lock()
+    _claims_lock = threading.Lock()
+    _store_down_lock = threading.Lock()
+    for dispatcher in list(_dispatchers):
+        dispatcher._lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class OutcomeStats:
-    """What one outcome rule's query found over its window (money in USD, rates as fractions).
-
-    A ratio with nothing to divide by is None; cost per success is infinite when tasks cost money and
-    none succeeded.
-    """
-
-    tasks: int
-    successes: int
-    first_pass: int
-    escalated: int
-    cost_usd: Decimal
-    wasted_usd: Decimal
-
-    @property
-    def cost_per_success_usd(self) -> Decimal | None:
-        """ALL the window's spend (failures and retries included) / successful tasks."""
-        if self.successes:
-            return self.cost_usd / self.successes
-        return _INFINITY if self.cost_usd > 0 else None
-
-    @property
-    def first_pass_rate(self) -> Decimal | None:
-        return Decimal(self.first_pass) / self.tasks if self.tasks else None
-
-    @property
-    def success_rate(self) -> Decimal | None:
-        return Decimal(self.successes) / self.tasks if self.tasks else None
-
-    @property
-    def retry_tax(self) -> Decimal | None:
-        """Wasted cost (failed attempts) / total cost."""
-        return self.wasted_usd / self.cost_usd if self.cost_usd > 0 else None
-
-    @property
-    def escalation_rate(self) -> Decimal | None:
-        """Share of tasks with at least one escalation."""
-        return Decimal(self.escalated) / self.tasks if self.tasks else None
-
-
-@dataclass(frozen=True)
-class OutcomeRule:
-    """An alert on task outcomes over a sliding window: fires when a figure breaks its bound.
-
-    Each condition is checked on the tasks that ended in the last ``window`` (filtered by ``feature``
-    and task name), once ``min_tasks`` have; each broken condition fires once per window bucket
-    (windows aligned on the Unix epoch), across processes.
-
-    Args:
-        name: Unique id of the rule.
-        feature: Only tasks of this feature.
-        task: Only tasks of this name.
-        window: ``"1h"``, ``"24h"``, seconds or a ``timedelta``.
-        min_tasks: Below this many tasks in the window, nothing is judged.
-        max_cost_per_success_usd: All spend / successful tasks must stay at or below this.
-        min_first_pass_rate: Share of tasks that succeeded at the first attempt (0..1).
-        min_success_rate: Share of tasks with outcome ``success`` (0..1).
-        max_retry_tax: Wasted cost / total cost (0..1).
-        max_escalation_rate: Share of tasks escalated at least once (0..1).
-
-    Example:
-        >>> OutcomeRule("support-quality", feature="support", window="1h", min_first_pass_rate=0.8).conditions()
-        {'first_pass_rate': ('min', Decimal('0.8'))}
-    """
-
-    name: str
-    _: KW_ONLY
-    feature: str | None = None
-    task: str | None = None
-    window: timedelta | str | float = "1h"
-    min_tasks: int = 20
-    max_cost_per_success_usd: Decimal | float | str | None = None
-    min_first_pass_rate: Decimal | float | str | None = None
-    min_success_rate: Decimal | float | str | None = None
-    max_retry_tax: Decimal | float | str | None = None
-    max_escalation_rate: Decimal | float | str | None = None
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
-            raise ConfigError(f"outcome rule name={self.name!r} must be a non-empty string of at most 200 characters")
-        where = f"outcome rule {self.name!r}"
-        for key in ("feature", "task"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{where}: {key}={value!r} must be a non-empty string or None")
-        set_(self, "window", parse_duration(self.window, f"{where}: window"))
-        _validate.count(self.min_tasks, f"{where}: min_tasks", minimum=1)
-        if self.max_cost_per_success_usd is not None:
-            cost = _validate.usd(self.max_cost_per_success_usd, f"{where}: max_cost_per_success_usd")
-            set_(self, "max_cost_per_success_usd", cost)
-        for key in _RATE_BOUNDS:
-            value = getattr(self, key)
-            if value is not None:
-                set_(self, key, _validate.fraction(value, f"{where}: {key}"))
-        if not self.conditions():
-            raise ConfigError(
-                f"{where}: set at least one condition: max_cost_per_success_usd, min_first_pass_rate, "
-                "min_success_rate, max_retry_tax or max_escalation_rate"
-            )
-
-    def conditions(self) -> dict[str, tuple[Literal["min", "max"], Decimal]]:
-        """The figures this rule checks: ``{metric: ("min" | "max", bound)}``."""
-        pairs: dict[str, tuple[Literal["min", "max"], object]] = {
-            "cost_per_success_usd": ("max", self.max_cost_per_success_usd),
-            "first_pass_rate": ("min", self.min_first_pass_rate),
-            "success_rate": ("min", self.min_success_rate),
-            "retry_tax": ("max", self.max_retry_tax),
-            "escalation_rate": ("max", self.max_escalation_rate),
-        }
-        return {k: (side, bound) for k, (side, bound) in pairs.items() if isinstance(bound, Decimal)}
-
-    @property
-    def window_length(self) -> timedelta:
-        return self.window  # type: ignore[return-value]
-
-    @property
-    def scope(self) -> dict[str, str]:
-        return {k: v for k, v in (("feature", self.feature), ("task", self.task)) if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OutcomeRule:
-        """A rule from a config file's table (keys as the keyword arguments).
-
-        Example:
-            >>> OutcomeRule.from_dict({"name": "r", "feature": "support", "min_success_rate": 0.9}).min_success_rate
-            Decimal('0.9')
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"an outcome rule must be a table of settings, got {type(data).__name__}")
-        unknown = set(data) - set(_RULE_KEYS)
-        if unknown:
-            raise ConfigError(f"outcome rule: unknown setting(s) {sorted(unknown)}; allowed: {list(_RULE_KEYS)}")
-        if "name" not in data:
-            raise ConfigError("outcome rule: 'name' is required")
-        kwargs = dict(data)
-        return cls(kwargs.pop("name"), **kwargs)
-
-
-def _window_bucket(now: datetime, window: timedelta) -> datetime:
-    return _EPOCH + ((now - _EPOCH) // window) * window
-
-
-def outcome_stats(engine: Engine, rule: OutcomeRule, now: datetime | None = None) -> OutcomeStats:
-    """Run the rule's aggregate query (one ``SELECT`` over ``costtrace_tasks``) for the window ending ``now``."""
-    import sqlalchemy as sa
-
-    from costtrace.spend import schema as s
-
-    end = _naive(now or datetime.now(UTC))
-    start = end - rule.window_length
-    t = s.tasks
-
-    def count_if(condition: Any) -> Any:
-        return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
-
-    query = sa.select(
-        sa.func.count(),
-        count_if(t.c.outcome == "success"),
-        count_if(t.c.first_pass.is_(True)),
-        count_if(t.c.escalations > 0),
-        sa.func.coalesce(sa.func.sum(t.c.cost_nano_usd), 0),
-        sa.func.coalesce(sa.func.sum(t.c.wasted_nano_usd), 0),
-    ).where(t.c.ended_at > start, t.c.ended_at <= end)
-    if rule.feature is not None:
-        query = query.where(t.c.feature == rule.feature)
-    if rule.task is not None:
-        query = query.where(t.c.name == rule.task)
-    with engine.connect() as conn:
-        row = conn.execute(query).one()
-    return OutcomeStats(
-        tasks=int(row[0]),
-        successes=int(row[1]),
-        first_pass=int(row[2]),
-        escalated=int(row[3]),
-        cost_usd=_money.from_nano(int(row[4])) or Decimal(0),
-        wasted_usd=_money.from_nano(int(row[5])) or Decimal(0),
-    )
-
-
-_METRIC_LABELS: Mapping[str, str] = {
-    "cost_per_success_usd": "cost per successful task",
-    "first_pass_rate": "first-pass rate",
-    "success_rate": "success rate",
-    "retry_tax": "retry tax",
-    "escalation_rate": "escalation rate",
-}
-
-
-def _outcome_message(rule: OutcomeRule, metric: str, value: Decimal, side: str, bound: Decimal, n: int) -> str:
-    money = metric == "cost_per_success_usd"
-    shown = "infinite (no task succeeded)" if not value.is_finite() else (_usd(value) if money else _pct(value))
-    where = "".join(f", {k} {v!r}" for k, v in rule.scope.items())
-    relation = "above" if side == "max" else "below"
-    bound_text = _usd(bound) if money else _pct(bound)
-    window = _duration_text(rule.window_length)
-    return (
-        f"outcome rule {rule.name!r}: {_METRIC_LABELS[metric]} {shown} is {relation} {bound_text} "
-        f"({n} tasks in the last {window}{where})"
-    )
-
-
-def _duration_text(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def evaluate_outcome_rules(
-    engine: Engine,
-    rules: Sequence[OutcomeRule],
-    now: datetime | None = None,
-    *,
-    dispatcher: AlertDispatcher | None = None,
-) -> list[Alert]:
-    """Check each rule over its window; fire each broken condition once per window bucket (across processes).
-
-    One aggregate query per rule. Returns the alerts delivered. A database outage is logged and skipped.
-
-    Example:
-        >>> rules = [OutcomeRule("q", feature="support", min_first_pass_rate=0.8)]
-        >>> evaluate_outcome_rules(engine, rules)  # doctest: +SKIP
-    """
-    from costtrace.spend import store
-
-    at = _aware(now or datetime.now(UTC))
-    fired: list[Alert] = []
-    for rule in rules:
-        try:
-            fired.extend(_evaluate_rule(engine, rule, at, dispatcher or _default_dispatcher, store.claim_alert))
-        except Exception as exc:
-            if _is_store_error(exc):
-                _warn_limited(
-                    "alerts.outcome_rules.store",
-                    "costtrace could not evaluate outcome rules: the ledger database failed (%s)",
-                    type(exc).__name__,
-                )
-                break
-            report_internal_error("alerts.evaluate_outcome_rules", exc)
-    return fired
-
-
-def _evaluate_rule(
-    engine: Engine,
-    rule: OutcomeRule,
-    now: datetime,
-    dispatcher: AlertDispatcher,
-    claim: Callable[[Engine, str, datetime, str, Mapping[str, Any]], bool],
-) -> list[Alert]:
-    stats = outcome_stats(engine, rule, now)
-    if stats.tasks < rule.min_tasks:
-        return []
-    bucket = _window_bucket(_naive(now), rule.window_length)
-    fired: list[Alert] = []
-    for metric, (side, bound) in rule.conditions().items():
-        value: Decimal | None = getattr(stats, metric)
-        if value is None or (value <= bound if side == "max" else value >= bound):
-            continue
-        alert = Alert(
-            kind="outcome_rule",
-            rule=rule.name,
-            message=_outcome_message(rule, metric, value, side, bound, stats.tasks),
-            at=now,
-            threshold=bound,
-            period_start=_aware(now - rule.window_length),
-            resets_at=_aware(bucket + rule.window_length),
-            scope=rule.scope,
-            metric=metric,
-            value=value,
-            tasks=stats.tasks,
-        )
-        if claim(engine, f"outcome:{rule.name}", bucket, metric[:32], alert.to_dict()):
-            dispatcher.dispatch(alert)
-            fired.append(alert)
-    return fired
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
