@@ -31,6 +31,7 @@ from costtrace.spend.alerts import Alert, AlertDispatcher
 from costtrace.spend.budgets import Budget
 from costtrace.spend.engine import make_engine
 from costtrace.spend.outcome_rules import OutcomeRule, evaluate_outcome_rules, outcome_stats
+from costtrace.spend.rows import call_row, task_row
 from costtrace.spend.webhooks import Webhook
 from costtrace.testing import capture
 
@@ -229,7 +230,7 @@ def test_check_after_write_batch_with_real_call_records(engine, dispatcher):
     b = Budget("support", limit_usd="0.0005", period="day", scope={"feature": "support"})
     with capture() as cap, costtrace.task("answer", feature="support"):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=200)
-    rows = [store.call_row(r) for r in cap.calls]
+    rows = [call_row(r) for r in cap.calls]
     touched = store.write_batch(engine, store.Batch(calls=rows, tasks=[], events=[], outcome_updates=[]), [b])
     assert [t.budget for t in touched] == ["support"]
     alerts.check_budgets(engine, [b], touched, dispatcher=d)
@@ -859,7 +860,7 @@ def _summary(
 
 
 def insert_tasks(engine, summaries: list[TaskSummary], ended_at: datetime) -> None:
-    rows = [store.task_row(s, ended_at - timedelta(seconds=i)) for i, s in enumerate(summaries)]
+    rows = [task_row(s, ended_at - timedelta(seconds=i)) for i, s in enumerate(summaries)]
     with engine.begin() as conn:
         conn.execute(schema.tasks.insert(), rows)
 

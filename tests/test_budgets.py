@@ -200,7 +200,7 @@ def test_budgets_file_json_and_its_errors(tmp_path):
 
 
 def test_one_config_file_holds_budgets_outcome_rules_and_webhooks(tmp_path, monkeypatch):
-    from costtrace.spend.admission import load_config
+    from costtrace.spend.ledger import load_config
 
     monkeypatch.setenv("TEST_SLACK_HOOK", "https://hooks.slack.com/services/T0/B0/secret")
     path = tmp_path / "costtrace.toml"
@@ -239,7 +239,7 @@ slack = true
     ],
 )
 def test_config_file_errors_name_the_entry(tmp_path, text, message):
-    from costtrace.spend.admission import load_config
+    from costtrace.spend.ledger import load_config
 
     path = tmp_path / "c.toml"
     path.write_text(text)

@@ -169,7 +169,7 @@ def test_an_accepted_duration_is_positive_and_bounded(value: object) -> None:
 
 @pytest.mark.parametrize("name", ["budgets.toml", "budgets.json"])
 def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, name: str) -> None:
-    from costtrace.spend.admission import load_config
+    from costtrace.spend.ledger import load_config
 
     path = tmp_path / name
     path.write_bytes('[[budget]]\nname = "caf\u00e9"\nlimit_usd = 1\n'.encode("latin-1"))

@@ -33,7 +33,9 @@ from costtrace.price.catalog import load_prices, set_discount, set_price
 from costtrace.price.tokens import TokenCount, count_tokens
 from costtrace.records import CallRecord, TaskSummary
 from costtrace.span_options import configure_spans
-from costtrace.spend.admission import (
+from costtrace.spend.alerts import Alert, on_alert
+from costtrace.spend.budgets import Budget, load_budgets
+from costtrace.spend.ledger import (
     add_budget,
     budget_status,
     close_ledger,
@@ -41,8 +43,6 @@ from costtrace.spend.admission import (
     flush_ledger,
     record_outcome,
 )
-from costtrace.spend.alerts import Alert, on_alert
-from costtrace.spend.budgets import Budget, load_budgets
 from costtrace.spend.outcome_rules import OutcomeRule
 from costtrace.spend.webhooks import Webhook
 from costtrace.task_context import carry_context, collect_tasks, last_finished_task

@@ -107,6 +107,15 @@ def report_internal_error(where: str, exc: BaseException) -> None:
         raise exc
 
 
+def report_background_error(where: str, exc: BaseException) -> None:
+    """:func:`report_internal_error` for a background thread (the ledger writer's): under the test suite
+    it re-raises, which must not kill the thread (tests read :func:`internal_error_counts` instead)."""
+    try:
+        report_internal_error(where, exc)
+    except BaseException:
+        pass
+
+
 def guarded(where: str, default: Any = None) -> Callable[[_F], _F]:
     """Decorate an internal function so that its exceptions are reported, not raised.
 

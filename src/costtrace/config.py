@@ -338,7 +338,7 @@ def configure(
 
         set_model_aliases(model_aliases)
     if ledger_url is not None or budgets or budgets_file is not None or os.environ.get(ENV_LEDGER_URL, "").strip():
-        from costtrace.spend.admission import configure_ledger
+        from costtrace.spend.ledger import configure_ledger
 
         configure_ledger(ledger_url, budgets=budgets or (), budgets_file=budgets_file)
     span_options._store(span_settings)
@@ -463,7 +463,7 @@ def flush(timeout_s: float = 5.0) -> bool:
 
     import time
 
-    from costtrace.spend.admission import flush_ledger
+    from costtrace.spend.ledger import flush_ledger
 
     deadline = time.monotonic() + timeout_s
     ok = _bounded(flush_all, timeout_s, "flush")
@@ -480,7 +480,7 @@ def shutdown(timeout_s: float | None = None) -> bool:
     global _shutdown_done
     if timeout_s is None:
         timeout_s = DEFAULT_SHUTDOWN_TIMEOUT_S
-    from costtrace.spend.admission import close_ledger
+    from costtrace.spend.ledger import close_ledger
 
     ledger_ok = close_ledger(timeout_s)
     with _lock:

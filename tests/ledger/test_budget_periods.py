@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from costtrace import _money
 from costtrace import semconv as sc
-from costtrace.spend import schema, store
+from costtrace.spend import reservations, schema, store
 from costtrace.spend.budgets import Budget
 from tests import tzdb
 
@@ -122,8 +122,8 @@ def test_period_rows_states_and_reservations_at_offset_changes(ledger_engine):
             start, end = periods[(day.name, change)]
             spent = expected[(day.name, start)][1]
             cap = Budget(day.name, limit_usd=_money.from_nano(spent + 10), period="day", timezone=zone, action="block")
-            assert store.reserve(ledger_engine, [(cap, 10)], call_id=f"r{change}", at=change) is None
-            denied = store.reserve(ledger_engine, [(cap, 1)], call_id=f"x{change}", at=change)
+            assert reservations.reserve(ledger_engine, [(cap, 10)], call_id=f"r{change}", at=change) is None
+            denied = reservations.reserve(ledger_engine, [(cap, 1)], call_id=f"x{change}", at=change)
             assert denied is not None
             assert (denied.state.period_start, _money.to_nano(denied.state.spent_usd)) == (start, spent)
             assert denied.state.reserved_usd == _money.from_nano(10)
@@ -132,4 +132,4 @@ def test_period_rows_states_and_reservations_at_offset_changes(ledger_engine):
                     sa.select(schema.reservations.c.period_start).where(schema.reservations.c.call_id == f"r{change}")
                 ).scalar_one()
             assert held == start
-            store.release(ledger_engine, [f"r{change}"])
+            reservations.release(ledger_engine, [f"r{change}"])

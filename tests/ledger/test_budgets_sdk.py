@@ -15,7 +15,7 @@ import pytest
 
 import costtrace
 from costtrace.instrumentation.openai import OpenAIInstrumentor
-from costtrace.spend import store
+from costtrace.spend import reservations
 from costtrace.spend.budgets import Budget
 from costtrace.spend.engine import make_engine
 from tests.instrumentation.fake_server import FakeLLMServer
@@ -108,7 +108,7 @@ def test_calls_outside_hard_capped_scopes_do_not_touch_the_budget_store(ledger, 
         openai_client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     engine = make_engine(ledger)
     try:
-        assert store.outstanding_reservations(engine) == 0
+        assert reservations.outstanding_reservations(engine) == 0
     finally:
         engine.dispose()
     assert len(llm_server.requests) == 1

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 import costtrace
 from costtrace import _money
-from costtrace.spend import schema, store
+from costtrace.spend import reservations, schema
 from costtrace.spend.budgets import Budget
 from costtrace.spend.engine import make_engine
 
@@ -64,7 +64,7 @@ def _check_invariants(url: str, budget: Budget) -> int:
     try:
         spent, reserved = _counter(engine, budget)
         assert reserved == 0
-        assert store.outstanding_reservations(engine) == 0
+        assert reservations.outstanding_reservations(engine) == 0
         assert spent == _spent_by_ledger(engine, budget)  # counter == ledger sum, exactly
         assert spent <= _money.to_nano(budget.limit)
         return spent
@@ -166,7 +166,7 @@ def test_reservation_released_on_success_error_and_cancel(ledger_url):
 
         asyncio.run(run())
         assert costtrace.flush_ledger(60)
-        assert store.outstanding_reservations(engine) == 0
+        assert reservations.outstanding_reservations(engine) == 0
         (state,) = costtrace.budget_status()
         assert state.reserved_usd == 0 and state.calls == 3 and state.unpriced_calls == 2  # errors: usage unknown
     finally:
@@ -380,11 +380,11 @@ def test_forked_children_of_a_configured_parent_share_the_cap(ledger_url):
 
 def test_spend_recorded_but_not_yet_written_counts_at_admission(ledger_url, monkeypatch):
     """record_llm_call reports spend after the fact; until the writer commits it, admission adds it."""
-    from costtrace.spend import admission
+    from costtrace.spend import runtime
 
     budget = Budget("dollar", limit_usd=1, period="day", scope={"feature": "support"}, action="block")
     costtrace.configure_ledger(ledger_url, budgets=[budget])
-    writer = admission._runtime.writer
+    writer = runtime.current.writer
     # Hold the records in the writer's queue: no batch is written until flush_ledger() asks for one.
     monkeypatch.setattr(writer, "_flush_interval_s", 3600.0)
     with costtrace.task("spend", feature="support"):
@@ -413,7 +413,7 @@ def _check_invariants_over_limit(url: str, budget: Budget) -> None:
     engine = make_engine(url)
     try:
         spent, reserved = _counter(engine, budget)
-        assert reserved == 0 and store.outstanding_reservations(engine) == 0
+        assert reserved == 0 and reservations.outstanding_reservations(engine) == 0
         assert spent == _spent_by_ledger(engine, budget) > _money.to_nano(budget.limit)
     finally:
         engine.dispose()

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-import costtrace.spend.admission
+import costtrace.spend.ledger
 from costtrace import _money
 from costtrace.spend import schema
 from costtrace.spend.engine import make_engine
@@ -197,7 +197,7 @@ def test_configure_ledger_rejects_a_bad_url_and_never_opens_the_default(tmp_path
     assert message in str(info.value) and "s3cret" not in str(info.value)
     assert "sqlite:///" in str(info.value)  # the fix: the URL forms
     assert list(tmp_path.iterdir()) == []
-    assert costtrace.spend.admission.ledger_engine() is None
+    assert costtrace.spend.ledger.ledger_engine() is None
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 import costtrace
 from costtrace import records
-from costtrace.spend import admission, schema, store
+from costtrace.spend import rows, runtime, schema
 from costtrace.spend.engine import make_engine
 from tests.waiting import wait_for
 
@@ -56,7 +56,7 @@ def _calls(n: int) -> list[records.CallRecord]:
 def test_configure_ledger_replays_a_dead_process_spool_without_waiting_for_a_record(ledger_url, tmp_path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
-    lines = [json.dumps({"t": "call", "r": store.row_to_json(store.call_row(c))}) for c in _calls(40)]
+    lines = [json.dumps({"t": "call", "r": rows.row_to_json(rows.call_row(c))}) for c in _calls(40)]
     (spool / "spool-999999999-deadbeef.jsonl").write_text("\n".join(lines) + "\n")  # its process is gone
     costtrace.configure_ledger(ledger_url, spool_path=spool)
     # Nothing is recorded in this process: the replay starts with the ledger.
@@ -65,7 +65,7 @@ def test_configure_ledger_replays_a_dead_process_spool_without_waiting_for_a_rec
 
 def test_flush_ledger_is_false_and_says_what_was_lost(ledger_url, tmp_path, monkeypatch) -> None:
     costtrace.configure_ledger(ledger_url, spool_path=tmp_path / "spool", max_queue=5)
-    writer = admission._runtime.writer
+    writer = runtime.current.writer
     monkeypatch.setattr(writer, "_flush_interval_s", 3600.0)  # records wait in the queue until a flush
     for i in range(8):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10 + i, output_tokens=3)
@@ -86,9 +86,9 @@ _DISK_FULL = textwrap.dedent(
     import sqlalchemy as sa
     import costtrace
     from costtrace.spend import alerts
-    from costtrace.spend import admission
+    from costtrace.spend import runtime
     from costtrace.spend import schema
-    from costtrace.spend.writer import LOST_RECORDS_METRIC
+    from costtrace.spend.losses import LOST_RECORDS_METRIC
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -118,14 +118,14 @@ _DISK_FULL = textwrap.dedent(
         fwd.restore()
     for i in range(10):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=7, output_tokens=5)
-    engine = admission._runtime.engine
+    engine = runtime.current.engine
     e = schema.events
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the writer retries the database with backoff
         costtrace.flush_ledger(5)
         with engine.connect() as conn:
             rows = conn.execute(sa.select(e.c.data).where(e.c.kind == "ledger_records_lost")).scalars().all()
-        if rows and not admission._runtime.writer._drops.unrecorded:
+        if rows and not runtime.current.writer._drops.unrecorded:
             break
         time.sleep(0.1)
     metric = {}
@@ -134,7 +134,7 @@ _DISK_FULL = textwrap.dedent(
             for m in sm.metrics:
                 if m.name == LOST_RECORDS_METRIC:
                     metric = {p.attributes["costtrace.reason"]: p.value for p in m.data.data_points}
-    st = admission._runtime.writer.stats()
+    st = runtime.current.writer.stats()
     print(json.dumps({"full": bool(full), "lost": dict(full.lost), "dropped": st.dropped, "alerts": alerted,
                       "events": [json.loads(r)["lost"] for r in rows], "metric": metric}))
     """

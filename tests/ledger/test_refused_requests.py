@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 import costtrace
 from costtrace import _money
-from costtrace.spend import schema, store
+from costtrace.spend import reservations, schema
 from costtrace.spend.budgets import Budget
 from costtrace.spend.engine import make_engine
 from tests.instrumentation import test_anthropic as ta
@@ -34,7 +34,7 @@ def test_refused_request_is_not_in_the_ledger_and_releases_its_reservation(ledge
         with costtrace.task("refused-then-streamed"), ta.sync_client(server) as client:
             with pytest.raises(ValueError, match="Streaming is"):
                 client.messages.create(**ta.create_kwargs(max_tokens=HUGE_MAX_TOKENS))
-            assert store.outstanding_reservations(engine) == 0  # given back at once
+            assert reservations.outstanding_reservations(engine) == 0  # given back at once
             with client.messages.stream(**ta.create_kwargs(max_tokens=HUGE_MAX_TOKENS)) as stream:
                 stream.get_final_message()
         assert costtrace.flush_ledger(60)
@@ -48,7 +48,7 @@ def test_refused_request_is_not_in_the_ledger_and_releases_its_reservation(ledge
         assert calls[0].error_type is None and calls[0].cost_nano_usd > 0
         assert tuple(task) == (1, 1, 0)
         assert "attempt_failed" not in kinds and "retry" not in kinds
-        assert store.outstanding_reservations(engine) == 0
+        assert reservations.outstanding_reservations(engine) == 0
         (state,) = costtrace.budget_status()
         assert state.reserved_usd == 0 and state.calls == 1 and state.unpriced_calls == 0
         assert _money.to_nano(state.spent_usd) == calls[0].cost_nano_usd

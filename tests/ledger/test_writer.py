@@ -28,7 +28,7 @@ import costtrace
 from costtrace import _internal, records
 from costtrace._money import from_nano, to_nano
 from costtrace.records import CallRecord, TaskEvent, TaskSummary
-from costtrace.spend import schema, store
+from costtrace.spend import rows, schema, store
 from costtrace.spend.budgets import Budget
 from costtrace.spend.engine import make_engine
 from costtrace.spend.writer import LedgerWriter
@@ -247,7 +247,7 @@ def test_replaying_rows_already_written_duplicates_nothing(ledger_engine: Engine
     # A dead process's spool holding the same rows (it committed them, then crashed before truncating).
     spool = tmp_path / "spool"
     spool.mkdir(exist_ok=True)
-    lines = [json.dumps({"t": "call", "r": store.row_to_json(store.call_row(c))}) for c in calls]
+    lines = [json.dumps({"t": "call", "r": rows.row_to_json(rows.call_row(c))}) for c in calls]
     (spool / "spool-999999999-deadbeef.jsonl").write_text("\n".join(lines) + "\n")
     w2 = new_writer(ledger_engine, budgets=lambda: [GLOBAL], batch_size=50)
     w2.start()
@@ -308,7 +308,7 @@ def test_spool_is_bounded_and_drops_are_counted(tmp_path, new_writer) -> None:
     try:
         schema.migrate(engine)
         calls = make_calls(100)
-        line = len(json.dumps({"t": "call", "r": store.row_to_json(store.call_row(calls[0]))})) + 1
+        line = len(json.dumps({"t": "call", "r": rows.row_to_json(rows.call_row(calls[0]))})) + 1
         w = new_writer(engine, max_spool_bytes=line * 30 + line // 2, batch_size=1000)
         with sqlite_locked(url):
             for c in calls:
@@ -362,7 +362,7 @@ CANARY = "CANARY-7f3e-not-for-logs"
 
 def _forged_lines(calls: list[CallRecord]) -> tuple[list[str], int]:
     """Spool lines of a hostile or broken spool: one good row, then bad ones. Returns (lines, n_bad)."""
-    good = store.row_to_json(store.call_row(calls[0]))
+    good = rows.row_to_json(rows.call_row(calls[0]))
     bad_rows = []
     for key, value in [
         ("cost_nano_usd", -(10**15)),  # lifts every cap if replayed
@@ -373,12 +373,12 @@ def _forged_lines(calls: list[CallRecord]) -> tuple[list[str], int]:
         ("started_at", "yesterday"),  # not a time
         ("cost_nano_usd", 10**30),  # beyond BIGINT
     ]:
-        row = {**store.row_to_json(store.call_row(calls[len(bad_rows) + 1])), key: value, "customer": CANARY}
+        row = {**rows.row_to_json(rows.call_row(calls[len(bad_rows) + 1])), key: value, "customer": CANARY}
         bad_rows.append({"t": "call", "r": row})
-    missing = dict(store.row_to_json(store.call_row(calls[9])))
+    missing = dict(rows.row_to_json(rows.call_row(calls[9])))
     del missing["started_at"]
-    extra = {**store.row_to_json(store.call_row(calls[10])), "evil": CANARY}
-    event = store.row_to_json(store.event_row(event_id="e-bad", task_id=None, kind="retry", at=datetime.now(UTC)))
+    extra = {**rows.row_to_json(rows.call_row(calls[10])), "evil": CANARY}
+    event = rows.row_to_json(rows.event_row(event_id="e-bad", task_id=None, kind="retry", at=datetime.now(UTC)))
     event["amount_nano_usd"] = -1
     bad_rows += [{"t": "call", "r": missing}, {"t": "call", "r": extra}, {"t": "event", "r": event}]
     bad_rows.append({"t": "table", "r": good})  # unknown kind
@@ -717,14 +717,14 @@ def test_hostile_strings_round_trip_and_the_schema_stays(ledger_engine: Engine, 
     with listening(w), listening(got), costtrace.task(hostile, feature=hostile, customer=hostile, note=hostile):
         costtrace.record_llm_call(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=5)
     assert w.flush(60.0)
-    # What store._clean promises: NUL -> U+FFFD, lone surrogates -> '?', names <= 255 chars.
+    # What rows.clean_text promises: NUL -> U+FFFD, lone surrogates -> '?', names <= 255 chars.
     name = hostile.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     with ledger_engine.connect() as conn:
         task = conn.execute(sa.select(schema.tasks)).mappings().one()
         call = conn.execute(sa.select(schema.calls)).mappings().one()
     assert task["name"] == call["task_name"] == call["feature"] == call["customer"] == name[:255]
     dims = json.loads(call["dimensions"])
-    assert dims["costtrace.dimension.note"] == name[: store.MAX_TEXT]
+    assert dims["costtrace.dimension.note"] == name[: rows.MAX_TEXT]
     assert "\x00" not in task["name"] and "\ud800" not in task["name"]
     assert set(sa.inspect(ledger_engine).get_table_names()) >= {t.name for t in schema.metadata.sorted_tables}
     assert count(ledger_engine, schema.calls) == 1 and w.stats().dropped == {}

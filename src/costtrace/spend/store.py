@@ -1,8 +1,9 @@
-"""The ledger's transactions: idempotent batch writes, budget reservations, budget state, alert claims.
+"""The ledger's transactions: idempotent batch writes, budget state, alert claims, budget definitions.
 
 Every function takes an :class:`~sqlalchemy.engine.Engine`, runs one short transaction and retries it
 when the database reports a transient conflict (SQLite busy, PostgreSQL deadlock or serialization
-failure). No SQL is built by string formatting: every value is a bound parameter.
+failure). No SQL is built by string formatting: every value is a bound parameter. Rows come from
+:mod:`costtrace.spend.rows`; hard-cap reservations are taken by :mod:`costtrace.spend.reservations`.
 
 Invariants the tests hold us to:
 
@@ -10,9 +11,7 @@ Invariants the tests hold us to:
   the spend of each budget it matches in the same transaction, and only when the row was new, so
   replaying a batch never counts twice and ``spent`` always equals the sum of the ledger's rows;
 - a reservation is deleted in the same transaction that adds its call's real cost, so a budget's
-  ``spent + reserved`` never dips below the truth while a call is in flight;
-- reservations for one budget are serialised by a lock row (``costtrace_budget_locks``), so
-  concurrent reservers in many processes can never together exceed the limit.
+  ``spent + reserved`` never dips below the truth while a call is in flight.
 """
 
 from __future__ import annotations
@@ -23,285 +22,21 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from costtrace import semconv as sc
 from costtrace._money import from_nano, to_nano
 from costtrace.spend import schema as s
+from costtrace.spend.rows import Row, clean_text, naive_utc
 
 if TYPE_CHECKING:
-    from costtrace.records import CallRecord, TaskSummary
     from costtrace.spend.budgets import Budget
-
-_T = TypeVar("_T")
-Row = dict[str, Any]
-
-MAX_TEXT = 65_536
-"""Free-text fields (reasons, details) are cut to this many characters; names to 255."""
-_DATETIME_KEYS = ("started_at", "ended_at", "at", "outcome_updated_at")
-
-
-# --- rows ------------------------------------------------------------------------------------------
-
-
-def _clean(value: object, limit: int = 255) -> str | None:
-    """Text for a column: NUL removed (PostgreSQL rejects it), lone surrogates replaced, length capped."""
-    if value is None:
-        return None
-    text = str(value)
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if len(text) > limit:
-        text = text[:limit]
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-def _naive_utc(at: datetime) -> datetime:
-    return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
-
-
-def _dimension_fields(dims: Mapping[str, str]) -> Row:
-    return {
-        "feature": _clean(dims.get(sc.FEATURE)),
-        "team": _clean(dims.get(sc.TEAM)),
-        "customer": _clean(dims.get(sc.CUSTOMER)),
-        "user_id": _clean(dims.get(sc.USER)),
-        "dimensions": json.dumps({_clean(k): _clean(v, MAX_TEXT) for k, v in dims.items()}, sort_keys=True)
-        if dims
-        else None,
-    }
-
-
-def call_row(record: CallRecord) -> Row:
-    """The ``costtrace_calls`` row of a finished call."""
-    u, c = record.usage, record.cost
-    return {
-        "call_id": record.call_id,
-        "task_id": record.task_id,
-        "task_name": _clean(record.task_name),
-        **_dimension_fields(record.dimensions),
-        "provider": _clean(record.provider) or "",
-        "operation": _clean(record.operation, 64) or "",
-        "request_model": _clean(record.request_model) or "",
-        "response_model": _clean(record.response_model),
-        "attempt": record.attempt,
-        "error_type": _clean(record.error_type),
-        "usage_source": u.source,
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cache_read_input_tokens": u.cache_read_input_tokens,
-        "cache_write_input_tokens": u.cache_write_input_tokens,
-        "cache_write_1h_input_tokens": u.cache_write_1h_input_tokens,
-        "reasoning_output_tokens": u.reasoning_output_tokens,
-        "priced": c.total_usd is not None,
-        "cost_nano_usd": to_nano(c.total_usd),
-        "input_nano_usd": to_nano(c.input_usd),
-        "cache_read_nano_usd": to_nano(c.cache_read_usd),
-        "cache_write_nano_usd": to_nano(c.cache_write_usd),
-        "output_nano_usd": to_nano(c.output_usd),
-        "reasoning_nano_usd": to_nano(c.reasoning_usd),
-        "other_nano_usd": to_nano(c.other_usd),
-        "cache_savings_nano_usd": to_nano(c.cache_savings_usd),
-        "price_source": _clean(c.price_source),
-        "price_date": _clean(c.price_date, 32),
-        "price_model_id": _clean(c.model_id),
-        "unpriced_reason": _clean(c.unpriced_reason, MAX_TEXT),
-        "started_at": _naive_utc(record.start_time),
-        "duration_s": record.duration_s,
-    }
-
-
-def task_row(summary: TaskSummary, ended_at: datetime) -> Row:
-    """The ``costtrace_tasks`` row of a finished task (``ended_at``: when it ended)."""
-    ended = _naive_utc(ended_at)
-    duration = summary.duration_s or 0.0
-    return {
-        "task_id": summary.task_id,
-        "name": _clean(summary.name) or "",
-        "parent_id": summary.parent_id,
-        **_dimension_fields(summary.dimensions),
-        "route": _clean("->".join(summary.models), 1024) if summary.models else None,
-        "outcome": summary.outcome,
-        "outcome_reason": _clean(summary.outcome_reason, MAX_TEXT),
-        "original_outcome": None,
-        "outcome_updated_at": None,
-        "first_pass": summary.first_pass,
-        "cost_nano_usd": to_nano(summary.own_known_cost_usd),  # own calls: summing task rows counts each call once
-        "wasted_nano_usd": to_nano(summary.wasted_cost_usd),
-        "cache_savings_nano_usd": to_nano(summary.cache_savings_usd),
-        "subtasks_cost_nano_usd": to_nano(summary.subtasks_cost_usd),
-        "rework_nano_usd": None,
-        "input_tokens": summary.input_tokens,
-        "output_tokens": summary.output_tokens,
-        "cache_read_input_tokens": summary.cache_read_input_tokens,
-        "cache_write_input_tokens": summary.cache_write_input_tokens,
-        "reasoning_output_tokens": summary.reasoning_output_tokens,
-        "llm_calls": summary.llm_calls,
-        "failed_calls": summary.failed_calls,
-        "attempts": summary.attempts,
-        "retries": summary.retries,
-        "escalations": summary.escalations,
-        "unpriced_calls": summary.unpriced_calls,
-        "estimated_calls": summary.estimated_calls,
-        "started_at": ended - timedelta(seconds=duration),
-        "ended_at": ended,
-        "duration_s": summary.duration_s,
-    }
-
-
-def event_row(
-    *,
-    event_id: str,
-    task_id: str | None,
-    kind: str,
-    at: datetime,
-    attempt: int | None = None,
-    reason: object = None,
-    details: object = None,
-    from_model: object = None,
-    to_model: object = None,
-    outcome: str | None = None,
-    amount_usd: Decimal | None = None,
-    data: Mapping[str, Any] | None = None,
-) -> Row:
-    """A ``costtrace_events`` row. ``event_id`` is its idempotency key."""
-    return {
-        "event_id": event_id,
-        "task_id": task_id,
-        "kind": _clean(kind, 64) or "",
-        "at": _naive_utc(at),
-        "attempt": attempt,
-        "reason": _clean(reason, MAX_TEXT),
-        "details": _clean(details, MAX_TEXT),
-        "from_model": _clean(from_model),
-        "to_model": _clean(to_model),
-        "outcome": _clean(outcome, 32),
-        "amount_nano_usd": to_nano(amount_usd),
-        "data": json.dumps(data, sort_keys=True, default=str) if data else None,
-    }
-
-
-def row_to_json(row: Row) -> dict[str, Any]:
-    """A row as JSON-safe values (datetimes as ISO text), for the spool file."""
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-
-
-def row_from_json(data: Mapping[str, Any]) -> Row:
-    """A spool line's row back (datetimes parsed); check it with :func:`validate_row` before writing it."""
-    row = dict(data)
-    for key in _DATETIME_KEYS:
-        value = row.get(key)
-        if isinstance(value, str):
-            try:
-                row[key] = datetime.fromisoformat(value)
-            except ValueError:
-                pass  # left as text: validate_row refuses it
-    return row
-
-
-# --- validation: one check for live rows and replayed spool lines -----------------------------------
-
-MAX_NANO_USD = 10**18
-"""$1,000,000,000: the largest amount one row may hold (a guard against corrupt or forged spool lines)."""
-MAX_COUNT = 2**53
-"""Token and call counts above this are refused."""
-MAX_JSON_TEXT = 16 * MAX_TEXT
-"""The ``dimensions`` and ``data`` JSON columns (many values of up to ``MAX_TEXT`` each)."""
-_SIGNED_MONEY = frozenset({"cache_savings_nano_usd"})
-"""Savings are a difference of prices: the only money column that may be negative (bounded all the same)."""
-_TABLES = {"call": s.calls, "task": s.tasks, "event": s.events}
-
-
-_BOOL, _INT, _FLOAT, _TIME, _TEXT = range(5)
-
-
-def _column_spec(column: sa.Column[Any]) -> tuple[str, int, bool, int, int]:
-    """(name, type code, nullable, low, high): low/high bound an integer, or give a text's length."""
-    t, name = column.type, column.name
-    nullable = bool(column.nullable) and not column.primary_key
-    if isinstance(t, sa.Boolean):
-        return name, _BOOL, nullable, 0, 0
-    if isinstance(t, sa.Integer):  # BigInteger included
-        if name.endswith("_nano_usd"):
-            return name, _INT, nullable, -MAX_NANO_USD if name in _SIGNED_MONEY else 0, MAX_NANO_USD
-        return name, _INT, nullable, 0, MAX_COUNT
-    if isinstance(t, sa.Float):
-        return name, _FLOAT, nullable, 0, 0
-    if isinstance(t, sa.DateTime):
-        return name, _TIME, nullable, 0, 0
-    length = getattr(t, "length", None)
-    limit = length if length is not None else MAX_JSON_TEXT if name in ("dimensions", "data") else MAX_TEXT
-    return name, _TEXT, nullable, 0, limit
-
-
-_SPECS = {kind: tuple(_column_spec(c) for c in table.columns) for kind, table in _TABLES.items()}
-_INF = float("inf")
-
-
-def _value_error(code: int, low: int, high: int, value: Any) -> str | None:
-    """Why ``value`` can't go in a column of this spec (a short reason naming no value), or None."""
-    if code == _TEXT:
-        if not isinstance(value, str):
-            return "not text"
-        if len(value) > high:
-            return "too long"
-        return "NUL character" if "\x00" in value else None
-    if code == _INT:
-        if not isinstance(value, int) or isinstance(value, bool):
-            return "not an integer"
-        if low <= value <= high:
-            return None
-        return "money out of range" if high == MAX_NANO_USD else "count out of range"
-    if code == _BOOL:
-        return None if isinstance(value, bool) else "not a boolean"
-    if code == _TIME:
-        return None if isinstance(value, datetime) and value.tzinfo is None else "not a naive UTC datetime"
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "not a number"
-    return None if 0 <= value < _INF else "out of range"
-
-
-def validate_row(kind: str, row: object) -> str | None:
-    """Check a row against its table before it is written, live or replayed from a spool file.
-
-    Every column must be present (and no other key), of its column's type, within its size; money is a
-    non-negative integer of nano-USD up to :data:`MAX_NANO_USD` (cache savings may be negative), token
-    and call counts non-negative. Returns None for a good row, else a reason such as
-    ``"cost_nano_usd: money out of range"``, which names the column, never the value: a bad row may hold
-    anything, and the reason is logged.
-
-    Example:
-        >>> validate_row("event", {"event_id": "e1"})
-        'missing column(s): 11'
-    """
-    specs = _SPECS.get(kind)
-    if specs is None:
-        return "unknown row kind"
-    if not isinstance(row, dict):
-        return "not an object"
-    if len(row) != len(specs) or not all(spec[0] in row for spec in specs):
-        missing = sum(1 for spec in specs if spec[0] not in row)
-        return f"missing column(s): {missing}" if missing else f"unknown key(s): {len(row) - len(specs)}"
-    for name, code, nullable, low, high in specs:
-        value = row[name]
-        if value is None:
-            if nullable:
-                continue
-            return f"{name}: missing"
-        error = _value_error(code, low, high, value)
-        if error is not None:
-            return f"{name}: {error}"
-    return None
 
 
 # --- transactions with retry -------------------------------------------------------------------------
@@ -315,6 +50,20 @@ def is_transient(exc: BaseException) -> bool:
         return True
     code = getattr(getattr(exc, "orig", None), "sqlstate", None)
     return isinstance(exc, DBAPIError) and code in _TRANSIENT_PG_CODES
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database can't take writes now (down, locked, no tables): spool and retry, never drop."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return not isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.NotSupportedError))
+    return isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError, OSError))
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, data-free description of a database error (no SQL, no parameters, no URL password)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def run_transaction(engine: Engine, work: Any, *, attempts: int = 5) -> Any:
@@ -458,7 +207,7 @@ def write_batch(engine: Engine, batch: Batch, budgets: Sequence[Budget]) -> list
             _add_spend(conn, budget_id, start, ends[(budget_id, start)], now, spent=spent, reserved=0,
                        calls=n, unpriced=unpriced, fallback=fallback)  # fmt: skip
         if batch.calls:
-            _release(conn, [r["call_id"] for r in batch.calls])
+            release_reservations(conn, [r["call_id"] for r in batch.calls])
         new_tasks = _insert_new(conn, s.tasks, batch.tasks, "task_id")
         _insert_new(conn, s.events, batch.events, "event_id")
         _apply_outcomes(conn, batch.outcome_updates, new_tasks)
@@ -507,7 +256,7 @@ def _add_spend(
     conn.execute(stmt)
 
 
-def _release(conn: Connection, call_ids: Sequence[str]) -> None:
+def release_reservations(conn: Connection, call_ids: Sequence[str]) -> None:
     """Delete the reservations of these calls and take their amounts off ``reserved``."""
     r = s.reservations
     freed: dict[tuple[str, datetime], int] = defaultdict(int)
@@ -567,7 +316,7 @@ def _apply_outcomes(conn: Connection, updates: Sequence[Row], new_tasks: set[str
         )
 
 
-# --- budgets: reservations and state ---------------------------------------------------------------
+# --- budgets: state ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -589,15 +338,6 @@ class BudgetState:
         if self.limit_usd == 0:
             return Decimal("Infinity") if self.spent_usd > 0 else Decimal(0)
         return self.spent_usd / self.limit_usd
-
-
-@dataclass(frozen=True)
-class Denied:
-    """A reservation that would exceed ``budget``: the state at the moment it was refused."""
-
-    budget: str
-    state: BudgetState
-    requested_nano_usd: int
 
 
 def _state(conn: Connection, budget: Budget, now: datetime) -> BudgetState:
@@ -625,146 +365,12 @@ def _state(conn: Connection, budget: Budget, now: datetime) -> BudgetState:
 
 def budget_states(engine: Engine, budgets: Iterable[Budget], at: datetime | None = None) -> list[BudgetState]:
     """Each budget's current spend, reservations and limit (read-only)."""
-    now = _naive_utc(at or datetime.now(UTC))
+    now = naive_utc(at or datetime.now(UTC))
     with engine.connect() as conn:
         return [_state(conn, b, now) for b in budgets]
 
 
-# The reservation path runs on the app's thread before each hard-capped call, so its statements are
-# built once: plain SQL that SQLite (>= 3.35) and PostgreSQL both accept, with typed bound parameters
-# (DateTime binds store times exactly as the ORM-free Core statements elsewhere do).
-_DT = sa.DateTime()
-_LOCK_BUMP = sa.text("UPDATE costtrace_budget_locks SET version = version + 1 WHERE budget_id = :budget")
-_LOCK_CREATE = sa.text(
-    "INSERT INTO costtrace_budget_locks (budget_id, version) VALUES (:budget, 0) ON CONFLICT (budget_id) DO NOTHING"
-)
-_SWEEP = (
-    sa.text(
-        "DELETE FROM costtrace_reservations WHERE budget_id = :budget AND lease_expires_at < :now "
-        "RETURNING period_start, amount_nano_usd"
-    )
-    .bindparams(sa.bindparam("now", type_=_DT))
-    .columns(sa.column("period_start", _DT), sa.column("amount_nano_usd", sa.BigInteger()))
-)
-_FREE = sa.text(
-    "UPDATE costtrace_budget_spend SET reserved_nano_usd = reserved_nano_usd - :amount "
-    "WHERE budget_id = :budget AND period_start = :start"
-).bindparams(sa.bindparam("start", type_=_DT))
-_WINDOW = sa.text(
-    "SELECT COALESCE(SUM(spent_nano_usd), 0), COALESCE(SUM(reserved_nano_usd), 0), COALESCE(SUM(calls), 0), "
-    "COALESCE(SUM(unpriced_calls), 0) FROM costtrace_budget_spend "
-    "WHERE budget_id = :budget AND period_start >= :first AND period_start <= :start"
-).bindparams(sa.bindparam("first", type_=_DT), sa.bindparam("start", type_=_DT))
-_HOLD = sa.text(
-    "INSERT INTO costtrace_budget_spend (budget_id, period_start, period_end, spent_nano_usd, reserved_nano_usd, "
-    "calls, unpriced_calls, fallback_priced_calls, updated_at) "
-    "VALUES (:budget, :start, :end, 0, :amount, 0, 0, 0, :now) "
-    "ON CONFLICT (budget_id, period_start) DO UPDATE SET "
-    "reserved_nano_usd = costtrace_budget_spend.reserved_nano_usd + excluded.reserved_nano_usd, "
-    "updated_at = excluded.updated_at"
-).bindparams(*(sa.bindparam(k, type_=_DT) for k in ("start", "end", "now")))
-_RESERVE = sa.text(
-    "INSERT INTO costtrace_reservations (reservation_id, budget_id, period_start, call_id, amount_nano_usd, "
-    "created_at, lease_expires_at) VALUES (:rid, :budget, :start, :call_id, :amount, :now, :expires)"
-).bindparams(*(sa.bindparam(k, type_=_DT) for k in ("start", "now", "expires")))
-
-
-def _lock_budget(conn: Connection, budget_id: str) -> None:
-    if conn.execute(_LOCK_BUMP, {"budget": budget_id}).rowcount == 0:
-        conn.execute(_LOCK_CREATE, {"budget": budget_id})
-        conn.execute(_LOCK_BUMP, {"budget": budget_id})
-
-
-def _sweep_expired(conn: Connection, budget_id: str, now: datetime) -> None:
-    freed: dict[datetime, int] = defaultdict(int)
-    for start, amount in conn.execute(_SWEEP, {"budget": budget_id, "now": now}):
-        freed[start] += int(amount)
-    for start, amount in sorted(freed.items()):
-        conn.execute(_FREE, {"amount": amount, "budget": budget_id, "start": start})
-
-
-def _window_totals(conn: Connection, budget: Budget, now: datetime) -> tuple[int, int, int, int, datetime]:
-    start, _ = budget.bucket(now)
-    row = conn.execute(_WINDOW, {"budget": budget.name, "first": budget.window_start(now), "start": start}).one()
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3]), start
-
-
-class _Refused(Exception):
-    def __init__(self, denied: Denied) -> None:
-        self.denied = denied
-
-
-def reserve(
-    engine: Engine,
-    holds: Sequence[tuple[Budget, int]],
-    *,
-    call_id: str,
-    at: datetime,
-    unwritten: Mapping[str, int] | None = None,
-) -> Denied | None:
-    """Reserve ``amount`` nano-USD on each budget for call ``call_id``, all or nothing.
-
-    ``unwritten``: nano-USD per budget name that this process has recorded but not yet written (its
-    writer's queue and spool, see ``LedgerWriter.pending_nano``); it counts as spent. Returns None when
-    every budget had room (the reservations are held until the call's record is written, or their lease
-    expires), else the first budget that refused and its state (``spent_usd`` including ``unwritten``).
-    """
-    now = _naive_utc(at)
-    extra = unwritten or {}
-
-    def work(conn: Connection) -> None:
-        ordered = sorted(holds, key=lambda h: h[0].name)
-        for budget, _ in ordered:  # lock rows in name order: no deadlock between reservers
-            _lock_budget(conn, budget.name)
-        for budget, amount in ordered:
-            _sweep_expired(conn, budget.name, now)
-            spent, held, calls, unpriced, start = _window_totals(conn, budget, now)
-            spent += extra.get(budget.name, 0)
-            if spent + held + amount > (to_nano(budget.limit) or 0):
-                state = BudgetState(
-                    budget=budget.name,
-                    spent_usd=from_nano(spent) or Decimal(0),
-                    reserved_usd=from_nano(held) or Decimal(0),
-                    limit_usd=budget.limit,
-                    calls=calls,
-                    unpriced_calls=unpriced,
-                    period_start=start,
-                    resets_at=budget.resets_at(now),
-                )
-                raise _Refused(Denied(budget.name, state, amount))
-        for budget, amount in ordered:
-            start, end = budget.bucket(now)
-            conn.execute(_HOLD, {"budget": budget.name, "start": start, "end": end, "amount": amount, "now": now})
-            conn.execute(
-                _RESERVE,
-                {
-                    "rid": f"{call_id}:{budget.name}"[:128],
-                    "budget": budget.name,
-                    "start": start,
-                    "call_id": call_id,
-                    "amount": amount,
-                    "now": now,
-                    "expires": now + timedelta(seconds=budget.lease_s),
-                },
-            )
-
-    try:
-        run_transaction(engine, work, attempts=2)  # on the app's thread: fail fast, fail_open decides
-    except _Refused as refused:
-        return refused.denied
-    return None
-
-
-def release(engine: Engine, call_ids: Sequence[str]) -> None:
-    """Release reservations of calls that will never be recorded (e.g. blocked by a later budget check)."""
-    if call_ids:
-        run_transaction(engine, lambda conn: _release(conn, list(call_ids)))
-
-
-def outstanding_reservations(engine: Engine) -> int:
-    """Number of reservations currently held (0 once every call in flight has been recorded)."""
-    with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(s.reservations)).scalar() or 0)
+# --- alert claims and budget definitions -----------------------------------------------------------
 
 
 def claim_alert(engine: Engine, rule_id: str, period_start: datetime, threshold: str, data: Mapping[str, Any]) -> bool:
@@ -774,7 +380,7 @@ def claim_alert(engine: Engine, rule_id: str, period_start: datetime, threshold:
         result = conn.execute(
             _insert(conn, s.alerts_fired)
             .values(
-                rule_id=_clean(rule_id),
+                rule_id=clean_text(rule_id),
                 period_start=period_start,
                 threshold=threshold,
                 fired_at=datetime.now(UTC).replace(tzinfo=None),

@@ -4,7 +4,7 @@ How a record travels
     ``on_call`` / ``on_task`` / ``on_event`` run on the app's thread. They append the raw record (and,
     for a task, the time it ended) to a bounded in-memory queue and return: O(1), no I/O, no conversion,
     a lock held for a few instructions, never an exception. One daemon thread per process (started with
-    the first record) turns records into rows (:mod:`costtrace.spend.store`), commits them in batches
+    the first record) turns records into rows (:mod:`costtrace.spend.rows`), commits them in batches
     (``batch_size`` records, or what arrived within ``flush_interval_s``) with :func:`store.write_batch`,
     which is idempotent (every row carries its own key), then calls ``on_committed(touched)``.
 
@@ -17,10 +17,9 @@ Write-through, in worker processes
     it; if the process dies first, any other writer on the folder claims and replays it.
 
 Validation
-    Every row, built here or read back from a spool file, passes :func:`store.validate_row` (types,
-    ranges, sizes, required keys) before it is written. A refused row is appended to
-    ``quarantine-<pid>-<token>.jsonl`` in the spool folder (never replayed) and counted ``invalid``;
-    the log line names the column at fault, never a value.
+    Every row, built here or read back from a spool file, passes :func:`rows.validate_row` (types,
+    ranges, sizes, required keys) before it is written. A refused row is put in quarantine in the spool
+    folder (:class:`~costtrace.spend.spool.Quarantine`, never replayed) and counted ``invalid``.
 
 Drops, always counted (``stats().dropped``) and logged at most once a minute with the count
     ``queue_full`` (more than ``max_queue`` records waiting), ``spool_full`` (the spool file reached
@@ -28,9 +27,8 @@ Drops, always counted (``stats().dropped``) and logged at most once a minute wit
     ``rejected`` (the database refused a row for a reason other than being unreachable, e.g. a
     constraint), ``invalid`` (a record could not be turned into a row, or the row failed validation),
     ``spool_corrupt`` (a spool line that is not JSON), ``closed`` (recorded after ``close()``). Each log
-    line is also a ``ledger_records_lost`` alert (through :mod:`costtrace.spend.alerts`), the counts feed the
-    ``costtrace.ledger.lost_records`` metric, and the writer writes them to the ledger as a
-    ``ledger_records_lost`` event once the database takes writes.
+    line is also a ``ledger_records_lost`` alert and the counts feed a metric (:mod:`costtrace.spend.losses`);
+    the writer writes them to the ledger as a ``ledger_records_lost`` event once the database takes writes.
 
 The database down: the spool
     A batch that cannot be committed (database unreachable, locked past its busy timeout, missing
@@ -40,14 +38,10 @@ The database down: the spool
     replays again and duplicates nothing), then truncated.
 
 Spool files
-    Folder: ``spool_path`` if given; else ``<database file>.spool/`` next to a SQLite ledger file; else
-    ``$XDG_STATE_HOME/costtrace/spool/<hash of the URL>/`` (``~/.local/state/...``): one folder per
-    database, so a spool is only replayed into the database it was meant for. Each writer appends to
-    its own ``spool-<pid>-<token>.jsonl`` (one ``{"t": "call"|"task"|"event", "r": row}`` per line),
-    holding an exclusive ``flock`` on it while it lives. At start, a writer claims every other file of
-    the folder whose lock is free (its process is gone) by renaming it to ``claimed-<pid>-<token>.jsonl``
-    under the lock, replays it and deletes it, so two processes never replay the same file at once. It
-    looks for such files when it starts, at every ``flush()`` and every ``RESCAN_S`` seconds.
+    One folder per database (:func:`~costtrace.spend.spool.default_spool_dir`); each writer appends to a
+    file of its own and claims, replays and deletes the files of processes that are gone (see
+    :mod:`costtrace.spend.spool`). It looks for such files when it starts, at every ``flush()`` and every
+    ``RESCAN_S`` seconds.
 
 Exit and fork
     ``close(timeout_s)`` (registered with ``atexit`` and, in ``multiprocessing`` children, as a
@@ -69,28 +63,35 @@ Example:
 from __future__ import annotations
 
 import atexit
-import contextlib
-import hashlib
 import json
 import os
-import secrets
 import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.metrics import CallbackOptions, Observation
-
-from costtrace import semconv as sc
-from costtrace._internal import logger, report_internal_error
-from costtrace._money import to_nano
+from costtrace._internal import logger, report_background_error, report_internal_error
 from costtrace.spend import store
+from costtrace.spend.losses import DROP_LOG_INTERVAL_S, LOST_ALERT_KIND, DropLog, in_loss_alert
+from costtrace.spend.pending import PendingSpend
+from costtrace.spend.rows import CALL, EVENT, TASK, Row, event_row, record_row, row_to_json, validate_row
+from costtrace.spend.spool import (
+    BadLines,
+    Quarantine,
+    SpoolFile,
+    add_row,
+    claim,
+    default_spool_dir,
+    read_batches,
+    spool_line,
+    spool_lines,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -98,32 +99,15 @@ if TYPE_CHECKING:
     from costtrace.records import CallRecord, TaskEvent, TaskSummary
     from costtrace.spend.budgets import Budget
 
-_flock: Callable[[int, int], Any] | None
-try:
-    import fcntl
-
-    _flock, _LOCK_NOW = fcntl.flock, fcntl.LOCK_EX | fcntl.LOCK_NB
-except ImportError:  # pragma: no cover - Windows: left-over spools are claimed by age instead of lock
-    _flock, _LOCK_NOW = None, 0
-
-__all__ = ["LedgerWriter", "WriterStats", "default_spool_dir"]
+__all__ = ["LedgerWriter", "WriterStats"]
 
 MiB = 1024 * 1024
-LOST_RECORDS_METRIC = sc.METRIC_LEDGER_LOST_RECORDS
-"""Observable counter: records the ledger could not write, attribute ``costtrace.reason``."""
-LOST_ALERT_KIND: Final = "ledger_records_lost"
-"""The alert (and ledger event) kind raised when records are lost."""
 RESCAN_S = 5.0
 """How often an idle writer looks for spool files left by dead processes (also at every flush)."""
 WRITE_THROUGH_ENV = "COSTTRACE_LEDGER_WRITE_THROUGH"
-DROP_LOG_INTERVAL_S = 60.0
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 30.0
-_STALE_UNLOCKED_S = 3600.0
-"""Without ``flock`` (Windows), another process's spool file is claimed once untouched this long."""
 
-_CALL, _TASK, _EVENT = "call", "task", "event"
-_KINDS = (_CALL, _TASK, _EVENT)
 Item = tuple[str, Any, Any]
 """(kind, record, ended_at for tasks)."""
 
@@ -156,346 +140,16 @@ class WriterStats:
     """Records go to the spool file synchronously before the app's call returns (see the module docstring)."""
 
 
-_lost_lock = threading.Lock()
-_lost_totals: dict[str, int] = {}
-"""Records lost by this process since it started (or forked), by reason: the ``costtrace.ledger.lost_records``
-counter (kept here, not per writer, so it never goes down when a writer is replaced)."""
-_lost_metric_registered = False
-_alert_guard = threading.local()
-"""Set while this module dispatches a loss alert: the writers skip the alert's own ledger event (each
-writer records the losses itself, as a ``ledger_records_lost`` event, once the database takes writes)."""
-
-
-def _observe_lost(options: CallbackOptions) -> Iterable[Observation]:
-    with _lost_lock:
-        items = list(_lost_totals.items())
-    return [Observation(n, {sc.EVENT_ATTR_REASON: reason}) for reason, n in items]
-
-
-def _register_lost_metric() -> None:
-    global _lost_metric_registered
-    with _lost_lock:
-        if _lost_metric_registered:
-            return
-        _lost_metric_registered = True
-    from costtrace import _otel
-
-    _otel.meter().create_observable_counter(
-        LOST_RECORDS_METRIC,
-        callbacks=[_observe_lost],
-        unit="{record}",
-        description="Ledger records that could not be written (their cost is missing from budgets), by reason.",
-    )
-
-
-def _alert_lost(counts: dict[str, int]) -> None:
-    """Deliver a ``ledger_records_lost`` alert through the alert dispatcher (log, span event, callbacks,
-    webhooks). Its ledger event is written by the writer instead (see ``_alert_guard``)."""
-    from costtrace.spend import alerts
-
-    total = sum(counts.values())
-    detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-    alert = alerts.Alert(
-        kind=LOST_ALERT_KIND,
-        rule="costtrace.ledger",
-        message=f"costtrace ledger: {total} record(s) could not be written ({detail}); budgets and reports "
-        "miss their cost. See docs/ledger.md",
-        at=datetime.now(UTC),
-    )
-    _alert_guard.active = True
-    try:
-        alerts.default_dispatcher().dispatch(alert)
-    finally:
-        _alert_guard.active = False
-
-
-class _DropLog:
-    """Counts drops by reason; logs the first at once, then at most one summary line per interval, and
-    raises each such line to a ``ledger_records_lost`` alert. ``unrecorded`` holds the counts not yet
-    written to the ledger as a ``ledger_records_lost`` event."""
-
-    def __init__(self, interval_s: float = DROP_LOG_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self.totals: dict[str, int] = {}
-        self.unrecorded: dict[str, int] = {}
-        self._unlogged: dict[str, int] = {}
-        self._last_log: float | None = None
-
-    def add(self, reason: str, n: int = 1) -> None:
-        if n <= 0:
-            return
-        with _lost_lock:
-            _lost_totals[reason] = _lost_totals.get(reason, 0) + n
-        with self._lock:
-            self.totals[reason] = self.totals.get(reason, 0) + n
-            self.unrecorded[reason] = self.unrecorded.get(reason, 0) + n
-            self._unlogged[reason] = self._unlogged.get(reason, 0) + n
-            now = time.monotonic()
-            if self._last_log is not None and now - self._last_log < self.interval_s:
-                return
-            self._last_log = now
-            pending, self._unlogged = self._unlogged, {}
-        self._emit(pending, alert=True)
-
-    def take_unrecorded(self) -> dict[str, int]:
-        with self._lock:
-            taken, self.unrecorded = self.unrecorded, {}
-        return taken
-
-    def give_back(self, counts: dict[str, int]) -> None:
-        """The ``ledger_records_lost`` event could not be written: keep its counts for the next try."""
-        with self._lock:
-            for reason, n in counts.items():
-                self.unrecorded[reason] = self.unrecorded.get(reason, 0) + n
-
-    def flush_log(self) -> None:
-        """Log what was dropped since the last line (at close)."""
-        with self._lock:
-            pending, self._unlogged = self._unlogged, {}
-        if pending:
-            self._emit(pending)
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.totals)
-
-    def _emit(self, counts: dict[str, int], *, alert: bool = False) -> None:
-        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-        logger.warning(
-            "costtrace ledger: dropped %d record(s) (%s); at most one such line per %.0f s",
-            sum(counts.values()),
-            detail,
-            self.interval_s,
-        )
-        if not alert or getattr(_alert_guard, "active", False):
-            return
-        try:
-            _register_lost_metric()
-            _alert_lost(counts)
-        except Exception as exc:
-            _report("ledger.writer.alert", exc)
-
-
-def _report(where: str, exc: BaseException) -> None:
-    """report_internal_error for the writer thread: under the test suite it re-raises, which must not
-    kill the thread (tests read ``internal_error_counts()`` and the stats instead)."""
-    try:
-        report_internal_error(where, exc)
-    except BaseException:
-        pass
-
-
 def _report_db(where: str, exc: BaseException) -> None:
     """Report a database error without its SQL or parameters (SQLAlchemy puts the row's values in its
     message): the log names the error's type and the driver's first line only."""
-    _report(where, _DatabaseError(_describe(exc)))
+    report_background_error(where, _DatabaseError(store.describe_error(exc)))
 
 
 class _DatabaseError(Exception):
-    """A database error, described without data (see :func:`_describe`)."""
+    """A database error, described without data (see :func:`costtrace.spend.store.describe_error`)."""
 
 
-def _describe(exc: BaseException) -> str:
-    """A short, data-free description of a database error (no SQL, no parameters, no URL password)."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return f"{type(exc).__name__}: {text[:200]}"
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    """The database can't take writes now (down, locked, no tables): spool and retry, never drop."""
-    from sqlalchemy import exc as sa_exc
-
-    if isinstance(exc, sa_exc.DBAPIError):
-        return not isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.NotSupportedError))
-    return isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError, OSError))
-
-
-def default_spool_dir(engine: Engine) -> Path:
-    """Where ``engine``'s writers spool by default (see the module docstring)."""
-    from costtrace.spend.engine import safe_url
-
-    url = engine.url
-    database = url.database or ""
-    if url.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-        db = Path(database).expanduser().resolve()
-        return db.with_name(db.name + ".spool")
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    digest = hashlib.sha256(safe_url(url).encode()).hexdigest()[:16]
-    return Path(base) / "costtrace" / "spool" / digest
-
-
-class _SpoolFile:
-    """One append-only spool file, held under an exclusive ``flock`` while open."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self.fd = fd
-        self.size = os.fstat(fd).st_size
-        self.bad_reported = 0
-        """Lines before this one whose problems were already counted (a replay retried after an outage)."""
-
-    @classmethod
-    def create(cls, directory: Path, prefix: str = "spool") -> _SpoolFile:
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-        # Locked under a name no claimer looks at, then renamed: another writer scanning the folder
-        # never sees the file between its creation and its lock (and would otherwise claim it).
-        new = directory / f".new-{name}"
-        fd = os.open(new, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if _flock is not None:
-                _flock(fd, _LOCK_NOW)
-            path = directory / name
-            os.rename(new, path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                new.unlink()
-            raise
-        return cls(path, fd)
-
-    def append(self, data: bytes, *, sync: bool = True) -> None:
-        """Append ``data``; ``sync=False`` (write-through records) leaves it in the page cache, which a
-        killed process does not lose (only a machine crash would)."""
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
-        except OSError:
-            if len(view) < len(data):  # a short write (disk full): take the partial lines back out, so
-                with contextlib.suppress(OSError):  # a record is either spooled or counted lost, never both
-                    os.ftruncate(self.fd, self.size)
-            raise
-        self.size += len(data)
-        if sync:
-            os.fsync(self.fd)
-
-    def truncate(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
-        self.size = 0
-
-    def close(self, *, remove: bool = False) -> None:
-        if remove:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)  # releases the lock
-
-    def abandon(self) -> None:
-        """In a forked child: drop this (inherited) descriptor without unlocking the parent's file."""
-        with contextlib.suppress(OSError):
-            os.close(self.fd)  # flock is shared with the parent's descriptor; closing ours keeps it
-
-
-def _claim(path: Path) -> _SpoolFile | None:
-    """Take over a left-over spool file whose owner is gone (atomic rename under its lock)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
-    except OSError:
-        return None  # claimed (renamed) or deleted by someone else meanwhile
-    try:
-        if _flock is not None:
-            try:
-                _flock(fd, _LOCK_NOW)
-            except OSError:
-                os.close(fd)
-                return None  # its writer (or another replayer) is alive
-        elif time.time() - os.fstat(fd).st_mtime < _STALE_UNLOCKED_S:  # pragma: no cover - Windows
-            os.close(fd)
-            return None
-        claimed = path.with_name(f"claimed-{os.getpid()}-{secrets.token_hex(4)}.jsonl")
-        os.rename(path, claimed)  # fails if another process renamed it between our open and our lock
-    except OSError:
-        os.close(fd)
-        return None
-    return _SpoolFile(claimed, fd)
-
-
-@dataclass
-class _Bad:
-    """Spool lines that are not rows: unreadable (cut short by a crash) or refused by validation."""
-
-    corrupt: list[tuple[int, bytes]] = field(default_factory=list)
-    """(line number, line)."""
-    invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
-    """(line number, line, reason); the reason names a column, never a value."""
-    next_line: int = 0
-    """The number of the first line after this batch."""
-
-
-def _parse_line(line: bytes) -> tuple[str, store.Row] | str | None:
-    """A spool line as (kind, row); a validation reason (str) for a bad row; None if unreadable."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("r"), dict) or entry.get("t") not in _KINDS:
-        return None
-    kind = entry["t"]
-    row = store.row_from_json(entry["r"])
-    reason = store.validate_row(kind, row)
-    return reason if reason is not None else (kind, row)
-
-
-def _add_row(batch: store.Batch, kind: str, row: store.Row) -> None:
-    if kind == _CALL:
-        batch.calls.append(row)
-    elif kind == _TASK:
-        batch.tasks.append(row)
-    else:
-        batch.events.append(row)
-        if row["kind"] == "outcome_updated":
-            batch.outcome_updates.append(row)
-
-
-def _read_batches(path: Path, batch_size: int) -> Iterator[tuple[store.Batch, _Bad]]:
-    """The spool's valid rows in order, ``batch_size`` rows at a time, with the lines that are not."""
-    batch, bad = store.Batch([], [], [], []), _Bad()
-    with open(path, "rb") as fh:
-        for i, line in enumerate(fh):
-            bad.next_line = i + 1
-            parsed = _parse_line(line)
-            if parsed is None:
-                bad.corrupt.append((i, line))
-                continue
-            if isinstance(parsed, str):
-                bad.invalid.append((i, line, parsed))
-                continue
-            _add_row(batch, *parsed)
-            if len(batch) >= batch_size:
-                yield batch, bad
-                batch, bad = store.Batch([], [], [], []), _Bad(next_line=i + 1)
-    if len(batch) or bad.corrupt or bad.invalid:
-        yield batch, bad
-
-
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-_ENCODER = json.JSONEncoder(default=_iso)
-"""Spool lines: the same text as ``json.dumps`` of :func:`store.row_to_json`, without the copy."""
-
-
-def _spool_line(kind: str, row: store.Row) -> bytes:
-    return (_ENCODER.encode({"t": kind, "r": row}) + "\n").encode()
-
-
-def _spool_lines(batch: store.Batch) -> list[bytes]:
-    lines = [_spool_line(_CALL, r) for r in batch.calls]
-    lines += [_spool_line(_TASK, r) for r in batch.tasks]
-    lines += [_spool_line(_EVENT, r) for r in batch.events]
-    return lines
-
-
-_MAX_RESERVED_IDS = 100_000
-_ABSENT = object()
 _forked_since_import = False
 """Set in a child forked after this module was imported (gunicorn --preload, Celery prefork, fork pools)."""
 
@@ -519,17 +173,6 @@ def _in_worker_process() -> bool:
         except Exception:  # pragma: no cover
             pass
     return "gunicorn.arbiter" in sys.modules  # a gunicorn worker (its master records nothing itself)
-
-
-def _spend_nano(budget: Budget, record: CallRecord) -> int:
-    """What ``record`` will add to ``budget`` once written (as :func:`store.budget_spend_for_call`)."""
-    cost = record.cost.total_usd
-    if cost is not None:
-        return to_nano(cost) or 0
-    fb = budget.fallback_price
-    if fb is not None and record.usage.source != "unknown" and not isinstance(fb, tuple):
-        return to_nano(fb.cost_usd(record.usage.input_tokens, record.usage.output_tokens)) or 0
-    return 0
 
 
 _writers: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
@@ -615,41 +258,34 @@ class LedgerWriter:
         self._stopping = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._drops = _DropLog()
-        self._written = {_CALL: 0, _TASK: 0, _EVENT: 0}
+        self._drops = DropLog()
+        self._written = {CALL: 0, TASK: 0, EVENT: 0}
         self._spooled = 0
         self._replayed = 0
         self._db_available = True
         self._retry_at = 0.0
         self._backoff_s = RETRY_INITIAL_S
         self._down_logged_at: float | None = None
-        self._spool: _SpoolFile | None = None
-        self._claimed: list[_SpoolFile] = []
-        self._emergency: list[_SpoolFile] = []
+        self._spool: SpoolFile | None = None
+        self._claimed: list[SpoolFile] = []
+        self._emergency: list[SpoolFile] = []
         self._last_budgets: Sequence[Budget] = ()
         # Write-through (worker processes): records appended to _wt_file by the app's threads; the
         # writer thread moves a full file to _claimed (one at a time: _wt_rotated) and replays it.
         self._wt: bool | None = None  # decided at the first record of this process
-        self._wt_file: _SpoolFile | None = None
-        self._wt_rotated: _SpoolFile | None = None
+        self._wt_file: SpoolFile | None = None
+        self._wt_rotated: SpoolFile | None = None
         self._wt_pending = 0
-        self._quarantine_lock = threading.Lock()
-        self._quarantine_file: _SpoolFile | None = None
-        self._quarantined = 0
-        self._quarantine_logged_at: float | None = None
+        self._quarantine = Quarantine(self._spool_dir, self._max_spool_bytes)
         self._rescan = False
         self._last_scan = time.monotonic()
         self._scans_started = 0  # rescans for left-over spool files the writer thread began ...
         self._scans_done = 0  # ... and finished (claimed and replay tried): flush() waits for its own
-        # Spend recorded here but not yet in the database, per hard-capped budget and period (admission).
-        self._pending_lock = threading.Lock()
-        self._pending_calls: dict[str, list[tuple[str, datetime, int]]] = {}
-        self._pending_totals: dict[tuple[str, datetime], int] = {}
-        self._reserved_ids: dict[str, None] = {}
+        self._pending = PendingSpend()  # spend recorded here but not yet in the database (admission)
 
     def _after_fork_in_child(self) -> None:
         # The parent writes what it queued; our copies of its spool descriptors must not unlock its files.
-        for f in (self._spool, self._wt_file, self._quarantine_file, *self._claimed, *self._emergency):
+        for f in (self._spool, self._wt_file, self._quarantine.file, *self._claimed, *self._emergency):
             if f is not None:
                 f.abandon()
         closed = self._closed
@@ -661,16 +297,16 @@ class LedgerWriter:
 
     def on_call(self, record: CallRecord) -> None:
         if self._enforcing:
-            self._track_pending(record)
-        self._put((_CALL, record, None))
+            self._pending.track(record, self._enforcing)
+        self._put((CALL, record, None))
 
     def on_task(self, summary: TaskSummary) -> None:
-        self._put((_TASK, summary, datetime.now(UTC)))
+        self._put((TASK, summary, datetime.now(UTC)))
 
     def on_event(self, event: TaskEvent) -> None:
-        if getattr(_alert_guard, "active", False) and event.reason == LOST_ALERT_KIND:
+        if in_loss_alert() and event.reason == LOST_ALERT_KIND:
             return  # a ledger_records_lost alert's own event: _record_losses writes it, with exact counts
-        self._put((_EVENT, event, None))
+        self._put((EVENT, event, None))
 
     def _put(self, item: Item) -> None:
         try:
@@ -700,8 +336,8 @@ class LedgerWriter:
             report_internal_error("ledger.writer.enqueue", exc)
 
     def _lost_on_put(self, item: Item, reason: str) -> None:
-        if item[0] == _CALL:
-            self._settle_pending([item[1].call_id])
+        if item[0] == CALL:
+            self._pending.settle([item[1].call_id])
         self._drops.add(reason)
 
     def _decide_write_through(self) -> bool:
@@ -724,10 +360,10 @@ class LedgerWriter:
         kind, obj, ended_at = item
         row = self._row(kind, obj, ended_at, validate=False)  # validated once, when read back from the spool
         if row is None:
-            if kind == _CALL:
-                self._settle_pending([obj.call_id])
+            if kind == CALL:
+                self._pending.settle([obj.call_id])
             return
-        line = _spool_line(kind, row)
+        line = spool_line(kind, row)
         lost: str | None = None
         error: BaseException | None = None
         needs_thread = False
@@ -738,7 +374,7 @@ class LedgerWriter:
                 try:
                     f = self._wt_file
                     if f is None:
-                        f = self._wt_file = _SpoolFile.create(self._spool_dir)
+                        f = self._wt_file = SpoolFile.create(self._spool_dir)
                     if f.size + len(line) > self._max_spool_bytes:
                         lost = "spool_full"
                     else:
@@ -754,7 +390,7 @@ class LedgerWriter:
         if lost is not None:
             self._lost_on_put(item, lost)
             if error is not None:
-                _report("ledger.writer.spool", error)
+                report_background_error("ledger.writer.spool", error)
         elif needs_thread:
             self._start_thread()
 
@@ -766,66 +402,16 @@ class LedgerWriter:
 
     def note_reserved(self, call_id: str) -> None:
         """This call holds a reservation in the database until its row is written: not pending spend."""
-        with self._pending_lock:
-            self._reserved_ids[call_id] = None
-            if len(self._reserved_ids) > _MAX_RESERVED_IDS:  # calls reserved but never recorded
-                del self._reserved_ids[next(iter(self._reserved_ids))]
+        self._pending.note_reserved(call_id)
 
     def forget_reserved(self, call_id: str) -> None:
         """This call's reservation was released without a row (its request was never sent)."""
-        with self._pending_lock:
-            self._reserved_ids.pop(call_id, None)
+        self._pending.forget_reserved(call_id)
 
     def pending_nano(self, budgets: Iterable[Budget], at: datetime) -> dict[str, int]:
         """Spend this process recorded (unreserved calls: ``record_llm_call``, fail-open calls) that is
         queued or spooled but not yet in the database, per budget, in the window counting at ``at``."""
-        with self._pending_lock:
-            if not self._pending_totals:
-                return {}
-            items = list(self._pending_totals.items())
-        out: dict[str, int] = {}
-        try:
-            for b in budgets:
-                first, (start, _) = b.window_start(at), b.bucket(at)
-                n = sum(v for (name, period), v in items if name == b.name and first <= period <= start)
-                if n:
-                    out[b.name] = n
-        except Exception as exc:
-            report_internal_error("ledger.writer.pending_nano", exc)
-        return out
-
-    def _track_pending(self, record: CallRecord) -> None:
-        try:
-            with self._pending_lock:
-                if self._reserved_ids.pop(record.call_id, _ABSENT) is None:
-                    return
-            amounts: list[tuple[str, datetime, int]] = []
-            for b in self._enforcing:
-                if b.matches(record.dimensions, task_name=record.task_name, provider=record.provider,
-                             model=record.request_model):  # fmt: skip
-                    nano = _spend_nano(b, record)
-                    if nano:
-                        amounts.append((b.name, b.bucket(record.start_time)[0], nano))
-            if amounts:
-                with self._pending_lock:
-                    self._pending_calls[record.call_id] = amounts
-                    for name, period, nano in amounts:
-                        self._pending_totals[(name, period)] = self._pending_totals.get((name, period), 0) + nano
-        except Exception as exc:
-            report_internal_error("ledger.writer.pending", exc)
-
-    def _settle_pending(self, call_ids: Iterable[str]) -> None:
-        """These calls are written (their spend is in the database now) or lost."""
-        if not self._pending_calls:
-            return
-        with self._pending_lock:
-            for call_id in call_ids:
-                for name, period, nano in self._pending_calls.pop(call_id, ()):
-                    left = self._pending_totals.get((name, period), 0) - nano
-                    if left > 0:
-                        self._pending_totals[(name, period)] = left
-                    else:
-                        self._pending_totals.pop((name, period), None)
+        return self._pending.by_budget(budgets, at)
 
     def start(self) -> None:
         """Start the background thread now (it otherwise starts with the first record)."""
@@ -939,14 +525,14 @@ class LedgerWriter:
         """The last resort at close: spool to a file of our own (the writer thread may hold its spool)
         rather than wait for a database that did not answer in time."""
         batch = self._build(items)
-        lines = _spool_lines(batch)
+        lines = spool_lines(batch)
         try:
-            spool = _SpoolFile.create(self._spool_dir)
+            spool = SpoolFile.create(self._spool_dir)
             self._emergency.append(spool)
             spool.append(b"".join(lines))
         except Exception as exc:
             self._drops.add("spool_error", len(lines))
-            _report("ledger.writer.spool", exc)
+            report_background_error("ledger.writer.spool", exc)
             return False
         with self._lock:
             self._spooled += len(lines)
@@ -960,19 +546,19 @@ class LedgerWriter:
             f.close()  # not replayed: the next writer claims it again
         self._claimed = []
         self._wt_rotated = None
-        for own in (self._spool, self._wt_file, self._quarantine_file):
+        for own in (self._spool, self._wt_file, self._quarantine.file):
             if own is not None:
                 own.close(remove=own.size == 0)
-        self._spool = self._wt_file = self._quarantine_file = None
+        self._spool = self._wt_file = self._quarantine.file = None
 
     def stats(self) -> WriterStats:
         with self._lock:
             files = [f for f in (self._spool, self._wt_file, *self._claimed, *self._emergency) if f is not None]
             return WriterStats(
                 enqueued=self._enqueued,
-                written_calls=self._written[_CALL],
-                written_tasks=self._written[_TASK],
-                written_events=self._written[_EVENT],
+                written_calls=self._written[CALL],
+                written_tasks=self._written[TASK],
+                written_events=self._written[EVENT],
                 spooled=self._spooled,
                 replayed=self._replayed,
                 dropped=self._drops.snapshot(),
@@ -980,7 +566,7 @@ class LedgerWriter:
                 db_available=self._db_available,
                 spool_bytes=sum(f.size for f in files),
                 spool_files=tuple(str(f.path) for f in files if f.size),
-                quarantined=self._quarantined,
+                quarantined=self._quarantine.count,
                 write_through=bool(self._wt),
             )
 
@@ -994,13 +580,13 @@ class LedgerWriter:
         try:
             self._claim_leftovers()
         except Exception as exc:
-            _report("ledger.writer.claim", exc)
+            report_background_error("ledger.writer.claim", exc)
         while True:
             try:
                 if not self._step():
                     return
             except Exception as exc:  # pragma: no cover - _step guards its parts; this keeps the thread alive
-                _report("ledger.writer.loop", exc)
+                report_background_error("ledger.writer.loop", exc)
                 time.sleep(0.05)
 
     def _step(self) -> bool:
@@ -1028,20 +614,20 @@ class LedgerWriter:
             if rescan:
                 self._claim_leftovers()
         except Exception as exc:
-            _report("ledger.writer.claim", exc)
+            report_background_error("ledger.writer.claim", exc)
         try:
             if self._has_spool() and time.monotonic() >= self._retry_at:
                 self._replay()
         except Exception as exc:
             self._retry_at = time.monotonic() + RETRY_MAX_S
-            _report("ledger.writer.replay", exc)
+            report_background_error("ledger.writer.replay", exc)
         try:
             if items:
                 self._write(self._build(items))
             self._record_losses()  # before flush() is told these records are done: it then sees the event
         except Exception as exc:  # pragma: no cover - _write and _record_losses guard their parts
             self._drops.add("internal_error", len(items))
-            _report("ledger.writer.write", exc)
+            report_background_error("ledger.writer.write", exc)
         finally:
             with self._lock:
                 if self._inflight is items:  # else close() took them over
@@ -1077,7 +663,7 @@ class LedgerWriter:
         if not counts:
             return
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-        row = store.event_row(
+        row = event_row(
             event_id=new_event_id(),
             task_id=None,
             kind=LOST_ALERT_KIND,
@@ -1089,7 +675,7 @@ class LedgerWriter:
             store.write_batch(self._engine, store.Batch([], [], [row], []), ())
         except Exception as exc:
             self._drops.give_back(counts)
-            if _is_unavailable(exc):
+            if store.is_unavailable(exc):
                 self._mark_down(exc)
             else:
                 self._retry_at = time.monotonic() + RETRY_MAX_S
@@ -1097,13 +683,13 @@ class LedgerWriter:
             return
         self._mark_up()
         with self._lock:
-            self._written[_EVENT] += 1
+            self._written[EVENT] += 1
 
     def _current_budgets(self) -> Sequence[Budget]:
         try:
             self._last_budgets = tuple(self._budgets())
         except Exception as exc:
-            _report("ledger.writer.budgets", exc)
+            report_background_error("ledger.writer.budgets", exc)
         return self._last_budgets
 
     def _build(self, items: list[Item]) -> store.Batch:
@@ -1111,82 +697,31 @@ class LedgerWriter:
         for kind, obj, ended_at in items:
             row = self._row(kind, obj, ended_at)
             if row is not None:
-                _add_row(batch, kind, row)
-            elif kind == _CALL:
-                self._settle_pending([obj.call_id])
+                add_row(batch, kind, row)
+            elif kind == CALL:
+                self._pending.settle([obj.call_id])
         return batch
 
-    def _row(self, kind: str, obj: Any, ended_at: Any, *, validate: bool = True) -> store.Row | None:
-        """A record's row, checked by the same :func:`store.validate_row` as replayed spool lines; None
+    def _row(self, kind: str, obj: Any, ended_at: Any, *, validate: bool = True) -> Row | None:
+        """A record's row, checked by the same :func:`rows.validate_row` as replayed spool lines; None
         (counted ``invalid``, the row put in quarantine) when it can't be built or is refused.
         ``validate=False``: the row goes to the spool, and is checked when it is read back."""
         try:
-            if kind == _CALL:
-                row = store.call_row(obj)
-            elif kind == _TASK:
-                row = store.task_row(obj, ended_at)
-            else:
-                row = store.event_row(
-                    event_id=obj.event_id,
-                    task_id=obj.task_id,
-                    kind=obj.kind,
-                    at=obj.at,
-                    attempt=obj.attempt,
-                    reason=obj.reason,
-                    details=obj.details,
-                    from_model=obj.from_model,
-                    to_model=obj.to_model,
-                    outcome=obj.outcome,
-                    amount_usd=obj.amount_usd,
-                    data=dict(obj.data) if obj.data else None,
-                )
+            row = record_row(kind, obj, ended_at)
         except Exception as exc:
             self._drops.add("invalid")
-            _report("ledger.writer.row", exc)
+            report_background_error("ledger.writer.row", exc)
             return None
-        reason = store.validate_row(kind, row) if validate else None
+        reason = validate_row(kind, row) if validate else None
         if reason is None:
             return row
         try:
-            line = (json.dumps({"t": kind, "r": store.row_to_json(row)}, default=str) + "\n").encode()
+            line = (json.dumps({"t": kind, "r": row_to_json(row)}, default=str) + "\n").encode()
         except Exception:  # pragma: no cover - rows hold JSON-safe values
             line = b""
-        self._put_aside([line] if line else [], 1, reason, "recorded")
+        self._quarantine.put_aside([line] if line else [], 1, reason, "recorded")
         self._drops.add("invalid")
         return None
-
-    def _put_aside(self, lines: list[bytes], n: int, reason: str, source: str) -> None:
-        """Quarantine: keep refused rows in ``quarantine-<pid>-<token>.jsonl`` beside the spool (never
-        replayed), bounded like the spool. The log line names the reason (a column), never a value."""
-        with self._quarantine_lock:
-            self._quarantined += n
-            try:
-                f = self._quarantine_file
-                if f is None:
-                    f = self._quarantine_file = _SpoolFile.create(self._spool_dir, prefix="quarantine")
-                room, keep = self._max_spool_bytes - f.size, []
-                for line in lines:
-                    if len(line) > room:
-                        break
-                    keep.append(line if line.endswith(b"\n") else line + b"\n")
-                    room -= len(keep[-1])
-                if keep:
-                    f.append(b"".join(keep), sync=False)
-            except OSError as exc:
-                _report("ledger.writer.quarantine", exc)
-            now = time.monotonic()
-            if self._quarantine_logged_at is not None and now - self._quarantine_logged_at < DROP_LOG_INTERVAL_S:
-                return
-            self._quarantine_logged_at = now
-            where = self._quarantine_file.path if self._quarantine_file is not None else self._spool_dir
-        logger.warning(
-            "costtrace ledger: %d %s row(s) refused (%s); kept in %s, not written; at most one such line per %.0f s",
-            n,
-            source,
-            reason,
-            where,
-            DROP_LOG_INTERVAL_S,
-        )
 
     def _write(self, batch: store.Batch) -> None:
         if not len(batch):
@@ -1201,7 +736,7 @@ class LedgerWriter:
         try:
             touched = store.write_batch(self._engine, batch, self._current_budgets())
         except Exception as exc:
-            if _is_unavailable(exc):
+            if store.is_unavailable(exc):
                 self._mark_down(exc)
                 return False
             _report_db("ledger.writer.write_batch", exc)
@@ -1221,7 +756,7 @@ class LedgerWriter:
             try:
                 touched = store.write_batch(self._engine, single, self._current_budgets())
             except Exception as exc:
-                if _is_unavailable(exc):
+                if store.is_unavailable(exc):
                     self._mark_down(exc)
                     rest = store.Batch([], [], [], [])
                     for b in singles[i:]:
@@ -1233,7 +768,7 @@ class LedgerWriter:
                         return False  # the replay stops here and is retried later, whole
                     self._to_spool(rest)
                     return True
-                self._settle_pending(r["call_id"] for r in single.calls)
+                self._pending.settle(r["call_id"] for r in single.calls)
                 self._drops.add("rejected")
                 _report_db("ledger.writer.rejected", exc)
                 continue
@@ -1242,11 +777,11 @@ class LedgerWriter:
         return True
 
     def _count_written(self, batch: store.Batch, *, replay: bool) -> None:
-        self._settle_pending(r["call_id"] for r in batch.calls)
+        self._pending.settle(r["call_id"] for r in batch.calls)
         with self._lock:
-            self._written[_CALL] += len(batch.calls)
-            self._written[_TASK] += len(batch.tasks)
-            self._written[_EVENT] += len(batch.events)
+            self._written[CALL] += len(batch.calls)
+            self._written[TASK] += len(batch.tasks)
+            self._written[EVENT] += len(batch.events)
             if replay:
                 self._replayed += len(batch)
 
@@ -1256,7 +791,7 @@ class LedgerWriter:
         try:
             self._on_committed(touched)
         except Exception as exc:
-            _report("ledger.writer.on_committed", exc)
+            report_background_error("ledger.writer.on_committed", exc)
 
     def _mark_down(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -1270,7 +805,7 @@ class LedgerWriter:
             self._down_logged_at = now
             logger.warning(
                 "costtrace ledger: database unavailable (%s); spooling records to %s and retrying",
-                _describe(exc),
+                store.describe_error(exc),
                 self._spool_dir,
             )
 
@@ -1281,10 +816,10 @@ class LedgerWriter:
         self._backoff_s = RETRY_INITIAL_S
 
     def _to_spool(self, batch: store.Batch) -> None:
-        lines = _spool_lines(batch)
+        lines = spool_lines(batch)
         try:
             if self._spool is None:
-                self._spool = _SpoolFile.create(self._spool_dir)
+                self._spool = SpoolFile.create(self._spool_dir)
             room = self._max_spool_bytes - self._spool.size
             keep: list[bytes] = []
             for line in lines:
@@ -1297,25 +832,25 @@ class LedgerWriter:
             with self._lock:
                 self._spooled += len(keep)
             if len(keep) < len(lines):
-                self._settle_pending(r["call_id"] for r in batch.calls[len(keep) :])  # calls come first
+                self._pending.settle(r["call_id"] for r in batch.calls[len(keep) :])  # calls come first
                 self._drops.add("spool_full", len(lines) - len(keep))
         except Exception as exc:
-            self._settle_pending(r["call_id"] for r in batch.calls)
+            self._pending.settle(r["call_id"] for r in batch.calls)
             self._drops.add("spool_error", len(lines))
-            _report("ledger.writer.spool", exc)
+            report_background_error("ledger.writer.spool", exc)
 
-    def _put_aside_bad(self, f: _SpoolFile, bad: _Bad) -> None:
+    def _put_aside_bad(self, f: SpoolFile, bad: BadLines) -> None:
         new_corrupt = [line for i, line in bad.corrupt if i >= f.bad_reported]
         if new_corrupt:
             self._drops.add("spool_corrupt", len(new_corrupt))
-            self._put_aside(new_corrupt, len(new_corrupt), "unreadable line", "spooled")
+            self._quarantine.put_aside(new_corrupt, len(new_corrupt), "unreadable line", "spooled")
         by_reason: dict[str, list[bytes]] = {}
         for i, line, reason in bad.invalid:
             if i >= f.bad_reported:
                 by_reason.setdefault(reason, []).append(line)
         for reason, lines in sorted(by_reason.items()):
             self._drops.add("invalid", len(lines))
-            self._put_aside(lines, len(lines), reason, "spooled")
+            self._quarantine.put_aside(lines, len(lines), reason, "spooled")
         f.bad_reported = max(f.bad_reported, bad.next_line)
 
     def _leftover_paths(self) -> list[Path]:
@@ -1326,7 +861,7 @@ class LedgerWriter:
             return []
         mine = {
             str(f.path)
-            for f in (self._spool, self._wt_file, self._quarantine_file, *self._claimed, *self._emergency)
+            for f in (self._spool, self._wt_file, self._quarantine.file, *self._claimed, *self._emergency)
             if f is not None
         }
         paths = (self._spool_dir / n for n in names if n.endswith(".jsonl") and n.startswith(("spool-", "claimed-")))
@@ -1338,7 +873,7 @@ class LedgerWriter:
         finally:
             self._last_scan = time.monotonic()
         for path in leftovers:
-            claimed = _claim(path)
+            claimed = claim(path)
             if claimed is not None:
                 self._claimed.append(claimed)
         if self._claimed:
@@ -1358,15 +893,15 @@ class LedgerWriter:
             self._spool.truncate()
             self._spool.bad_reported = 0
 
-    def _replay_file(self, f: _SpoolFile) -> bool:
+    def _replay_file(self, f: SpoolFile) -> bool:
         """Replay one file; bad lines are counted and put aside once, even if the replay is retried."""
         try:
-            for batch, bad in _read_batches(f.path, self._batch_size):
+            for batch, bad in read_batches(f.path, self._batch_size):
                 self._put_aside_bad(f, bad)
                 if len(batch) and not self._commit(batch, replay=True):
                     return False
         except OSError as exc:
-            _report("ledger.writer.replay", exc)
+            report_background_error("ledger.writer.replay", exc)
             self._retry_at = time.monotonic() + RETRY_MAX_S
             return False
         return True
@@ -1395,10 +930,8 @@ def _close_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forked_since_import, _lost_lock
+    global _forked_since_import
     _forked_since_import = True
-    _lost_lock = threading.Lock()  # another thread of the parent may have held it at the fork
-    _lost_totals.clear()  # the parent reports its own
     for writer in list(_writers):
         try:
             writer._after_fork_in_child()
