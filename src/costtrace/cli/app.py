@@ -13,7 +13,9 @@ Commands::
 
     FILTERS: --feature F --task T --route R --team T --customer C --since 7d --until 2026-05-01;
     every ledger command takes --ledger URL (default: $COSTTRACE_LEDGER_URL, else the per-user SQLite file)
-    and --format table|json|csv. The ledger commands live in ``costtrace.cli.ledger_commands``.
+    and --format table|json|csv. Each ledger command lives in its own module: ``costtrace.cli.report``,
+    ``compare``, ``whatif``, ``tco`` and ``budgets``; this one keeps the parser, ``demo``, ``phoenix`` and
+    :func:`main`.
 
 Exit codes: 0 success; 1 ``phoenix prices`` left a model out (unpriced, or refused by Phoenix);
 2 bad arguments or configuration (one line on stderr saying what and how to fix it); 130 interrupted.
@@ -34,15 +36,12 @@ from typing import Any, NoReturn
 
 from costtrace import config, demo
 from costtrace._version import __version__
-from costtrace.cli import ledger_commands
+from costtrace.cli import budgets, compare, report, tco, whatif
+from costtrace.cli.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from costtrace.cli.options import usd_amount
 from costtrace.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
-
-EXIT_OK = 0
-EXIT_INCOMPLETE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 DEMO_SERVICE_NAME = "costtrace-demo"
 
@@ -98,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rework-cost",
-        type=ledger_commands.usd_amount,
+        type=usd_amount,
         default=demo.DEFAULT_REWORK_COST_USD,
         metavar="USD",
         help="cost of one unresolved ticket outside the model, e.g. an agent's time, used for the "
@@ -134,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or every span as raw JSON (json)",
     )
     p.set_defaults(handler=_demo_command)
-    ledger_commands.add_commands(commands)
+    for command in (report, compare, whatif, tco, budgets):
+        command.add_command(commands)
     _add_phoenix_commands(commands)
     return parser
 

@@ -503,13 +503,13 @@ def ledger_models(url: str) -> list[tuple[str, str, str | None]]:
     """
     import sqlalchemy as sa
 
-    from costtrace.cli.ledger_commands import _reading, _shown, open_ledger
+    from costtrace.cli.ledger import open_ledger, reading, shown_url
     from costtrace.price.catalog import default_catalog
     from costtrace.spend import schema
 
     engine = open_ledger(url)
     try:
-        with _reading(_shown(url)), engine.connect() as conn:
+        with reading(shown_url(url)), engine.connect() as conn:
             c = schema.calls.c
             rows = conn.execute(
                 sa.select(c.provider, c.request_model, c.response_model)
