@@ -267,7 +267,7 @@ def _model_rates(catalog: PriceCatalog, provider: str | None, model: str, probe_
         if cost.total_usd is None:
             raise ConfigError(
                 f"cannot price model {model!r} (provider {provider!r}): {cost.unpriced_reason}; set a price with "
-                "costtrace.price.catalog.set_price(...) or a prices file (docs/pricing.md)"
+                "costtrace.set_price(...) or a prices file (docs/pricing.md)"
             )
         return cost.total_usd, cost
 

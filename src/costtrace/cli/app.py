@@ -13,7 +13,9 @@ Commands::
 
     FILTERS: --feature F --task T --route R --team T --customer C --since 7d --until 2026-05-01;
     every ledger command takes --ledger URL (default: $COSTTRACE_LEDGER_URL, else the per-user SQLite file)
-    and --format table|json|csv. The ledger commands live in ``costtrace.cli.ledger_commands``.
+    and --format table|json|csv. Each command lives in its own module: ``costtrace.cli.report``,
+    ``compare``, ``whatif``, ``tco``, ``budgets`` and ``phoenix``; this one keeps the parser, ``demo`` and
+    :func:`main`.
 
 Exit codes: 0 success; 1 ``phoenix prices`` left a model out (unpriced, or refused by Phoenix);
 2 bad arguments or configuration (one line on stderr saying what and how to fix it); 130 interrupted.
@@ -30,19 +32,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from costtrace import config, demo
 from costtrace._version import __version__
-from costtrace.cli import ledger_commands
+from costtrace.cli import budgets, compare, phoenix, report, tco, whatif
+from costtrace.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from costtrace.cli.options import usd_amount
 from costtrace.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
-
-EXIT_OK = 0
-EXIT_INCOMPLETE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 DEMO_SERVICE_NAME = "costtrace-demo"
 
@@ -98,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rework-cost",
-        type=ledger_commands.usd_amount,
+        type=usd_amount,
         default=demo.DEFAULT_REWORK_COST_USD,
         metavar="USD",
         help="cost of one unresolved ticket outside the model, e.g. an agent's time, used for the "
@@ -134,85 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or every span as raw JSON (json)",
     )
     p.set_defaults(handler=_demo_command)
-    ledger_commands.add_commands(commands)
-    _add_phoenix_commands(commands)
+    for command in (report, compare, whatif, tco, budgets, phoenix):
+        command.add_command(commands)
     return parser
-
-
-def _model_ref(text: str) -> tuple[str | None, str]:
-    """``--model``: ``provider:model`` (``openai:gpt-4o-mini``), or a bare model name."""
-    provider, sep, model = text.strip().partition(":")
-    if not sep:
-        provider, model = "", provider
-    if not model.strip() or (sep and not provider.strip()):
-        raise argparse.ArgumentTypeError(f"expected provider:model such as openai:gpt-4o-mini, got {text!r}")
-    return (provider.strip() or None), model.strip()
-
-
-def _add_phoenix_commands(commands: Any) -> None:
-    p = commands.add_parser(
-        "phoenix",
-        help="Arize Phoenix: register costtrace's prices as Phoenix model prices",
-        description="Helpers for Arize Phoenix (exporters/phoenix/README.md).",
-    )
-    sub = p.add_subparsers(dest="phoenix_command", title="commands", metavar="COMMAND", required=True)
-    q = sub.add_parser(
-        "prices",
-        help="register costtrace's prices as Phoenix user-defined models (idempotent)",
-        description=(
-            "Phoenix prices LLM spans from its own model table, not from costtrace's cost attributes. This "
-            "registers costtrace's prices (genai-prices, your prices file, aliases and discounts) for the models "
-            "given with --model and/or every model in the ledger as Phoenix user-defined models, which win over "
-            "Phoenix's built-in prices; re-running updates them. Exit 1 when a model has no costtrace price "
-            "(it is skipped) or Phoenix refused one."
-        ),
-    )
-    q.add_argument(
-        "--model",
-        action="append",
-        type=_model_ref,
-        default=[],
-        metavar="PROVIDER:MODEL",
-        help="a model as your calls' gen_ai.provider.name and gen_ai.request.model carry it, e.g. "
-        "openai:gpt-4o-mini (repeatable)",
-    )
-    q.add_argument(
-        "--ledger",
-        metavar="URL",
-        help="also register every model the ledger's calls used (default: $COSTTRACE_LEDGER_URL when no --model)",
-    )
-    q.add_argument(
-        "--endpoint",
-        metavar="URL",
-        help="Phoenix's base URL (default: $PHOENIX_BASE_URL, else http://127.0.0.1:6006); "
-        "PHOENIX_API_KEY is sent as a bearer token when set",
-    )
-    q.add_argument("--prices-file", metavar="FILE", help="a costtrace prices file to apply first (docs/pricing.md)")
-    q.add_argument("--dry-run", action="store_true", help="print what would be registered; do not contact Phoenix")
-    q.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
-    q.set_defaults(handler=_phoenix_prices_command)
-
-
-def _phoenix_prices_command(args: argparse.Namespace) -> int:
-    from costtrace.cli import output
-    from costtrace.integrations import phoenix
-    from costtrace.price.catalog import load_prices
-    from costtrace.spend import ENV_LEDGER_URL
-
-    if args.prices_file:  # COSTTRACE_PRICES_FILE is loaded by the catalog itself
-        load_prices(args.prices_file)
-    models: list[tuple[str | None, str, str | None]] = [(p, m, None) for p, m in args.model]
-    ledger = args.ledger or (None if models else os.environ.get(ENV_LEDGER_URL, "").strip() or None)
-    if ledger:
-        models += [m for m in phoenix.ledger_models(ledger) if m[:2] not in {x[:2] for x in models}]
-    if not models:
-        raise ConfigError("no model to register: give --model provider:model and/or --ledger URL")
-    result = phoenix.register_prices(models, endpoint=args.endpoint, dry_run=args.dry_run)
-    if args.format == "json":
-        print(output.json_text(phoenix.registered_json(result)))
-    else:
-        print(phoenix.render(result))
-    return EXIT_OK if result.ok else EXIT_INCOMPLETE
 
 
 def _demo_exports(args: argparse.Namespace) -> bool:

@@ -171,6 +171,28 @@ def records(columns: Sequence[Column], rows: Sequence[Row]) -> list[dict[str, An
     return [{c.key: r.get(c.key) for c in columns} for r in rows]
 
 
+def emit(
+    fmt: str,
+    columns: Sequence[Column],
+    rows: Sequence[dict[str, Any]],
+    *,
+    title: str = "",
+    notes: Sequence[str] = (),
+    payload: Any = None,
+) -> None:
+    """Print ``rows`` in ``fmt``; table mode adds the title above and the notes below (on stdout)."""
+    if fmt == "json":
+        print(json_text(records(columns, rows) if payload is None else payload))
+    elif fmt == "csv":
+        print(csv_text(columns, rows))
+    else:
+        if title:
+            print(title)
+        print(table(columns, rows))
+        for n in notes:
+            print(f"note: {n}")
+
+
 # --- progress ----------------------------------------------------------------------------------------
 
 

@@ -1,68 +1,44 @@
-"""Arize Phoenix: make the cost Phoenix shows costtrace's, and show task outcomes there.
+"""costtrace's prices as Phoenix user-defined models (the ``costtrace phoenix prices`` command).
 
 Phoenix (20.x) prices every LLM span itself, from its own model table (a model-name regex, a provider,
-a start time and a price per token type), and reads no cost attribute on the span. Two helpers:
-
-- :func:`register_prices` (the ``costtrace phoenix prices`` command) writes costtrace's prices (the
-  genai-prices catalog, your overrides, aliases and discounts) into that table as Phoenix
-  *user-defined* models, which win over Phoenix's built-in ones. Re-running updates them in place.
-- :class:`OutcomeAnnotations` is a span exporter that posts one ``outcome`` annotation per finished
-  task span to Phoenix, so Phoenix's annotation summary shows the success rate.
-
-What cannot agree, and why, is in exporters/phoenix/README.md (batch and service tiers: Phoenix has one
-price per model name).
+a start time and a price per token type), and reads no cost attribute on the span.
+:func:`phoenix_prices` turns costtrace's prices of one model (the genai-prices catalog, your overrides,
+aliases and discounts, dated periods) into such models, with where Phoenix's cost will still differ;
+:func:`register_prices` writes them over Phoenix's GraphQL API as *user-defined* models, which win over
+Phoenix's built-in ones. Re-running updates them in place.
 
 Example:
-    >>> import costtrace
-    >>> from costtrace.integrations.phoenix import OutcomeAnnotations
-    >>> costtrace.configure(otlp_endpoint="http://127.0.0.1:6006",          # doctest: +SKIP
-    ...                     span_exporter=OutcomeAnnotations("http://127.0.0.1:6006"))
+    >>> result = register_prices([("openai", "gpt-4o-mini")], dry_run=True)
+    >>> [(r.label, r.action) for r in result.registrations]
+    [('openai/gpt-4o-mini', 'planned')]
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import threading
 import urllib.error
-import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
 from costtrace import _validate
-from costtrace import semconv as sc
-from costtrace._internal import report_internal_error
 from costtrace.errors import ConfigError
+from costtrace.integrations.phoenix.endpoint import (
+    DEFAULT_ENDPOINT,
+    ENV_BASE_URL,
+    auth_headers,
+    check_endpoint,
+)
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
-
     from costtrace.price.arithmetic import _Plan
     from costtrace.price.catalog import PriceCatalog
 
-__all__ = [
-    "ModelPrice",
-    "OutcomeAnnotations",
-    "PhoenixError",
-    "PriceRegistration",
-    "Registered",
-    "phoenix_prices",
-    "register_prices",
-]
-
-logger = logging.getLogger("costtrace")
-
-DEFAULT_ENDPOINT = "http://127.0.0.1:6006"
-ENV_BASE_URL = "PHOENIX_BASE_URL"
-ENV_API_KEY = "PHOENIX_API_KEY"
 NAME_PREFIX = "costtrace "
 """Every Phoenix model this module registers is named ``costtrace <provider>/<model>[ from <date>]``."""
 MODEL_STORE_REFRESH_S = 5
@@ -161,7 +137,8 @@ def _mtok(per_token: Decimal) -> Decimal:
     return (per_token * _MTOK).normalize()
 
 
-def _fmt(per_mtok: Decimal) -> str:
+def price_text(per_mtok: Decimal) -> str:
+    """A price as the limits and the command show it: ``Decimal("0.150")`` -> ``"$0.15"``."""
     text = f"{per_mtok:f}"
     return "$" + (text.rstrip("0").rstrip(".") if "." in text else text)
 
@@ -189,7 +166,7 @@ def _costs_and_limits(plan: _Plan, discount: Decimal | None) -> tuple[tuple[tupl
         }
         for start in starts:
             above = ", ".join(
-                f"{names.get(slot, p._SLOT_PRICE_KEYS[slot])} {_fmt(_mtok(rate))}"
+                f"{names.get(slot, p._SLOT_PRICE_KEYS[slot])} {price_text(_mtok(rate))}"
                 for slot, tiers in sorted(tiered.items())
                 for s, rate in tiers
                 if s == start
@@ -216,19 +193,19 @@ def _costs_and_limits(plan: _Plan, discount: Decimal | None) -> tuple[tuple[tupl
     w1 = rate(p._CW1)
     if w1 is not None and w1 != cw:
         limits.append(
-            f"1-hour cache writes: costtrace charges {_fmt(_mtok(w1))} per MTok, Phoenix has one cache-write "
-            f"price ({_fmt(_mtok(cw)) if cw is not None else 'the input price'})"
+            f"1-hour cache writes: costtrace charges {price_text(_mtok(w1))} per MTok, Phoenix has one cache-write "
+            f"price ({price_text(_mtok(cw)) if cw is not None else 'the input price'})"
         )
     rs, out = rate(p._RS), rate(p._OUT)
     if rs is not None:
         costs.append(("reasoning", "completion", _mtok(rs)))
         if rs != out:
             limits.append(
-                f"reasoning tokens: costtrace charges {_fmt(_mtok(rs))} per MTok; Phoenix applies it only to "
+                f"reasoning tokens: costtrace charges {price_text(_mtok(rs))} per MTok; Phoenix applies it only to "
                 "spans carrying llm.token_count.completion_details.reasoning, else the output price"
             )
     if (req := rate(p._REQ)) is not None and req:
-        limits.append(f"per-request price ({_fmt(req * 1000)} per 1K requests): Phoenix prices tokens only")
+        limits.append(f"per-request price ({price_text(req * 1000)} per 1K requests): Phoenix prices tokens only")
     return tuple(costs), limits
 
 
@@ -292,27 +269,12 @@ def phoenix_prices(
 # --- Phoenix's API ----------------------------------------------------------------------------------
 
 
-def _check_endpoint(endpoint: str, setting: str) -> str:
-    if not isinstance(endpoint, str):
-        raise ConfigError(f"{setting}={endpoint!r} must be a URL such as {DEFAULT_ENDPOINT}")
-    url = endpoint.strip().rstrip("/")
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{setting}={endpoint!r} is not an http(s) URL; write e.g. {DEFAULT_ENDPOINT}")
-    return url
-
-
-def _auth_headers(api_key: str | None) -> dict[str, str]:
-    key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
-    return {"authorization": f"Bearer {key.strip()}"} if key and key.strip() else {}
-
-
 class _Client:
     """Phoenix's GraphQL API over urllib (no extra dependency), with one-line errors."""
 
     def __init__(self, endpoint: str, api_key: str | None, timeout_s: float) -> None:
         self.endpoint = endpoint
-        self.headers = {"content-type": "application/json", **_auth_headers(api_key)}
+        self.headers = {"content-type": "application/json", **auth_headers(api_key)}
         self.timeout_s = timeout_s
 
     def graphql(self, query: str, **variables: Any) -> Any:
@@ -423,7 +385,7 @@ def register_prices(
         >>> [(r.label, r.action) for r in result.registrations]
         [('openai/gpt-4o-mini', 'planned')]
     """
-    url = _check_endpoint(
+    url = check_endpoint(
         endpoint if endpoint is not None else (os.environ.get(ENV_BASE_URL, "").strip() or DEFAULT_ENDPOINT),
         "endpoint" if endpoint is not None else ENV_BASE_URL,
     )
@@ -494,243 +456,3 @@ def _replace(reg: PriceRegistration, **changes: Any) -> PriceRegistration:
     from dataclasses import replace
 
     return replace(reg, **changes)
-
-
-def ledger_models(url: str) -> list[tuple[str, str, str | None]]:
-    """The (provider, request model, priced-as model or None) of every call in the ledger at ``url``.
-
-    Phoenix matches a span's ``gen_ai.request.model``; costtrace prices a call by its response model
-    when it has a price, so where only the response model is priced that is the price registered.
-    """
-    import sqlalchemy as sa
-
-    from costtrace.cli.ledger_commands import _reading, _shown, open_ledger
-    from costtrace.price.catalog import default_catalog
-    from costtrace.spend import schema
-
-    engine = open_ledger(url)
-    try:
-        with _reading(_shown(url)), engine.connect() as conn:
-            c = schema.calls.c
-            rows = conn.execute(
-                sa.select(c.provider, c.request_model, c.response_model)
-                .distinct()
-                .order_by(c.provider, c.request_model, c.response_model)
-            ).all()
-    finally:
-        engine.dispose()
-    catalog = default_catalog()
-    out: dict[tuple[str, str], str | None] = {}
-    for provider, request_model, response_model in rows:
-        key = (provider, request_model)
-        if key in out and out[key] is None:
-            continue
-        priced_as = None
-        if (
-            response_model
-            and response_model.lower() != request_model.lower()
-            and not catalog.is_priced(provider, request_model)
-            and catalog.is_priced(provider, response_model)
-        ):
-            priced_as = response_model
-        out[key] = priced_as
-    return [(p, m, a) for (p, m), a in out.items()]
-
-
-# --- outcome annotations ----------------------------------------------------------------------------
-
-
-class OutcomeAnnotations(SpanExporter):
-    """A span exporter that annotates each finished task span in Phoenix with its outcome.
-
-    One annotation per task span: name ``outcome``, label the outcome (``success``, ``failure``,
-    ``partial``, ``escalated_to_human``), score 1 for success and 0 otherwise, the reason as its
-    explanation, annotator kind ``CODE``. Phoenix's annotation summary of ``outcome`` then reads the
-    success rate (the mean score) and each outcome's share. Posted in one request per export batch to
-    ``POST /v1/span_annotations`` (Phoenix queues them until the span itself arrives). Call spans are
-    ignored, so it runs next to your OTLP exporter, on the SDK's export thread: it never blocks or
-    breaks the app. A failed post is counted (:attr:`failed`), logged once per failure streak, and
-    dropped. Re-sent annotations replace the earlier ones (identifier ``costtrace``).
-
-    Args:
-        endpoint: Phoenix's base URL (default ``$PHOENIX_BASE_URL``, else ``http://127.0.0.1:6006``).
-        api_key: When Phoenix's authentication is on (default ``$PHOENIX_API_KEY``).
-        timeout_s: Per post (default 5 s).
-        name: The annotation's name.
-
-    Raises:
-        ConfigError: A bad endpoint or timeout.
-
-    Example:
-        >>> import costtrace
-        >>> costtrace.configure(otlp_endpoint="http://127.0.0.1:6006",          # doctest: +SKIP
-        ...                     span_exporter=OutcomeAnnotations("http://127.0.0.1:6006"))
-    """
-
-    MAX_PER_REQUEST = 1000
-
-    def __init__(
-        self,
-        endpoint: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 5.0,
-        name: str = "outcome",
-    ) -> None:
-        self.endpoint = _check_endpoint(
-            endpoint if endpoint is not None else (os.environ.get(ENV_BASE_URL, "").strip() or DEFAULT_ENDPOINT),
-            "OutcomeAnnotations(endpoint)" if endpoint is not None else ENV_BASE_URL,
-        )
-        self.timeout_s = _validate.seconds(timeout_s, "OutcomeAnnotations(timeout_s)", maximum=60.0)
-        if not isinstance(name, str) or not name.strip() or name.strip() == "note":
-            raise ConfigError(f"OutcomeAnnotations(name={name!r}) must be a non-empty name other than 'note'")
-        self.name = name.strip()
-        self._headers = {"content-type": "application/json", **_auth_headers(api_key)}
-        self._lock = threading.Lock()
-        self._shutdown = False
-        self.sent = 0
-        """Annotations Phoenix accepted."""
-        self.failed = 0
-        """Annotations lost to a failed post (Phoenix down, refused, timed out)."""
-        self._failing = False
-
-    def _annotation(self, span: ReadableSpan) -> dict[str, Any] | None:
-        attrs = span.attributes or {}
-        outcome = attrs.get(sc.TASK_OUTCOME)
-        if not isinstance(outcome, str) or span.context is None:
-            return None
-        annotation: dict[str, Any] = {
-            "span_id": format(span.context.span_id, "016x"),
-            "name": self.name,
-            "annotator_kind": "CODE",
-            "identifier": "costtrace",
-            "result": {"label": outcome, "score": 1.0 if outcome == "success" else 0.0},
-            "metadata": {"task": attrs.get(sc.TASK_NAME), "task_id": attrs.get(sc.TASK_ID)},
-        }
-        reason = attrs.get(sc.TASK_OUTCOME_REASON)
-        if isinstance(reason, str) and reason:
-            annotation["result"]["explanation"] = reason
-        return annotation
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            if self._shutdown:
-                return SpanExportResult.FAILURE
-            annotations = [a for a in map(self._annotation, spans) if a is not None]
-            ok = True
-            for i in range(0, len(annotations), self.MAX_PER_REQUEST):
-                ok = self._post(annotations[i : i + self.MAX_PER_REQUEST]) and ok
-            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-        except Exception as exc:  # our own bug: reported and counted, never raised into the SDK's thread
-            report_internal_error("phoenix.OutcomeAnnotations.export", exc)
-            return SpanExportResult.FAILURE
-
-    def _post(self, batch: list[dict[str, Any]]) -> bool:
-        body = json.dumps({"data": batch}).encode()
-        req = urllib.request.Request(
-            f"{self.endpoint}/v1/span_annotations", data=body, headers=self._headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                r.read()
-        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, refused connections
-            with self._lock:
-                self.failed += len(batch)
-                first = not self._failing
-                self._failing = True
-                failed = self.failed
-            detail = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else str(getattr(exc, "reason", exc))
-            (logger.warning if first else logger.debug)(
-                "costtrace: could not post %d outcome annotation(s) to Phoenix at %s (%s); %d lost so far. "
-                "Your app is unaffected.",
-                len(batch),
-                self.endpoint,
-                detail,
-                failed,
-            )
-            return False
-        with self._lock:
-            self.sent += len(batch)
-            recovered = self._failing
-            self._failing = False
-        if recovered:
-            logger.info("costtrace: posting outcome annotations to Phoenix at %s works again", self.endpoint)
-        return True
-
-    def shutdown(self) -> None:
-        self._shutdown = True
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-# --- the command's output ---------------------------------------------------------------------------
-
-
-def _costs_text(m: ModelPrice) -> str:
-    return ", ".join(f"{t} {_fmt(r)}" for t, _, r in m.costs) + " per MTok"
-
-
-def render(result: Registered) -> str:
-    """``costtrace phoenix prices``' report: one block per model, its limits, then what to expect."""
-    lines: list[str] = []
-    done = [r for r in result.registrations if r.models and r.error is None]
-    unpriced = [r for r in result.registrations if r.unpriced_reason is not None]
-    verb = "would register" if result.dry_run else "registered"
-    head = f"costtrace phoenix prices: {len(done)} model(s) {verb} at {result.endpoint}"
-    if unpriced:
-        head += f"; {len(unpriced)} unpriced, skipped"
-    lines.append(head + (" (dry run: Phoenix not contacted)" if result.dry_run else ""))
-    width = max((len(r.label) for r in result.registrations), default=0)
-    for r in result.registrations:
-        if r.unpriced_reason is not None:
-            lines.append(
-                f"  {'UNPRICED':<9}  {r.label:<{width}}  {r.unpriced_reason}; not registered (give it a price: "
-                "docs/pricing.md), so Phoenix shows no cost or its own for it"
-            )
-            continue
-        action = "ERROR" if r.error else ("would add" if r.action == "planned" else r.action)
-        for n, m in enumerate(r.models):
-            since = f" from {m.start_time.date().isoformat()}" if m.start_time else ""
-            lines.append(
-                f"  {action if n == 0 else '':<9}  {r.label if n == 0 else '':<{width}}  {_costs_text(m)}{since}"
-                f"  [provider {m.provider or 'any'}, pattern {m.name_pattern}]"
-            )
-        if r.error:
-            lines.append(f"  {'':<9}  {'':<{width}}  error: {r.error}")
-        lines.extend(f"  {'':<9}  {'':<{width}}  limit: {limit}" for limit in r.limits)
-    lines.append(
-        f"Phoenix applies these prices to spans it receives from about {MODEL_STORE_REFRESH_S} s after registration; "
-        "spans it already holds keep the cost it gave them."
-    )
-    lines.append(
-        "Batch, flex, priority and other service tiers: Phoenix has one price per model name and prices those "
-        "calls at the standard prices above; costtrace's exact cost is costtrace.call.cost_usd on each call span "
-        "and in `costtrace report` (exporters/phoenix/README.md)."
-    )
-    return "\n".join(lines)
-
-
-def registered_json(result: Registered) -> list[dict[str, Any]]:
-    """The result as JSON-able records (``--format json``)."""
-    return [
-        {
-            "provider": r.provider,
-            "model": r.model,
-            "action": r.action,
-            "unpriced_reason": r.unpriced_reason,
-            "error": r.error,
-            "limits": list(r.limits),
-            "phoenix_models": [
-                {
-                    "name": m.name,
-                    "provider": m.provider or None,
-                    "name_pattern": m.name_pattern,
-                    "start_time": m.start_time.isoformat() if m.start_time else None,
-                    "cost_per_million_tokens": {t: str(rate) for t, _, rate in m.costs},
-                }
-                for m in r.models
-            ],
-        }
-        for r in result.registrations
-    ]

@@ -1,0 +1,139 @@
+"""``costtrace compare``: one feature's routes side by side, and which route to use.
+
+The routes' figures as in ``costtrace report --by route``, one column per route, then the routing advice
+of :func:`costtrace.analysis.routing.advise` (lowest cost per successful task, or TCO per task with
+``--rework-cost``) once a route has ``--min-tasks`` tasks.
+
+Example::
+
+    costtrace compare --feature support --rework-cost 2.50
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from costtrace._money import usd
+from costtrace.cli import output as out
+from costtrace.cli.exit_codes import EXIT_OK
+from costtrace.cli.ledger import ledger_url, no_tasks_error, open_ledger, reading, shown_url
+from costtrace.cli.options import (
+    build_filters,
+    filter_parent,
+    format_parent,
+    ledger_parent,
+    task_count,
+    usd_amount,
+    window_text,
+)
+from costtrace.cli.output import Column
+from costtrace.cli.stats_rows import scope_stats, stats_columns, stats_notes, stats_row
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from costtrace.analysis.stats import Filters
+
+
+def add_command(commands: Any) -> None:
+    """Register ``costtrace compare`` on the ``costtrace`` subparsers."""
+    p = commands.add_parser(
+        "compare",
+        parents=[ledger_parent(), filter_parent(feature_required=True), format_parent()],
+        help="one feature's routes side by side, and which route to use",
+        description="Per-route figures of one feature side by side, with the routing advice when there is one.",
+    )
+    p.add_argument("--rework-cost", type=usd_amount, metavar="USD", help="cost of one failed task outside the model")
+    p.add_argument(
+        "--min-tasks",
+        type=task_count,
+        default=30,
+        metavar="N",
+        help="tasks a route needs for advice (default: %(default)s)",
+    )
+    p.set_defaults(handler=compare_command)
+
+
+COMPARE_METRICS: tuple[tuple[str, str, out.Kind], ...] = (
+    ("tasks", "tasks", "int"),
+    ("success_rate", "success rate", "pct"),
+    ("first_pass_rate", "first-pass rate", "pct"),
+    ("mean_attempts", "attempts per task", "num"),
+    ("cost_per_task_mean_usd", "cost per task (mean)", "usd"),
+    ("cost_per_task_p95_usd", "cost per task (p95)", "usd"),
+    ("cost_per_successful_task_usd", "cost per successful task", "usd"),
+    ("total_cost_usd", "total cost", "usd"),
+    ("retry_tax", "retry tax", "pct"),
+    ("escalation_rate", "escalation rate", "pct"),
+    ("escalation_premium_usd", "escalation premium", "usd"),
+    ("rework_cost_usd", "recorded rework", "usd"),
+    ("unpriced_calls", "unpriced calls", "int"),
+)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    filters = build_filters(args)
+    url = ledger_url(args)
+    shown = shown_url(url)
+    engine = open_ledger(url)
+    try:
+        stats = scope_stats(engine, shown, by=("route",), filters=filters)
+        if not stats:
+            raise no_tasks_error(engine, shown, filters)
+        stats = sorted(stats, key=lambda s: (s.cost_per_successful_task_usd is None, s.cost_per_successful_task_usd))
+        advice = _advice(engine, shown, filters, args)
+    finally:
+        engine.dispose()
+    columns = stats_columns(("route",))
+    rows = [stats_row(s) for s in stats]
+    if args.format == "json":
+        print(
+            out.json_text({"feature": args.feature, "window": window_text(filters), "routes": rows, "advice": advice})
+        )
+        return EXIT_OK
+    if args.format == "csv":
+        print(out.csv_text(columns, rows))
+        return EXIT_OK
+    routes = [str(r.get("route") or "(none)") for r in rows]
+    side_cols = [Column("metric", "", "text")] + [Column(f"r{i}", r, "text") for i, r in enumerate(routes)]
+    side_rows = [
+        {"metric": label, **{f"r{i}": out.display(r.get(key), kind) for i, r in enumerate(rows)}}
+        for key, label, kind in COMPARE_METRICS
+    ]
+    side_cols = [side_cols[0]] + [Column(c.key, c.header, "rtext") for c in side_cols[1:]]
+    print(f"Feature {args.feature!r}: routes side by side ({window_text(filters)}, ledger {shown})")
+    print(out.table(side_cols, side_rows))
+    for n in stats_notes(stats):
+        print(f"note: {n}")
+    if advice is None:
+        return EXIT_OK
+    for a in advice:
+        print()
+        metric = "TCO per task" if a.get("metric") == "tco" else "cost per successful task"
+        best = a.get("best_route")
+        print(f"advice: use {best} (lowest {metric})" if best else f"advice: none (no route has a {metric})")
+        for c in a.get("candidates") or []:
+            lo, hi = c.get("metric_low_usd"), c.get("metric_high_usd")
+            span = f" ({usd(lo)} to {'unbounded' if hi is None else usd(hi)})" if lo is not None else ""
+            print(
+                f"  {c.get('route')}: {metric} {usd(c.get('metric_usd'))}{span}; success "
+                f"{out.pct(c.get('success_rate'))} (95% CI {out.pct(c.get('success_rate_low'))}-"
+                f"{out.pct(c.get('success_rate_high'))}) over {c.get('tasks')} tasks"
+            )
+        for w in a.get("warnings") or []:
+            print(f"warning: {w}")
+    return EXIT_OK
+
+
+def _advice(engine: Engine, shown: str, filters: Filters, args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """routing.advise as plain dicts, or None when this install has no routing module."""
+    try:
+        from costtrace.analysis import routing
+    except ImportError:
+        return None
+    import dataclasses
+
+    with reading(shown):
+        advice = routing.advise(engine, filters=filters, rework_cost_usd=args.rework_cost, min_tasks=args.min_tasks)
+    return [dataclasses.asdict(a) for a in advice]

@@ -1,0 +1,127 @@
+"""The per-group figures ``report`` and ``compare`` print: one row per group of tasks, and its columns.
+
+:func:`scope_stats` reads :func:`costtrace.analysis.stats.scope_stats` (with a progress bar on a
+terminal); :func:`stats_columns` and :func:`stats_row` turn it into :mod:`costtrace.cli.output` rows,
+each cost shown ``>=`` when the group has unpriced calls; :func:`stats_notes` are the notes below.
+
+Example:
+    >>> stats = scope_stats(engine, shown, by=("feature",), filters=filters)  # doctest: +SKIP
+    >>> out.emit("table", stats_columns(("feature",)), [stats_row(s) for s in stats])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from costtrace.cli import output as out
+from costtrace.cli.ledger import reading
+from costtrace.cli.options import analytics_module
+from costtrace.cli.output import Column
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from costtrace.analysis.stats import Filters, ScopeStats
+
+
+def stats_columns(by: Sequence[str]) -> list[Column]:
+    keys = [Column(k, k, "text") for k in by]
+    return [
+        *keys,
+        Column("tasks", "tasks", "int"),
+        Column("successes", "successes", "int", table=False),
+        Column("success_rate", "success", "pct"),
+        Column("first_pass_rate", "1st pass", "pct"),
+        Column("mean_attempts", "attempts", "num"),
+        Column("cost_per_task_mean_usd", "cost/task", "usd"),
+        Column("cost_per_task_p50_usd", "p50 cost/task", "usd", table=False),
+        Column("cost_per_task_p95_usd", "p95", "usd"),
+        Column("cost_per_successful_task_usd", "cost/success", "usd"),
+        Column("total_cost_usd", "total", "usd"),
+        Column("wasted_cost_usd", "wasted_cost_usd", "usd", table=False),
+        Column("retry_tax", "retry tax", "pct"),
+        Column("escalation_rate", "escalated", "pct"),
+        Column("escalation_premium_usd", "escalation_premium_usd", "usd", table=False),
+        Column("cache_savings_usd", "cache_savings_usd", "usd", table=False),
+        Column("rework_cost_usd", "rework_cost_usd", "usd", table=False),
+        Column("input_tokens_per_task_mean", "input_tokens_per_task_mean", "num", table=False),
+        Column("input_tokens_per_task_p50", "input_tokens_per_task_p50", "num", table=False),
+        Column("input_tokens_per_task_p95", "input_tokens_per_task_p95", "num", table=False),
+        Column("output_tokens_per_task_mean", "output_tokens_per_task_mean", "num", table=False),
+        Column("output_tokens_per_task_p50", "output_tokens_per_task_p50", "num", table=False),
+        Column("output_tokens_per_task_p95", "output_tokens_per_task_p95", "num", table=False),
+        Column("llm_calls", "llm_calls", "int", table=False),
+        Column("estimated_calls", "estimated_calls", "int", table=False),
+        Column("estimated_call_share", "estimated_call_share", "pct", table=False),
+        Column("unpriced_calls", "unpriced", "int"),
+        Column("cost_complete", "cost_complete", "text", table=False),
+    ]
+
+
+def stats_row(s: ScopeStats) -> dict[str, Any]:
+    row: dict[str, Any] = dict(s.key)
+    complete = s.cost_complete  # else every cost of the row is a lower bound, shown ">=$x" on the row
+
+    def cost(value: Decimal | None) -> Decimal | None:
+        return out.at_least(value, complete)
+
+    row.update(
+        tasks=s.tasks,
+        successes=s.successes,
+        success_rate=s.success_rate,
+        first_pass_rate=s.first_pass_rate,
+        mean_attempts=s.mean_attempts,
+        cost_per_task_mean_usd=cost(s.cost_per_task_usd.mean),
+        cost_per_task_p50_usd=cost(s.cost_per_task_usd.p50),
+        cost_per_task_p95_usd=cost(s.cost_per_task_usd.p95),
+        cost_per_successful_task_usd=cost(s.cost_per_successful_task_usd),
+        total_cost_usd=cost(s.total_cost_usd),
+        wasted_cost_usd=cost(s.wasted_cost_usd),
+        retry_tax=s.retry_tax,
+        escalation_rate=s.escalation_rate,
+        escalation_premium_usd=s.escalation_premium_usd,
+        cache_savings_usd=s.cache_savings_usd,
+        rework_cost_usd=s.rework_cost_usd,
+        llm_calls=s.llm_calls,
+        estimated_calls=s.estimated_calls,
+        estimated_call_share=s.estimated_call_share,
+        unpriced_calls=s.unpriced_calls,
+        cost_complete=s.cost_complete,
+    )
+    for name, dist in (("input", s.input_tokens_per_task), ("output", s.output_tokens_per_task)):
+        row[f"{name}_tokens_per_task_mean"] = dist.mean
+        row[f"{name}_tokens_per_task_p50"] = dist.p50
+        row[f"{name}_tokens_per_task_p95"] = dist.p95
+    return row
+
+
+def stats_notes(stats: Sequence[ScopeStats]) -> list[str]:
+    notes = []
+    unpriced = sum(s.unpriced_calls for s in stats)
+    if unpriced:
+        notes.append(
+            f"{unpriced:,} call(s) had no price or unknown usage: the costs of their groups are lower bounds, "
+            "shown >= (add the models to the price list; see docs/pricing.md)"
+        )
+    estimated = sum(s.estimated_calls for s in stats)
+    calls = sum(s.llm_calls for s in stats)
+    if estimated and calls:
+        notes.append(f"{estimated:,} of {calls:,} calls have estimated token counts (no usage from the provider)")
+    return notes
+
+
+def _progress(label: str) -> out.Progress:
+    return out.Progress(label)
+
+
+def scope_stats(engine: Engine, shown: str, *, by: Sequence[str], filters: Filters) -> list[ScopeStats]:
+    analytics = analytics_module()
+    bar = _progress("reading the ledger")
+    try:
+        with reading(shown):
+            stats: list[ScopeStats] = analytics.scope_stats(engine, by=tuple(by), filters=filters, progress=bar)
+    finally:
+        bar.close()
+    return stats
