@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from costtrace import _money, demo
 from costtrace.cli import main
 from costtrace.demo import server as demo_server
+from costtrace.demo import summary, support_bot, tickets
 from costtrace.spend import schema
 from costtrace.spend.engine import make_engine
 
@@ -53,9 +54,9 @@ def money(cell: str) -> Decimal:
 def test_demo_prints_the_tables_findings_and_advice(capsys, ledger):
     code, out, err = run_demo(capsys, ledger)
     assert code == 0, err
-    for strategy in demo.STRATEGIES:
+    for strategy in support_bot.STRATEGIES:
         assert row(out, strategy.label)[0] == str(TICKETS)
-    for model in (demo.CHEAP_MODEL, demo.FRONTIER_MODEL):
+    for model in (support_bot.CHEAP_MODEL, support_bot.FRONTIER_MODEL):
         row(out, model)
     assert "Cheap per token: gpt-4o-mini costs" in out
     assert "Routing advice for 'support': use" in out
@@ -83,17 +84,17 @@ def test_the_ledger_holds_every_task_and_call_of_the_run(capsys, ledger):
             calls = conn.execute(sa.select(schema.calls)).mappings().all()
     finally:
         engine.dispose()
-    assert len(tasks) == TICKETS * len(demo.STRATEGIES)
+    assert len(tasks) == TICKETS * len(support_bot.STRATEGIES)
     assert all(json.loads(t["dimensions"])["costtrace.dimension.demo_run"] == run_id for t in tasks)
     assert {t["feature"] for t in tasks} == {"support"}
-    assert {t["name"] for t in tasks} == {s.task_name for s in demo.STRATEGIES}
+    assert {t["name"] for t in tasks} == {s.task_name for s in support_bot.STRATEGIES}
     assert len(calls) == sum(t["llm_calls"] for t in tasks)
-    assert {c["request_model"] for c in calls} == {demo.CHEAP_MODEL, demo.FRONTIER_MODEL}
+    assert {c["request_model"] for c in calls} == {support_bot.CHEAP_MODEL, support_bot.FRONTIER_MODEL}
     assert {c["usage_source"] for c in calls} == {"provider"}  # tokens from the server's usage, via the SDK
     assert all(c["priced"] for c in calls)
     # What the report prints is what the ledger holds.
     assert f"{len(tasks):,} tasks and {len(calls):,} calls of this run" in out
-    for strategy in demo.STRATEGIES:
+    for strategy in support_bot.STRATEGIES:
         rows = [t for t in tasks if t["name"] == strategy.task_name]
         spend = sum(_money.from_nano(t["cost_nano_usd"]) for t in rows)
         successes = sum(t["outcome"] == "success" for t in rows)
@@ -108,7 +109,7 @@ def test_the_ledger_holds_every_task_and_call_of_the_run(capsys, ledger):
 def test_cheap_is_cheaper_per_token_but_dearer_per_successful_ticket(capsys, ledger):
     code, out, _ = run_demo(capsys, ledger)
     assert code == 0
-    cheap, frontier = row(out, demo.CHEAP_MODEL), row(out, demo.FRONTIER_MODEL)
+    cheap, frontier = row(out, support_bot.CHEAP_MODEL), row(out, support_bot.FRONTIER_MODEL)
     assert money(cheap[4]) < money(frontier[4])  # $/1M tok
     assert money(cheap[4]) <= money(cheap[5])  # useful tokens cost more than tokens
     cheap_only, cascade = row(out, "cheap only"), row(out, "cascade")
@@ -120,7 +121,7 @@ def test_cheap_is_cheaper_per_token_but_dearer_per_successful_ticket(capsys, led
 def test_the_advice_names_the_cheapest_route_per_successful_ticket(capsys, ledger):
     code, out, _ = run_demo(capsys, ledger)
     assert code == 0
-    tco = {s.label: money(row(out, s.label)[9]) for s in demo.STRATEGIES}
+    tco = {s.label: money(row(out, s.label)[9]) for s in support_bot.STRATEGIES}
     best = min(tco, key=lambda label: tco[label])
     assert f"Routing advice for 'support': use '{best}'" in out
 
@@ -128,7 +129,7 @@ def test_the_advice_names_the_cheapest_route_per_successful_ticket(capsys, ledge
 def test_with_no_rework_cost_the_advice_follows_token_spend(capsys, ledger):
     code, out, _ = run_demo(capsys, ledger, "--rework-cost", "0")
     assert code == 0
-    per_success = {s.label: money(row(out, s.label)[7]) for s in demo.STRATEGIES}
+    per_success = {s.label: money(row(out, s.label)[7]) for s in support_bot.STRATEGIES}
     best = min(per_success, key=lambda label: per_success[label])
     assert f"Routing advice for 'support': use '{best}'" in out
     assert "ranks by cost per successful task" in out
@@ -151,27 +152,29 @@ def test_the_demo_touches_no_address_but_loopback(capsys, ledger, monkeypatch):
 
 
 def test_the_validator_rejects_each_broken_contract():
-    ticket = demo.make_tickets(1, seed=1)[0]
+    ticket = tickets.make_tickets(1, seed=1)[0]
     good = {"category": ticket.category, "resolution": "x", "refund_usd": 0, "reply": "ok"}
-    assert demo.validate(json.dumps(good), ticket) is None
-    assert demo.validate("Sorry!", ticket).startswith("not JSON")
-    assert demo.validate(json.dumps({**good, "refund_usd": "5"}), ticket) == "schema: 'refund_usd' is not a number"
+    assert support_bot.validate(json.dumps(good), ticket) is None
+    assert support_bot.validate("Sorry!", ticket).startswith("not JSON")
+    assert (
+        support_bot.validate(json.dumps({**good, "refund_usd": "5"}), ticket) == "schema: 'refund_usd' is not a number"
+    )
     over = float(ticket.refund_limit_usd + 1)
-    assert demo.validate(json.dumps({**good, "refund_usd": over}), ticket).startswith("policy: refund")
+    assert support_bot.validate(json.dumps({**good, "refund_usd": over}), ticket).startswith("policy: refund")
     missing = {k: v for k, v in good.items() if k != "resolution"}
-    assert demo.validate(json.dumps(missing), ticket) == "schema: missing field 'resolution'"
+    assert support_bot.validate(json.dumps(missing), ticket) == "schema: missing field 'resolution'"
     other = next(c for c in demo_server.CATEGORIES if c != ticket.category)
-    assert demo.validate(json.dumps({**good, "category": other}), ticket).startswith("wrong category")
+    assert support_bot.validate(json.dumps({**good, "category": other}), ticket).startswith("wrong category")
 
 
 def test_the_simulated_model_reads_every_ticket_as_its_category():
-    for ticket in demo.make_tickets(300, seed=3):
+    for ticket in tickets.make_tickets(300, seed=3):
         assert demo_server._category_of(ticket.message) == ticket.category
 
 
 def test_the_server_answers_like_the_chat_completions_api():
-    ticket = demo.make_tickets(1, seed=1)[0]
-    body = {"model": "gpt-4o", "messages": demo._first_messages(ticket)}
+    ticket = tickets.make_tickets(1, seed=1)[0]
+    body = {"model": "gpt-4o", "messages": support_bot._first_messages(ticket)}
     with demo_server.DemoServer(seed=1) as server:
         assert server.url.startswith("http://127.0.0.1:")
 
@@ -512,7 +515,7 @@ def test_the_demo_records_in_a_fresh_ledger_of_its_own_and_prints_how_to_report_
     assert not (tmp_path / "data" / "costtrace" / "ledger.db").exists()
     assert demo.default_ledger_path() == own
     # Replaced at each run: it holds the last run only (3 tickets x 3 routes).
-    assert _tasks_by_name(f"sqlite:///{own}") == {s.task_name: 3 for s in demo.STRATEGIES}
+    assert _tasks_by_name(f"sqlite:///{own}") == {s.task_name: 3 for s in support_bot.STRATEGIES}
     assert f"recorded in sqlite:///{own} " in err
     assert "Report on this run's ledger (it holds this run only; the next `costtrace demo` replaces it):" in out
     report, compare = _printed_commands(out)
@@ -521,7 +524,7 @@ def test_the_demo_records_in_a_fresh_ledger_of_its_own_and_prints_how_to_report_
     # The printed commands run as printed, and show the run's figures.
     assert main(shlex.split(report)[1:]) == 0
     table, _ = capsys.readouterr()
-    for strategy in demo.STRATEGIES:
+    for strategy in support_bot.STRATEGIES:
         assert row(table, strategy.task_name)[0] == "3"
     assert main(shlex.split(compare)[1:]) == 0
     assert "Feature 'support': routes side by side" in capsys.readouterr()[0]
@@ -552,7 +555,7 @@ def _figures(text: str) -> list[str]:
 def test_the_figures_the_docs_quote_are_the_ones_the_demo_computes(tmp_path, monkeypatch):
     """The demo is deterministic per seed: the sample output and every figure quoted from it must match it."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    out = demo.render(demo.run())  # the defaults: 200 tickets, seed 7, $2.00 rework, its own ledger
+    out = summary.render(demo.run())  # the defaults: 200 tickets, seed 7, $2.00 rework, its own ledger
 
     sample = (REPO / "docs" / "demo.md").read_text(encoding="utf-8").split("## Sample output", 1)[1]
     block = re.findall(r"```text\n(.*?)```", sample, flags=re.DOTALL)[0]

@@ -8,8 +8,8 @@ import shlex
 import pytest
 import sqlalchemy as sa
 
-from costtrace import demo
 from costtrace.cli import main
+from costtrace.demo import support_bot
 from costtrace.spend import schema
 from costtrace.spend.engine import make_engine
 
@@ -28,8 +28,8 @@ def test_a_ledger_given_with_ledger_is_kept_and_the_printed_commands_report_on_i
             counts = dict(conn.execute(sa.select(t.c.name, sa.func.count()).group_by(t.c.name)).all())
     finally:
         engine.dispose()
-    assert counts == {s.task_name: 4 for s in demo.STRATEGIES}  # both runs: an explicit ledger is not emptied
-    for strategy in demo.STRATEGIES:  # the demo's own tables: this run only
+    assert counts == {s.task_name: 4 for s in support_bot.STRATEGIES}  # both runs: an explicit ledger is not emptied
+    for strategy in support_bot.STRATEGIES:  # the demo's own tables: this run only
         assert f"{strategy.label}  " in out
     assert "Report on the ledger (this run and whatever else it holds):" in out
     commands = [line.strip() for line in out.splitlines() if line.startswith("  costtrace ")]
@@ -39,6 +39,6 @@ def test_a_ledger_given_with_ledger_is_kept_and_the_printed_commands_report_on_i
     ]
     assert main(shlex.split(commands[0])[1:]) == 0
     table = capsys.readouterr()[0]
-    for strategy in demo.STRATEGIES:
+    for strategy in support_bot.STRATEGIES:
         line = next(line for line in table.splitlines() if line.startswith(strategy.task_name + " "))
         assert line.split()[1] == "4"

@@ -39,6 +39,7 @@ from costtrace._version import __version__
 from costtrace.cli import budgets, compare, phoenix, report, tco, whatif
 from costtrace.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from costtrace.cli.options import usd_amount
+from costtrace.demo import summary, support_bot
 from costtrace.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -193,15 +194,15 @@ def _demo_command(args: argparse.Namespace) -> int:
     try:
         for model in demo.unpriced_models():
             print(
-                f"costtrace demo: warning: no price for {demo.PROVIDER}/{model} in this price list; "
+                f"costtrace demo: warning: no price for {support_bot.PROVIDER}/{model} in this price list; "
                 "its calls are unpriced and the costs shown are lower bounds",
                 file=sys.stderr,
             )
         result = demo.run(tickets=args.tasks, seed=args.seed, rework_cost_usd=args.rework_cost, ledger_url=args.ledger)
-        print(demo.render(result), flush=True)
+        print(summary.render(result), flush=True)
         print(
             f"costtrace demo: run {result.run_id} recorded in {result.ledger_url} "
-            f"(dimension {demo.RUN_DIMENSION}={result.run_id})",
+            f"(dimension {support_bot.RUN_DIMENSION}={result.run_id})",
             file=sys.stderr,
         )
     finally:
