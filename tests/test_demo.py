@@ -60,7 +60,7 @@ def test_demo_prints_the_tables_findings_and_advice(capsys, ledger):
         row(out, model)
     assert "Cheap per token: gpt-4o-mini costs" in out
     assert "Routing advice for 'support': use" in out
-    assert "costtrace.routing.advise" in out
+    assert "costtrace.analysis.routing.advise" in out
     assert err.startswith("costtrace demo: run ") and err.count("\n") == 1
 
 
