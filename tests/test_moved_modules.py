@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,12 @@ DOCUMENTED = [
     ("costtrace.ledger.schema", "migrate", "costtrace.spend.schema"),
     ("costtrace.ledger.schema", "to_nano", "costtrace._money"),
     ("costtrace.phoenix", "OutcomeAnnotations", "costtrace.integrations.phoenix"),
+    ("costtrace.spending", "configure_ledger", "costtrace.spend.ledger"),
+    ("costtrace.spending", "worst_case", "costtrace.spend.admission"),
+    ("costtrace.alerts", "OutcomeRule", "costtrace.spend.outcome_rules"),
+    ("costtrace.alerts", "Webhook", "costtrace.spend.webhooks"),
+    ("costtrace.pricing", "Cost", "costtrace.price.arithmetic"),
+    ("costtrace.pricing", "unpriced_counts", "costtrace.price.lookup"),
 ]
 
 
@@ -66,3 +73,11 @@ def test_new_paths_never_warn(recwarn: pytest.WarningsRecorder) -> None:
     for path in ("costtrace.price.catalog", "costtrace.analysis.stats", "costtrace.spend.schema"):
         importlib.import_module(path)
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+def test_the_api_reference_lists_every_moved_path() -> None:
+    """docs/api.md's table is the user's view of ``_moved.MOVED``: the same rows, in the same order."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    table = text.split("## Moved modules", 1)[1]
+    rows = re.findall(r"^\| `(costtrace[\w.]*)` \| (.+) \|$", table, flags=re.M)
+    assert rows == [(old, ", ".join(f"`{m}`" for m in new)) for old, new in _moved.MOVED.items()]

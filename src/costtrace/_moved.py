@@ -27,16 +27,16 @@ from typing import Any
 
 MOVED: dict[str, tuple[str, ...]] = {
     # old path: the modules that now hold its names, searched in order
-    "costtrace.pricing": ("costtrace.price.catalog",),
+    "costtrace.pricing": ("costtrace.price.catalog", "costtrace.price.lookup", "costtrace.price.arithmetic"),
     "costtrace.tokens": ("costtrace.price.tokens",),
-    "costtrace.spending": ("costtrace.spend.admission",),
-    "costtrace.alerts": ("costtrace.spend.alerts",),
+    "costtrace.spending": ("costtrace.spend.ledger", "costtrace.spend.admission"),
+    "costtrace.alerts": ("costtrace.spend.alerts", "costtrace.spend.outcome_rules", "costtrace.spend.webhooks"),
     "costtrace.budgets": ("costtrace.spend.budgets",),
     "costtrace.ledger": ("costtrace.spend",),
     "costtrace.ledger.engine": ("costtrace.spend.engine",),
     "costtrace.ledger.schema": ("costtrace.spend.schema", "costtrace._money"),
-    "costtrace.ledger.store": ("costtrace.spend.store",),
-    "costtrace.ledger.writer": ("costtrace.spend.writer",),
+    "costtrace.ledger.store": ("costtrace.spend.store", "costtrace.spend.rows", "costtrace.spend.reservations"),
+    "costtrace.ledger.writer": ("costtrace.spend.writer", "costtrace.spend.spool", "costtrace.spend.losses"),
     "costtrace.analytics": ("costtrace.analysis.stats",),
     "costtrace.routing": ("costtrace.analysis.routing",),
     "costtrace.tco": ("costtrace.analysis.tco",),
@@ -77,7 +77,7 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         targets = MOVED[module.__name__]
         warnings.warn(
-            f"{module.__name__} moved to {targets[0]} (docs/architecture.md); the old path will be removed "
+            f"{module.__name__} moved to {', '.join(targets)} (docs/architecture.md); the old path will be removed "
             "in a future release",
             DeprecationWarning,
             stacklevel=2,
