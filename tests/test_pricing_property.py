@@ -103,7 +103,7 @@ def test_catalog_sample_covers_the_interesting_cases() -> None:
 
 
 def gp_usage(usage: Usage) -> genai_prices.Usage:
-    """The costtrace -> genai-prices usage mapping, written out independently of pricing.py."""
+    """The costtrace -> genai-prices usage mapping, written out independently of costtrace.price."""
     values = {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
