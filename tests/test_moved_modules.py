@@ -57,8 +57,9 @@ def _fresh_import(path: str) -> object:
 
 @pytest.mark.parametrize("old", sorted(_moved.MOVED))
 def test_every_old_path_imports_with_a_deprecation_warning_naming_the_new_one(old: str) -> None:
-    with pytest.warns(DeprecationWarning, match=re.escape(f"{old} moved to {_moved.MOVED[old][0]}")):
+    with pytest.warns(DeprecationWarning) as warned:  # costtrace.ledger.schema warns for costtrace.ledger too
         module = _fresh_import(old)
+    assert f"{old} moved to {', '.join(_moved.MOVED[old])}" in [str(w.message).split(" (docs/")[0] for w in warned]
     assert isinstance(module, _moved.MovedModule)
     for target in _moved.MOVED[old]:
         importlib.import_module(target)  # every target exists
