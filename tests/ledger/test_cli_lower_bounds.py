@@ -67,7 +67,7 @@ def test_report_json_and_csv_rows_carry_cost_complete(ledger, capsys):
     assert (data["unknown"]["cost_complete"], data["unknown"]["unpriced_calls"]) == (False, 1)
     out = cli(capsys, "report", "--ledger", ledger, "--format", "csv")
     rows = {r["feature"]: r for r in csv.DictReader(io.StringIO(out))}
-    assert (rows["partial"]["cost_complete"], rows["priced"]["cost_complete"]) == ("False", "True")
+    assert (rows["partial"]["cost_complete"], rows["priced"]["cost_complete"]) == ("false", "true")  # as in JSON
 
 
 def test_html_report_marks_lower_bounds(ledger, capsys, tmp_path):

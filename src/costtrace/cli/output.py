@@ -5,8 +5,11 @@ turn that into text. Values keep their exact type until the last moment:
 
 - **table**: money rounded for reading (:func:`usd`), rates as percentages, ``None`` as ``-``;
 - **json**: exact values; ``Decimal`` as a decimal string (``"0.000412"``: JSON floats would round it),
-  ints as numbers, ``None`` as ``null``, datetimes as ISO 8601;
-- **csv**: the same exact values as text, ``None`` as an empty cell.
+  ints as numbers, booleans as ``true`` / ``false``, ``None`` as ``null``, datetimes and dates as ISO 8601;
+- **csv**: each cell is exactly the text of the JSON value (:func:`cell`): a JSON string without its
+  quotes (so a decimal is the same ``0.000412``, a datetime the same ``2026-12-04T05:00:00+00:00``),
+  a number as JSON writes it (no thousands separator), booleans ``true`` / ``false``, ``None`` an
+  empty cell, a list or dict as its one-line JSON text. A script reading either format gets the same text.
 
 Rounding is display only: nothing here feeds back into a computation.
 
@@ -24,7 +27,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
@@ -118,13 +121,28 @@ def _exact(value: Any) -> Any:
     """A JSON-ready exact value."""
     if isinstance(value, Decimal):  # a LowerBound too: its row says it is one (cost_complete)
         return format(value, "f") if value.is_finite() else str(value)
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # a datetime too
         return value.isoformat()
     if isinstance(value, Mapping):
         return {str(k): _exact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_exact(v) for v in value]
     return value
+
+
+def cell(value: Any) -> str:
+    """``value`` as a CSV cell: the text of its JSON value (a JSON string without its quotes), ``None`` empty.
+
+    Example:
+        >>> [cell(v) for v in (True, False, None, 1234, Decimal("0.10"), LowerBound("0.5"), "a,b", [1, "x"])]
+        ['true', 'false', '', '1234', '0.10', '0.5', 'a,b', '[1, "x"]']
+    """
+    exact = _exact(value)
+    if exact is None:
+        return ""
+    if isinstance(exact, str):
+        return exact
+    return json.dumps(exact, ensure_ascii=False)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -153,16 +171,12 @@ def json_text(payload: Any) -> str:
 
 
 def csv_text(columns: Sequence[Column], rows: Sequence[Row]) -> str:
-    """CSV with a header of column keys and exact values; ``None`` as an empty cell."""
+    """CSV with a header of column keys, then one line per row, each cell the text of its JSON value (:func:`cell`)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([c.key for c in columns])
     for r in rows:
-        out = []
-        for c in columns:
-            v = _exact(r.get(c.key))
-            out.append("" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else v)
-        writer.writerow(out)
+        writer.writerow([cell(r.get(c.key)) for c in columns])
     return buf.getvalue().rstrip("\n")
 
 

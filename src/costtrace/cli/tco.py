@@ -216,8 +216,8 @@ def _print_comparison(args: argparse.Namespace, c: Any) -> int:
         }
         print(out.json_text(payload))
         return EXIT_OK
-    if args.format == "csv":
-        print(out.csv_text(TCO_COLUMNS, rows))
+    if args.format == "csv":  # the keys of the JSON's models, attempt_cost_usd last
+        print(out.csv_text([*TCO_COLUMNS, Column("attempt_cost_usd", "attempt cost", "usd")], rows))
         return EXIT_OK
     print("Total cost of ownership per task: TCO = C + p x L")
     print(out.table(TCO_COLUMNS, rows))

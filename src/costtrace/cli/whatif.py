@@ -134,8 +134,10 @@ def whatif_command(args: argparse.Namespace) -> int:
         Column("projected_successes", "projected successes", "num"),
         Column("projected_cost_per_success_usd", "projected cost/success", "usd"),
     ]
-    if args.format == "csv":
-        print(out.csv_text([*columns, Column("assumptions", "assumptions")], [row]))
+    if args.format == "csv":  # every key of the JSON object; the ones added after assumptions go last
+        csv_columns = [*columns, Column("assumptions", "assumptions")]
+        csv_columns += [Column(k, k) for k in row if k not in {c.key for c in csv_columns}]
+        print(out.csv_text(csv_columns, [row]))
         return EXIT_OK
     scope = f"feature {result.feature!r}" if result.feature else "all features"
     print(f"What if the {result.tasks:,} recorded task(s) of {scope} had run on {result.route!r}")
