@@ -2,7 +2,8 @@
 
 Reads the ledger read-only, groups its tasks ``--by`` feature (or task, route, team, customer, hour,
 day, week, month), and prints a table, JSON or CSV; ``--html FILE`` also writes a self-contained page
-with charts (:mod:`costtrace.cli.html_report`).
+with charts (:mod:`costtrace.cli.html_report`): the output on stdout stays the same, and one line on
+stderr says where the page was written.
 
 Example::
 
@@ -52,7 +53,9 @@ def add_command(commands: Any) -> None:
         description=(
             "Read the ledger and print, per group: tasks, success and first-pass rates, attempts, cost per "
             "task (mean, p95), cost per successful task (all spend, failures included, / successes), total "
-            "cost, retry tax and escalations. --html writes a self-contained page with charts."
+            "cost, retry tax and escalations. --html FILE also writes a self-contained page with charts to "
+            "FILE; the table (or --format json|csv) is printed as without it, and one line on stderr says where "
+            "the page went."
         ),
     )
     p.add_argument(
@@ -62,7 +65,12 @@ def add_command(commands: Any) -> None:
         help="comma-separated grouping: feature, task, route, team, customer, hour, day, week, month "
         "(default: %(default)s)",
     )
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts to FILE")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write a self-contained HTML report with charts to FILE (the table or --format output is "
+        "still printed; stderr says where the page went)",
+    )
     p.set_defaults(handler=report_command)
 
 
@@ -79,11 +87,12 @@ def report_command(args: argparse.Namespace) -> int:
         columns = stats_columns(by)
         rows = [stats_row(s) for s in stats]
         notes = stats_notes(stats)
-        if args.html:
-            _write_html(args.html, engine, shown, filters, by, columns, rows, notes)
-        if not args.html or args.format != "table":
-            title = f"Cost per successful task by {', '.join(by)} ({window_text(filters)}, ledger {shown})"
-            out.emit(args.format, columns, rows, title=title, notes=notes)
+        # The page first: a FILE that cannot be written is an error before anything is printed.
+        wrote = _write_html(args.html, engine, shown, filters, by, columns, rows, notes) if args.html else None
+        title = f"Cost per successful task by {', '.join(by)} ({window_text(filters)}, ledger {shown})"
+        out.emit(args.format, columns, rows, title=title, notes=notes)
+        if wrote:
+            print(wrote, file=sys.stderr)
     finally:
         engine.dispose()
     return EXIT_OK
@@ -117,7 +126,8 @@ def _write_html(
     columns: Sequence[Column],
     rows: Sequence[dict[str, Any]],
     notes: Sequence[str],
-) -> None:
+) -> str:
+    """Write the HTML page to ``path_text``; return the line that says so."""
     from costtrace._version import __version__
     from costtrace.cli import html_report as h
 
@@ -177,7 +187,7 @@ def _write_html(
         path.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--html {path_text!r}: cannot write the report: {exc.strerror or exc}") from exc
-    print(f"costtrace report: wrote {path} ({total['tasks']:,} tasks, {len(days)} day(s))", file=sys.stderr)
+    return f"costtrace report: wrote {path} ({total['tasks']:,} tasks, {len(days)} day(s))"
 
 
 def _day_points(days: Sequence[ScopeStats]) -> list[Any]:
