@@ -375,6 +375,58 @@ def test_compare_json_with_rework_cost_ranks_by_tco(ledger, capsys):
     assert (advice["metric"], advice["best_route"]) == ("tco", "gpt-4o")
 
 
+def test_compare_without_rework_cost_prints_the_break_even_rework_costs(ledger, capsys):
+    code, out, err = cli(capsys, "compare", "--ledger", ledger, "--feature", "support")
+    assert code == 0, err
+    lines = out.splitlines()
+    (head,) = [i for i, line in enumerate(lines) if line.startswith("no rework cost given: ")]
+    assert "against gpt-4o-mini, each other route's TCO per task (C + P(fail) x L) breaks even" in lines[head]
+    # by hand from the table: C = $0.00064 (gpt-4o-mini, 9/12), $0.008 (gpt-4o, 5/5), $0.00848 (cascade, 7/8)
+    assert lines[head + 1].startswith(
+        "  gpt-4o beats gpt-4o-mini if an unresolved task costs you more than L* = $0.0294 to fix (it costs "
+        "$0.00736 more per task, fails 25.0 pp less often; failure rate 0.0% (95% CI 0.0%-43.4%, 5 tasks) vs 25.0% "
+        "(95% CI 8.9%-53.2%, 12 tasks))"
+    )  # 0.00736 / 0.25 = 0.02944
+    assert "more than L* = $0.0627 to fix" in lines[head + 2]  # 0.00784 / 0.125 = 0.06272
+    assert lines[head + 3].startswith("warning: ")
+
+
+def test_compare_break_even_agrees_with_the_routes_figures(ledger, capsys):
+    code, out, _ = cli(capsys, "compare", "--ledger", ledger, "--feature", "support", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    routes = {r["route"]: r for r in data["routes"]}
+    (advice,) = data["advice"]
+    assert advice["notes"][0].startswith("no rework cost given")
+    best = routes[advice["best_route"]]
+    for b in advice["break_evens"]:
+        r = routes[b["route"]]
+        assert b["versus"] == advice["best_route"]
+        dc = Decimal(r["cost_per_task_mean_usd"]) - Decimal(best["cost_per_task_mean_usd"])
+        dp = Decimal(r["success_rate"]) - Decimal(best["success_rate"])
+        assert (Decimal(b["delta_cost_usd"]), Decimal(b["failure_rate_delta"])) == (dc, dp)
+        if b["wins"] in ("above", "below"):
+            assert Decimal(b["break_even_rework_usd"]) == dc / dp
+        for key in ("failure_rate_low", "failure_rate_high", "versus_failure_rate_low", "versus_failure_rate_high"):
+            assert 0 <= Decimal(b[key]) <= 1
+
+
+def test_compare_csv_carries_each_routes_break_even(ledger, capsys):
+    code, out, _ = cli(capsys, "compare", "--ledger", ledger, "--feature", "support", "--format", "csv")
+    assert code == 0
+    rows = {r["route"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert rows["gpt-4o-mini"]["break_even_versus"] == ""  # the best route itself
+    others = [r for route, r in rows.items() if route != "gpt-4o-mini"]
+    assert others and all(r["break_even_versus"] == "gpt-4o-mini" and r["break_even_bound"] for r in others)
+
+
+def test_compare_with_rework_cost_prints_no_break_even_note(ledger, capsys):
+    code, out, _ = cli(capsys, "compare", "--ledger", ledger, "--feature", "support", "--rework-cost", "2")
+    assert code == 0
+    assert "advice: use gpt-4o (lowest TCO per task)" in out
+    assert "no rework cost given" not in out and "L* =" not in out
+
+
 def test_whatif_projects_a_route_and_prints_its_assumptions(ledger, capsys):
     code, out, err = cli(capsys, "whatif", "--ledger", ledger, "--feature", "support", "--route", "gpt-4o")
     assert code == 0, err

@@ -39,7 +39,18 @@ from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Literal
 
 from costtrace import _money
-from costtrace.analysis.tco import _CTX, ALL_TASKS, Amount, Filters, _amount, _rate, from_ledger, task_conditions
+from costtrace.analysis.tco import (
+    _CTX,
+    ALL_TASKS,
+    Amount,
+    Filters,
+    _amount,
+    _rate,
+    break_even,
+    from_ledger,
+    task_conditions,
+    tco_per_task,
+)
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,12 +61,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Advice",
+    "BreakEvenBound",
+    "BreakEvenWins",
     "Filters",
     "ModelStep",
+    "ReworkBreakEven",
     "RouteEvidence",
     "WhatIf",
     "advise",
     "parse_route",
+    "rework_break_even",
     "whatif",
     "wilson_interval",
 ]
@@ -589,6 +604,175 @@ class RouteEvidence:
         return self.unpriced_calls == 0
 
 
+BreakEvenWins = Literal["above", "below", "always", "never", "tie"]
+"""When a route's TCO per task is lower than the reference's: for rework costs above ``L*``, below ``L*``,
+at every rework cost above 0, at none, or never different (equal cost and failure rate)."""
+BreakEvenBound = Literal["exact", "at_least", "at_most", "unknown"]
+"""How sure a break-even is when calls were unpriced (their costs are then lower bounds): ``L*`` is
+exact, a lower bound, an upper bound, or unknown; for a verdict without ``L*`` (``always``, ``never``,
+``tie``), ``exact`` means unpriced calls cannot change it and ``unknown`` that they could."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReworkBreakEven:
+    """Where the TCO per task of ``route`` equals that of ``versus``, as a rework cost ``L*``.
+
+    TCO per task = ``C + P(fail) x L`` (:func:`costtrace.analysis.tco.tco_per_task`), so the two are
+    equal at ``L* = (C_route - C_versus) / (P_versus(fail) - P_route(fail))`` = ``delta_cost_usd /
+    failure_rate_delta``. ``wins`` says on which side of ``L*`` ``route`` is the cheaper one.
+    Failure rates are ``1 - successes / tasks``; their 95% Wilson intervals are the success rate's
+    interval turned around.
+    """
+
+    route: str
+    versus: str
+    """The reference route: the advice's best route."""
+    tasks: int
+    versus_tasks: int
+    cost_per_task_usd: Decimal
+    """``C`` of ``route``: its spend / its tasks (a lower bound when it had unpriced calls)."""
+    versus_cost_per_task_usd: Decimal
+    failure_rate: Decimal
+    failure_rate_low: Decimal
+    failure_rate_high: Decimal
+    versus_failure_rate: Decimal
+    versus_failure_rate_low: Decimal
+    versus_failure_rate_high: Decimal
+    delta_cost_usd: Decimal
+    """``C_route - C_versus`` per task."""
+    failure_rate_delta: Decimal
+    """``P_versus(fail) - P_route(fail)``: how much less often ``route`` fails (negative: more often)."""
+    break_even_rework_usd: Decimal | None
+    """``L*``; None when ``wins`` is ``always``, ``never`` or ``tie``, or when ``bound`` is ``unknown``."""
+    wins: BreakEvenWins
+    bound: BreakEvenBound
+    unpriced_calls: int = 0
+    versus_unpriced_calls: int = 0
+
+    def sentence(self, unit: str = "task") -> str:
+        """The break-even in words, with both failure rates and their 95% intervals.
+
+        Example:
+            >>> b.sentence()                                                   # doctest: +SKIP
+            'gpt-4o-mini->gpt-4o beats gpt-4o-mini if an unresolved task costs you more than L* = $0.00389 ...'
+        """
+        r, v = self.route, self.versus
+        rates = (
+            f"failure rate {_fmt_rate(self.failure_rate)} (95% CI {_fmt_rate(self.failure_rate_low)}-"
+            f"{_fmt_rate(self.failure_rate_high)}, {self.tasks} {unit}s) vs {_fmt_rate(self.versus_failure_rate)} "
+            f"(95% CI {_fmt_rate(self.versus_failure_rate_low)}-{_fmt_rate(self.versus_failure_rate_high)}, "
+            f"{self.versus_tasks} {unit}s)"
+        )
+        dc, dp = self.delta_cost_usd, self.failure_rate_delta
+        cost = f"{_money.usd(abs(dc))} {'more' if dc > 0 else 'less'} per {unit}" if dc else f"the same per {unit}"
+        fails = f"{_fmt_pp(abs(dp))} {'less' if dp > 0 else 'more'} often" if dp else "as often"
+        lower_bound = [name for name, n in ((r, self.unpriced_calls), (v, self.versus_unpriced_calls)) if n]
+        its = "their costs are" if len(lower_bound) > 1 else "its cost is"
+        why = f"{' and '.join(lower_bound)} had unpriced calls, so {its} a lower bound"
+        at = _money.usd(self.break_even_rework_usd)
+        if self.wins in ("above", "below") and self.bound == "unknown":
+            return (
+                f"{r} vs {v}: the break-even rework cost L* is unknown ({why}); it costs {cost}, fails {fails}; {rates}"
+            )
+        if self.wins == "tie":
+            text = f"{r} and {v} tie at any rework cost (the same cost per {unit} and failure rate; {rates})"
+        else:
+            verdict = {
+                "above": f"{r} beats {v} if an unresolved {unit} costs you more than L* = {at} to fix",
+                "below": f"{r} beats {v} only if an unresolved {unit} costs you less than L* = {at} to fix",
+                "always": f"{r} beats {v} at any rework cost",
+                "never": f"{r} never beats {v}, whatever the rework cost",
+            }[self.wins]
+            text = f"{verdict} (it costs {cost}, fails {fails}; {rates})"
+        if self.bound == "at_least":
+            text += f"; L* is a lower bound: {why}"
+        elif self.bound == "at_most":
+            text += f"; L* is an upper bound: {why}"
+        elif self.bound == "unknown":
+            text += f"; on the priced calls alone: {why}, this may not hold"
+        return text
+
+
+def _fmt_pp(delta: Decimal) -> str:
+    return f"{delta * 100:.1f} pp"
+
+
+def rework_break_even(versus: RouteEvidence, route: RouteEvidence) -> ReworkBreakEven:
+    """The rework cost ``L*`` at which ``route`` and ``versus`` have the same TCO per task.
+
+    ``C`` and ``P(fail)`` are the routes' measured cost per task and failure rate, put through
+    :func:`costtrace.analysis.tco.tco_per_task` and :func:`costtrace.analysis.tco.break_even`
+    (``dC = C_route - C_versus``, ``dp = P_versus(fail) - P_route(fail)``); then ``L* = dC / dp``
+    when it is positive. A route that costs more and fails as often or more ``never`` wins; one that
+    costs no more and fails less (or costs less and fails as often) wins ``always``.
+
+    Unpriced calls make a route's ``C`` a lower bound, so ``dC`` is known from one side only: ``L*``
+    is then a lower or an upper bound (``bound``), and unknown when both routes had unpriced calls.
+
+    Example:
+        >>> (a,) = advise(engine, filters=Filters(feature="support"))          # doctest: +SKIP
+        >>> cheap, cascade = a.candidates                                       # doctest: +SKIP
+        >>> rework_break_even(cheap, cascade).break_even_rework_usd            # doctest: +SKIP
+        Decimal('0.003888888888888888888888888889')
+    """
+    b = break_even(
+        tco_per_task(versus.cost_per_task_usd, _ONE - versus.success_rate, 0),
+        tco_per_task(route.cost_per_task_usd, _ONE - route.success_rate, 0),
+    )
+    dc, dp = b.delta_cost_usd, b.failure_rate_delta
+    assert dp is not None  # two TCOs always give the gap
+    wins: BreakEvenWins
+    if dp > 0:
+        wins = "above" if dc > 0 else "always"
+    elif dp < 0:
+        wins = "below" if dc < 0 else "never"
+    else:
+        wins = "always" if dc < 0 else "never" if dc > 0 else "tie"
+    # An unpriced call makes a C a lower bound: the true dC is >= the recorded one when `route` had
+    # some ("up"), <= when `versus` had some ("down"), either way when both had.
+    up, down = route.unpriced_calls > 0, versus.unpriced_calls > 0
+    bound: BreakEvenBound
+    if not up and not down:
+        bound = "exact"
+    elif up and down:
+        bound = "unknown"
+    elif wins == "above":
+        bound = "at_least" if up else "at_most"
+    elif wins == "below":
+        bound = "at_most" if up else "at_least"
+    elif wins == "never":
+        bound = "exact" if up else "unknown"  # a dearer `route` only gets dearer
+    elif wins == "always":
+        bound = "exact" if down else "unknown"
+    else:
+        bound = "unknown"
+    even = None
+    if wins in ("above", "below") and bound != "unknown":
+        with localcontext(_CTX):
+            even = dc / dp
+    return ReworkBreakEven(
+        route=route.route,
+        versus=versus.route,
+        tasks=route.tasks,
+        versus_tasks=versus.tasks,
+        cost_per_task_usd=route.cost_per_task_usd,
+        versus_cost_per_task_usd=versus.cost_per_task_usd,
+        failure_rate=_ONE - route.success_rate,
+        failure_rate_low=_ONE - route.success_rate_high,
+        failure_rate_high=_ONE - route.success_rate_low,
+        versus_failure_rate=_ONE - versus.success_rate,
+        versus_failure_rate_low=_ONE - versus.success_rate_high,
+        versus_failure_rate_high=_ONE - versus.success_rate_low,
+        delta_cost_usd=dc,
+        failure_rate_delta=dp,
+        break_even_rework_usd=even,
+        wins=wins,
+        bound=bound,
+        unpriced_calls=route.unpriced_calls,
+        versus_unpriced_calls=versus.unpriced_calls,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Advice:
     """The best recorded route of a feature and the evidence for it."""
@@ -601,6 +785,12 @@ class Advice:
     """Lowest metric first; routes without a metric last."""
     warnings: list[str]
     rework_cost_usd: Decimal | None = None
+    break_evens: list[ReworkBreakEven] = field(default_factory=list)
+    """Each other candidate against ``best_route``: the rework cost ``L*`` at which their TCO per task
+    is equal (:func:`rework_break_even`). Empty when there is no best route."""
+    notes: list[str] = field(default_factory=list)
+    """Without a rework cost: that none was given, then one sentence per break-even (``L*`` and the
+    failure rates with their 95% Wilson intervals). Empty when a rework cost was given."""
 
 
 def _evidence(
@@ -646,6 +836,23 @@ def _ci(e: RouteEvidence) -> str:
     return f"success {e.successes}/{e.tasks}, 95% CI {_fmt_rate(e.success_rate_low)}-{_fmt_rate(e.success_rate_high)}"
 
 
+def _no_rework_notes(evens: list[ReworkBreakEven], ranked: list[RouteEvidence]) -> list[str]:
+    """What :func:`advise` says when it was given no rework cost."""
+    head = (
+        "no rework cost given: the routes are ranked by cost per successful task, which puts no price on "
+        "an unresolved task"
+    )
+    if not ranked:
+        return [head + "; no route has a success, so there is no break-even either"]
+    if not evens:
+        return [head + f"; {ranked[0].route} is the only route, so there is no ranking to flip"]
+    head += (
+        f"; against {ranked[0].route}, each other route's TCO per task (C + P(fail) x L) breaks even at the "
+        "rework cost L* below (give one to rank by TCO)"
+    )
+    return [head, *(b.sentence() for b in evens)]
+
+
 def advise(
     engine: Engine,
     *,
@@ -659,6 +866,11 @@ def advise(
     range over that interval. Warnings: a candidate with fewer than ``min_tasks`` tasks, the best two
     candidates' ranges overlapping (the ranking may flip with more data), routes without a success,
     unpriced calls (costs are lower bounds), tasks without LLM calls (left out).
+
+    ``break_evens`` holds, for each other candidate, the rework cost ``L*`` at which its TCO per task
+    equals the best route's (:func:`rework_break_even`). Without ``rework_cost_usd``, ``notes`` says
+    that none was given and states each ``L*`` with the failure rates' 95% Wilson intervals, e.g.
+    "gpt-4o-mini->gpt-4o beats gpt-4o-mini if an unresolved task costs you more than L* = $0.00389 to fix".
 
     Example:
         >>> for a in advise(engine, filters=Filters(feature="support"), rework_cost_usd=75):  # doctest: +SKIP
@@ -708,6 +920,8 @@ def advise(
             warnings.append(f"{no_route[feature]} tasks without LLM calls were left out")
         if not ranked:
             warnings.append("no route has a success: no advice")
+        evens = [rework_break_even(ranked[0], e) for e in candidates if e is not ranked[0]] if ranked else []
+        notes = [] if rework is not None or not candidates else _no_rework_notes(evens, ranked)
         result.append(
             Advice(
                 feature=feature,
@@ -716,6 +930,8 @@ def advise(
                 candidates=candidates,
                 warnings=warnings,
                 rework_cost_usd=rework,
+                break_evens=evens,
+                notes=notes,
             )
         )
     result.sort(key=lambda a: (a.feature is None, a.feature or ""))

@@ -2,7 +2,8 @@
 
 The routes' figures as in ``costtrace report --by route``, one column per route, then the routing advice
 of :func:`costtrace.analysis.routing.advise` (lowest cost per successful task, or TCO per task with
-``--rework-cost``) once a route has ``--min-tasks`` tasks.
+``--rework-cost``). Without ``--rework-cost`` it says so, and gives for each other route the rework cost
+``L*`` at which its TCO per task equals the best route's, with both failure rates' 95% intervals.
 
 Example::
 
@@ -72,6 +73,32 @@ COMPARE_METRICS: tuple[tuple[str, str, out.Kind], ...] = (
 )
 
 
+BREAK_EVEN_COLUMNS = (
+    Column("break_even_versus", "break-even versus", "text"),
+    Column("break_even_rework_usd", "break-even rework cost", "usd"),
+    Column("break_even_wins", "wins", "text"),
+    Column("break_even_bound", "bound", "text"),
+)
+"""CSV only: each route against the advice's best route (:class:`costtrace.analysis.routing.ReworkBreakEven`)."""
+
+
+def _with_break_evens(rows: list[dict[str, Any]], advice: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The route rows with their break-even rework cost against the best route (empty for the best itself)."""
+    evens = {b["route"]: b for a in advice or [] for b in a.get("break_evens") or []}
+    return [
+        {
+            **r,
+            "break_even_versus": b["versus"],
+            "break_even_rework_usd": b["break_even_rework_usd"],
+            "break_even_wins": b["wins"],
+            "break_even_bound": b["bound"],
+        }
+        if (b := evens.get(r.get("route")))
+        else r
+        for r in rows
+    ]
+
+
 def compare_command(args: argparse.Namespace) -> int:
     filters = build_filters(args)
     url = ledger_url(args)
@@ -93,7 +120,7 @@ def compare_command(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     if args.format == "csv":
-        print(out.csv_text(columns, rows))
+        print(out.csv_text([*columns, *BREAK_EVEN_COLUMNS], _with_break_evens(rows, advice)))
         return EXIT_OK
     routes = [str(r.get("route") or "(none)") for r in rows]
     side_cols = [Column("metric", "", "text")] + [Column(f"r{i}", r, "text") for i, r in enumerate(routes)]
@@ -121,6 +148,8 @@ def compare_command(args: argparse.Namespace) -> int:
                 f"{out.pct(c.get('success_rate'))} (95% CI {out.pct(c.get('success_rate_low'))}-"
                 f"{out.pct(c.get('success_rate_high'))}) over {c.get('tasks')} tasks"
             )
+        for i, n in enumerate(a.get("notes") or []):
+            print(n if i == 0 else f"  {n}")
         for w in a.get("warnings") or []:
             print(f"warning: {w}")
     return EXIT_OK
