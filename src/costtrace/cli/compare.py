@@ -83,8 +83,9 @@ BREAK_EVEN_COLUMNS = (
 
 
 def _with_break_evens(rows: list[dict[str, Any]], advice: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """The route rows with their break-even rework cost against the best route (empty for the best itself)."""
+    """The route rows with their break-even rework cost against the best route (None for the best itself)."""
     evens = {b["route"]: b for a in advice or [] for b in a.get("break_evens") or []}
+    none = {"versus": None, "break_even_rework_usd": None, "wins": None, "bound": None}
     return [
         {
             **r,
@@ -93,9 +94,8 @@ def _with_break_evens(rows: list[dict[str, Any]], advice: list[dict[str, Any]] |
             "break_even_wins": b["wins"],
             "break_even_bound": b["bound"],
         }
-        if (b := evens.get(r.get("route")))
-        else r
         for r in rows
+        for b in [evens.get(r.get("route"), none)]
     ]
 
 
@@ -114,13 +114,15 @@ def compare_command(args: argparse.Namespace) -> int:
         engine.dispose()
     columns = stats_columns(("route",))
     rows = [stats_row(s) for s in stats]
+    if args.format in ("json", "csv"):  # each route's row says its break-even against the best, in both
+        rows = _with_break_evens(rows, advice)
     if args.format == "json":
         print(
             out.json_text({"feature": args.feature, "window": window_text(filters), "routes": rows, "advice": advice})
         )
         return EXIT_OK
     if args.format == "csv":
-        print(out.csv_text([*columns, *BREAK_EVEN_COLUMNS], _with_break_evens(rows, advice)))
+        print(out.csv_text([*columns, *BREAK_EVEN_COLUMNS], rows))
         return EXIT_OK
     routes = [str(r.get("route") or "(none)") for r in rows]
     side_cols = [Column("metric", "", "text")] + [Column(f"r{i}", r, "text") for i, r in enumerate(routes)]
