@@ -463,3 +463,23 @@ def test_repr_and_equality() -> None:
     assert sketch != sketch_of([0, 4, 4.6])
     assert sketch != "sketch"
     assert sketch_of([2]) != sketch_of([2.0])  # an int-only sketch keeps its exact sum; a float one does not
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from costtrace.spend import sketch
+
+    result = doctest.testmod(sketch)
+    assert result.attempted >= 10 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["zeros mixed", "mostly zeros", "latency 1 ms..1 h", "attempts 1..5", "one int"])
+def test_quantiles_in_one_pass_equal_quantile_one_by_one(name: str) -> None:
+    sketch = sketch_of(SHAPES[name])
+    qs = [0.99, 0, 0.5, 0.5, 1, 0.01, 0.95, 0.05, 0.9]
+    assert sketch.quantiles(qs) == [sketch.quantile(q) for q in qs]
+    assert QuantileSketch().quantiles([0.5, 0.95]) == [None, None]
+    assert sketch.quantiles([]) == []
+    with pytest.raises(ConfigError, match="quantile q must be"):
+        sketch.quantiles([0.5, 2])

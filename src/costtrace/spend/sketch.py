@@ -50,6 +50,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+from collections.abc import Sequence
 from fractions import Fraction
 
 from costtrace.errors import ConfigError
@@ -162,27 +163,51 @@ class QuantileSketch:
         Raises:
             ConfigError: ``q`` is not a number in ``[0, 1]``.
         """
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        """:meth:`quantile` of each of ``qs`` (in their order), in one pass over the buckets.
+
+        Example:
+            >>> sketch = QuantileSketch()
+            >>> sketch.add(3, count=90)
+            >>> sketch.add(20, count=10)
+            >>> sketch.quantiles([0.5, 0.95])
+            [3.0, 20.0]
+        """
+        ranks = [self._rank(q) for q in qs]
+        n = self.count
+        if n == 0:
+            return [None] * len(ranks)
+        assert self._min is not None and self._max is not None
+        low, high = float(self._min), float(self._max)
+        found: dict[int, float] = {1: low, n: high}
+        wanted = sorted({r for r in ranks if r not in found})
+        if wanted and wanted[0] <= self._zeros:
+            for rank in wanted:
+                if rank <= self._zeros:
+                    found[rank] = 0.0
+            wanted = [r for r in wanted if r > self._zeros]
+        if wanted:
+            seen, i = self._zeros, 0
+            for key in sorted(self._buckets):
+                seen += self._buckets[key]
+                if seen >= wanted[i]:
+                    estimate = min(max(self._estimate(key), low), high)
+                    while i < len(wanted) and seen >= wanted[i]:
+                        found[wanted[i]] = estimate
+                        i += 1
+                    if i == len(wanted):
+                        break
+        return [found[r] for r in ranks]
+
+    def _rank(self, q: float) -> int:
+        """The nearest rank of ``q``: ``ceil(q * count)``, at least 1, with ``q`` read as its decimal."""
         if isinstance(q, bool) or not isinstance(q, int | float):
             raise ConfigError(f"quantile q must be a number between 0 and 1 (0.95 for p95), got {q!r}")
         if not 0 <= q <= 1:  # also refuses NaN
             raise ConfigError(f"quantile q must be between 0 and 1 inclusive (0.95 for p95), got {q!r}")
-        n = self.count
-        if n == 0:
-            return None
-        rank = max(1, math.ceil(Fraction(str(q)) * n)) if q else 1
-        assert self._min is not None and self._max is not None
-        if rank == 1:
-            return float(self._min)
-        if rank == n:
-            return float(self._max)
-        if rank <= self._zeros:
-            return 0.0
-        seen = self._zeros
-        for key in sorted(self._buckets):
-            seen += self._buckets[key]
-            if seen >= rank:
-                return min(max(self._estimate(key), float(self._min)), float(self._max))
-        raise AssertionError("unreachable: the ranks add up to count")  # pragma: no cover
+        return max(1, math.ceil(Fraction(str(q)) * self.count)) if q else 1
 
     def _key(self, value: int | float) -> int:
         return _key(self._multiplier, value)
@@ -317,9 +342,16 @@ class QuantileSketch:
         keys = sorted(self._buckets)
         _put(out, len(keys))
         previous: int | None = None
+        buckets = self._buckets
         for key in keys:
-            _put(out, (key << 1) ^ (key >> 63) if previous is None else key - previous - 1)
-            _put(out, self._buckets[key])
+            gap = (key << 1) ^ (key >> 63) if previous is None else key - previous - 1
+            count = buckets[key]
+            if gap < 0x80 and count < 0x80:  # the common case: one byte each
+                out.append(gap)
+                out.append(count)
+            else:
+                _put(out, gap)
+                _put(out, count)
             previous = key
         if self._min is not None and self._max is not None:
             for bound in (self._min, self._max):
@@ -363,14 +395,24 @@ class QuantileSketch:
         n_buckets = reader.varint()
         if n_buckets > len(data):
             raise ConfigError(f"QuantileSketch.from_bytes: corrupt sketch: {n_buckets} buckets in {len(data)} bytes")
-        key = 0
-        for i in range(n_buckets):
-            raw = reader.varint()
-            key = (raw >> 1) ^ -(raw & 1) if i == 0 else key + raw + 1
-            count = reader.varint()
-            if count < 1:
-                raise ConfigError(f"QuantileSketch.from_bytes: corrupt sketch: bucket {key} has count 0")
-            sketch._buckets[key] = count
+        data, pos, buckets, key = reader.data, reader.pos, sketch._buckets, 0
+        try:
+            for i in range(n_buckets):
+                raw = data[pos]
+                pos += 1
+                if raw >= 0x80:
+                    raw, pos = _varint_rest(data, pos, raw)
+                key = (raw >> 1) ^ -(raw & 1) if i == 0 else key + raw + 1
+                count = data[pos]
+                pos += 1
+                if count >= 0x80:
+                    count, pos = _varint_rest(data, pos, count)
+                elif count == 0:
+                    raise ConfigError(f"QuantileSketch.from_bytes: corrupt sketch: bucket {key} has count 0")
+                buckets[key] = count
+        except IndexError:
+            raise ConfigError(_TRUNCATED) from None
+        reader.pos = pos
         if sketch._zeros or n_buckets:
             bounds = (reader.varint(), reader.varint()) if sketch._ints else (reader.double(), reader.double())
             sketch._min, sketch._max = bounds
@@ -436,19 +478,34 @@ def _put(out: bytearray, value: int) -> None:
     out.append(value)
 
 
+_TRUNCATED = "QuantileSketch.from_bytes: corrupt sketch: the data ends too early (truncated?)"
+
+
+def _varint_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The rest of a varint whose first byte (>= 0x80) was ``first``: (value, position after it)."""
+    value, shift = first & 0x7F, 7
+    while True:
+        byte = data[pos]  # IndexError: truncated
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
 class _Reader:
-    __slots__ = ("_data", "_pos")
+    __slots__ = ("data", "pos")
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
+        self.data = data
+        self.pos = 0
 
     def take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise ConfigError("QuantileSketch.from_bytes: corrupt sketch: the data ends too early (truncated?)")
-        chunk = self._data[self._pos : end]
-        self._pos = end
+        end = self.pos + n
+        if end > len(self.data):
+            raise ConfigError(_TRUNCATED)
+        chunk = self.data[self.pos : end]
+        self.pos = end
         return chunk
 
     def double(self) -> float:
@@ -456,13 +513,18 @@ class _Reader:
         return value
 
     def varint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
+        try:
+            first = self.data[self.pos]
+        except IndexError:
+            raise ConfigError(_TRUNCATED) from None
+        self.pos += 1
+        if first < 0x80:
+            return first
+        try:
+            value, self.pos = _varint_rest(self.data, self.pos, first)
+        except IndexError:
+            raise ConfigError(_TRUNCATED) from None
+        return value
 
     def done(self) -> bool:
-        return self._pos == len(self._data)
+        return self.pos == len(self.data)
