@@ -15,7 +15,9 @@
   that reserves a call's worst case before it is sent;
 - :mod:`~costtrace.spend.alerts`: the Alert, budget thresholds, and the dispatcher that hands alerts to
   every sink; :mod:`~costtrace.spend.outcome_rules`: alerts on task outcomes over a window;
-  :mod:`~costtrace.spend.webhooks`: webhooks and their delivery (own queue, thread and retries each).
+  :mod:`~costtrace.spend.webhooks`: webhooks and their delivery (own queue, thread and retries each);
+- :mod:`~costtrace.spend.sketch`: :class:`~costtrace.spend.sketch.QuantileSketch`, the mergeable percentile
+  summary (p50/p95 within 1%) for rollups.
 
 The record layer (tasks, calls, records) never imports from here: records flow in through the writer, and
 admission reaches the call path only through the hook this layer installs.
