@@ -279,6 +279,81 @@ def test_whatif_refuses_an_empty_scope(support_ledger):
         whatif(support_ledger, route=FOUR_O, filters=Filters(feature="nope"))
 
 
+def _batch_cost(model: str, input_tokens: int = 1000, output_tokens: int = 100) -> Decimal:
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    total = PriceCatalog().cost(usage, provider="openai", model=model, batch=True).total_usd
+    assert total is not None
+    return total
+
+
+def test_whatif_price_change_scales_that_models_share_exactly(support_ledger):
+    base = whatif(support_ledger, route=f"{MINI}->{FOUR_O}", filters=SUPPORT)
+    w = whatif(support_ledger, route=f"{MINI}->{FOUR_O}", filters=SUPPORT, price_changes={FOUR_O: D("0.20")})
+    # 9 x (0.00021 + 0.625 x 0.0035 x 1.2): only gpt-4o's share moves, by exactly 1.2
+    assert w.projected_cost_usd == D("0.025515")
+    mini, four_o = w.steps
+    assert mini.attempt_cost_usd == base.steps[0].attempt_cost_usd and mini.price_change == 0
+    assert four_o.attempt_cost_usd == base.steps[1].attempt_cost_usd * D("1.2") == D("0.0042")
+    assert (four_o.price_change, four_o.input_per_mtok, four_o.output_per_mtok) == (D("0.20"), D(3), D(12))
+    assert w.projected_successes == base.projected_successes  # prices do not change failure rates
+    assert w.price_changes == {FOUR_O: D("0.20")}
+    assert any("gpt-4o: " in a and "price change +20%: every price x 1.2, $3/$12 per MTok" in a for a in w.assumptions)
+
+
+def test_whatif_price_change_down_and_to_free(support_ledger):
+    w = whatif(support_ledger, route=FOUR_O, filters=SUPPORT, price_changes={FOUR_O: "-0.5"})
+    assert w.projected_cost_usd == D("0.01575")  # 0.0315 x 0.5
+    free = whatif(support_ledger, route=FOUR_O, filters=SUPPORT, price_changes={FOUR_O: -1})
+    assert free.projected_cost_usd == 0 and free.projected_cost_per_success_usd == 0
+    assert "price change -100%: every price of the model set to 0 (free), as asked" in "\n".join(free.assumptions)
+
+
+def test_whatif_batch_uses_the_providers_batch_rates(support_ledger):
+    w = whatif(support_ledger, route=f"{MINI}->{FOUR_O}", filters=SUPPORT, batch=True)
+    assert _batch_cost(FOUR_O) < D("0.0035")  # a batch rate of its own, not the list price
+    expected = 9 * (_batch_cost(MINI) + D("0.625") * _batch_cost(FOUR_O))
+    assert w.projected_cost_usd == expected
+    assert w.batch and all(s.batch for s in w.steps)
+    assert w.projected_successes == D("7.875")
+    text = "\n".join(w.assumptions)
+    assert "gpt-4o: failure rate 20.0%" in text and "batch price $" in text
+    assert "batch: every attempt is priced at its provider's batch rate" in text
+
+
+def test_whatif_batch_then_price_change(support_ledger):
+    w = whatif(support_ledger, route=FOUR_O, filters=SUPPORT, batch=True, price_changes={FOUR_O: "0.2"})
+    assert w.projected_cost_usd == 9 * _batch_cost(FOUR_O) * D("1.2")
+
+
+def test_whatif_batch_refuses_a_model_without_a_batch_price(support_ledger):
+    model = "claude-3-5-sonnet-latest"
+    assert not PriceCatalog().has_batch_price(None, model)
+    with pytest.raises(ConfigError, match=r"'claude-3-5-sonnet-latest' .*has no batch price.*batch=True"):
+        whatif(support_ledger, route=model, filters=SUPPORT, failure_rates={model: 0}, batch=True)
+    catalog = PriceCatalog()
+    catalog.set_price(model, input_per_mtok=1, output_per_mtok=2)  # one price for all calls: not a batch price
+    with pytest.raises(ConfigError, match="has no batch price"):
+        whatif(support_ledger, route=model, filters=SUPPORT, failure_rates={model: 0}, batch=True, catalog=catalog)
+    catalog.set_price(model, input_per_mtok="0.5", output_per_mtok=1, batch=True)
+    w = whatif(support_ledger, route=model, filters=SUPPORT, failure_rates={model: 0}, batch=True, catalog=catalog)
+    assert w.projected_cost_usd == D("0.0054")  # 9 x (1000 x 0.5 + 100 x 1) / 1e6
+
+
+@pytest.mark.parametrize(
+    ("changes", "batch", "message"),
+    [
+        ({FOUR_O: "-1.01"}, False, r"price_changes\['gpt-4o'\]=.*-1 \(free\) at the lowest"),
+        ({FOUR_O: "abc"}, False, r"price_changes\['gpt-4o'\]='abc' is not a number"),
+        ({FOUR_O: 0.2}, False, "not a float"),
+        ({MINI: "0.2"}, False, r"price_changes names 'gpt-4o-mini', not a model of route 'gpt-4o'"),
+        ({}, "yes", "batch='yes' must be True or False"),
+    ],
+)
+def test_whatif_refuses_bad_price_levers(support_ledger, changes, batch, message):
+    with pytest.raises(ConfigError, match=message):
+        whatif(support_ledger, route=FOUR_O, filters=SUPPORT, price_changes=changes, batch=batch)
+
+
 @pytest.mark.parametrize("route", ["", "a->", "a->a"])
 def test_parse_route_refuses_bad_routes(route):
     with pytest.raises(ConfigError, match="route="):

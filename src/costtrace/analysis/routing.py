@@ -158,6 +158,10 @@ class ModelStep:
     price_date: str | None
     input_per_mtok: Decimal
     output_per_mtok: Decimal
+    """The rates used: the batch rates with ``batch``, after ``price_change``."""
+    price_change: Decimal = _ZERO
+    """The relative price change applied (0.2: +20%; -1: free)."""
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,10 @@ class WhatIf:
     """False when recorded calls were unpriced: the recorded cost is then a lower bound."""
     rework_cost_usd: Decimal | None = None
     steps: tuple[ModelStep, ...] = field(default=())
+    batch: bool = False
+    """Re-priced at the providers' batch rates."""
+    price_changes: dict[str, Decimal] = field(default_factory=dict)
+    """Per model, the relative price change applied (0.2: +20%)."""
 
     @property
     def recorded_cost_per_success_usd(self) -> Decimal | None:
@@ -258,14 +266,24 @@ class _Rates:
             )
 
 
-def _model_rates(catalog: PriceCatalog, provider: str | None, model: str, probe_input: int) -> _Rates:
+def _model_rates(
+    catalog: PriceCatalog, provider: str | None, model: str, probe_input: int, *, batch: bool = False
+) -> _Rates:
     """The marginal cost of each kind of token (and of a call) on ``model``, at ``probe_input`` input tokens.
 
     A price plan is affine in the token counts within one long-context tier, so pricing the summed
     usage with these marginal costs equals pricing each call, for calls in the probed tier. Raises
-    ConfigError when the model has no price.
+    ConfigError when the model has no price, or with ``batch`` no batch price.
     """
     from costtrace.usage import Usage
+
+    if batch and not catalog.has_batch_price(provider, model):
+        raise ConfigError(
+            f"model {model!r} (provider {provider or 'inferred from the model name'}) has no batch price: "
+            "its batch calls would be charged the list price, so a batch projection would be wrong; leave out "
+            f"batch (--batch), or set one with costtrace.set_price({model!r}, ..., batch=True) or a prices file "
+            "(docs/pricing.md)"
+        )
 
     m = max(2, probe_input)
 
@@ -278,7 +296,7 @@ def _model_rates(catalog: PriceCatalog, provider: str | None, model: str, probe_
             cache_write_1h_input_tokens=counts.get("cache_write_1h_input_tokens", 0),
             reasoning_output_tokens=counts.get("reasoning_output_tokens", 0),
         )
-        cost = catalog.cost(usage, provider=provider, model=model)
+        cost = catalog.cost(usage, provider=provider, model=model, batch=batch)
         if cost.total_usd is None:
             raise ConfigError(
                 f"cannot price model {model!r} (provider {provider!r}): {cost.unpriced_reason}; set a price with "
@@ -414,6 +432,21 @@ def _fmt_rate(rate: Decimal) -> str:
     return f"{rate * 100:.1f}%"
 
 
+def _fmt_change(change: Decimal) -> str:
+    """``Decimal("0.2")`` -> ``+20%``, ``Decimal("-0.155")`` -> ``-15.5%``."""
+    return f"{'+' if change >= 0 else '-'}{_plain(abs(change) * 100)}%"
+
+
+def _price_change_text(change: Decimal, rates: _Rates) -> str:
+    if change == -_ONE:
+        return "; price change -100%: every price of the model set to 0 (free), as asked"
+    factor = _ONE + change
+    return (
+        f"; price change {_fmt_change(change)}: every price x {_plain(factor)}, "
+        f"${_plain(rates.per_input * factor * _MTOK)}/${_plain(rates.per_output * factor * _MTOK)} per MTok"
+    )
+
+
 def _plain(amount: Decimal, places: int | None = None) -> str:
     """``amount`` without trailing zeros or exponent (``2.5``, ``10``), optionally rounded to ``places``."""
     if places is not None:
@@ -429,6 +462,8 @@ def whatif(
     rework_cost_usd: Amount | None = None,
     failure_rates: Mapping[str, Amount] | None = None,
     token_multipliers: Mapping[str, Amount] | None = None,
+    price_changes: Mapping[str, Amount] | None = None,
+    batch: bool = False,
     catalog: PriceCatalog | None = None,
 ) -> WhatIf:
     """Re-price the scope's recorded tasks as if they had run on ``route``.
@@ -442,15 +477,41 @@ def whatif(
         failure_rates: Per model, a failure rate to use instead of the measured one (required for a
             model with no recorded attempt in the scope).
         token_multipliers: Per model, tokens it emits per recorded token (a different tokenizer).
+        price_changes: Per model of the route, a relative change of all its prices: ``Decimal("0.2")``
+            is +20%, ``Decimal("-0.5")`` is -50%, ``-1`` (the lowest) makes the model free. Applied
+            after ``batch``. The pricing risk of depending on one rate card.
+        batch: Re-price at the providers' batch rates (work that can wait). A model without a batch
+            price raises ConfigError rather than silently keeping its list price.
         catalog: The price catalog (default: :func:`costtrace.price.catalog.default_catalog`).
 
     Raises:
         ConfigError: an invalid route or value, no recorded task in the scope, a model without a
-            price, or a model without recorded attempts and no given failure rate.
+            price (or batch price with ``batch``), a price change for a model outside the route,
+            or a model without recorded attempts and no given failure rate.
     """
+    from costtrace import _validate
     from costtrace.price.catalog import default_catalog
 
     models = parse_route(route)
+    if not isinstance(batch, bool):
+        raise ConfigError(f"batch={batch!r} must be True or False")
+    changes = {
+        m: _validate.number(
+            v,
+            f"price_changes[{m!r}]",
+            minimum=-_ONE,
+            maximum=_validate.MAX_USD,
+            floats=False,
+            hint="a relative change: Decimal('0.2') for +20%, Decimal('-0.5') for -50%, -1 (free) at the lowest",
+        )
+        for m, v in (price_changes or {}).items()
+    }
+    outside = sorted(set(changes) - set(models))
+    if outside:
+        raise ConfigError(
+            f"price_changes names {', '.join(map(repr, outside))}, not a model of route {'->'.join(models)!r}; "
+            "change the price of a model the route uses"
+        )
     rework = None if rework_cost_usd is None else _amount(rework_cost_usd, "rework_cost_usd")
     given = {m: _rate(v, f"failure_rates[{m!r}]") for m, v in (failure_rates or {}).items()}
     multipliers = {m: _amount(v, f"token_multipliers[{m!r}]") for m, v in (token_multipliers or {}).items()}
@@ -497,9 +558,11 @@ def whatif(
                     model=model,
                 )
             provider = providers.get(model)
-            rates = _model_rates(catalog, provider, model, probe)
+            rates = _model_rates(catalog, provider, model, probe, batch=batch)
             mult = multipliers.get(model, _ONE)
-            per_task = rates.price(need) * mult / tasks
+            change = changes.get(model, _ZERO)
+            factor = _ONE + change
+            per_task = rates.price(need) * mult * factor / tasks
             steps.append(
                 ModelStep(
                     model=model,
@@ -512,16 +575,19 @@ def whatif(
                     reach=reach,
                     price_source=rates.price_source,
                     price_date=rates.price_date,
-                    input_per_mtok=rates.per_input * _MTOK,
-                    output_per_mtok=rates.per_output * _MTOK,
+                    input_per_mtok=rates.per_input * factor * _MTOK,
+                    output_per_mtok=rates.per_output * factor * _MTOK,
+                    price_change=change,
+                    batch=batch,
                 )
             )
             projected_cost += tasks * reach * per_task
             assumptions.append(
-                f"{model}: failure rate {_fmt_rate(p)} ({sample}); price ${_plain(rates.per_input * _MTOK)}/"
-                f"${_plain(rates.per_output * _MTOK)} per MTok input/output ({rates.price_source}, "
-                f"price in force today, dated {rates.price_date or '(undated)'}; "
+                f"{model}: failure rate {_fmt_rate(p)} ({sample}); {'batch ' if batch else ''}price "
+                f"${_plain(rates.per_input * _MTOK)}/${_plain(rates.per_output * _MTOK)} per MTok input/output "
+                f"({rates.price_source}, price in force today, dated {rates.price_date or '(undated)'}; "
                 f"provider {provider or 'inferred from the model name'})"
+                + (_price_change_text(change, rates) if change else "")
                 + (f"; tokens x {mult}" if mult != _ONE else "")
                 + f"; ${_plain(per_task, 8)} per attempt"
             )
@@ -545,6 +611,11 @@ def whatif(
         "failure rates are per attempt on the scope's tasks of every route: an attempt failed unless it was "
         "the task's last and the task succeeded"
     )
+    if batch:
+        assumptions.append(
+            "batch: every attempt is priced at its provider's batch rate (work that can wait: results come "
+            "back within the batch window, typically up to 24 hours, not at once)"
+        )
     if rework is not None:
         assumptions.append(f"L = ${rework} per unsuccessful task (TCO = spend + unsuccessful tasks x L)")
     if unpriced:
@@ -558,6 +629,8 @@ def whatif(
         projected_successes=projected_successes,
         projected_cost_per_success_usd=per_success,
         assumptions=assumptions,
+        batch=batch,
+        price_changes=changes,
         recorded_successes=successes,
         recorded_cost_complete=unpriced == 0,
         rework_cost_usd=rework,

@@ -7,12 +7,13 @@ Replays the ledger's tasks on one model (``--route gpt-4o``) or a cascade (``--r
 Example::
 
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' --feature support --failure-rate gpt-4o=5%
+    costtrace whatif --route gpt-4o --batch --price-change gpt-4o=+20%
 """
 
 from __future__ import annotations
 
 import argparse
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from costtrace._money import usd
@@ -38,6 +39,22 @@ def _failure_rate_pair(text: str) -> tuple[str, Decimal]:
     if not sep or not model.strip():
         raise argparse.ArgumentTypeError(f"expected MODEL=RATE such as gpt-4.1=0.1, got {text!r}")
     return model.strip(), failure_rate(rate)
+
+
+def _price_change_pair(text: str) -> tuple[str, Decimal]:
+    """``--price-change MODEL=+20%``: a model's relative price change, a percentage from -100% up."""
+    model, sep, change = text.partition("=")
+    number = change.strip()
+    fix = "use MODEL=+20%, MODEL=-15% or MODEL=-100% (free): a signed or unsigned percentage"
+    if not sep or not model.strip() or not number.endswith("%"):
+        raise ConfigError(f"--price-change {text!r} is not MODEL=PERCENT; {fix}")
+    try:
+        value = Decimal(number[:-1].strip()) / 100
+    except InvalidOperation:
+        raise ConfigError(f"--price-change {text!r}: {number!r} is not a percentage; {fix}") from None
+    if not value.is_finite() or value < -1:
+        raise ConfigError(f"--price-change {text!r}: a price cannot fall by more than 100%; {fix}")
+    return model.strip(), value
 
 
 def add_command(commands: Any) -> None:
@@ -69,6 +86,20 @@ def add_command(commands: Any) -> None:
         help="a model's failure rate per attempt (0.12 or 12%%) instead of the measured one; needed for a model "
         "with no recorded attempt; repeat for several models",
     )
+    p.add_argument(
+        "--price-change",
+        dest="price_changes",
+        action="append",
+        default=[],
+        metavar="MODEL=PCT",
+        help="change every price of a model of the route by a percentage: gpt-4o=+20%%, gpt-4o=-15%%, "
+        "-100%% makes it free; repeat for several models",
+    )
+    p.add_argument(
+        "--batch",
+        action="store_true",
+        help="re-price at the providers' batch rates (work that can wait); a model without one is an error",
+    )
     p.set_defaults(handler=whatif_command)
 
 
@@ -79,6 +110,18 @@ def whatif_command(args: argparse.Namespace) -> int:
     if not target or any(not m.strip() for m in target.split("->")):
         raise ConfigError(
             f"--route {args.to_route!r} is not a route; use 'gpt-4o' (one model) or 'gpt-4o-mini->gpt-4o' (cascade)"
+        )
+    changes: dict[str, Decimal] = {}
+    for text in args.price_changes:
+        model, change = _price_change_pair(text)
+        if model in changes:
+            raise ConfigError(f"--price-change gives {model!r} twice; give one change per model")
+        changes[model] = change
+    outside = sorted(set(changes) - set(routing.parse_route(target)))
+    if outside:
+        raise ConfigError(
+            f"--price-change names {', '.join(map(repr, outside))}, not a model of --route {target!r}; "
+            "change the price of a model the route uses"
         )
     filters = build_filters(args)
     url = ledger_url(args)
@@ -93,6 +136,8 @@ def whatif_command(args: argparse.Namespace) -> int:
                     filters=filters,
                     rework_cost_usd=args.rework_cost,
                     failure_rates=dict(args.failure_rates),
+                    price_changes=changes,
+                    batch=args.batch,
                 )
         except routing.UnknownFailureRate as exc:
             raise ConfigError(
@@ -121,6 +166,8 @@ def whatif_command(args: argparse.Namespace) -> int:
         "recorded_tco_per_task_usd": result.recorded_tco_per_task_usd,
         "projected_tco_per_task_usd": result.projected_tco_per_task_usd,
         "assumptions": list(result.assumptions),
+        "batch": result.batch,
+        "price_changes": dict(result.price_changes),
     }
     if args.format == "json":
         print(out.json_text(row))

@@ -52,6 +52,7 @@ from costtrace.price.lookup import (
     _build_entry,
     _Discount,
     _Entry,
+    _has_batch_price,
     _is_glob,
     _normalise_service_tier,
     _note_unpriced,
@@ -242,6 +243,20 @@ class PriceCatalog:
         if entry.static_plan is not None:
             return True
         return not isinstance(_plan_at(entry, at), str)
+
+    @guarded("pricing.has_batch_price", default=False)
+    def has_batch_price(self, provider: str | None, model: str, *, at: datetime | None = None) -> bool:
+        """Whether batch calls of ``model`` (at ``at``, default now) have a batch price. Never raises.
+
+        A batch price is genai-prices' batch rate for the provider's own model, or one you set with
+        ``set_price(..., batch=True)``. Without one, ``cost(..., batch=True)`` charges the list price.
+
+        Example:
+            >>> PriceCatalog().has_batch_price("openai", "gpt-4o")
+            True
+        """
+        key: _ResolveKey = (provider, model, None, True, ())
+        return _has_batch_price(self._entries.get(key) or self._resolve(key), at)
 
     def _price_periods(self, provider: str | None, model: str) -> _PricePeriods:
         """The standard-tier prices of ``model`` as dated periods, for exporting them to another tool.

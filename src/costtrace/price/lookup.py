@@ -205,13 +205,15 @@ class _CatalogModel:
         else:
             self.conditions = tuple((_compile_constraint(c.constraint), c.prices) for c in model.prices)
         variants: list[tuple[_Constraint, Any]] = []
+        batch_variants: list[bool] = []
         if context and use_variants:
-            variants.extend(
-                (_compile_constraint(variant.constraint), variant.prices)
-                for variant in model.price_variants or ()
-                if all(context.get(key) == value for key, value in variant.when.items())
-            )
+            for variant in model.price_variants or ():
+                if all(context.get(key) == value for key, value in variant.when.items()):
+                    variants.append((_compile_constraint(variant.constraint), variant.prices))
+                    batch_variants.append(variant.when.get("processing") == "batch")
         self.variants = tuple(variants)
+        self.batch_variants = tuple(batch_variants)
+        """Per variant: whether it is a batch price (``processing = batch``)."""
         self.timed = any(c is not None for c, _ in self.conditions) or any(c is not None for c, _ in variants)
         self._plans: dict[tuple[int, tuple[int, ...]], _Plan | str] = {}
 
@@ -541,6 +543,24 @@ def _plan_at(entry: _Entry, at: datetime | None) -> _Plan | str:
             reason += f"; your override starts {first.isoformat()}, after the call ({at_date.isoformat()})"
         return reason
     return entry.catalog.plan_at(at_date, at_time)
+
+
+def _has_batch_price(entry: _Entry, at: datetime | None) -> bool:
+    """Whether a batch call's price at ``at`` is a batch price of its own, not the list price reused.
+
+    Yours when the override in force was set for batch calls only (``batch=True``); else genai-prices'
+    when a batch variant of the model is active.
+    """
+    at_date, at_time = _utc_date_time(at)
+    for override in entry.overrides:
+        if override.start_date is None or override.start_date <= at_date:
+            return override.batch is True
+    if entry.catalog is None:
+        return False
+    return any(
+        is_batch and _is_active(constraint, at_date, at_time)
+        for (constraint, _), is_batch in zip(entry.catalog.variants, entry.catalog.batch_variants, strict=True)
+    )
 
 
 def _price_periods(entry: _Entry) -> _PricePeriods:
