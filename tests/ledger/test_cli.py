@@ -475,6 +475,42 @@ def test_whatif_rejects_a_malformed_route(ledger, capsys):
     assert code == 2 and "--route 'gpt-4o->' is not a route" in err
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("gpt-4o=0.2", "is not MODEL=PERCENT"),
+        ("gpt-4o=20", "is not MODEL=PERCENT"),
+        ("=20%", "is not MODEL=PERCENT"),
+        ("gpt-4o=abc%", "'abc%' is not a percentage"),
+        ("gpt-4o=nan%", "'nan%' is not a percentage"),
+        ("gpt-4o=-101%", "cannot fall by more than 100%"),
+        ("gpt-4.1=+20%", "not a model of --route 'gpt-4o'"),
+    ],
+)
+def test_whatif_rejects_a_bad_price_change_with_the_fix(ledger, capsys, change, says):
+    args = ("whatif", "--ledger", ledger, "--feature", "support", "--route", "gpt-4o", "--price-change", change)
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert says in line and ("MODEL=+20%" in line or "change the price of a model the route uses" in line)
+
+
+def test_whatif_rejects_the_same_model_changed_twice(ledger, capsys):
+    args = (
+        "whatif",
+        "--ledger",
+        ledger,
+        "--route",
+        "gpt-4o",
+        "--price-change",
+        "gpt-4o=+1%",
+        "--price-change",
+        "gpt-4o=+2%",
+    )
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == "" and "gives 'gpt-4o' twice" in err
+
+
 TCO_ARGS = (
     "tco",
     "--cheap-input-price", "1", "--cheap-output-price", "5",

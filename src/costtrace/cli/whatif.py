@@ -52,7 +52,9 @@ def _price_change_pair(text: str) -> tuple[str, Decimal]:
         value = Decimal(number[:-1].strip()) / 100
     except InvalidOperation:
         raise ConfigError(f"--price-change {text!r}: {number!r} is not a percentage; {fix}") from None
-    if not value.is_finite() or value < -1:
+    if not value.is_finite():
+        raise ConfigError(f"--price-change {text!r}: {number!r} is not a percentage; {fix}")
+    if value < -1:
         raise ConfigError(f"--price-change {text!r}: a price cannot fall by more than 100%; {fix}")
     return model.strip(), value
 
