@@ -67,7 +67,7 @@ def test_the_table_shows_one_narrow_column_and_notes_the_tasks_without_duration(
     assert "p50/p95 to success" in header and "latency_" not in header
     mini = next(line for line in text.splitlines() if line.startswith(f"{MINI} "))
     esc = next(line for line in text.splitlines() if line.startswith(ESC))
-    assert "2.00s/8.00s" in mini and "0.10s/0.10s" in esc
+    assert "2.00s/8.00s" in mini and "100ms/100ms" in esc
     assert "note: 2 successful or failed task(s) have no recorded duration" in text
 
 
@@ -90,6 +90,6 @@ def test_compare_puts_the_routes_latencies_side_by_side(ledger, capsys):
     lines = {line.split("  ")[0]: line for line in text.splitlines()}
     # Both routes cost 0 per success: they keep their order, gpt-4o-mini first.
     assert text.splitlines()[1].split() == [MINI, ESC]
-    assert lines["time to success (p50)"].split()[-2:] == ["2.00s", "0.10s"]
-    assert lines["time to success (p95)"].split()[-2:] == ["8.00s", "0.10s"]
+    assert lines["time to success (p50)"].split()[-2:] == ["2.00s", "100ms"]
+    assert lines["time to success (p95)"].split()[-2:] == ["8.00s", "100ms"]
     assert lines["time to failure (p95)"].split()[-2:] == ["6.00s", "-"]

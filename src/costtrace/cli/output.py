@@ -3,8 +3,8 @@
 A command builds a list of :class:`Column` and a list of row dicts keyed by ``Column.key``; the writers
 turn that into text. Values keep their exact type until the last moment:
 
-- **table**: money rounded for reading (:func:`usd`), rates as percentages, durations in seconds with
-  their unit (:func:`seconds`), ``None`` as ``-``;
+- **table**: money rounded for reading (:func:`usd`), rates as percentages, durations with
+  their unit, ms or s (:func:`seconds`), ``None`` as ``-``;
 - **json**: exact values; ``Decimal`` as a decimal string (``"0.000412"``: JSON floats would round it),
   ints as numbers, booleans as ``true`` / ``false``, ``None`` as ``null``, datetimes and dates as ISO 8601;
 - **csv**: each cell is exactly the text of the JSON value (:func:`cell`): a JSON string without its
@@ -97,16 +97,18 @@ def num(value: Decimal | float | int | None, places: int = 2) -> str:
 
 
 def seconds(value: Decimal | float | None) -> str:
-    """A duration for reading, with its unit: ``0.42s``, ``12.5s``, ``184s``, ``1,234s``; ``None`` as ``-``.
+    """A duration for reading, with its unit: milliseconds under a second, else seconds; ``None`` as ``-``.
 
     Example:
-        >>> [seconds(v) for v in (Decimal("0.4213"), 12.5, Decimal(184), 1234, None)]
-        ['0.42s', '12.5s', '184s', '1,234s', '-']
+        >>> [seconds(v) for v in (Decimal("0.0026621"), 0.0421, 0.1, Decimal("1.25"), 12.5, 184, 1234, None)]
+        ['2.66ms', '42.1ms', '100ms', '1.25s', '12.5s', '184s', '1,234s', '-']
     """
     if value is None:
         return "-"
-    places = 2 if value < 10 else 1 if value < 100 else 0
-    return f"{value:,.{places}f}s"
+    if value < 1:
+        ms = value * 1000
+        return f"{ms:.{2 if ms < 10 else 1 if ms < 100 else 0}f}ms"
+    return f"{value:,.{2 if value < 10 else 1 if value < 100 else 0}f}s"
 
 
 def display(value: Any, kind: Kind) -> str:
