@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
+from costtrace.analysis.report import summarize
 from costtrace.analysis.stats import (
     GROUP_KEYS,
     Filters,
@@ -464,6 +465,9 @@ def test_figures_from_a_real_ledger_match_the_task_summaries(ledger_url):
     assert r.duration_s is not None and f.duration_s is not None
     assert billing.latency_success_s == Latency(1, Decimal(repr(r.duration_s)), Decimal(repr(r.duration_s)), 0)
     assert billing.latency_failed_s == Latency(1, Decimal(repr(f.duration_s)), Decimal(repr(f.duration_s)), 0)
+    in_memory = summarize([r, f])  # the in-memory counterpart over the same tasks says the same
+    assert billing.latency_success_s == in_memory.latency_success_s
+    assert billing.latency_failed_s == in_memory.latency_failed_s
 
 
 # --- parse_since ------------------------------------------------------------------------------------

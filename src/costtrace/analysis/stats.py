@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
@@ -55,6 +55,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace import _money
+from costtrace.analysis.report import FAILED_OUTCOMES, Latency
+from costtrace.analysis.report import seconds as _seconds
 from costtrace.errors import ConfigError
 from costtrace.spend import schema as s
 
@@ -283,25 +285,6 @@ class Distribution:
 
 
 @dataclass(frozen=True)
-class Latency:
-    """Nearest-rank p50 / p95 wall time, in seconds, of one class of tasks of a scope (see the module docstring).
-
-    ``tasks`` counts the tasks of the class that have a duration (the percentiles are over them);
-    ``no_duration`` the tasks of the class left out because their duration is NULL. Both
-    percentiles are ``None`` when ``tasks`` is 0.
-    """
-
-    tasks: int = 0
-    p50: Decimal | None = None
-    p95: Decimal | None = None
-    no_duration: int = 0
-
-
-FAILED_OUTCOMES = ("failure", "escalated_to_human")
-"""The outcomes counted in ``ScopeStats.latency_failed_s``."""
-
-
-@dataclass(frozen=True)
 class ScopeStats:
     """Figures over the tasks of one scope. Costs are USD; rates are ``Decimal`` shares (0.25 = 25%).
 
@@ -344,9 +327,9 @@ class ScopeStats:
     escalated_tasks: int = 0
     first_pass_tasks: int = 0
     attempts: int = 0
-    latency_success_s: Latency = Latency()
+    latency_success_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that succeeded: the latency to a correct answer, retries and escalations included."""
-    latency_failed_s: Latency = Latency()
+    latency_failed_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that failed or were escalated to a human."""
 
 
@@ -544,7 +527,12 @@ def _scope(
 
     def latency(klass: str, timed: Any, untimed: Any) -> Latency:
         p50, p95 = lat.get((*group, klass), (None, None))
-        return Latency(int(timed or 0), _seconds(p50), _seconds(p95), int(untimed or 0))
+        return Latency(
+            int(timed or 0),
+            None if p50 is None else _seconds(p50),
+            None if p95 is None else _seconds(p95),
+            int(untimed or 0),
+        )
 
     premium: Decimal | None = None
     if 0 < escalated < n:
@@ -583,11 +571,6 @@ def _scope(
         latency_success_s=latency("s", row["success_timed"], row["success_untimed"]),
         latency_failed_s=latency("f", row["failed_timed"], row["failed_untimed"]),
     )
-
-
-def _seconds(value: Any) -> Decimal | None:
-    """A stored duration (a float) as the Decimal of its shortest repr: 1.5 -> Decimal('1.5'), not 1.5000000001."""
-    return None if value is None else Decimal(repr(float(value)))
 
 
 # --------------------------------------------------------------------------------------------------
