@@ -60,7 +60,7 @@ _TASK_COLUMNS = {
     "escalations": "CASE WHEN i % 10 = 0 THEN 1 ELSE 0 END",
     "unpriced_calls": "CASE WHEN i % 1000 = 999 THEN 1 ELSE 0 END",
     "estimated_calls": "CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END",
-    "duration_s": "1.5",
+    "duration_s": "0.5 + (i % 997) * 0.05",  # 0.5 s .. 50.3 s: distinct values for the latency percentiles
 }
 # One call per task (the escalated tasks' final gpt-4o call), copied from the task rows.
 _CALL_COLUMNS = {

@@ -13,6 +13,7 @@ import costtrace
 from costtrace.analysis.report import (
     UNSET,
     CallStats,
+    Latency,
     TaskStats,
     by_model,
     dimension_value,
@@ -43,6 +44,7 @@ def summary(
     output_tokens: int = 100,
     dimensions: dict[str, str] | None = None,
     parent_id: str | None = None,
+    duration_s: float | None = 0.1,
 ) -> TaskSummary:
     """A finished task's summary, built by hand."""
     if first_pass is None:
@@ -70,7 +72,7 @@ def summary(
         escalations=escalations,
         unpriced_calls=unpriced,
         estimated_calls=0,
-        duration_s=0.1,
+        duration_s=duration_s,
         dimensions=dimensions or {},
     )
 
@@ -229,8 +231,48 @@ def test_every_task_stats_field_is_summed_from_the_summaries():
 
     produced = set()
     for outcome in ("success", "failure", "partial", "escalated_to_human", None):
-        produced |= set(_task_counts(summary(outcome)))
+        for duration in (0.1, None):
+            produced |= set(_task_counts(summary(outcome, duration_s=duration)))
     assert produced == {f.name for f in fields(TaskStats) if f.name != "rework_cost_usd"}
+
+
+# --- latency -----------------------------------------------------------------------------------
+
+
+def test_latency_to_success_and_of_failures_are_nearest_rank_with_unknown_durations_counted():
+    # The ledger test's route gpt-4o-mini (tests/ledger/test_analytics.py LATENCY_TASKS), as summaries.
+    tasks = [
+        *(summary("success", duration_s=d, retries=2 if d == 8.0 else 0) for d in (2.0, 0.5, 8.0, 1.25, 3.5, None)),
+        summary("failure", duration_s=4.0),
+        summary("escalated_to_human", duration_s=6.0),
+        summary("failure", duration_s=None),
+        summary("partial", duration_s=100.0),  # in neither class
+        summary(None, duration_s=50.0),  # unfinished: in neither class
+    ]
+    stats = summarize(tasks)
+    assert stats.latency_success_s == Latency(tasks=5, p50=D("2.0"), p95=D("8.0"), no_duration=1)
+    assert stats.latency_failed_s == Latency(tasks=2, p50=D("4.0"), p95=D("6.0"), no_duration=1)
+    assert summarize([summary("success", duration_s=0.1)]).latency_failed_s == Latency()
+    assert summarize([]).latency_success_s.p50 is None
+
+
+@pytest.mark.parametrize(
+    ("n", "p50", "p95"), [(1, 1, 1), (2, 1, 2), (4, 2, 4), (20, 10, 19), (21, 11, 20), (40, 20, 38)]
+)
+def test_latency_percentiles_are_nearest_rank(n, p50, p95):
+    latency = Latency.of([float(i) for i in range(n, 0, -1)])
+    assert latency == Latency(n, D(f"{p50}.0"), D(f"{p95}.0"), 0)
+
+
+def test_latency_per_group_keeps_each_groups_durations():
+    tasks = [
+        summary("success", duration_s=1.0, dimensions={"costtrace.feature": "a"}),
+        summary("success", duration_s=0.1, dimensions={"costtrace.feature": "b"}),
+        summary("success", duration_s=3.0, dimensions={"costtrace.feature": "a"}),
+    ]
+    groups = group_by(tasks, "feature")
+    assert groups["a"].latency_success_s == Latency(2, D("1.0"), D("3.0"), 0)
+    assert groups["b"].latency_success_s == Latency(1, D("0.1"), D("0.1"), 0)
 
 
 # --- group_by ----------------------------------------------------------------------------------

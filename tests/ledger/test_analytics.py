@@ -14,7 +14,17 @@ import pytest
 import sqlalchemy as sa
 
 import costtrace
-from costtrace.analysis.stats import GROUP_KEYS, Filters, ModelCost, ScopeStats, model_costs, parse_since, scope_stats
+from costtrace.analysis.report import summarize
+from costtrace.analysis.stats import (
+    GROUP_KEYS,
+    Filters,
+    Latency,
+    ModelCost,
+    ScopeStats,
+    model_costs,
+    parse_since,
+    scope_stats,
+)
 from costtrace.errors import ConfigError
 from costtrace.spend import schema
 from costtrace.spend.engine import make_engine
@@ -209,6 +219,66 @@ def test_percentiles_with_ties_are_nearest_rank(ledger_engine, values, p50, p95)
     assert (stats.output_tokens_per_task.p50, stats.output_tokens_per_task.p95) == (D(p50), D(p95))
 
 
+def timed_task(task_id: str, route: str, outcome: str | None, duration: float | None, **kw: Any) -> dict[str, Any]:
+    return task_row(task_id, datetime(2024, 5, 6, 12), feature="lat", route=route, outcome=outcome,
+                    duration_s=duration, **kw)  # fmt: skip
+
+
+LATENCY_TASKS = [
+    # route mini: successes 0.5, 1.25, 2, 3.5, 8 (the 8 s one retried twice), one without a duration;
+    # failures 4 (failure), 6 (escalated to a human), one failure without a duration; a partial of
+    # 100 s and an unfinished task of 50 s are in neither class.
+    timed_task("s1", MINI, "success", 2.0),
+    timed_task("s2", MINI, "success", 0.5),
+    timed_task("s3", MINI, "success", 8.0, attempts=3, retries=2),
+    timed_task("s4", MINI, "success", 1.25),
+    timed_task("s5", MINI, "success", 3.5),
+    timed_task("s6", MINI, "success", None),
+    timed_task("f1", MINI, "failure", 4.0),
+    timed_task("f2", MINI, "escalated_to_human", 6.0),
+    timed_task("f3", MINI, "failure", None),
+    timed_task("p1", MINI, "partial", 100.0),
+    timed_task("u1", MINI, None, 50.0),
+    # route esc: one escalated success of 0.1 s (a float with no exact binary form); no failure.
+    timed_task("e1", ESC, "success", 0.1, escalations=1, attempts=2),
+]
+
+
+def test_latency_to_success_and_of_failures_are_nearest_rank_per_route(ledger_engine):
+    insert(ledger_engine, schema.tasks, LATENCY_TASKS)
+    routes = by_key(scope_stats(ledger_engine, by=("route",)))
+    mini, esc = routes[(MINI,)], routes[(ESC,)]
+    # Successes sorted 0.5, 1.25, 2, 3.5, 8 (n = 5): p50 = rank ceil(2.5) = 3rd, p95 = rank ceil(4.75) = 5th.
+    assert mini.latency_success_s == Latency(tasks=5, p50=D("2.0"), p95=D("8.0"), no_duration=1)
+    # Failed 4, 6 (n = 2): p50 = rank 1, p95 = rank 2; the partial's 100 s and the unfinished 50 s are not in it.
+    assert mini.latency_failed_s == Latency(tasks=2, p50=D("4.0"), p95=D("6.0"), no_duration=1)
+    assert esc.latency_success_s == Latency(tasks=1, p50=D("0.1"), p95=D("0.1"), no_duration=0)
+    assert esc.latency_failed_s == Latency()  # no failed task: no percentile, not 0
+    assert esc.latency_failed_s.p50 is None
+    (everything,) = scope_stats(ledger_engine, by=())
+    # All 6 timed successes: 0.1, 0.5, 1.25, 2, 3.5, 8: p50 = 3rd, p95 = rank ceil(5.7) = 6th.
+    assert everything.latency_success_s == Latency(tasks=6, p50=D("1.25"), p95=D("8.0"), no_duration=1)
+
+
+@pytest.mark.parametrize(
+    ("n", "p50", "p95"),
+    [(1, 1, 1), (2, 1, 2), (4, 2, 4), (20, 10, 19), (21, 11, 20)],
+)
+def test_latency_percentiles_are_nearest_rank(ledger_engine, n, p50, p95):
+    rows = [timed_task(f"s{i}", MINI, "success", float(i)) for i in range(n, 0, -1)]
+    rows += [timed_task(f"f{i}", MINI, "failure", float(100 + i)) for i in range(n, 0, -1)]
+    insert(ledger_engine, schema.tasks, rows)
+    (stats,) = scope_stats(ledger_engine, by=("feature", "day"))
+    assert stats.latency_success_s == Latency(n, D(p50), D(p95), 0)
+    assert stats.latency_failed_s == Latency(n, D(100 + p50), D(100 + p95), 0)
+
+
+def test_a_scope_without_durations_has_no_latency_and_says_how_many(ledger):
+    support = by_key(scope_stats(ledger))[("support",)]  # TASKS have no duration_s
+    assert support.latency_success_s == Latency(tasks=0, p50=None, p95=None, no_duration=4)
+    assert support.latency_failed_s == Latency(tasks=0, p50=None, p95=None, no_duration=2)
+
+
 def test_a_scope_without_success_or_spend_has_none_not_zero_or_infinity(ledger):
     billing = by_key(scope_stats(ledger))[("billing",)]
     assert (billing.tasks, billing.successes, billing.success_rate) == (1, 0, Decimal(0))
@@ -292,7 +362,7 @@ def test_an_empty_ledger_has_no_scope(ledger_engine):
 def test_progress_is_reported_after_each_statement(ledger):
     seen: list[tuple[int, int]] = []
     scope_stats(ledger, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(0, 2), (1, 2), (2, 2)]
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
     seen.clear()
     model_costs(ledger, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(0, 2), (1, 2), (2, 2)]
@@ -391,6 +461,13 @@ def test_figures_from_a_real_ledger_match_the_task_summaries(ledger_url):
     assert costs[BIG].useful_tokens == 1100 and costs[MINI].useful_tokens == 0
     assert costs[MINI].effective_per_mtok_useful is None
     assert costs[BIG].effective_per_mtok_useful == costs[BIG].cost_usd * 1_000_000 / 1100
+    # Latency: each task's own duration_s, the retried and escalated one counted from its start to its end.
+    assert r.duration_s is not None and f.duration_s is not None
+    assert billing.latency_success_s == Latency(1, Decimal(repr(r.duration_s)), Decimal(repr(r.duration_s)), 0)
+    assert billing.latency_failed_s == Latency(1, Decimal(repr(f.duration_s)), Decimal(repr(f.duration_s)), 0)
+    in_memory = summarize([r, f])  # the in-memory counterpart over the same tasks says the same
+    assert billing.latency_success_s == in_memory.latency_success_s
+    assert billing.latency_failed_s == in_memory.latency_failed_s
 
 
 # --- parse_since ------------------------------------------------------------------------------------

@@ -22,6 +22,13 @@ redoing it, a refund), the total cost of ownership is::
     TCO per task            = cost per task + P(fail) x L          (P(fail) = 1 - success rate)
     TCO per successful task = (all spend + unsuccessful tasks x L) / successes
 
+Latency is each task's wall time, ``duration_s`` (its start to its end, retries and escalations
+inside it included), the same definition as :mod:`costtrace.analysis.stats`: ``latency_success_s``
+over the tasks whose outcome is ``success`` (the latency to a correct answer), ``latency_failed_s``
+over ``failure`` and ``escalated_to_human``; nearest-rank p50 / p95 (the value ranked
+``ceil(p x n)`` of the ``n`` sorted durations), in seconds as ``Decimal``; tasks whose duration is
+``None`` are left out and counted in ``no_duration``, never taken as 0.
+
 Example:
     >>> from costtrace.analysis.report import summarize, group_by
     >>> stats = summarize(captured.tasks, rework_cost_usd=Decimal("2.50"))   # doctest: +SKIP
@@ -32,7 +39,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -43,6 +51,7 @@ from costtrace.records import CallRecord, TaskSummary
 __all__ = [
     "UNSET",
     "CallStats",
+    "Latency",
     "TaskStats",
     "by_model",
     "dimension_value",
@@ -79,6 +88,48 @@ def _money(value: Decimal | int, name: str) -> Decimal:
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{name}={value!r} must be a finite amount >= 0")
     return amount
+
+
+# --------------------------------------------------------------------------------------------------
+# Latency
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Nearest-rank p50 / p95 wall time, in seconds, of one class of tasks (see the module docstring).
+
+    ``tasks`` counts the tasks of the class that have a duration (the percentiles are over them);
+    ``no_duration`` the tasks of the class left out because their duration is unknown. Both
+    percentiles are ``None`` when ``tasks`` is 0. :mod:`costtrace.analysis.stats` returns the same type.
+
+    Example:
+        >>> Latency.of([2.0, 0.5, 8.0, 1.25, 3.5], no_duration=1)
+        Latency(tasks=5, p50=Decimal('2.0'), p95=Decimal('8.0'), no_duration=1)
+    """
+
+    tasks: int = 0
+    p50: Decimal | None = None
+    p95: Decimal | None = None
+    no_duration: int = 0
+
+    @classmethod
+    def of(cls, durations_s: Sequence[float], *, no_duration: int = 0) -> Latency:
+        """The latency of these durations (seconds, in any order)."""
+        ranked = sorted(durations_s)
+        n = len(ranked)
+        if not n:
+            return cls(0, None, None, no_duration)
+        return cls(n, seconds(ranked[math.ceil(n * 50 / 100) - 1]), seconds(ranked[math.ceil(n * 95 / 100) - 1]),
+                   no_duration)  # fmt: skip
+
+
+def seconds(value: float) -> Decimal:
+    """A duration as the Decimal of its shortest repr: 1.5 -> Decimal('1.5'), not 1.5000000000000000001."""
+    return Decimal(repr(float(value)))
+
+
+FAILED_OUTCOMES = ("failure", "escalated_to_human")
+"""The outcomes counted in ``latency_failed_s``."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,6 +190,24 @@ class TaskStats:
     """Calls whose tokens were counted locally rather than reported by the provider."""
     rework_cost_usd: Decimal = _ZERO
     """``L``: what one unsuccessful task costs outside the model (e.g. a human redoing it), for TCO."""
+    success_durations_s: tuple[float, ...] = ()
+    """The durations of the successful tasks that have one (what ``latency_success_s`` ranks)."""
+    failed_durations_s: tuple[float, ...] = ()
+    """The durations of the failed tasks (failure, escalated to a human) that have one."""
+    success_no_duration: int = 0
+    failed_no_duration: int = 0
+
+    # --- latency ----------------------------------------------------------------------------------
+
+    @property
+    def latency_success_s(self) -> Latency:
+        """Wall time of the successful tasks: the latency to a correct answer, retries and escalations included."""
+        return Latency.of(self.success_durations_s, no_duration=self.success_no_duration)
+
+    @property
+    def latency_failed_s(self) -> Latency:
+        """Wall time of the tasks that failed or were escalated to a human."""
+        return Latency.of(self.failed_durations_s, no_duration=self.failed_no_duration)
 
     # --- outcome rates ----------------------------------------------------------------------------
 
@@ -248,21 +317,33 @@ def _task_counts(t: TaskSummary) -> dict[str, Any]:
     counts[_OUTCOME_COUNTS.get(t.outcome or "", "unfinished")] = 1
     counts["first_pass"] = int(t.first_pass is True)
     counts["tasks_escalated"] = int(t.escalations > 0)
+    klass = "success" if t.outcome == "success" else "failed" if t.outcome in FAILED_OUTCOMES else None
+    if klass is not None:
+        if t.duration_s is None:
+            counts[f"{klass}_no_duration"] = 1
+        else:
+            counts[f"{klass}_durations_s"] = (t.duration_s,)
     return counts
 
 
 def _aggregate(
     records: Iterable[_R], counts_of: Callable[[_R], dict[str, Any]], group_of: Callable[[_R], str]
 ) -> dict[str, dict[str, Any]]:
-    """Field sums per group, in the order groups are first seen (sets are united, numbers added)."""
+    """Field sums per group, in the order groups are first seen (sets are united, tuples joined, numbers added)."""
     groups: dict[str, dict[str, Any]] = {}
     for record in records:
         acc = groups.setdefault(group_of(record), {})
         for name, value in counts_of(record).items():
             if isinstance(value, frozenset):
                 acc[name] = acc.get(name, frozenset()) | value
+            elif isinstance(value, tuple):
+                acc.setdefault(name, []).extend(value)  # a list while adding up: joining tuples is quadratic
             else:
                 acc[name] = acc.get(name, 0) + value
+    for acc in groups.values():
+        for name, value in acc.items():
+            if isinstance(value, list):
+                acc[name] = tuple(value)
     return groups
 
 

@@ -7,7 +7,8 @@ SQLite and PostgreSQL alike.
 
 - :func:`scope_stats`: per scope (feature, task name, route, team, customer and/or a UTC time bucket),
   tasks, success and first-pass rates, attempts, tokens and cost per task (mean, p50, p95), cost per
-  successful task, retry tax, escalations, cache savings and how complete the costs are.
+  successful task, retry tax, escalations, cache savings, how complete the costs are, and the
+  latency to a correct answer next to the latency of failed tasks.
 - :func:`model_costs`: per requested model, what it really cost per million *useful* tokens once
   failed attempts and retries are paid for, next to its catalog price.
 
@@ -25,6 +26,12 @@ Definitions (the same as :class:`costtrace.analysis.report.TaskStats`):
   the value at rank ``ceil(XX/100 * n)`` (1-based). It is always a value some task really had;
   p50 of 1, 2, 3, 4 is 2, and p95 of 20 tasks is the 19th.
 - Means are exact: ``Decimal(sum) / n``.
+- Latency is the task's wall time, ``duration_s`` (from task start to its end, so every retry and
+  escalation inside the task is included), in seconds. ``latency_success_s`` is over the tasks whose
+  outcome is ``success`` (the latency to a correct answer); ``latency_failed_s`` over ``failure`` and
+  ``escalated_to_human``. Partial and unfinished tasks are in neither. Each gives nearest-rank p50 and
+  p95 over its tasks *with* a duration; tasks whose duration is NULL are left out of the percentiles
+  and counted in ``no_duration``, never taken as 0.
 
 Example:
     >>> from costtrace.spend.engine import make_engine
@@ -39,7 +46,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
@@ -48,6 +55,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace import _money
+from costtrace.analysis.report import FAILED_OUTCOMES, Latency
+from costtrace.analysis.report import seconds as _seconds
 from costtrace.errors import ConfigError
 from costtrace.spend import schema as s
 
@@ -56,6 +65,7 @@ __all__ = [
     "TIME_KEYS",
     "Distribution",
     "Filters",
+    "Latency",
     "ModelCost",
     "ScopeStats",
     "model_costs",
@@ -317,6 +327,10 @@ class ScopeStats:
     escalated_tasks: int = 0
     first_pass_tasks: int = 0
     attempts: int = 0
+    latency_success_s: Latency = field(default_factory=Latency)
+    """Wall time of the tasks that succeeded: the latency to a correct answer, retries and escalations included."""
+    latency_failed_s: Latency = field(default_factory=Latency)
+    """Wall time of the tasks that failed or were escalated to a human."""
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -330,6 +344,7 @@ def _sum_if(condition: sa.ColumnElement[bool], value: sa.ColumnElement[Any]) -> 
 def _totals_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
     t = s.tasks
     escalated = t.c.escalations > 0
+    timed, untimed = t.c.duration_s.is_not(None), t.c.duration_s.is_(None)
     return (
         sa.select(
             *keys,
@@ -348,11 +363,35 @@ def _totals_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElemen
             sa.func.sum(t.c.llm_calls).label("llm_calls"),
             _count_if(escalated).label("escalated"),
             _sum_if(escalated, t.c.cost_nano_usd).label("escalated_cost"),
+            _count_if(sa.and_(_succeeded(), timed)).label("success_timed"),
+            _count_if(sa.and_(_succeeded(), untimed)).label("success_untimed"),
+            _count_if(sa.and_(_failed(), timed)).label("failed_timed"),
+            _count_if(sa.and_(_failed(), untimed)).label("failed_untimed"),
         )
         .where(*where)
         .group_by(*keys)
         .having(sa.func.count() > 0)  # without GROUP BY, an empty ledger still gives one row
     )
+
+
+def _succeeded() -> sa.ColumnElement[bool]:
+    return s.tasks.c.outcome == "success"
+
+
+def _failed() -> sa.ColumnElement[bool]:
+    return s.tasks.c.outcome.in_(FAILED_OUTCOMES)
+
+
+def _latency_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """Nearest-rank p50 / p95 of ``duration_s`` per group and outcome class, with :func:`_percentile_query`.
+
+    The class (``"s"`` success, ``"f"`` failed) is one more group key, so both classes take one scan;
+    tasks of neither class or without a duration are filtered out first.
+    """
+    t = s.tasks
+    klass = sa.case((_succeeded(), sa.literal("s")), else_=sa.literal("f")).label(f"k{len(keys)}")
+    timed = [*where, t.c.duration_s.is_not(None), sa.or_(_succeeded(), _failed())]
+    return _percentile_query([*keys, klass], timed, (t.c.duration_s,))
 
 
 def _percentile_query(
@@ -422,8 +461,9 @@ def scope_stats(
 ) -> list[ScopeStats]:
     """Figures per scope over the ledger's tasks, aggregated in the database.
 
-    Two statements: the sums per group, then the nearest-rank percentiles of input tokens, output
-    tokens and cost per task (window functions). Groups come sorted by their key values, ascending,
+    Three statements: the sums per group, the nearest-rank percentiles of input tokens, output
+    tokens and cost per task (window functions), and those of the wall time of successful and of
+    failed tasks. Groups come sorted by their key values, ascending,
     with missing values last; only groups with tasks appear.
 
     Args:
@@ -448,11 +488,13 @@ def scope_stats(
     stages = [
         _totals_query(key_columns, where),
         _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd)),
+        _latency_query(key_columns, where),
     ]
-    totals, percentiles = _run_stages(engine, stages, progress)
+    totals, percentiles, latencies = _run_stages(engine, stages, progress)
     width = len(keys)
     pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
-    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct) for row in totals]
+    lat = {tuple(row[: width + 1]): tuple(row[width + 1 :]) for row in latencies}
+    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat) for row in totals]
     stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
     return stats
 
@@ -462,6 +504,7 @@ def _scope(
     group: tuple[Any, ...],
     row: Any,
     pct: dict[tuple[Any, ...], tuple[Any, ...]],
+    lat: dict[tuple[Any, ...], tuple[Any, ...]],
 ) -> ScopeStats:
     n = int(row["tasks"])
     successes = int(row["successes"])
@@ -480,6 +523,15 @@ def _scope(
             _div(int(total or 0), n),
             None if p50 is None else Decimal(int(p50)),
             None if p95 is None else Decimal(int(p95)),
+        )
+
+    def latency(klass: str, timed: Any, untimed: Any) -> Latency:
+        p50, p95 = lat.get((*group, klass), (None, None))
+        return Latency(
+            int(timed or 0),
+            None if p50 is None else _seconds(p50),
+            None if p95 is None else _seconds(p95),
+            int(untimed or 0),
         )
 
     premium: Decimal | None = None
@@ -516,6 +568,8 @@ def _scope(
         escalated_tasks=escalated,
         first_pass_tasks=int(row["first_pass"]),
         attempts=int(row["attempts"]),
+        latency_success_s=latency("s", row["success_timed"], row["success_untimed"]),
+        latency_failed_s=latency("f", row["failed_timed"], row["failed_untimed"]),
     )
 
 

@@ -68,6 +68,9 @@ COMPARE_METRICS: tuple[tuple[str, str, out.Kind], ...] = (
     ("retry_tax", "retry tax", "pct"),
     ("escalation_rate", "escalation rate", "pct"),
     ("escalation_premium_usd", "escalation premium", "usd"),
+    ("latency_success_p50_s", "time to success (p50)", "seconds"),
+    ("latency_success_p95_s", "time to success (p95)", "seconds"),
+    ("latency_failed_p95_s", "time to failure (p95)", "seconds"),
     ("rework_cost_usd", "recorded rework", "usd"),
     ("unpriced_calls", "unpriced calls", "int"),
 )
@@ -113,7 +116,8 @@ def compare_command(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     columns = stats_columns(("route",))
-    rows = [stats_row(s) for s in stats]
+    shown_only = {c.key for c in columns if not c.data}  # the table's reading aids: not data
+    rows = [{k: v for k, v in stats_row(s).items() if k not in shown_only} for s in stats]
     if args.format in ("json", "csv"):  # each route's row says its break-even against the best, in both
         rows = _with_break_evens(rows, advice)
     if args.format == "json":

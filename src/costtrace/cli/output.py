@@ -3,7 +3,8 @@
 A command builds a list of :class:`Column` and a list of row dicts keyed by ``Column.key``; the writers
 turn that into text. Values keep their exact type until the last moment:
 
-- **table**: money rounded for reading (:func:`usd`), rates as percentages, ``None`` as ``-``;
+- **table**: money rounded for reading (:func:`usd`), rates as percentages, durations with
+  their unit, ms or s (:func:`seconds`), ``None`` as ``-``;
 - **json**: exact values; ``Decimal`` as a decimal string (``"0.000412"``: JSON floats would round it),
   ints as numbers, booleans as ``true`` / ``false``, ``None`` as ``null``, datetimes and dates as ISO 8601;
 - **csv**: each cell is exactly the text of the JSON value (:func:`cell`): a JSON string without its
@@ -33,7 +34,7 @@ from typing import Any, Literal, TextIO
 
 from costtrace._money import usd
 
-Kind = Literal["text", "rtext", "int", "usd", "pct", "num"]
+Kind = Literal["text", "rtext", "int", "usd", "pct", "num", "seconds"]
 """How a column shows: text (left-aligned), rtext (already formatted, right-aligned), or a number kind."""
 FORMATS = ("table", "json", "csv")
 
@@ -49,6 +50,8 @@ class Column:
     kind: Kind = "text"
     table: bool = True
     """False: in JSON and CSV only (keeps the terminal table narrow)."""
+    data: bool = True
+    """False: in the table (and HTML) only: a reading aid made of other columns, which JSON and CSV hold."""
 
 
 # --- display formatting (table and HTML) ------------------------------------------------------------
@@ -93,6 +96,21 @@ def num(value: Decimal | float | int | None, places: int = 2) -> str:
     return f"{value:,.{places}f}"
 
 
+def seconds(value: Decimal | float | None) -> str:
+    """A duration for reading, with its unit: milliseconds under a second, else seconds; ``None`` as ``-``.
+
+    Example:
+        >>> [seconds(v) for v in (Decimal("0.0026621"), 0.0421, 0.1, Decimal("1.25"), 12.5, 184, 1234, None)]
+        ['2.66ms', '42.1ms', '100ms', '1.25s', '12.5s', '184s', '1,234s', '-']
+    """
+    if value is None:
+        return "-"
+    if value < 1:
+        ms = value * 1000
+        return f"{ms:.{2 if ms < 10 else 1 if ms < 100 else 0}f}ms"
+    return f"{value:,.{2 if value < 10 else 1 if value < 100 else 0}f}s"
+
+
 def display(value: Any, kind: Kind) -> str:
     """``value`` as the table shows it."""
     if value is None:
@@ -107,6 +125,8 @@ def display(value: Any, kind: Kind) -> str:
         return f"{value:,}" if isinstance(value, int) else str(value)
     if kind == "num":
         return num(value)
+    if kind == "seconds":
+        return seconds(value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M %Z").strip()
     if isinstance(value, bool):
@@ -174,15 +194,16 @@ def csv_text(columns: Sequence[Column], rows: Sequence[Row]) -> str:
     """CSV with a header of column keys, then one line per row, each cell the text of its JSON value (:func:`cell`)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([c.key for c in columns])
+    data = [c for c in columns if c.data]
+    writer.writerow([c.key for c in data])
     for r in rows:
-        writer.writerow([cell(r.get(c.key)) for c in columns])
+        writer.writerow([cell(r.get(c.key)) for c in data])
     return buf.getvalue().rstrip("\n")
 
 
 def records(columns: Sequence[Column], rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """The rows restricted to the columns, in column order (what JSON output holds)."""
-    return [{c.key: r.get(c.key) for c in columns} for r in rows]
+    """The rows restricted to the data columns, in column order (what JSON output holds)."""
+    return [{c.key: r.get(c.key) for c in columns if c.data} for r in rows]
 
 
 def emit(

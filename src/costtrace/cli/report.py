@@ -35,7 +35,7 @@ from costtrace.cli.options import (
     window_text,
 )
 from costtrace.cli.output import Column
-from costtrace.cli.stats_rows import scope_stats, stats_columns, stats_notes, stats_row
+from costtrace.cli.stats_rows import latency_columns, scope_stats, stats_columns, stats_notes, stats_row
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -179,6 +179,7 @@ def _write_html(
         models=[h.Bar(m.model, (m.blended_list_per_mtok, m.effective_per_mtok_useful)) for m in models],
         table=(columns, rows),
         table_title=f"By {', '.join(by)}",
+        latency=(latency_columns(by), rows),
         notes=notes,
         version=__version__,
     )

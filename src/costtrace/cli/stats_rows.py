@@ -43,6 +43,7 @@ def stats_columns(by: Sequence[str]) -> list[Column]:
         Column("wasted_cost_usd", "wasted_cost_usd", "usd", table=False),
         Column("retry_tax", "retry tax", "pct"),
         Column("escalation_rate", "escalated", "pct"),
+        Column("latency_to_success", "p50/p95 to success", "rtext", data=False),
         Column("escalation_premium_usd", "escalation_premium_usd", "usd", table=False),
         Column("cache_savings_usd", "cache_savings_usd", "usd", table=False),
         Column("rework_cost_usd", "rework_cost_usd", "usd", table=False),
@@ -57,7 +58,27 @@ def stats_columns(by: Sequence[str]) -> list[Column]:
         Column("estimated_call_share", "estimated_call_share", "pct", table=False),
         Column("unpriced_calls", "unpriced", "int"),
         Column("cost_complete", "cost_complete", "text", table=False),
+        *LATENCY_COLUMNS,
     ]
+
+
+LATENCY_COLUMNS = [
+    Column("latency_success_p50_s", "success p50", "seconds", table=False),
+    Column("latency_success_p95_s", "success p95", "seconds", table=False),
+    Column("latency_success_tasks", "successes timed", "int", table=False),
+    Column("latency_success_no_duration", "successes without duration", "int", table=False),
+    Column("latency_failed_p50_s", "failed p50", "seconds", table=False),
+    Column("latency_failed_p95_s", "failed p95", "seconds", table=False),
+    Column("latency_failed_tasks", "failed timed", "int", table=False),
+    Column("latency_failed_no_duration", "failed without duration", "int", table=False),
+]
+"""Wall time from task start to end, seconds, per outcome class (see :class:`costtrace.analysis.stats.Latency`):
+in JSON and CSV, after the older columns; the HTML page shows them as a table of their own."""
+
+
+def latency_columns(by: Sequence[str]) -> list[Column]:
+    """The HTML page's latency table: the group keys, then every latency column."""
+    return [*(Column(k, k, "text") for k in by), *(Column(c.key, c.header, c.kind) for c in LATENCY_COLUMNS)]
 
 
 def stats_row(s: ScopeStats) -> dict[str, Any]:
@@ -90,6 +111,13 @@ def stats_row(s: ScopeStats) -> dict[str, Any]:
         unpriced_calls=s.unpriced_calls,
         cost_complete=s.cost_complete,
     )
+    for name, lat in (("success", s.latency_success_s), ("failed", s.latency_failed_s)):
+        row[f"latency_{name}_p50_s"] = lat.p50
+        row[f"latency_{name}_p95_s"] = lat.p95
+        row[f"latency_{name}_tasks"] = lat.tasks
+        row[f"latency_{name}_no_duration"] = lat.no_duration
+    ok = s.latency_success_s
+    row["latency_to_success"] = "-" if ok.p50 is None else f"{out.seconds(ok.p50)}/{out.seconds(ok.p95)}"
     for name, dist in (("input", s.input_tokens_per_task), ("output", s.output_tokens_per_task)):
         row[f"{name}_tokens_per_task_mean"] = dist.mean
         row[f"{name}_tokens_per_task_p50"] = dist.p50
@@ -109,6 +137,12 @@ def stats_notes(stats: Sequence[ScopeStats]) -> list[str]:
     calls = sum(s.llm_calls for s in stats)
     if estimated and calls:
         notes.append(f"{estimated:,} of {calls:,} calls have estimated token counts (no usage from the provider)")
+    untimed = sum(s.latency_success_s.no_duration + s.latency_failed_s.no_duration for s in stats)
+    if untimed:
+        notes.append(
+            f"{untimed:,} successful or failed task(s) have no recorded duration: they are left out of the "
+            "latency percentiles (counted in latency_*_no_duration)"
+        )
     return notes
 
 
