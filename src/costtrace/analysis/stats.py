@@ -45,7 +45,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -53,21 +53,29 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from costtrace import _money
+from costtrace import semconv as sc
 from costtrace.analysis.report import FAILED_OUTCOMES, Latency
 from costtrace.analysis.report import seconds as _seconds
 from costtrace.errors import ConfigError
 from costtrace.spend import schema as s
+from costtrace.spend.rows import MAX_TEXT, clean_text
 
 __all__ = [
     "GROUP_KEYS",
     "TIME_KEYS",
+    "DimensionFilters",
     "Distribution",
     "Filters",
     "Latency",
     "ModelCost",
     "ScopeStats",
+    "dimension_text",
     "model_costs",
     "parse_since",
     "scope_stats",
@@ -110,8 +118,11 @@ def _naive_utc(at: datetime) -> datetime:
 
 _TEXT_FILTERS = ("feature", "task", "route", "team", "customer")
 
+DimensionFilters = tuple[tuple[str, str], ...]
+"""``Filters.dimensions``: ``(key, value)`` pairs, sorted by key, each key once."""
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Filters:
     """Which tasks (and calls) a report covers; every field set must match, exactly.
 
@@ -120,34 +131,96 @@ class Filters:
             is the whole route, e.g. ``"gpt-4o-mini->gpt-4o"``).
         since / until: ``since <= ended_at < until`` (for calls: ``started_at``). Naive datetimes are
             UTC; aware ones are converted.
+        dimensions: Any other dimension, custom ones included: ``{"region": "eu"}`` keeps the tasks
+            recorded with ``costtrace.task(..., region="eu")``. Give a mapping or ``(key, value)``
+            pairs; it is kept as pairs sorted by key. Every pair must match (AND), each value
+            exactly as the ledger holds it: costtrace records every dimension as text, so a task
+            recorded with ``tier=3`` matches ``"3"``, one with ``beta=True`` matches ``"True"``.
+            Keys are the names given to ``costtrace.task``, any text (dots, quotes, spaces);
+            ``user`` is the standard ``user=`` dimension. ``feature``, ``team``, ``customer``,
+            ``task`` and ``route`` have fields of their own and are refused here.
 
     Raises:
-        ConfigError: A field has the wrong type, or ``since`` is not before ``until``.
+        ConfigError: A field has the wrong type, ``since`` is not before ``until``, or a dimension
+            key or value is empty, not text, a built-in filter, or given twice with different values.
 
     Example:
         >>> Filters(feature="support", since=datetime(2024, 5, 1)).feature
         'support'
+        >>> Filters(dimensions={"region": "eu", "tier": "gold"}).dimensions
+        (('region', 'eu'), ('tier', 'gold'))
     """
 
-    feature: str | None = None
-    task: str | None = None
-    route: str | None = None
-    team: str | None = None
-    customer: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    feature: str | None
+    task: str | None
+    route: str | None
+    team: str | None
+    customer: str | None
+    since: datetime | None
+    until: datetime | None
+    dimensions: DimensionFilters
 
-    def __post_init__(self) -> None:
-        for name in _TEXT_FILTERS:
-            value = getattr(self, name)
+    def __init__(
+        self,
+        feature: str | None = None,
+        task: str | None = None,
+        route: str | None = None,
+        team: str | None = None,
+        customer: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dimensions: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    ) -> None:
+        texts = {"feature": feature, "task": task, "route": route, "team": team, "customer": customer}
+        for name, value in texts.items():
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"filter {name}={value!r} must be a str or None")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, datetime):
-                raise ConfigError(f"filter {name}={value!r} must be a datetime or None; use parse_since('7d') for text")
-        if self.since is not None and self.until is not None and _naive_utc(self.since) >= _naive_utc(self.until):
-            raise ConfigError(f"filter since={self.since.isoformat()} must be before until={self.until.isoformat()}")
+            object.__setattr__(self, name, value)
+        for name, at in (("since", since), ("until", until)):
+            if at is not None and not isinstance(at, datetime):
+                raise ConfigError(f"filter {name}={at!r} must be a datetime or None; use parse_since('7d') for text")
+            object.__setattr__(self, name, at)
+        if since is not None and until is not None and _naive_utc(since) >= _naive_utc(until):
+            raise ConfigError(f"filter since={since.isoformat()} must be before until={until.isoformat()}")
+        object.__setattr__(self, "dimensions", _check_dimensions(dimensions))
+
+
+def _check_dimensions(dimensions: object) -> DimensionFilters:
+    """``Filters(dimensions=...)`` as sorted ``(key, value)`` pairs, each checked (see :class:`Filters`)."""
+    if isinstance(dimensions, Mapping):
+        pairs: list[object] = list(dimensions.items())
+    elif isinstance(dimensions, Iterable) and not isinstance(dimensions, (str, bytes)):
+        pairs = list(dimensions)
+    else:
+        raise ConfigError(
+            f"filter dimensions={dimensions!r} must be a mapping of names to values, e.g. {{'region': 'eu'}}"
+        )
+    found: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ConfigError(f"filter dimensions: {pair!r} is not a (name, value) pair, e.g. ('region', 'eu')")
+        key, value = pair
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"filter dimension name {key!r} must be a non-empty str, e.g. 'region'")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(
+                f"filter dimension {key}={value!r}: the value must be a non-empty str, as recorded "
+                "(costtrace records dimensions as text: tier=3 is '3')"
+            )
+        if key in _TEXT_FILTERS:
+            raise ConfigError(
+                f"filter dimension {key!r} is a filter of its own: use Filters({key}={value!r}) "
+                f"(on the command line --{key})"
+            )
+        if key.startswith(sc.DIMENSION_PREFIX):
+            raise ConfigError(
+                f"filter dimension {key!r}: give the name passed to costtrace.task, "
+                f"{key.removeprefix(sc.DIMENSION_PREFIX)!r}, not its attribute key"
+            )
+        if found.get(key, value) != value:
+            raise ConfigError(f"filter dimension {key!r} is given twice, as {found[key]!r} and {value!r}; keep one")
+        found[key] = value
+    return tuple(sorted(found.items()))
 
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
@@ -205,6 +278,56 @@ def _check_filters(filters: object) -> Filters:
     return filters
 
 
+class _DimensionText(FunctionElement[str]):
+    """The text of one dimension in a ``dimensions`` JSON column, NULL when the row lacks it.
+
+    SQLite: the value of the ``json_each`` row whose key is the key (a JSON path such as ``'$."k"'``
+    can't name a key holding a double quote); PostgreSQL: ``CAST(column AS JSON) ->> key``. The key is a
+    bind parameter on both, so any text is a key. Only SQLite and PostgreSQL hold ledgers.
+    """
+
+    type = sa.Text()
+    name = "costtrace_dimension_text"
+    inherit_cache = True
+
+
+@compiles(_DimensionText, "sqlite")
+def _dimension_text_sqlite(element: _DimensionText, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(SELECT d.value FROM json_each({column}) AS d WHERE d.key = {key})"
+
+
+@compiles(_DimensionText, "postgresql")
+def _dimension_text_postgresql(element: _DimensionText, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(CAST({column} AS JSON) ->> CAST({key} AS TEXT))"
+
+
+@compiles(_DimensionText)
+def _dimension_text_other(element: _DimensionText, compiler: SQLCompiler, **kw: Any) -> str:
+    raise CompileError(f"dimension filters need SQLite or PostgreSQL, not {compiler.dialect.name}")
+
+
+def _dimension_key(name: str) -> str:
+    """The key of dimension ``name`` in the ledger's ``dimensions`` JSON, as the row writer wrote it.
+
+    ``user`` is the standard ``costtrace.user``; any other name is custom: ``costtrace.dimension.<name>``
+    (cut to the ledger's 255 characters, as the writer does).
+    """
+    key = sc.USER if name == "user" else sc.DIMENSION_PREFIX + name
+    return clean_text(key) or key
+
+
+def dimension_text(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[str]:
+    """The recorded text of dimension ``name`` in a ``dimensions`` column (NULL when absent), in SQL."""
+    return _DimensionText(column, sa.literal(_dimension_key(name), sa.Text()))
+
+
+def _dimension_conditions(column: sa.ColumnElement[Any], f: Filters) -> list[sa.ColumnElement[bool]]:
+    # Values as the row writer stores them (NUL replaced, cut to MAX_TEXT), so a filter matches its rows.
+    return [dimension_text(column, name) == (clean_text(value, MAX_TEXT) or value) for name, value in f.dimensions]
+
+
 def _task_conditions(f: Filters) -> list[sa.ColumnElement[bool]]:
     t = s.tasks
     columns = {"feature": t.c.feature, "task": t.c.name, "route": t.c.route, "team": t.c.team, "customer": t.c.customer}
@@ -213,6 +336,7 @@ def _task_conditions(f: Filters) -> list[sa.ColumnElement[bool]]:
         where.append(t.c.ended_at >= _naive_utc(f.since))
     if f.until is not None:
         where.append(t.c.ended_at < _naive_utc(f.until))
+    where += _dimension_conditions(t.c.dimensions, f)
     return where
 
 
@@ -226,6 +350,7 @@ def _call_conditions(f: Filters) -> list[sa.ColumnElement[bool]]:
         where.append(c.c.started_at >= _naive_utc(f.since))
     if f.until is not None:
         where.append(c.c.started_at < _naive_utc(f.until))
+    where += _dimension_conditions(c.c.dimensions, f)  # a call holds its task's dimensions
     return where
 
 

@@ -44,7 +44,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Literal, overload
 
 from costtrace import _money
-from costtrace.analysis.stats import Filters, _naive_utc
+from costtrace.analysis.stats import Filters, _task_conditions
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -433,25 +433,8 @@ ALL_TASKS = Filters()
 
 
 def task_conditions(filters: Filters) -> list[sa.ColumnElement[bool]]:
-    """The WHERE conditions on ``costtrace_tasks`` selecting ``filters``' tasks (as in analysis.stats)."""
-    from costtrace.spend import schema
-
-    t = schema.tasks.c
-    conditions: list[sa.ColumnElement[bool]] = []
-    for column, value in (
-        (t.feature, filters.feature),
-        (t.name, filters.task),
-        (t.route, filters.route),
-        (t.team, filters.team),
-        (t.customer, filters.customer),
-    ):
-        if value is not None:
-            conditions.append(column == value)
-    if filters.since is not None:
-        conditions.append(t.ended_at >= _naive_utc(filters.since))
-    if filters.until is not None:
-        conditions.append(t.ended_at < _naive_utc(filters.until))
-    return conditions
+    """The WHERE conditions on ``costtrace_tasks`` selecting ``filters``' tasks: analysis.stats' own."""
+    return _task_conditions(filters)
 
 
 @dataclass(frozen=True, slots=True)
