@@ -127,6 +127,7 @@ def no_tasks_error(engine: Engine, shown: str, filters: Filters) -> ConfigError:
     """The error for an empty result: an empty ledger, an empty window, or filters matching nothing."""
     import sqlalchemy as sa
 
+    from costtrace.analysis.stats import dimension_text
     from costtrace.spend import schema
 
     t = schema.tasks
@@ -148,6 +149,18 @@ def no_tasks_error(engine: Engine, shown: str, filters: Filters) -> ConfigError:
             if wanted not in values:
                 listed = ", ".join(repr(v) for v in values[:20]) + (", ..." if len(values) > 20 else "")
                 hints.append(f"{k}s in the ledger: {listed or 'none'}")
+        for name, wanted in filters.dimensions:
+            value = dimension_text(t.c.dimensions, name)
+            found = (
+                conn.execute(sa.select(value).where(value.is_not(None)).distinct().order_by(value).limit(21))
+                .scalars()
+                .all()
+            )
+            if wanted not in found:
+                listed = ", ".join(repr(v) for v in found[:20]) + (", ..." if len(found) > 20 else "")
+                hints.append(
+                    f"{name!r} values in the ledger: {listed}" if found else f"no task has a dimension {name!r}"
+                )
     what = filter_text(filters)
     window = window_text(filters)
     if not what:

@@ -1,7 +1,8 @@
 """The options the ledger commands share, and the argparse types of their values.
 
 - parents: ``--ledger URL`` (:func:`ledger_parent`), ``--format table|json|csv`` (:func:`format_parent`)
-  and the filters ``--feature --task --route --team --customer --since --until`` (:func:`filter_parent`);
+  and the filters ``--feature --task --route --team --customer --since --until --where KEY=VALUE``
+  (:func:`filter_parent`);
 - the filters as a :class:`~costtrace.analysis.stats.Filters` (:func:`build_filters`), ``--by`` as
   grouping keys (:func:`parse_by`), and the window as text for titles (:func:`window_text`);
 - argparse types that turn a :class:`~costtrace.errors.ConfigError` of :mod:`costtrace._validate` into a
@@ -9,9 +10,9 @@
 
 Example:
     >>> p = argparse.ArgumentParser(parents=[ledger_parent(), filter_parent(), format_parent()])
-    >>> args = p.parse_args(["--feature", "support", "--since", "7d"])
-    >>> build_filters(args).feature
-    'support'
+    >>> args = p.parse_args(["--feature", "support", "--since", "7d", "--where", "region=eu"])
+    >>> build_filters(args).feature, build_filters(args).dimensions
+    ('support', (('region', 'eu'),))
 """
 
 from __future__ import annotations
@@ -108,6 +109,21 @@ task_count = _arg(_min_tasks)
 """A whole number of tasks, at least 1 (``--min-tasks 30``)."""
 
 
+def where_pair(text: str) -> tuple[str, str]:
+    """``--where region=eu`` -> ``("region", "eu")``: split at the first ``=``, both sides kept exactly.
+
+    Example:
+        >>> where_pair("plan.tier=a=b")
+        ('plan.tier', 'a=b')
+    """
+    key, eq, value = text.partition("=")
+    if not eq or not key or not value:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE; give a dimension and its value, e.g. --where region=eu"
+        )
+    return key, value
+
+
 # --- shared options ----------------------------------------------------------------------------------
 
 
@@ -143,6 +159,15 @@ def filter_parent(*, feature_required: bool = False, route: bool = True) -> argp
     g.add_argument("--customer", help="only tasks of this customer")
     g.add_argument("--since", metavar="WHEN", help="tasks ended since: 7d, 24h, 30m, 2w or an ISO date/time (UTC)")
     g.add_argument("--until", metavar="WHEN", help="tasks ended before: same forms as --since")
+    g.add_argument(
+        "--where",
+        type=where_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only tasks whose dimension KEY (any, custom ones included) has exactly VALUE, e.g. region=eu; "
+        "repeat to require several",
+    )
     return p
 
 
@@ -190,7 +215,23 @@ def build_filters(args: argparse.Namespace, *, now: datetime | None = None) -> F
     if since is not None and until is not None and _utc(since) >= _utc(until):
         raise ConfigError(f"--since {args.since!r} is not before --until {args.until!r}; swap them or widen the window")
     values = {k: (getattr(args, k, None) or None) for k in FILTER_FLAGS}
-    filters: Filters = analytics.Filters(since=since, until=until, **values)
+    dimensions: dict[str, str] = {}
+    for key, value in getattr(args, "where", None) or ():
+        if key in FILTER_FLAGS:  # --where team=x is --team x
+            if values[key] not in (None, value):
+                raise ConfigError(f"--where {key}={value} contradicts --{key} {values[key]!r}; give one of them")
+            values[key] = value
+            continue
+        if dimensions.get(key, value) != value:
+            raise ConfigError(
+                f"--where gives {key!r} twice, as {dimensions[key]!r} and {value!r}; a task has one value per "
+                "dimension, so give one"
+            )
+        dimensions[key] = value
+    try:
+        filters: Filters = analytics.Filters(since=since, until=until, dimensions=dimensions, **values)
+    except ConfigError as exc:  # since/until are checked above: a --where pair
+        raise ConfigError(f"--where: {exc}") from None
     return filters
 
 
@@ -212,5 +253,7 @@ def window_text(filters: Filters) -> str:
 
 
 def filter_text(filters: Filters) -> str:
+    """The filters as flags: ``--feature 'support' --where 'region=eu'`` (the window is :func:`window_text`)."""
     parts = [f"--{k} {getattr(filters, k)!r}" for k in FILTER_FLAGS if getattr(filters, k) is not None]
+    parts += [f"--where {f'{k}={v}'!r}" for k, v in filters.dimensions]
     return " ".join(parts)
