@@ -145,6 +145,7 @@ def _write_html(
             ("Ledger", shown),
             ("Window", window_text(filters)),
             *((f"Filter {k}", str(getattr(filters, k))) for k in FILTER_FLAGS if getattr(filters, k) is not None),
+            *((f"Filter {k}", v) for k, v in filters.dimensions),
         ],
         kpis=[
             h.Kpi(

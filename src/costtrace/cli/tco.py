@@ -122,7 +122,7 @@ def tco_command(args: argparse.Namespace) -> int:
     if args.example:
         return _print_comparison(args, tco.worked_example())
     rework = _rework(args)
-    if args.feature:
+    if args.feature or any(key == "feature" for key, _ in args.where):  # --where feature=F is --feature F
         return _tco_measured(args, rework)
     missing = [f for f in _CALC_FLAGS if getattr(args, f) is None]
     if missing:
