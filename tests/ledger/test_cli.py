@@ -124,7 +124,7 @@ def test_a_bad_group_key_is_exit_2_with_the_allowed_keys(ledger):
     proc = run_cli("report", "--ledger", ledger, "--by", "feature,modle")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        "costtrace report: error: --by 'modle' is not a grouping; use one or more of feature, task, route, team, "
+        "costtrace report: error: --by 'modle' is not a grouping; use one or more of feature, task, route, final_model, team, "
         "customer, hour, day, week, month, comma-separated"
     ]
 

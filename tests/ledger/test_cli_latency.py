@@ -42,7 +42,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def report(capsys: pytest.CaptureFixture[str], ledger: str, *args: str) -> str:
-    assert main(["report", "--ledger", ledger, "--by", "route", *args]) == 0
+    assert main(["report", "--ledger", ledger, "--by", "route", "--exact", *args]) == 0
     return capsys.readouterr().out
 
 
@@ -73,7 +73,7 @@ def test_the_table_shows_one_narrow_column_and_notes_the_tasks_without_duration(
 
 def test_the_html_page_has_a_latency_table_in_seconds(ledger, capsys, tmp_path: Path):
     page_path = tmp_path / "r.html"
-    assert main(["report", "--ledger", ledger, "--by", "route", "--html", str(page_path)]) == 0
+    assert main(["report", "--ledger", ledger, "--by", "route", "--html", str(page_path), "--exact"]) == 0
     capsys.readouterr()
     page = page_path.read_text(encoding="utf-8")
     latency = page.split("<h2>Latency to a correct answer</h2>", 1)[1].split("</section>", 1)[0]
@@ -85,7 +85,7 @@ def test_the_html_page_has_a_latency_table_in_seconds(ledger, capsys, tmp_path: 
 
 
 def test_compare_puts_the_routes_latencies_side_by_side(ledger, capsys):
-    assert main(["compare", "--ledger", ledger, "--feature", "lat"]) == 0
+    assert main(["compare", "--ledger", ledger, "--feature", "lat", "--exact"]) == 0
     text = capsys.readouterr().out
     lines = {line.split("  ")[0]: line for line in text.splitlines()}
     # Both routes cost 0 per success: they keep their order, gpt-4o-mini first.

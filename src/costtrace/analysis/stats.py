@@ -73,8 +73,10 @@ __all__ = [
     "scope_stats",
 ]
 
-GROUP_KEYS = ("feature", "task", "route", "team", "customer", "hour", "day", "week", "month")
-"""What :func:`scope_stats` can group by (any combination, in the order given)."""
+GROUP_KEYS = ("feature", "task", "route", "final_model", "team", "customer", "hour", "day", "week", "month")
+"""What :func:`scope_stats` can group by (any combination, in the order given). ``route`` is the models
+a task's calls requested, in order of first use (``gpt-4o-mini->gpt-4o``: it escalated, whatever answered
+last); ``final_model`` is the model of the task's last call, the one that produced its final answer."""
 TIME_KEYS = ("hour", "day", "week", "month")
 """The time buckets among :data:`GROUP_KEYS`, on ``ended_at`` in UTC. Their key values are text:
 ``"2024-05-01T13:00"`` (hour), ``"2024-05-01"`` (day), ``"2024-04-29"`` (week: its Monday),
@@ -259,7 +261,14 @@ def _time_bucket(key: str, at: sa.ColumnElement[datetime], dialect: str) -> sa.C
 
 def _key_columns(keys: Sequence[str], dialect: str) -> list[sa.ColumnElement[Any]]:
     t = s.tasks
-    plain = {"feature": t.c.feature, "task": t.c.name, "route": t.c.route, "team": t.c.team, "customer": t.c.customer}
+    plain = {
+        "feature": t.c.feature,
+        "task": t.c.name,
+        "route": t.c.route,
+        "final_model": t.c.final_model,
+        "team": t.c.team,
+        "customer": t.c.customer,
+    }
     return [
         (_time_bucket(key, t.c.ended_at, dialect) if key in TIME_KEYS else plain[key]).label(f"k{i}")
         for i, key in enumerate(keys)
@@ -327,6 +336,8 @@ class ScopeStats:
     escalated_tasks: int = 0
     first_pass_tasks: int = 0
     attempts: int = 0
+    attempts_per_task: Distribution = field(default_factory=lambda: Distribution(None, None, None))
+    """Attempts per task: mean (= ``mean_attempts``), p50 and p95."""
     latency_success_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that succeeded: the latency to a correct answer, retries and escalations included."""
     latency_failed_s: Latency = field(default_factory=Latency)
@@ -458,13 +469,26 @@ def scope_stats(
     by: Sequence[str] = ("feature",),
     filters: Filters = Filters(),
     progress: ProgressCallback | None = None,
+    exact: bool = False,
 ) -> list[ScopeStats]:
-    """Figures per scope over the ledger's tasks, aggregated in the database.
+    """Figures per scope over the ledger's tasks, from the ledger's rollups where they apply.
 
-    Three statements: the sums per group, the nearest-rank percentiles of input tokens, output
-    tokens and cost per task (window functions), and those of the wall time of successful and of
-    failed tasks. Groups come sorted by their key values, ascending,
-    with missing values last; only groups with tasks appear.
+    Sums, counts, means and rates are exact either way. Percentiles come from the rollups' sketches,
+    within 1% of the exact nearest-rank value (:mod:`costtrace.spend.sketch`), unless ``exact=True``.
+
+    Two paths, with the same definitions:
+
+    - **Rollups** (:mod:`costtrace.spend.rollups`), the default: the coarsest clean cells (months, days,
+      hours) that cover the window, plus the raw rows of the periods still marked dirty and of the
+      partial hours at the window's edges. Its time grows with the groups and periods asked for, not
+      with the tasks.
+    - **Raw rows**, when ``exact=True``, or the report groups or filters by ``customer`` (not in the
+      rollups): three statements over every task in the window, the sums per group, the nearest-rank
+      percentiles of input and output tokens, cost and attempts per task (window functions), and those
+      of the wall time of successful and of failed tasks.
+
+    Groups come sorted by their key values, ascending, with missing values last; only groups with tasks
+    appear.
 
     Args:
         engine: The ledger's engine (``costtrace.spend.engine.make_engine(url)``).
@@ -472,6 +496,7 @@ def scope_stats(
             one scope over everything. Time buckets are UTC (see :data:`TIME_KEYS`).
         filters: Which tasks count (on ``ended_at`` for ``since`` / ``until``).
         progress: ``progress(done, total)``, called with 0 first and after each statement.
+        exact: Read every raw row, for exact nearest-rank percentiles.
 
     Raises:
         ConfigError: An unknown or repeated group key, or bad filters; the message lists the allowed keys.
@@ -482,12 +507,28 @@ def scope_stats(
         [({'feature': 'support', 'route': 'gpt-4o-mini'}, Decimal('0.00041'))]
     """
     keys = _check_keys(by)
-    where = _task_conditions(_check_filters(filters))
+    filters = _check_filters(filters)
+    if not isinstance(exact, bool):
+        raise ConfigError(f"exact={exact!r} must be True or False")
+    if exact or not _rollups_apply(keys, filters):
+        return _scope_stats_raw(engine, keys, filters, progress)
+    return _scope_stats_rollups(engine, keys, filters, progress)
+
+
+def _rollups_apply(keys: tuple[str, ...], f: Filters) -> bool:
+    """Whether every key and filter is a column of the rollup cells."""
+    return "customer" not in keys and f.customer is None
+
+
+def _scope_stats_raw(
+    engine: Engine, keys: tuple[str, ...], filters: Filters, progress: ProgressCallback | None
+) -> list[ScopeStats]:
+    where = _task_conditions(filters)
     key_columns = _key_columns(keys, engine.dialect.name)
     t = s.tasks
     stages = [
         _totals_query(key_columns, where),
-        _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd)),
+        _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd, t.c.attempts)),
         _latency_query(key_columns, where),
     ]
     totals, percentiles, latencies = _run_stages(engine, stages, progress)
@@ -495,6 +536,111 @@ def scope_stats(
     pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
     lat = {tuple(row[: width + 1]): tuple(row[width + 1 :]) for row in latencies}
     stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat) for row in totals]
+    stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
+    return stats
+
+
+_CELL_COLUMN = {"feature": "feature", "task": "name", "route": "route", "final_model": "final_model", "team": "team"}
+"""Group keys and filters as columns of the rollup cells."""
+
+
+def _bucket_text(key: str, period: datetime) -> str:
+    """The text of ``period``'s time bucket, the same as :func:`_time_bucket` gives in SQL."""
+    if key == "hour":
+        return period.strftime("%Y-%m-%dT%H:00")
+    if key == "day":
+        return period.strftime("%Y-%m-%d")
+    if key == "week":
+        return (period - timedelta(days=period.weekday())).strftime("%Y-%m-%d")
+    return period.strftime("%Y-%m")
+
+
+def _quantiles(sketch: Any, *, integer: bool) -> tuple[Any, Any]:
+    """p50 and p95 of a rollup sketch: whole numbers (tokens, nano-USD, attempts), or seconds to 4 digits."""
+    if not sketch.count:
+        return None, None
+    p50, p95 = sketch.quantiles((0.5, 0.95))
+    assert p50 is not None and p95 is not None
+    if integer:
+        return round(p50), round(p95)
+    return float(f"{p50:.4g}"), float(f"{p95:.4g}")
+
+
+def _scope_stats_rollups(
+    engine: Engine, keys: tuple[str, ...], f: Filters, progress: ProgressCallback | None
+) -> list[ScopeStats]:
+    from costtrace.spend import rollups
+
+    time_keys = [k for k in keys if k in TIME_KEYS]
+    grain = min((rollups.GRAIN[k] for k in time_keys), key=rollups.LEVELS.index, default="month")
+    key_filters = {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+
+    def group_of(period: datetime, cell: Any) -> tuple[Any, ...]:
+        return tuple(_bucket_text(k, period) if k in TIME_KEYS else cell[_CELL_COLUMN[k]] for k in keys)
+
+    if progress is not None:
+        progress(0, 1)
+    t = s.tasks
+    with engine.connect() as conn:
+        _read_snapshot(conn)
+        first, last = conn.execute(sa.select(sa.func.min(t.c.ended_at), sa.func.max(t.c.ended_at))).one()
+        groups = {}
+        if first is not None:
+            start = _naive_utc(f.since) if f.since is not None else rollups.hour_of(first)
+            end = _naive_utc(f.until) if f.until is not None else rollups.hour_of(last) + timedelta(hours=1)
+            start, end = max(start, rollups.hour_of(first)), min(end, rollups.hour_of(last) + timedelta(hours=1))
+            if start < end:
+                groups = rollups.read_groups(
+                    conn,
+                    start=start,
+                    end=end,
+                    grain=grain,
+                    group_of=group_of,
+                    key_filters=key_filters,
+                    failed_outcomes=FAILED_OUTCOMES,
+                )
+    if progress is not None:
+        progress(1, 1)
+    stats = []
+    for group, g in groups.items():
+        sums = dict(zip(rollups.SUMS, g.all.sums, strict=True))
+        if not sums["tasks"]:
+            continue
+        sk = g.all.sketches
+        row = {
+            "tasks": sums["tasks"],
+            "successes": g.success.sums[0],
+            "first_pass": sums["first_pass"],
+            "attempts": sums["attempts"],
+            "input_tokens": sums["input_tokens"],
+            "output_tokens": sums["output_tokens"],
+            "cost": sums["cost_nano_usd"],
+            "wasted": sums["wasted_nano_usd"],
+            "savings": sums["cache_savings_nano_usd"],
+            "rework": sums["rework_nano_usd"],
+            "unpriced": sums["unpriced_calls"],
+            "estimated": sums["estimated_calls"],
+            "llm_calls": sums["llm_calls"],
+            "escalated": sums["escalated"],
+            "escalated_cost": sums["escalated_cost_nano_usd"],
+            "success_timed": g.success.sums[-1],
+            "success_untimed": g.success.sums[0] - g.success.sums[-1],
+            "failed_timed": g.failed.sums[-1],
+            "failed_untimed": g.failed.sums[0] - g.failed.sums[-1],
+        }
+        pct = {
+            group: (
+                *_quantiles(sk["input_tokens"], integer=True),
+                *_quantiles(sk["output_tokens"], integer=True),
+                *_quantiles(sk["cost"], integer=True),
+                *_quantiles(sk["attempts"], integer=True),
+            )
+        }
+        lat = {
+            (*group, "s"): _quantiles(g.success.sketches["latency"], integer=False),
+            (*group, "f"): _quantiles(g.failed.sketches["latency"], integer=False),
+        }
+        stats.append(_scope(keys, group, row, pct, lat))
     stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
     return stats
 
@@ -516,7 +662,7 @@ def _scope(
     estimated = int(row["estimated"])
     cost = _usd(cost_nano)
     wasted = _usd(row["wasted"])
-    in50, in95, out50, out95, c50, c95 = pct.get(group, (None,) * 6)
+    in50, in95, out50, out95, c50, c95, a50, a95 = pct.get(group, (None,) * 8)
 
     def tokens(total: Any, p50: Any, p95: Any) -> Distribution:
         return Distribution(
@@ -568,6 +714,7 @@ def _scope(
         escalated_tasks=escalated,
         first_pass_tasks=int(row["first_pass"]),
         attempts=int(row["attempts"]),
+        attempts_per_task=tokens(row["attempts"], a50, a95),
         latency_success_s=latency("s", row["success_timed"], row["success_untimed"]),
         latency_failed_s=latency("f", row["failed_timed"], row["failed_untimed"]),
     )

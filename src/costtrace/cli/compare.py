@@ -29,7 +29,7 @@ from costtrace.cli.options import (
     window_text,
 )
 from costtrace.cli.output import Column
-from costtrace.cli.stats_rows import scope_stats, stats_columns, stats_notes, stats_row
+from costtrace.cli.stats_rows import EXACT_HELP, scope_stats, stats_columns, stats_notes, stats_row
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -53,6 +53,7 @@ def add_command(commands: Any) -> None:
         metavar="N",
         help="tasks a route needs for advice (default: %(default)s)",
     )
+    p.add_argument("--exact", action="store_true", help=EXACT_HELP)
     p.set_defaults(handler=compare_command)
 
 
@@ -108,7 +109,7 @@ def compare_command(args: argparse.Namespace) -> int:
     shown = shown_url(url)
     engine = open_ledger(url)
     try:
-        stats = scope_stats(engine, shown, by=("route",), filters=filters)
+        stats = scope_stats(engine, shown, by=("route",), filters=filters, exact=args.exact)
         if not stats:
             raise no_tasks_error(engine, shown, filters)
         stats = sorted(stats, key=lambda s: (s.cost_per_successful_task_usd is None, s.cost_per_successful_task_usd))

@@ -35,7 +35,7 @@ from costtrace.cli.options import (
     window_text,
 )
 from costtrace.cli.output import Column
-from costtrace.cli.stats_rows import latency_columns, scope_stats, stats_columns, stats_notes, stats_row
+from costtrace.cli.stats_rows import EXACT_HELP, latency_columns, scope_stats, stats_columns, stats_notes, stats_row
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,9 +62,11 @@ def add_command(commands: Any) -> None:
         "--by",
         default="feature",
         metavar="KEYS",
-        help="comma-separated grouping: feature, task, route, team, customer, hour, day, week, month "
+        help="comma-separated grouping: feature, task, route (the models a task called, in order), final_model "
+        "(the model of its last call), team, customer, hour, day, week, month "
         "(default: %(default)s)",
     )
+    p.add_argument("--exact", action="store_true", help=EXACT_HELP)
     p.add_argument(
         "--html",
         metavar="FILE",
@@ -81,14 +83,18 @@ def report_command(args: argparse.Namespace) -> int:
     shown = shown_url(url)
     engine = open_ledger(url)
     try:
-        stats = scope_stats(engine, shown, by=by, filters=filters)
+        stats = scope_stats(engine, shown, by=by, filters=filters, exact=args.exact)
         if not stats:
             raise no_tasks_error(engine, shown, filters)
         columns = stats_columns(by)
         rows = [stats_row(s) for s in stats]
         notes = stats_notes(stats)
         # The page first: a FILE that cannot be written is an error before anything is printed.
-        wrote = _write_html(args.html, engine, shown, filters, by, columns, rows, notes) if args.html else None
+        wrote = (
+            _write_html(args.html, engine, shown, filters, by, columns, rows, notes, exact=args.exact)
+            if args.html
+            else None
+        )
         title = f"Cost per successful task by {', '.join(by)} ({window_text(filters)}, ledger {shown})"
         out.emit(args.format, columns, rows, title=title, notes=notes)
         if wrote:
@@ -126,14 +132,16 @@ def _write_html(
     columns: Sequence[Column],
     rows: Sequence[dict[str, Any]],
     notes: Sequence[str],
+    *,
+    exact: bool = False,
 ) -> str:
     """Write the HTML page to ``path_text``; return the line that says so."""
     from costtrace._version import __version__
     from costtrace.cli import html_report as h
 
     analytics = analytics_module()
-    by_day = scope_stats(engine, shown, by=("day",), filters=filters)
-    by_feature = scope_stats(engine, shown, by=("feature",), filters=filters)
+    by_day = scope_stats(engine, shown, by=("day",), filters=filters, exact=exact)
+    by_feature = scope_stats(engine, shown, by=("feature",), filters=filters, exact=exact)
     with reading(shown):
         models = analytics.model_costs(engine, filters=filters)
     total = _total(by_feature)

@@ -150,12 +150,22 @@ def _progress(label: str) -> out.Progress:
     return out.Progress(label)
 
 
-def scope_stats(engine: Engine, shown: str, *, by: Sequence[str], filters: Filters) -> list[ScopeStats]:
+EXACT_HELP = (
+    "read every task for exact nearest-rank percentiles (default: the ledger's rollups, percentiles within 1%%; "
+    "sums, counts and rates are exact either way)"
+)
+
+
+def scope_stats(
+    engine: Engine, shown: str, *, by: Sequence[str], filters: Filters, exact: bool = False
+) -> list[ScopeStats]:
     analytics = analytics_module()
     bar = _progress("reading the ledger")
     try:
         with reading(shown):
-            stats: list[ScopeStats] = analytics.scope_stats(engine, by=tuple(by), filters=filters, progress=bar)
+            stats: list[ScopeStats] = analytics.scope_stats(
+                engine, by=tuple(by), filters=filters, progress=bar, exact=exact
+            )
     finally:
         bar.close()
     return stats
