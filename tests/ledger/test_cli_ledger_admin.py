@@ -92,3 +92,33 @@ def test_status_never_writes_and_the_table_names_each_figure(ledger_url, capsys)
 def test_a_missing_ledger_is_a_clear_error(tmp_path, capsys):
     assert main(["ledger", "migrate", "--ledger", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert "no ledger at" in capsys.readouterr().err
+
+
+def test_whatif_tco_and_model_sums_are_the_same_from_cells_as_from_raw_rows(ledger_url, capsys):
+    from costtrace.analysis import routing, tco
+    from costtrace.analysis.stats import Filters, model_sums
+
+    build_ledger(ledger_url)
+    engine = make_engine(ledger_url)
+    support = Filters(feature="support")
+
+    def figures() -> tuple[object, ...]:
+        return (
+            routing.whatif(engine, route="gpt-4o-mini->gpt-4o", filters=support, rework_cost_usd=2),
+            tco.from_ledger(engine, filters=support, rework_cost_usd=2),
+            model_sums(engine, filters=support, by=("route", "request_model")),
+        )
+
+    try:
+        raw = figures()  # nothing built yet: every period is read from the raw rows
+        assert status(capsys, ledger_url, "refresh")["dirty_periods"] == 0
+        built = figures()  # every period from the cells
+        assert built == raw
+        sums = built[2]
+        assert isinstance(sums, dict)
+        # support's 8 cascades: each one gpt-4o-mini attempt (failed: escalated) and one gpt-4o attempt.
+        cascade_mini = sums[("gpt-4o-mini->gpt-4o", "gpt-4o-mini")]
+        assert (cascade_mini["calls"], cascade_mini["attempts"], cascade_mini["failed_attempts"]) == (8, 8, 8)
+        assert cascade_mini["useful_tokens"] == 0 and cascade_mini["first_calls"] == 8
+    finally:
+        engine.dispose()

@@ -326,6 +326,17 @@ def _scope_totals(engine: Engine, filters: Filters) -> tuple[int, int, int, int]
     """(tasks, successes, cost nano-USD, unpriced calls) of the scope's tasks that made LLM calls."""
     import sqlalchemy as sa
 
+    from costtrace.analysis.stats import scope_stats
+
+    by_route = [r for r in scope_stats(engine, by=("route",), filters=filters) if r.key["route"] is not None]
+    if by_route:  # from the rollups (raw rows where they do not apply): the same exact integers
+        return (
+            sum(r.tasks for r in by_route),
+            sum(r.successes for r in by_route),
+            sum(_money.to_nano(r.total_cost_usd) or 0 for r in by_route),
+            sum(r.unpriced_calls for r in by_route),
+        )
+
     from costtrace.spend import schema
 
     t = schema.tasks.c
@@ -343,6 +354,16 @@ def _scope_totals(engine: Engine, filters: Filters) -> tuple[int, int, int, int]
 def _token_need(engine: Engine, filters: Filters) -> _TokenNeed:
     """Summed tokens of the first attempt of each of the scope's tasks (one aggregate query)."""
     import sqlalchemy as sa
+
+    from costtrace.analysis.stats import model_sums
+
+    routed = model_sums(engine, filters=filters, by=("route",))
+    if routed is not None:  # the rollups' model cells
+        names = ("calls", *(f"{n}_tokens" for n in ("input", "output")), "cache_read_input_tokens",
+                 "cache_write_input_tokens", "cache_write_1h_input_tokens", "reasoning_output_tokens",
+                 "unknown_usage_calls")  # fmt: skip
+        totals = [sum(sums[f"first_{n}"] for (route,), sums in routed.items() if route is not None) for n in names]
+        return _TokenNeed(*totals)
 
     from costtrace.spend import schema
 
@@ -373,6 +394,16 @@ def _attempt_failures(engine: Engine, filters: Filters) -> dict[str, tuple[int, 
     the task's last attempt and the task succeeded.
     """
     import sqlalchemy as sa
+
+    from costtrace.analysis.stats import model_sums
+
+    per_model = model_sums(engine, filters=filters, by=("request_model",))
+    if per_model is not None:  # the rollups' model cells
+        return {
+            str(model): (sums["attempts"], sums["failed_attempts"])
+            for (model,), sums in per_model.items()
+            if sums["attempts"]
+        }
 
     from costtrace.spend import schema
 
@@ -408,8 +439,23 @@ def _attempt_failures(engine: Engine, filters: Filters) -> dict[str, tuple[int, 
 
 
 def _providers(engine: Engine, models: tuple[str, ...]) -> dict[str, str]:
-    """The provider recorded most often for each model anywhere in the ledger."""
+    """The provider recorded most often for each model anywhere in the ledger.
+
+    From the rollups' model cells (tasks' calls) when every model is there, else from every call.
+    """
     import sqlalchemy as sa
+
+    from costtrace.analysis.stats import Filters, model_sums
+
+    tasks_calls = model_sums(engine, filters=Filters(), by=("request_model", "provider"))
+    found = {model for (model, _provider) in tasks_calls or {}}
+    if tasks_calls is not None and set(models) <= found:  # every model seen in tasks' calls: from the rollups
+        ranked: dict[str, tuple[int, str]] = {}
+        for (model, provider), sums in tasks_calls.items():
+            current = ranked.get(model)
+            if model in models and (current is None or (sums["calls"], provider) > current):
+                ranked[model] = (sums["calls"], provider)
+        return {model: provider for model, (_, provider) in ranked.items()}
 
     from costtrace.spend import schema
 

@@ -69,6 +69,7 @@ __all__ = [
     "ModelCost",
     "ScopeStats",
     "model_costs",
+    "model_sums",
     "parse_since",
     "scope_stats",
 ]
@@ -556,14 +557,70 @@ def _bucket_text(key: str, period: datetime) -> str:
 
 
 def _quantiles(sketch: Any, *, integer: bool) -> tuple[Any, Any]:
-    """p50 and p95 of a rollup sketch: whole numbers (tokens, nano-USD, attempts), or seconds to 4 digits."""
+    """p50 and p95 of a rollup sketch: whole numbers (tokens, nano-USD, attempts), or seconds to 4 digits.
+
+    An estimate that is the sketch's exact min or max (a single value, the extremes) is kept as it is.
+    """
     if not sketch.count:
         return None, None
     p50, p95 = sketch.quantiles((0.5, 0.95))
     assert p50 is not None and p95 is not None
     if integer:
         return round(p50), round(p95)
-    return float(f"{p50:.4g}"), float(f"{p95:.4g}")
+    exact = (sketch.min, sketch.max)
+    return (p50 if p50 in exact else float(f"{p50:.4g}")), (p95 if p95 in exact else float(f"{p95:.4g}"))
+
+
+def _window(conn: Connection, f: Filters) -> tuple[datetime, datetime] | None:
+    """The hour-aligned span of the ledger's tasks within the filters' window; None when there is none."""
+    from costtrace.spend import rollups
+
+    t = s.tasks
+    first, last = conn.execute(sa.select(sa.func.min(t.c.ended_at), sa.func.max(t.c.ended_at))).one()
+    if first is None:
+        return None
+    start = rollups.hour_of(first)
+    end = rollups.hour_of(last) + timedelta(hours=1)
+    if f.since is not None:
+        start = max(start, _naive_utc(f.since))
+    if f.until is not None:
+        end = min(end, _naive_utc(f.until))
+    return (start, end) if start < end else None
+
+
+def model_sums(
+    engine: Engine, *, filters: Filters = Filters(), by: Sequence[str] = ("request_model",)
+) -> dict[tuple[Any, ...], dict[str, int]] | None:
+    """Sums of the calls of the filters' tasks per group of :data:`costtrace.spend.rollups.MODEL_KEYS`.
+
+    From the rollups' model cells (raw rows where they can't be used), with the same exact integers as
+    a scan; the names are :data:`costtrace.spend.rollups.MODEL_SUMS`. Calls outside any task are in no
+    group. None when the filters need columns the rollups do not hold (``customer``): read the raw rows.
+
+    Example:
+        >>> sums = model_sums(engine, filters=Filters(feature="support"))   # doctest: +SKIP
+        >>> sums[("gpt-4o-mini",)]["failed_attempts"]                       # doctest: +SKIP
+        12
+    """
+    from costtrace.spend import rollups
+
+    f = _check_filters(filters)
+    if not _rollups_apply((), f):
+        return None
+    key_filters = {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+    names = tuple(by)
+    with engine.connect() as conn:
+        _read_snapshot(conn)
+        window = _window(conn, f)
+        if window is None:
+            return {}
+        return rollups.read_model_groups(
+            conn,
+            start=window[0],
+            end=window[1],
+            group_of=lambda _period, keys: tuple(keys[name] for name in names),
+            key_filters=key_filters,
+        )
 
 
 def _scope_stats_rollups(
@@ -580,25 +637,20 @@ def _scope_stats_rollups(
 
     if progress is not None:
         progress(0, 1)
-    t = s.tasks
     with engine.connect() as conn:
         _read_snapshot(conn)
-        first, last = conn.execute(sa.select(sa.func.min(t.c.ended_at), sa.func.max(t.c.ended_at))).one()
+        window = _window(conn, f)
         groups = {}
-        if first is not None:
-            start = _naive_utc(f.since) if f.since is not None else rollups.hour_of(first)
-            end = _naive_utc(f.until) if f.until is not None else rollups.hour_of(last) + timedelta(hours=1)
-            start, end = max(start, rollups.hour_of(first)), min(end, rollups.hour_of(last) + timedelta(hours=1))
-            if start < end:
-                groups = rollups.read_groups(
-                    conn,
-                    start=start,
-                    end=end,
-                    grain=grain,
-                    group_of=group_of,
-                    key_filters=key_filters,
-                    failed_outcomes=FAILED_OUTCOMES,
-                )
+        if window is not None:
+            groups = rollups.read_groups(
+                conn,
+                start=window[0],
+                end=window[1],
+                grain=grain,
+                group_of=group_of,
+                key_filters=key_filters,
+                failed_outcomes=FAILED_OUTCOMES,
+            )
     if progress is not None:
         progress(1, 1)
     stats = []

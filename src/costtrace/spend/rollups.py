@@ -57,6 +57,8 @@ __all__ = [
     "ACCURACY",
     "CELL_KEYS",
     "LEVELS",
+    "MODEL_KEYS",
+    "MODEL_SUMS",
     "REFRESH_HOURS_PER_ROUND",
     "REFRESH_INTERVAL_S",
     "SKETCHES",
@@ -67,6 +69,7 @@ __all__ = [
     "mark_dirty",
     "period_marks",
     "read_groups",
+    "read_model_groups",
     "rebuild",
     "refresh",
 ]
@@ -241,6 +244,79 @@ def _raw_cells(
     return _cells_from_tasks(conn.execute(query).mappings(), hour_of)
 
 
+MODEL_KEYS = (*CELL_KEYS, "provider", "request_model")
+"""A model cell's key: its tasks' cell key, then the (provider, requested model) of their calls."""
+MODEL_SUMS = s.ROLLUP_MODEL_SUMS
+_M = {name: i for i, name in enumerate(MODEL_SUMS)}
+_CALL_TOKENS = s._CALL_TOKENS
+_CALL_NANOS = ("input_nano_usd", "cache_read_nano_usd", "cache_write_nano_usd", "output_nano_usd",
+               "reasoning_nano_usd", "other_nano_usd")  # fmt: skip
+
+
+def _raw_model_cells(
+    conn: Connection, start: datetime, end: datetime, conditions: Sequence[sa.ColumnElement[bool]] = ()
+) -> dict[tuple[datetime, tuple[Any, ...]], list[int]]:
+    """Hour model cells (sums per :data:`MODEL_SUMS`) of the calls of the tasks that ended in ``[start, end)``."""
+    t, c = s.tasks, s.calls
+    query = (
+        sa.select(
+            t.c.ended_at,
+            t.c.task_id,
+            *(t.c[k] for k in CELL_KEYS),
+            t.c.attempts.label("task_attempts"),
+            c.c.provider,
+            c.c.request_model,
+            c.c.attempt,
+            c.c.usage_source,
+            c.c.cost_nano_usd,
+            *(c.c[name] for name in _CALL_TOKENS),
+            *(c.c[name] for name in _CALL_NANOS),
+        )
+        .select_from(c.join(t, c.c.task_id == t.c.task_id))
+        .where(t.c.ended_at >= start, t.c.ended_at < end, *conditions)
+    )
+    by_task: dict[str, list[Mapping[Any, Any]]] = {}
+    for row in conn.execute(query).mappings():
+        by_task.setdefault(row["task_id"], []).append(row)
+    cells: dict[tuple[datetime, tuple[Any, ...]], list[int]] = {}
+    width = len(MODEL_SUMS)
+    for calls in by_task.values():
+        first = calls[0]
+        hour = hour_of(first["ended_at"])
+        base = tuple(first[k] for k in CELL_KEYS)
+        success = first["outcome"] == "success"
+        numbered = [call["attempt"] for call in calls if call["attempt"] is not None]
+        last = max(numbered) if numbered else None
+        counted: set[tuple[str, int]] = set()
+        for call in calls:
+            key = (hour, (*base, call["provider"], call["request_model"]))
+            sums = cells.get(key)
+            if sums is None:
+                sums = cells[key] = [0] * width
+            attempt = call["attempt"]
+            unknown = 1 if call["usage_source"] == "unknown" else 0
+            sums[_M["calls"]] += 1
+            sums[_M["unpriced_calls"]] += 1 if call["cost_nano_usd"] is None else 0
+            sums[_M["unknown_usage_calls"]] += unknown
+            sums[_M["cost_nano_usd"]] += int(call["cost_nano_usd"] or 0)
+            for name in _CALL_TOKENS:
+                sums[_M[name]] += int(call[name])
+            for name in _CALL_NANOS:
+                sums[_M[name]] += int(call[name])
+            if attempt == 1:
+                sums[_M["first_calls"]] += 1
+                sums[_M["first_unknown_usage_calls"]] += unknown
+                for name in _CALL_TOKENS:
+                    sums[_M[f"first_{name}"]] += int(call[name])
+            if attempt is not None and (call["request_model"], attempt) not in counted:
+                counted.add((call["request_model"], attempt))
+                sums[_M["attempts"]] += 1
+                sums[_M["failed_attempts"]] += 0 if (success and attempt == last) else 1
+            if success and attempt is not None and attempt == first["task_attempts"]:
+                sums[_M["useful_tokens"]] += int(call["input_tokens"]) + int(call["output_tokens"])
+    return cells
+
+
 # --------------------------------------------------------------------------------------------------
 # Dirty marks (written by the ledger's write transactions)
 
@@ -315,24 +391,35 @@ def _replace(
     level: str,
     starts: Sequence[datetime],
     cells: Mapping[tuple[datetime, CellKey], Cell],
+    models: Mapping[tuple[datetime, tuple[Any, ...]], list[int]],
     tokens: Mapping[tuple[str, datetime], int],
 ) -> int:
     """Replace the cells of these periods and clear their marks if still the ones read."""
-    r, m, p = s.rollup_cells, s.rollup_marks, s.rollup_periods
-    conn.execute(r.delete().where(r.c.level == level, r.c.period_start.in_(list(starts))))
-    conn.execute(p.delete().where(p.c.level == level, p.c.period_start.in_(list(starts))))
+    r, rm, m, p = s.rollup_cells, s.rollup_models, s.rollup_marks, s.rollup_periods
+    for table in (r, rm, p):
+        conn.execute(table.delete().where(table.c.level == level, table.c.period_start.in_(list(starts))))
     conn.execute(p.insert(), [{"level": level, "period_start": start} for start in starts])
     rows = [
         {"level": level, "period_start": start, **dict(zip(CELL_KEYS, key, strict=True)), **cell.to_row()}
         for (start, key), cell in cells.items()
     ]
-    for i in range(0, len(rows), 500):
-        conn.execute(r.insert(), rows[i : i + 500])
+    model_rows = [
+        {
+            "level": level,
+            "period_start": start,
+            **dict(zip(MODEL_KEYS, key, strict=True)),
+            **dict(zip(MODEL_SUMS, sums, strict=True)),
+        }
+        for (start, key), sums in models.items()
+    ]
+    for table, batch in ((r, rows), (rm, model_rows)):
+        for i in range(0, len(batch), 500):
+            conn.execute(table.insert(), batch[i : i + 500])
     for start in starts:
         token = tokens.get((level, start))
         if token is not None:
             conn.execute(m.delete().where(m.c.level == level, m.c.period_start == start, m.c.token == token))
-    return len(rows)
+    return len(rows) + len(model_rows)
 
 
 def _stored_cells(
@@ -347,10 +434,10 @@ def _stored_cells(
 def _refresh_hours(conn: Connection, hours: Sequence[datetime]) -> int:
     """Recompute dirty hours (all in one day) from their raw task rows."""
     tokens = {k: v for k, v in _marks(conn, "hour").items() if k[1] in set(hours)}
-    cells = _raw_cells(conn, min(hours), max(hours) + _HOUR)
     wanted = set(hours)
-    cells = {k: v for k, v in cells.items() if k[0] in wanted}
-    return _replace(conn, "hour", hours, cells, tokens)
+    cells = {k: v for k, v in _raw_cells(conn, min(hours), max(hours) + _HOUR).items() if k[0] in wanted}
+    models = {k: v for k, v in _raw_model_cells(conn, min(hours), max(hours) + _HOUR).items() if k[0] in wanted}
+    return _replace(conn, "hour", hours, cells, models, tokens)
 
 
 def _refresh_parent(conn: Connection, level: str, start: datetime) -> int | None:
@@ -370,7 +457,17 @@ def _refresh_parent(conn: Connection, level: str, start: datetime) -> int | None
         if cell is None:
             cell = cells[(start, key)] = Cell()
         cell.merge_row(row)
-    return _replace(conn, level, [start], cells, tokens)
+    models: dict[tuple[datetime, tuple[Any, ...]], list[int]] = {}
+    rm = s.rollup_models
+    query = sa.select(rm).where(rm.c.level == child, rm.c.period_start >= start, rm.c.period_start < end)
+    for row in conn.execute(query).mappings():
+        mkey = (start, tuple(row[k] for k in MODEL_KEYS))
+        sums = models.get(mkey)
+        if sums is None:
+            sums = models[mkey] = [0] * len(MODEL_SUMS)
+        for i, name in enumerate(MODEL_SUMS):
+            sums[i] += int(row[name])
+    return _replace(conn, level, [start], cells, models, tokens)
 
 
 def refresh(engine: Engine, *, max_hours: int | None = None, progress: ProgressCallback | None = None) -> Refreshed:
@@ -457,6 +554,7 @@ def rebuild(engine: Engine, *, progress: ProgressCallback | None = None) -> Refr
     def reset(conn: Connection) -> int:
         _lock(conn)
         conn.execute(s.rollup_cells.delete())
+        conn.execute(s.rollup_models.delete())
         conn.execute(s.rollup_periods.delete())
         conn.execute(s.rollup_marks.delete())
         return mark_all(conn)
@@ -521,6 +619,66 @@ def plan(start: datetime, end: datetime, grain: str, usable: set[tuple[str, date
     return Plan(cells, raw)
 
 
+def _read_plan(conn: Connection, start: datetime, end: datetime, grain: str) -> Plan:
+    """The plan of a read, from the periods built and not marked in the reader's snapshot."""
+    periods = s.rollup_periods
+    built = conn.execute(
+        sa.select(periods.c.level, periods.c.period_start).where(
+            periods.c.period_start >= month_of(start), periods.c.period_start < end
+        )
+    )
+    usable = {(level, at) for level, at in built} - set(_marks(conn))
+    return plan(start, end, grain, usable)
+
+
+def read_model_groups(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    group_of: Callable[[datetime, Mapping[str, Any]], tuple[Any, ...] | None],
+    key_filters: Mapping[str, str],
+) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Sum model cells (and raw rows where cells can't be used) into groups: ``{group: {sum name: value}}``.
+
+    ``group_of(period_start, keys)`` gives a cell's group from its period and its :data:`MODEL_KEYS`
+    (None: leave the cell out); ``key_filters`` restricts :data:`CELL_KEYS` columns to exact values.
+    """
+    p = _read_plan(conn, start, end, "month")
+    groups: dict[tuple[Any, ...], list[int]] = {}
+
+    def put(period: datetime, keys: Mapping[str, Any], sums: Sequence[int]) -> None:
+        group = group_of(period, keys)
+        if group is None:
+            return
+        total = groups.get(group)
+        if total is None:
+            total = groups[group] = [0] * len(MODEL_SUMS)
+        for i, value in enumerate(sums):
+            total[i] += value
+
+    rm = s.rollup_models
+    for level, starts in p.cells.items():
+        if not starts:
+            continue
+        wanted = set(starts)
+        query = sa.select(rm).where(
+            rm.c.level == level,
+            rm.c.period_start >= min(starts),
+            rm.c.period_start <= max(starts),
+            *(rm.c[name] == value for name, value in key_filters.items()),
+        )
+        for row in conn.execute(query).mappings():
+            if row["period_start"] in wanted:
+                put(row["period_start"], {k: row[k] for k in MODEL_KEYS}, [int(row[name]) for name in MODEL_SUMS])
+    t = s.tasks
+    conditions = [t.c[name] == value for name, value in key_filters.items()]
+    for a, b in p.raw:
+        for (hour, key), sums in _raw_model_cells(conn, a, b, conditions).items():
+            put(hour, dict(zip(MODEL_KEYS, key, strict=True)), sums)
+    return {group: dict(zip(MODEL_SUMS, sums, strict=True)) for group, sums in groups.items()}
+
+
 def read_groups(
     conn: Connection,
     *,
@@ -536,14 +694,7 @@ def read_groups(
     ``group_of(period_start, keys)`` gives a cell's group from its period and its key columns;
     ``key_filters`` restricts :data:`CELL_KEYS` columns to exact values.
     """
-    periods = s.rollup_periods
-    built = conn.execute(
-        sa.select(periods.c.level, periods.c.period_start).where(
-            periods.c.period_start >= month_of(start), periods.c.period_start < end
-        )
-    )
-    usable = {(level, at) for level, at in built} - set(_marks(conn))
-    p = plan(start, end, grain, usable)
+    p = _read_plan(conn, start, end, grain)
     groups: dict[tuple[Any, ...], Group] = {}
 
     def put(period: datetime, keys: Mapping[str, Any], cell: Cell) -> None:

@@ -18,8 +18,8 @@ adds its upgrade step to ``_MIGRATIONS``; nothing else changes.
 - version 1: the first schema;
 - version 2: ``costtrace_tasks.route``, the models a task called, in order of first use;
 - version 3: ``costtrace_tasks.final_model`` (the model of the task's last call), and the rollups
-  (:mod:`costtrace.spend.rollups`): ``costtrace_rollup_cells``, ``costtrace_rollup_periods`` and
-  ``costtrace_rollup_marks``. The upgrade
+  (:mod:`costtrace.spend.rollups`): ``costtrace_rollup_cells``, ``costtrace_rollup_models``,
+  ``costtrace_rollup_periods`` and ``costtrace_rollup_marks``. The upgrade
   marks every period that has tasks dirty, so reports stay exact (they read raw rows there) until the
   cells are built: by the app's ledger writer in the background, or at once by ``costtrace ledger
   migrate`` (with a progress bar). Tasks written before version 3 have no final model (NULL).
@@ -247,6 +247,48 @@ rollup_cells = sa.Table(
     sa.Index("ix_costtrace_rollup_cells_level_start", "level", "period_start"),
 )
 
+_CALL_TOKENS = (*_TOKENS, "cache_write_1h_input_tokens")
+ROLLUP_MODEL_SUMS = (
+    "calls",
+    "unpriced_calls",
+    "unknown_usage_calls",
+    *_CALL_TOKENS,
+    "cost_nano_usd",
+    "input_nano_usd",
+    "cache_read_nano_usd",
+    "cache_write_nano_usd",
+    "output_nano_usd",
+    "reasoning_nano_usd",
+    "other_nano_usd",
+    "first_calls",
+    "first_unknown_usage_calls",
+    *(f"first_{name}" for name in _CALL_TOKENS),
+    "attempts",
+    "failed_attempts",
+    "useful_tokens",
+)
+"""The exact sums of a rollup model cell: the calls of the cell's tasks on one (provider, requested model).
+``first_*``: calls of first attempts (``attempt == 1``); ``attempts``: distinct (task, attempt) on the model,
+``failed_attempts`` those that are not the last attempt of a successful task; ``useful_tokens``: input +
+output tokens of calls in the final attempt (``attempt == tasks.attempts``) of successful tasks."""
+
+rollup_models = sa.Table(
+    "costtrace_rollup_models",
+    metadata,
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("period_start", sa.DateTime, nullable=False),
+    sa.Column("feature", sa.String(255)),
+    sa.Column("name", sa.String(255)),
+    sa.Column("route", sa.String(1024)),
+    sa.Column("final_model", sa.String(255)),
+    sa.Column("team", sa.String(255)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("provider", sa.String(255), nullable=False),
+    sa.Column("request_model", sa.String(255), nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in ROLLUP_MODEL_SUMS),
+    sa.Index("ix_costtrace_rollup_models_level_start", "level", "period_start"),
+)
+
 rollup_periods = sa.Table(
     "costtrace_rollup_periods",
     metadata,
@@ -275,7 +317,7 @@ def _upgrade_to_3(conn: Connection) -> None:
     from costtrace.spend import rollups
 
     conn.execute(sa.text("ALTER TABLE costtrace_tasks ADD COLUMN final_model VARCHAR(255)"))
-    metadata.create_all(conn, tables=[rollup_cells, rollup_periods, rollup_marks])
+    metadata.create_all(conn, tables=[rollup_cells, rollup_models, rollup_periods, rollup_marks])
     rollups.mark_all(conn)
 
 

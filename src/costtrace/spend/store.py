@@ -212,11 +212,24 @@ def write_batch(engine: Engine, batch: Batch, budgets: Sequence[Budget]) -> list
         new_tasks = _insert_new(conn, s.tasks, batch.tasks, "task_id")
         _insert_new(conn, s.events, batch.events, "event_id")
         restated = _apply_outcomes(conn, batch.outcome_updates, new_tasks)
-        rollups.mark_dirty(conn, [r["ended_at"] for r in batch.tasks if r["task_id"] in new_tasks] + restated)
+        ended = [r["ended_at"] for r in batch.tasks if r["task_id"] in new_tasks]
+        rollups.mark_dirty(conn, ended + restated + _late_calls_tasks(conn, batch.calls, new_calls, new_tasks))
         return [Touched(b, p) for (b, p) in sorted(touched)]
 
     result: list[Touched] = run_transaction(engine, work)
     return result
+
+
+def _late_calls_tasks(
+    conn: Connection, calls: Sequence[Row], new_calls: set[str], new_tasks: set[str]
+) -> list[datetime]:
+    """``ended_at`` of the tasks already in the ledger that new calls belong to (their rollups change)."""
+    ids = sorted({r["task_id"] for r in calls if r["call_id"] in new_calls and r.get("task_id")} - new_tasks)
+    t = s.tasks
+    ended: list[datetime] = []
+    for i in range(0, len(ids), 500):
+        ended.extend(e for (e,) in conn.execute(sa.select(t.c.ended_at).where(t.c.task_id.in_(ids[i : i + 500]))))
+    return ended
 
 
 def _add_spend(
