@@ -831,6 +831,48 @@ def _model_query(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
     )
 
 
+@dataclass
+class _ModelRow:
+    model: str
+    provider: str | None
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: int = 0
+    unpriced: int = 0
+    useful: int = 0
+
+
+def _model_rows_from_rollups(
+    engine: Engine, f: Filters, where: list[sa.ColumnElement[bool]], tick: ProgressCallback | None
+) -> list[_ModelRow]:
+    """:func:`_model_query`'s rows for a window-less scope: the tasks' calls from the rollups' model cells,
+    the calls outside any task (one indexed statement) from the raw rows."""
+    per = model_sums(engine, filters=f, by=("request_model", "provider")) or {}
+    rows: dict[str, _ModelRow] = {}
+    for (model, provider), sums in sorted(per.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        row = rows.setdefault(model, _ModelRow(model, provider))
+        row.provider = max(row.provider or "", provider or "") or None
+        row.calls += sums["calls"]
+        row.input_tokens += sums["input_tokens"]
+        row.output_tokens += sums["output_tokens"]
+        row.cost += sums["cost_nano_usd"]
+        row.unpriced += sums["unpriced_calls"]
+        row.useful += sums["useful_tokens"]
+    if f.route is None:  # calls without a task have no route: a route filter never matches them
+        c = s.calls
+        (loose,) = _run_stages(engine, [_model_query([*where, c.c.task_id.is_(None)])], tick)
+        for r in loose:
+            row = rows.setdefault(r.model, _ModelRow(r.model, r.provider))
+            row.provider = max(row.provider or "", r.provider or "") or None
+            row.calls += int(r.calls)
+            row.input_tokens += int(r.input_tokens or 0)
+            row.output_tokens += int(r.output_tokens or 0)
+            row.cost += int(r.cost or 0)
+            row.unpriced += int(r.unpriced or 0)
+    return list(rows.values())
+
+
 def _list_prices(provider: str | None, model: str) -> tuple[Decimal | None, Decimal | None]:
     """The catalog's (input, output) USD per million tokens for ``model`` now, or Nones when unpriced.
 
@@ -877,7 +919,8 @@ def model_costs(
         ...     print(m.model, m.blended_list_per_mtok, m.effective_per_mtok_useful)
         gpt-4o-mini 0.21 0.58
     """
-    where = _call_conditions(_check_filters(filters))
+    f = _check_filters(filters)
+    where = _call_conditions(f)
     tick: ProgressCallback | None = None
     if progress is not None:
         user_progress = progress
@@ -885,7 +928,11 @@ def model_costs(
         def tick(done: int, _total: int) -> None:
             user_progress(done, 2)
 
-    (rows,) = _run_stages(engine, [_model_query(where)], tick)
+    rows: list[Any]
+    if f.since is None and f.until is None and _rollups_apply((), f):
+        rows = _model_rows_from_rollups(engine, f, where, tick)
+    else:  # a window is on the calls' own start times, which the rollups (by the task's end) do not keep
+        (rows,) = _run_stages(engine, [_model_query(where)], tick)
     result = []
     for row in rows:  # one row per model, not per call
         cost = _usd(row.cost)
