@@ -362,7 +362,7 @@ def test_an_empty_ledger_has_no_scope(ledger_engine):
 def test_progress_is_reported_after_each_statement(ledger):
     seen: list[tuple[int, int]] = []
     scope_stats(ledger, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     seen.clear()
     model_costs(ledger, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(0, 2), (1, 2), (2, 2)]

@@ -55,6 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace import _money
+from costtrace.analysis.context import ContextTax, empty_sums
 from costtrace.analysis.report import FAILED_OUTCOMES, Latency
 from costtrace.analysis.report import seconds as _seconds
 from costtrace.errors import ConfigError
@@ -63,6 +64,7 @@ from costtrace.spend import schema as s
 __all__ = [
     "GROUP_KEYS",
     "TIME_KEYS",
+    "ContextTax",
     "Distribution",
     "Filters",
     "Latency",
@@ -331,6 +333,10 @@ class ScopeStats:
     """Wall time of the tasks that succeeded: the latency to a correct answer, retries and escalations included."""
     latency_failed_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that failed or were escalated to a human."""
+    context: ContextTax = field(default_factory=ContextTax.empty)
+    """The context tax: spend by kind of token (input, cache reads and writes, output), the cache-read
+    share of input, and an upper bound of what caching the uncached input would save
+    (:mod:`costtrace.analysis.context`)."""
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -461,9 +467,10 @@ def scope_stats(
 ) -> list[ScopeStats]:
     """Figures per scope over the ledger's tasks, aggregated in the database.
 
-    Three statements: the sums per group, the nearest-rank percentiles of input tokens, output
-    tokens and cost per task (window functions), and those of the wall time of successful and of
-    failed tasks. Groups come sorted by their key values, ascending,
+    Four statements: the sums per group, the nearest-rank percentiles of input tokens, output
+    tokens and cost per task (window functions), those of the wall time of successful and of
+    failed tasks, and the context tax (the calls' cost and token sums per group and model,
+    :func:`_context_query`). Groups come sorted by their key values, ascending,
     with missing values last; only groups with tasks appear.
 
     Args:
@@ -489,12 +496,14 @@ def scope_stats(
         _totals_query(key_columns, where),
         _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd)),
         _latency_query(key_columns, where),
+        _context_query(key_columns, where),
     ]
-    totals, percentiles, latencies = _run_stages(engine, stages, progress)
+    totals, percentiles, latencies, contexts = _run_stages(engine, stages, progress)
     width = len(keys)
     pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
     lat = {tuple(row[: width + 1]): tuple(row[width + 1 :]) for row in latencies}
-    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat) for row in totals]
+    ctx = _context_sums(width, contexts)
+    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat, ctx) for row in totals]
     stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
     return stats
 
@@ -505,6 +514,7 @@ def _scope(
     row: Any,
     pct: dict[tuple[Any, ...], tuple[Any, ...]],
     lat: dict[tuple[Any, ...], tuple[Any, ...]],
+    ctx: dict[tuple[Any, ...], dict[str, int]] | None = None,
 ) -> ScopeStats:
     n = int(row["tasks"])
     successes = int(row["successes"])
@@ -570,7 +580,84 @@ def _scope(
         attempts=int(row["attempts"]),
         latency_success_s=latency("s", row["success_timed"], row["success_untimed"]),
         latency_failed_s=latency("f", row["failed_timed"], row["failed_untimed"]),
+        context=ContextTax.from_sums((ctx or {}).get(group) or empty_sums()),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The context tax (its own stage of scope_stats; see costtrace.analysis.context for the definitions)
+
+
+_CONTEXT_COLUMNS = (
+    ("input_nano", "input_nano_usd"),
+    ("cache_read_nano", "cache_read_nano_usd"),
+    ("cache_write_nano", "cache_write_nano_usd"),
+    ("output_nano", "output_nano_usd"),
+    ("reasoning_nano", "reasoning_nano_usd"),
+    ("other_nano", "other_nano_usd"),
+    ("input_tokens", "input_tokens"),
+    ("cache_read_tokens", "cache_read_input_tokens"),
+    ("cache_write_tokens", "cache_write_input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("reasoning_tokens", "reasoning_output_tokens"),
+)
+"""Sum key of :data:`costtrace.price.caching.CONTEXT_SUM_KEYS` -> the ``costtrace_calls`` column it sums."""
+
+
+def _context_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """Per group, provider and requested model: the calls' cost components and token counts, summed.
+
+    Calls join their task (``task_id``), whose columns give the group and the filters, exactly as for
+    the tasks themselves; calls without a task are in no scope. ``uncached_calls`` counts the calls
+    with uncached input (input - cache reads - cache writes > 0): those a missing cache price leaves
+    out of the caching bound.
+    """
+    c, t = s.calls, s.tasks
+    uncached = c.c.input_tokens - c.c.cache_read_input_tokens - c.c.cache_write_input_tokens
+    return (
+        sa.select(
+            *keys,
+            c.c.provider.label("provider"),
+            c.c.request_model.label("model"),
+            *(sa.func.sum(c.c[column]).label(name) for name, column in _CONTEXT_COLUMNS),
+            _count_if(uncached > 0).label("uncached_calls"),
+        )
+        .select_from(c.join(t, c.c.task_id == t.c.task_id))
+        .where(*where)
+        .group_by(*keys, c.c.provider, c.c.request_model)
+    )
+
+
+def _context_sums(width: int, rows: Sequence[sa.Row[Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Fold the rows of :func:`_context_query` into one sums dict per group (``CONTEXT_SUM_KEYS``).
+
+    The caching bound is applied once per (group, provider, model) row, to the row's token sums
+    (:func:`costtrace.price.caching.caching_bound_nano`, memoised per provider and model).
+    """
+    from costtrace.price.caching import caching_bound_nano
+
+    result: dict[tuple[Any, ...], dict[str, int]] = {}
+    for row in rows:
+        group = tuple(row[:width])
+        m = row._mapping
+        sums = result.get(group)
+        if sums is None:
+            sums = result[group] = empty_sums()
+        counts = {name: int(m[name] or 0) for name, _ in _CONTEXT_COLUMNS}
+        for name, value in counts.items():
+            sums[name] += value
+        bound = caching_bound_nano(
+            m["provider"],
+            m["model"],
+            input_tokens=counts["input_tokens"],
+            cache_read_tokens=counts["cache_read_tokens"],
+            cache_write_tokens=counts["cache_write_tokens"],
+        )
+        if bound is None:
+            sums["caching_unknown_calls"] += int(m["uncached_calls"] or 0)
+        else:
+            sums["caching_bound_nano"] += bound
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
