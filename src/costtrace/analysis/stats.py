@@ -7,8 +7,10 @@ SQLite and PostgreSQL alike.
 
 - :func:`scope_stats`: per scope (feature, task name, route, team, customer and/or a UTC time bucket),
   tasks, success and first-pass rates, attempts, tokens and cost per task (mean, p50, p95), cost per
-  successful task, retry tax, escalations, cache savings, how complete the costs are, and the
-  latency to a correct answer next to the latency of failed tasks.
+  successful task, retry tax, escalations, cache savings, how complete the costs are, the
+  latency to a correct answer next to the latency of failed tasks, and the context tax
+  (:class:`~costtrace.analysis.context.ContextTax`: spend by kind of token over the scope's calls,
+  with the upper bound of what caching their input would save).
 - :func:`model_costs`: per requested model, what it really cost per million *useful* tokens once
   failed attempts and retries are paid for, next to its catalog price.
 
