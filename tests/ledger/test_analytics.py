@@ -369,7 +369,7 @@ def test_progress_is_reported_after_each_statement(ledger):
     assert seen == [(0, 1), (1, 1)]  # from the rollups: one read
     seen.clear()
     scope_stats(ledger, exact=True, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]  # the raw rows: one statement after another
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # the raw rows: one statement after another
     seen.clear()
     model_costs(ledger, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(0, 2), (1, 2), (2, 2)]

@@ -58,7 +58,9 @@ def test_csv_holds_the_same_text_as_json(ledger, capsys):
     rows = {r["route"]: r for r in lines}
     assert [rows[MINI][k] for k in KEYS] == [str(v) for v in MINI_FIGURES]
     assert [rows[ESC][k] for k in KEYS] == ["0.1", "0.1", "1", "0", "", "", "0", "0"]
-    assert list(lines[0])[-len(KEYS) :] == KEYS  # appended: older columns keep their positions
+    header = list(lines[0])
+    start = header.index(KEYS[0])  # appended after the older columns, which keep their positions
+    assert header[start : start + len(KEYS)] == KEYS and header[start - 1] == "cost_complete"
 
 
 def test_the_table_shows_one_narrow_column_and_notes_the_tasks_without_duration(ledger, capsys):

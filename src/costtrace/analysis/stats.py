@@ -7,8 +7,10 @@ SQLite and PostgreSQL alike.
 
 - :func:`scope_stats`: per scope (feature, task name, route, team, customer and/or a UTC time bucket),
   tasks, success and first-pass rates, attempts, tokens and cost per task (mean, p50, p95), cost per
-  successful task, retry tax, escalations, cache savings, how complete the costs are, and the
-  latency to a correct answer next to the latency of failed tasks.
+  successful task, retry tax, escalations, cache savings, how complete the costs are, the
+  latency to a correct answer next to the latency of failed tasks, and the context tax
+  (:class:`~costtrace.analysis.context.ContextTax`: spend by kind of token over the scope's calls,
+  with the upper bound of what caching their input would save).
 - :func:`model_costs`: per requested model, what it really cost per million *useful* tokens once
   failed attempts and retries are paid for, next to its catalog price.
 
@@ -45,7 +47,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -55,6 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace import _money
+from costtrace.analysis.context import ContextTax, empty_sums
 from costtrace.analysis.report import FAILED_OUTCOMES, Latency
 from costtrace.analysis.report import seconds as _seconds
 from costtrace.errors import ConfigError
@@ -63,6 +66,7 @@ from costtrace.spend import schema as s
 __all__ = [
     "GROUP_KEYS",
     "TIME_KEYS",
+    "ContextTax",
     "Distribution",
     "Filters",
     "Latency",
@@ -343,6 +347,10 @@ class ScopeStats:
     """Wall time of the tasks that succeeded: the latency to a correct answer, retries and escalations included."""
     latency_failed_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that failed or were escalated to a human."""
+    context: ContextTax = field(default_factory=ContextTax.empty)
+    """The context tax: spend by kind of token (input, cache reads and writes, output), the cache-read
+    share of input, and an upper bound of what caching the uncached input would save
+    (:mod:`costtrace.analysis.context`)."""
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -481,12 +489,13 @@ def scope_stats(
 
     - **Rollups** (:mod:`costtrace.spend.rollups`), the default: the coarsest clean cells (months, days,
       hours) that cover the window, plus the raw rows of the periods still marked dirty and of the
-      partial hours at the window's edges. Its time grows with the groups and periods asked for, not
-      with the tasks.
+      partial hours at the window's edges; the context tax from the model cells. Its time grows with
+      the groups and periods asked for, not with the tasks.
     - **Raw rows**, when ``exact=True``, or the report groups or filters by ``customer`` (not in the
-      rollups): three statements over every task in the window, the sums per group, the nearest-rank
-      percentiles of input and output tokens, cost and attempts per task (window functions), and those
-      of the wall time of successful and of failed tasks.
+      rollups): four statements over every task in the window, the sums per group, the nearest-rank
+      percentiles of input and output tokens, cost and attempts per task (window functions), those
+      of the wall time of successful and of failed tasks, and the context tax (the calls' cost and
+      token sums per group and model, :func:`_context_query`).
 
     Groups come sorted by their key values, ascending, with missing values last; only groups with tasks
     appear.
@@ -531,12 +540,14 @@ def _scope_stats_raw(
         _totals_query(key_columns, where),
         _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd, t.c.attempts)),
         _latency_query(key_columns, where),
+        _context_query(key_columns, where),
     ]
-    totals, percentiles, latencies = _run_stages(engine, stages, progress)
+    totals, percentiles, latencies, contexts = _run_stages(engine, stages, progress)
     width = len(keys)
     pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
     lat = {tuple(row[: width + 1]): tuple(row[width + 1 :]) for row in latencies}
-    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat) for row in totals]
+    ctx = _context_sums(width, contexts)
+    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat, ctx) for row in totals]
     stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
     return stats
 
@@ -641,6 +652,7 @@ def _scope_stats_rollups(
         _read_snapshot(conn)
         window = _window(conn, f)
         groups = {}
+        models: dict[tuple[Any, ...], dict[str, int]] = {}
         if window is not None:
             groups = rollups.read_groups(
                 conn,
@@ -651,6 +663,15 @@ def _scope_stats_rollups(
                 key_filters=key_filters,
                 failed_outcomes=FAILED_OUTCOMES,
             )
+            models = rollups.read_model_groups(
+                conn,
+                start=window[0],
+                end=window[1],
+                grain=grain,
+                group_of=lambda period, cell: (*group_of(period, cell), cell["provider"], cell["request_model"]),
+                key_filters=key_filters,
+            )
+    ctx = _context_from_models(len(keys), models)
     if progress is not None:
         progress(1, 1)
     stats = []
@@ -692,7 +713,7 @@ def _scope_stats_rollups(
             (*group, "s"): _quantiles(g.success.sketches["latency"], integer=False),
             (*group, "f"): _quantiles(g.failed.sketches["latency"], integer=False),
         }
-        stats.append(_scope(keys, group, row, pct, lat))
+        stats.append(_scope(keys, group, row, pct, lat, ctx))
     stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
     return stats
 
@@ -703,6 +724,7 @@ def _scope(
     row: Any,
     pct: dict[tuple[Any, ...], tuple[Any, ...]],
     lat: dict[tuple[Any, ...], tuple[Any, ...]],
+    ctx: dict[tuple[Any, ...], dict[str, int]] | None = None,
 ) -> ScopeStats:
     n = int(row["tasks"])
     successes = int(row["successes"])
@@ -769,7 +791,104 @@ def _scope(
         attempts_per_task=tokens(row["attempts"], a50, a95),
         latency_success_s=latency("s", row["success_timed"], row["success_untimed"]),
         latency_failed_s=latency("f", row["failed_timed"], row["failed_untimed"]),
+        context=ContextTax.from_sums((ctx or {}).get(group) or empty_sums()),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The context tax (its own stage of scope_stats; see costtrace.analysis.context for the definitions)
+
+
+_CONTEXT_COLUMNS = (
+    ("input_nano", "input_nano_usd"),
+    ("cache_read_nano", "cache_read_nano_usd"),
+    ("cache_write_nano", "cache_write_nano_usd"),
+    ("output_nano", "output_nano_usd"),
+    ("reasoning_nano", "reasoning_nano_usd"),
+    ("other_nano", "other_nano_usd"),
+    ("input_tokens", "input_tokens"),
+    ("cache_read_tokens", "cache_read_input_tokens"),
+    ("cache_write_tokens", "cache_write_input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("reasoning_tokens", "reasoning_output_tokens"),
+)
+"""Sum key of :data:`costtrace.price.caching.CONTEXT_SUM_KEYS` -> the ``costtrace_calls`` column it sums."""
+
+
+def _context_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """Per group, provider and requested model: the calls' cost components and token counts, summed.
+
+    Calls join their task (``task_id``), whose columns give the group and the filters, exactly as for
+    the tasks themselves; calls without a task are in no scope. ``uncached_calls`` counts the calls
+    with uncached input (input - cache reads - cache writes > 0): those a missing cache price leaves
+    out of the caching bound.
+    """
+    c, t = s.calls, s.tasks
+    uncached = c.c.input_tokens - c.c.cache_read_input_tokens - c.c.cache_write_input_tokens
+    return (
+        sa.select(
+            *keys,
+            c.c.provider.label("provider"),
+            c.c.request_model.label("model"),
+            *(sa.func.sum(c.c[column]).label(name) for name, column in _CONTEXT_COLUMNS),
+            _count_if(uncached > 0).label("uncached_calls"),
+        )
+        .select_from(c.join(t, c.c.task_id == t.c.task_id))
+        .where(*where)
+        .group_by(*keys, c.c.provider, c.c.request_model)
+    )
+
+
+def _context_from_models(
+    width: int, models: Mapping[tuple[Any, ...], Mapping[str, int]]
+) -> dict[tuple[Any, ...], dict[str, int]]:
+    """:func:`_context_sums` from the rollups' model sums, keyed (group..., provider, model)."""
+    rows = [
+        {
+            "group": key[:width],
+            "provider": key[width],
+            "model": key[width + 1],
+            **{name: sums[column] for name, column in _CONTEXT_COLUMNS},
+            "uncached_calls": sums["uncached_input_calls"],
+        }
+        for key, sums in models.items()
+    ]
+    return _fold_context(rows)
+
+
+def _context_sums(width: int, rows: Sequence[sa.Row[Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Fold the rows of :func:`_context_query` into one sums dict per group (``CONTEXT_SUM_KEYS``).
+
+    The caching bound is applied once per (group, provider, model) row, to the row's token sums
+    (:func:`costtrace.price.caching.caching_bound_nano`, memoised per provider and model).
+    """
+    return _fold_context([{"group": tuple(row[:width]), **row._mapping} for row in rows])
+
+
+def _fold_context(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
+    from costtrace.price.caching import caching_bound_nano
+
+    result: dict[tuple[Any, ...], dict[str, int]] = {}
+    for m in rows:
+        group = m["group"]
+        sums = result.get(group)
+        if sums is None:
+            sums = result[group] = empty_sums()
+        counts = {name: int(m[name] or 0) for name, _ in _CONTEXT_COLUMNS}
+        for name, value in counts.items():
+            sums[name] += value
+        bound = caching_bound_nano(
+            m["provider"],
+            m["model"],
+            input_tokens=counts["input_tokens"],
+            cache_read_tokens=counts["cache_read_tokens"],
+            cache_write_tokens=counts["cache_write_tokens"],
+        )
+        if bound is None:
+            sums["caching_unknown_calls"] += int(m["uncached_calls"] or 0)
+        else:
+            sums["caching_bound_nano"] += bound
+    return result
 
 
 # --------------------------------------------------------------------------------------------------

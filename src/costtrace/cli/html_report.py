@@ -273,6 +273,7 @@ def render(
     table: tuple[Sequence[Column], Sequence[Row]],
     table_title: str,
     latency: tuple[Sequence[Column], Sequence[Row]] | None = None,
+    context: tuple[Sequence[Column], Sequence[Row]] | None = None,
     notes: Sequence[str] = (),
     generated_at: datetime | None = None,
     version: str = "",
@@ -280,7 +281,8 @@ def render(
     """The whole page as one string. Every argument is escaped here; pass plain text.
 
     ``latency``: the columns and rows of the latency table (wall time to success and of failed tasks
-    per group), shown under the main table when given.
+    per group), shown under the main table when given. ``context``: those of the context-tax table
+    (spend by kind of token, cached share of input, the upper bound of caching savings), shown next.
     """
     generated = (generated_at or datetime.now()).strftime("%Y-%m-%d %H:%M")
     meta_html = "".join(f"<span>{_e(k)}: <b>{_e(v)}</b></span>" for k, v in meta)
@@ -326,6 +328,17 @@ def render(
             "p50 / p95 of the successful tasks, next to the failed ones (failure or escalated to a human). "
             "Tasks without a recorded duration are left out and counted.</p>"
             f"{html_table(*latency)}</section>"
+        )
+    if context is not None:
+        parts.append(
+            '<section class="card"><h2>Context tax</h2>'
+            '<p class="sub">Share of the priced spend on uncached input, cache reads, cache writes and output '
+            "(reasoning included); input tokens per task, nearest-rank p50 / p95; cached input: cache reads / all "
+            "input tokens. <b>Caching saves \u2264</b> is an <b>upper bound</b>: every uncached input token priced "
+            "as a cache read at the provider's cache price. Real caches hold only a repeated prefix, need a "
+            "minimum prompt length, expire, and some charge a write first. Calls whose model has no cache-read "
+            "price are counted, not guessed.</p>"
+            f"{html_table(*context)}</section>"
         )
     if notes:
         parts.append(f'<section class="card notes"><h2>Notes</h2><ul>{notes_html}</ul></section>')

@@ -35,7 +35,16 @@ from costtrace.cli.options import (
     window_text,
 )
 from costtrace.cli.output import Column
-from costtrace.cli.stats_rows import EXACT_HELP, latency_columns, scope_stats, stats_columns, stats_notes, stats_row
+from costtrace.cli.stats_rows import (
+    CONTEXT_TITLE,
+    EXACT_HELP,
+    context_columns,
+    latency_columns,
+    scope_stats,
+    stats_columns,
+    stats_notes,
+    stats_row,
+)
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,7 +62,11 @@ def add_command(commands: Any) -> None:
         description=(
             "Read the ledger and print, per group: tasks, success and first-pass rates, attempts, cost per "
             "task (mean, p95), cost per successful task (all spend, failures included, / successes), total "
-            "cost, retry tax and escalations. --html FILE also writes a self-contained page with charts to "
+            "cost, retry tax, escalations and the latency to success; then a second table, the context tax: "
+            "the shares of spend on input, cache reads, cache writes and output, input tokens per task "
+            "(p50/p95), the cache-read share of input tokens, and an upper bound of what caching the uncached "
+            "input would save at the provider's cache price. JSON and CSV hold both in one row per group. "
+            "--html FILE also writes a self-contained page with charts to "
             "FILE; the table (or --format json|csv) is printed as without it, and one line on stderr says where "
             "the page went."
         ),
@@ -96,7 +109,15 @@ def report_command(args: argparse.Namespace) -> int:
             else None
         )
         title = f"Cost per successful task by {', '.join(by)} ({window_text(filters)}, ledger {shown})"
-        out.emit(args.format, columns, rows, title=title, notes=notes)
+        if args.format == "table":  # a second table under the first: the context tax of the same groups
+            out.emit("table", columns, rows, title=title)
+            print()
+            print(CONTEXT_TITLE.format(by=", ".join(by)))
+            print(out.table(context_columns(by), rows))
+            for note in notes:
+                print(f"note: {note}")
+        else:
+            out.emit(args.format, columns, rows, title=title, notes=notes)
         if wrote:
             print(wrote, file=sys.stderr)
     finally:
@@ -188,6 +209,7 @@ def _write_html(
         table=(columns, rows),
         table_title=f"By {', '.join(by)}",
         latency=(latency_columns(by), rows),
+        context=(context_columns(by), rows),
         notes=notes,
         version=__version__,
     )

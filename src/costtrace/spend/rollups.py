@@ -298,6 +298,10 @@ def _raw_model_cells(
             sums[_M["calls"]] += 1
             sums[_M["unpriced_calls"]] += 1 if call["cost_nano_usd"] is None else 0
             sums[_M["unknown_usage_calls"]] += unknown
+            uncached = (
+                int(call["input_tokens"]) - int(call["cache_read_input_tokens"]) - int(call["cache_write_input_tokens"])
+            )
+            sums[_M["uncached_input_calls"]] += 1 if uncached > 0 else 0
             sums[_M["cost_nano_usd"]] += int(call["cost_nano_usd"] or 0)
             for name in _CALL_TOKENS:
                 sums[_M[name]] += int(call[name])
@@ -638,13 +642,14 @@ def read_model_groups(
     end: datetime,
     group_of: Callable[[datetime, Mapping[str, Any]], tuple[Any, ...] | None],
     key_filters: Mapping[str, str],
+    grain: str = "month",
 ) -> dict[tuple[Any, ...], dict[str, int]]:
     """Sum model cells (and raw rows where cells can't be used) into groups: ``{group: {sum name: value}}``.
 
     ``group_of(period_start, keys)`` gives a cell's group from its period and its :data:`MODEL_KEYS`
     (None: leave the cell out); ``key_filters`` restricts :data:`CELL_KEYS` columns to exact values.
     """
-    p = _read_plan(conn, start, end, "month")
+    p = _read_plan(conn, start, end, grain)
     groups: dict[tuple[Any, ...], list[int]] = {}
 
     def put(period: datetime, keys: Mapping[str, Any], sums: Sequence[int]) -> None:

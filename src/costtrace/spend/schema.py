@@ -252,6 +252,7 @@ ROLLUP_MODEL_SUMS = (
     "calls",
     "unpriced_calls",
     "unknown_usage_calls",
+    "uncached_input_calls",
     *_CALL_TOKENS,
     "cost_nano_usd",
     "input_nano_usd",
@@ -268,9 +269,10 @@ ROLLUP_MODEL_SUMS = (
     "useful_tokens",
 )
 """The exact sums of a rollup model cell: the calls of the cell's tasks on one (provider, requested model).
-``first_*``: calls of first attempts (``attempt == 1``); ``attempts``: distinct (task, attempt) on the model,
-``failed_attempts`` those that are not the last attempt of a successful task; ``useful_tokens``: input +
-output tokens of calls in the final attempt (``attempt == tasks.attempts``) of successful tasks."""
+``uncached_input_calls``: calls with input beyond their cache reads and writes; ``first_*``: calls of
+first attempts (``attempt == 1``); ``attempts``: distinct (task, attempt) on the model, ``failed_attempts``
+those that are not the last attempt of a successful task; ``useful_tokens``: input + output tokens of
+calls in the final attempt (``attempt == tasks.attempts``) of successful tasks."""
 
 rollup_models = sa.Table(
     "costtrace_rollup_models",
