@@ -78,6 +78,8 @@ def test_html_report_marks_lower_bounds(ledger, capsys, tmp_path):
     assert "&gt;=$0.000210" in page  # the partial feature's row and its bar
     assert "a lower bound: 1 unpriced call(s)" in page
     assert "2 unpriced call(s) left out" in page  # the total spend KPI
+    routes = page.split('aria-label="Routes compared', 1)[1].split("</svg>", 1)[0]
+    assert "&gt;=$" in routes and "a lower bound: 1 unpriced call(s)" in routes  # the route chart says so too
 
 
 def test_compare_tco_and_budgets_mark_lower_bounds(ledger, capsys):

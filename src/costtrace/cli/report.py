@@ -104,7 +104,7 @@ def report_command(args: argparse.Namespace) -> int:
         notes = stats_notes(stats)
         # The page first: a FILE that cannot be written is an error before anything is printed.
         wrote = (
-            _write_html(args.html, engine, shown, filters, by, columns, rows, notes, exact=args.exact)
+            _write_html(args.html, engine, shown, filters, by, stats, columns, rows, notes, exact=args.exact)
             if args.html
             else None
         )
@@ -150,6 +150,7 @@ def _write_html(
     shown: str,
     filters: Filters,
     by: Sequence[str],
+    stats: Sequence[ScopeStats],
     columns: Sequence[Column],
     rows: Sequence[dict[str, Any]],
     notes: Sequence[str],
@@ -163,6 +164,13 @@ def _write_html(
     analytics = analytics_module()
     by_day = scope_stats(engine, shown, by=("day",), filters=filters, exact=exact)
     by_feature = scope_stats(engine, shown, by=("feature",), filters=filters, exact=exact)
+    # Routes are compared within a feature (a route's cost per success over several features mixes their
+    # difficulty): the chart needs (feature, route) groups, read again unless the table already has them.
+    by_route = (
+        stats
+        if tuple(by) == ROUTE_CHART_BY
+        else scope_stats(engine, shown, by=ROUTE_CHART_BY, filters=filters, exact=exact)
+    )
     with reading(shown):
         models = analytics.model_costs(engine, filters=filters)
     total = _total(by_feature)
@@ -210,6 +218,14 @@ def _write_html(
         table_title=f"By {', '.join(by)}",
         latency=(latency_columns(by), rows),
         context=(context_columns(by), rows),
+        routes=[_route_figures(s) for s in by_route],
+        routes_note=f"Over the report's window and filters ({window_text(filters)}), whatever --by says.",
+        latency_bars=[_latency_bar(s) for s in stats[:LATENCY_CHART_GROUPS]],
+        latency_note=(
+            f"The chart shows the first {LATENCY_CHART_GROUPS} of {len(stats):,} groups; the table below has all."
+            if len(stats) > LATENCY_CHART_GROUPS
+            else ""
+        ),
         notes=notes,
         version=__version__,
     )
@@ -219,6 +235,36 @@ def _write_html(
     except OSError as exc:
         raise ConfigError(f"--html {path_text!r}: cannot write the report: {exc.strerror or exc}") from exc
     return f"costtrace report: wrote {path} ({total['tasks']:,} tasks, {len(days)} day(s))"
+
+
+ROUTE_CHART_BY = ("feature", "route")
+"""The groups of the page's route comparison chart."""
+LATENCY_CHART_GROUPS = 40
+"""At most this many groups (the table's first) in the latency chart; the latency table has them all."""
+
+
+def _route_figures(s: ScopeStats) -> Any:
+    from costtrace.cli import html_report as h
+
+    return h.RouteFigures(
+        route=str(s.key.get("route") or "(none)"),
+        feature=s.key.get("feature"),
+        tasks=s.tasks,
+        cost_per_successful_task_usd=out.at_least(s.cost_per_successful_task_usd, s.cost_complete),
+        first_pass_rate=s.first_pass_rate,
+        note="" if s.cost_complete else f"a lower bound: {s.unpriced_calls:,} unpriced call(s)",
+    )
+
+
+def _latency_bar(s: ScopeStats) -> Any:
+    from costtrace.cli import html_report as h
+
+    ok, failed = s.latency_success_s, s.latency_failed_s
+    return h.Bar(
+        " \u00b7 ".join("(none)" if v is None else str(v) for v in s.key.values()),
+        (ok.p50, ok.p95, failed.p50, failed.p95),
+        f"{ok.tasks:,} timed success(es), {failed.tasks:,} timed failure(s)",
+    )
 
 
 def _day_points(days: Sequence[ScopeStats]) -> list[Any]:
