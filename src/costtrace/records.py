@@ -113,6 +113,9 @@ class TaskSummary:
     ``gpt-4o`` after an escalation)."""
     subtasks_unpriced_calls: int = 0
     """Unpriced calls in the finished subtasks (at every depth)."""
+    final_model: str | None = None
+    """The model the task's last call requested: the one that produced its final answer (``gpt-4o-mini``
+    for a cascade ticket the cheap model solved, ``gpt-4o`` for one it escalated)."""
 
     @property
     def cost_complete(self) -> bool:

@@ -421,6 +421,7 @@ class Task:
             dimensions=self._dimensions,
             models=tuple(self._models),
             subtasks_unpriced_calls=self._subtasks_unpriced,
+            final_model=self._last_model,
         )
 
     # --- called by costtrace.calls --------------------------------------------------------------

@@ -182,7 +182,7 @@ def test_every_figure_of_a_feature_matches_the_hand_computed_one(ledger):
 
 
 def test_means_and_nearest_rank_percentiles_per_task(ledger):
-    support = by_key(scope_stats(ledger, by=("feature",)))[("support",)]
+    support = by_key(scope_stats(ledger, by=("feature",), exact=True))[("support",)]
     # Costs sorted 50, 100, 200, 300, 900, 1000: p50 = rank ceil(3) = 3rd, p95 = rank ceil(5.7) = 6th.
     cost = support.cost_per_task_usd
     assert (cost.mean, cost.p50, cost.p95) == (usd(2550) / 6, usd(200), usd(1000))
@@ -190,6 +190,10 @@ def test_means_and_nearest_rank_percentiles_per_task(ledger):
     tin, tout = support.input_tokens_per_task, support.output_tokens_per_task
     assert (tin.mean, tin.p50, tin.p95) == (D(8500) / 6, D(1000), D(3000))
     assert (tout.mean, tout.p50, tout.p95) == (D(880) / 6, D(100), D(300))
+    # From the rollups (the default): the same means, percentiles within the sketches' 1%.
+    fast = by_key(scope_stats(ledger, by=("feature",)))[("support",)].cost_per_task_usd
+    assert fast.mean == cost.mean
+    assert abs(fast.p50 - cost.p50) <= cost.p50 / 100 and abs(fast.p95 - cost.p95) <= cost.p95 / 100
 
 
 @pytest.mark.parametrize(
@@ -202,7 +206,7 @@ def test_percentiles_are_nearest_rank(ledger_engine, n, p50, p95):
         task_row(f"t{i}", datetime(2024, 5, 6), feature="pct", input_tokens=i, cost_nano_usd=i) for i in range(n, 0, -1)
     ]
     insert(ledger_engine, schema.tasks, rows)
-    (stats,) = scope_stats(ledger_engine, by=())
+    (stats,) = scope_stats(ledger_engine, by=(), exact=True)
     assert (stats.input_tokens_per_task.p50, stats.input_tokens_per_task.p95) == (D(p50), D(p95))
     assert (stats.cost_per_task_usd.p50, stats.cost_per_task_usd.p95) == (usd(p50), usd(p95))
     assert stats.input_tokens_per_task.mean == D(n * (n + 1) // 2) / n
@@ -215,7 +219,7 @@ def test_percentiles_are_nearest_rank(ledger_engine, n, p50, p95):
 def test_percentiles_with_ties_are_nearest_rank(ledger_engine, values, p50, p95):
     rows = [task_row(f"t{i}", datetime(2024, 5, 6), output_tokens=v) for i, v in enumerate(values)]
     insert(ledger_engine, schema.tasks, rows)
-    (stats,) = scope_stats(ledger_engine, by=("day",))
+    (stats,) = scope_stats(ledger_engine, by=("day",), exact=True)
     assert (stats.output_tokens_per_task.p50, stats.output_tokens_per_task.p95) == (D(p50), D(p95))
 
 
@@ -246,7 +250,7 @@ LATENCY_TASKS = [
 
 def test_latency_to_success_and_of_failures_are_nearest_rank_per_route(ledger_engine):
     insert(ledger_engine, schema.tasks, LATENCY_TASKS)
-    routes = by_key(scope_stats(ledger_engine, by=("route",)))
+    routes = by_key(scope_stats(ledger_engine, by=("route",), exact=True))
     mini, esc = routes[(MINI,)], routes[(ESC,)]
     # Successes sorted 0.5, 1.25, 2, 3.5, 8 (n = 5): p50 = rank ceil(2.5) = 3rd, p95 = rank ceil(4.75) = 5th.
     assert mini.latency_success_s == Latency(tasks=5, p50=D("2.0"), p95=D("8.0"), no_duration=1)
@@ -255,7 +259,7 @@ def test_latency_to_success_and_of_failures_are_nearest_rank_per_route(ledger_en
     assert esc.latency_success_s == Latency(tasks=1, p50=D("0.1"), p95=D("0.1"), no_duration=0)
     assert esc.latency_failed_s == Latency()  # no failed task: no percentile, not 0
     assert esc.latency_failed_s.p50 is None
-    (everything,) = scope_stats(ledger_engine, by=())
+    (everything,) = scope_stats(ledger_engine, by=(), exact=True)
     # All 6 timed successes: 0.1, 0.5, 1.25, 2, 3.5, 8: p50 = 3rd, p95 = rank ceil(5.7) = 6th.
     assert everything.latency_success_s == Latency(tasks=6, p50=D("1.25"), p95=D("8.0"), no_duration=1)
 
@@ -268,7 +272,7 @@ def test_latency_percentiles_are_nearest_rank(ledger_engine, n, p50, p95):
     rows = [timed_task(f"s{i}", MINI, "success", float(i)) for i in range(n, 0, -1)]
     rows += [timed_task(f"f{i}", MINI, "failure", float(100 + i)) for i in range(n, 0, -1)]
     insert(ledger_engine, schema.tasks, rows)
-    (stats,) = scope_stats(ledger_engine, by=("feature", "day"))
+    (stats,) = scope_stats(ledger_engine, by=("feature", "day"), exact=True)
     assert stats.latency_success_s == Latency(n, D(p50), D(p95), 0)
     assert stats.latency_failed_s == Latency(n, D(100 + p50), D(100 + p95), 0)
 
@@ -362,14 +366,18 @@ def test_an_empty_ledger_has_no_scope(ledger_engine):
 def test_progress_is_reported_after_each_statement(ledger):
     seen: list[tuple[int, int]] = []
     scope_stats(ledger, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert seen == [(0, 1), (1, 1)]  # from the rollups: one read
+    seen.clear()
+    scope_stats(ledger, exact=True, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # the raw rows: one statement after another
     seen.clear()
     model_costs(ledger, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(0, 2), (1, 2), (2, 2)]
 
 
 def test_bad_keys_and_filters_are_config_errors_naming_the_allowed_values(ledger):
-    with pytest.raises(ConfigError, match=r"unknown group key 'model'.*feature, task, route, team, customer, hour"):
+    allowed = r"feature, task, route, final_model, team, customer, hour"
+    with pytest.raises(ConfigError, match=rf"unknown group key 'model'.*{allowed}"):
         scope_stats(ledger, by=("model",))
     with pytest.raises(ConfigError, match="twice"):
         scope_stats(ledger, by=("day", "day"))
@@ -382,7 +390,7 @@ def test_bad_keys_and_filters_are_config_errors_naming_the_allowed_values(ledger
     with pytest.raises(ConfigError, match="Filters"):
         scope_stats(ledger, filters={"feature": "support"})  # type: ignore[arg-type]
     assert scope_stats(ledger, by="feature") == scope_stats(ledger, by=("feature",))  # a lone key is fine
-    assert GROUP_KEYS == ("feature", "task", "route", "team", "customer", "hour", "day", "week", "month")
+    assert GROUP_KEYS == ("feature", "task", "route", "final_model", "team", "customer", "hour", "day", "week", "month")
 
 
 # --- model_costs ------------------------------------------------------------------------------------

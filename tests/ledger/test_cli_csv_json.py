@@ -97,6 +97,7 @@ CASES: list[tuple[tuple[str, ...], bool, Callable[[Any], list[dict[str, Any]]]]]
     (("whatif", "--route", "gpt-4o", "--feature", "partial", "--rework-cost", "1.5"), True, _rows),
     (("whatif", "--route", "gpt-4.1-mini", "--failure-rate", "gpt-4.1-mini=20%"), True, _rows),
     (("whatif", "--route", "gpt-4o", "--batch", "--price-change", "gpt-4o=+20%"), True, _rows),
+    (("whatif", "--route", "gpt-4o", "--self-host-monthly", "2000", "--self-host-per-mtok", "0.2"), True, _rows),
     (("tco", "--feature", "support", "--rework-cost", "2"), True, _tco_routes),
     (("tco", "--feature", "partial"), True, _tco_routes),
     (("tco", "--example"), False, lambda v: v["models"]),

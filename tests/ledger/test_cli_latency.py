@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def report(capsys: pytest.CaptureFixture[str], ledger: str, *args: str) -> str:
-    assert main(["report", "--ledger", ledger, "--by", "route", *args]) == 0
+    assert main(["report", "--ledger", ledger, "--by", "route", "--exact", *args]) == 0
     return capsys.readouterr().out
 
 
@@ -58,7 +60,9 @@ def test_csv_holds_the_same_text_as_json(ledger, capsys):
     rows = {r["route"]: r for r in lines}
     assert [rows[MINI][k] for k in KEYS] == [str(v) for v in MINI_FIGURES]
     assert [rows[ESC][k] for k in KEYS] == ["0.1", "0.1", "1", "0", "", "", "0", "0"]
-    assert list(lines[0])[-len(KEYS) :] == KEYS  # appended: older columns keep their positions
+    header = list(lines[0])
+    start = header.index(KEYS[0])  # appended after the older columns, which keep their positions
+    assert header[start : start + len(KEYS)] == KEYS and header[start - 1] == "cost_complete"
 
 
 def test_the_table_shows_one_narrow_column_and_notes_the_tasks_without_duration(ledger, capsys):
@@ -73,19 +77,41 @@ def test_the_table_shows_one_narrow_column_and_notes_the_tasks_without_duration(
 
 def test_the_html_page_has_a_latency_table_in_seconds(ledger, capsys, tmp_path: Path):
     page_path = tmp_path / "r.html"
-    assert main(["report", "--ledger", ledger, "--by", "route", "--html", str(page_path)]) == 0
+    assert main(["report", "--ledger", ledger, "--by", "route", "--html", str(page_path), "--exact"]) == 0
     capsys.readouterr()
     page = page_path.read_text(encoding="utf-8")
     latency = page.split("<h2>Latency to a correct answer</h2>", 1)[1].split("</section>", 1)[0]
     for header in ("success p50", "success p95", "failed p50", "failed p95", "successes without duration"):
         assert f">{header}</th>" in latency
-    mini_row = next(r for r in latency.split("<tr>") if MINI + "<" in r and "->" not in r)
+    table = latency.split("<table>", 1)[1]
+    mini_row = next(r for r in table.split("<tr>") if MINI + "<" in r and "->" not in r)
     cells = [c.split(">", 1)[1] for c in mini_row.split("</td>")[:-1]]
     assert cells == [MINI, "2.00s", "8.00s", "5", "1", "4.00s", "6.00s", "2", "1"]
 
 
+def test_the_html_latency_chart_draws_the_hand_figures_in_seconds(ledger, capsys, tmp_path: Path):
+    page_path = tmp_path / "r.html"
+    assert main(["report", "--ledger", ledger, "--by", "route", "--html", str(page_path), "--exact"]) == 0
+    capsys.readouterr()
+    page = page_path.read_text(encoding="utf-8")
+    svg = re.search(r'<svg[^>]*aria-label="Latency to a correct answer and of failed tasks".*?</svg>', page, re.DOTALL)
+    assert svg
+    chart = ET.fromstring(svg.group(0))
+    bars = [(r.get("data-row"), r.get("data-series"), r.get("data-value")) for r in chart.iter("rect")
+            if r.get("class") == "bar"]  # fmt: skip
+    assert bars == [
+        (MINI, "success p50", "2.0"), (MINI, "success p95", "8.0"), (MINI, "failed p50", "4.0"),
+        (MINI, "failed p95", "6.0"), (ESC, "success p50", "0.1"), (ESC, "success p95", "0.1"),
+    ]  # fmt: skip
+    # The escalated route never failed: no bar, "no data" (not 0 s).
+    nodata = [(r.get("data-row"), r.get("data-series")) for r in chart.iter("rect") if r.get("class") == "nodata"]
+    assert nodata == [(ESC, "failed p50"), (ESC, "failed p95")]
+    texts = {"".join(t.itertext()) for t in chart.iter("text")}
+    assert "wall time, task start to end (seconds)" in texts and {"0", "2", "4", "6", "8"} <= texts
+
+
 def test_compare_puts_the_routes_latencies_side_by_side(ledger, capsys):
-    assert main(["compare", "--ledger", ledger, "--feature", "lat"]) == 0
+    assert main(["compare", "--ledger", ledger, "--feature", "lat", "--exact"]) == 0
     text = capsys.readouterr().out
     lines = {line.split("  ")[0]: line for line in text.splitlines()}
     # Both routes cost 0 per success: they keep their order, gpt-4o-mini first.

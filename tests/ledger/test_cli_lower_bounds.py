@@ -50,13 +50,14 @@ def rows_by_first_word(text: str) -> dict[str, str]:
 
 
 def test_report_table_marks_lower_bounds_on_their_rows(ledger, capsys):
-    rows = rows_by_first_word(cli(capsys, "report", "--ledger", ledger))
+    text = cli(capsys, "report", "--ledger", ledger)
+    rows = rows_by_first_word(text.split("\n\n")[0])  # the first table (the context tax follows)
     assert ">=" not in rows["priced"] and "$0.000420" in rows["priced"]
     # The partial feature's figures miss the unpriced call: each cost on its row says ">=".
     assert rows["partial"].count(">=$0.000210") >= 3  # cost/task, cost/success, total
     # A feature whose only call is unknown did not cost $0: it cost at least $0.
     assert ">=$0" in rows["unknown"] and " $0 " not in f" {rows['unknown']} "
-    assert any("lower bounds, shown >=" in line for line in rows.values())
+    assert any("lower bounds, shown >=" in line for line in text.splitlines())
 
 
 def test_report_json_and_csv_rows_carry_cost_complete(ledger, capsys):
@@ -77,6 +78,8 @@ def test_html_report_marks_lower_bounds(ledger, capsys, tmp_path):
     assert "&gt;=$0.000210" in page  # the partial feature's row and its bar
     assert "a lower bound: 1 unpriced call(s)" in page
     assert "2 unpriced call(s) left out" in page  # the total spend KPI
+    routes = page.split('aria-label="Routes compared', 1)[1].split("</svg>", 1)[0]
+    assert "&gt;=$" in routes and "a lower bound: 1 unpriced call(s)" in routes  # the route chart says so too
 
 
 def test_compare_tco_and_budgets_mark_lower_bounds(ledger, capsys):

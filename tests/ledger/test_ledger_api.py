@@ -398,6 +398,9 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_rows(ledger_url):
         schema.migrate(engine)
         with engine.begin() as conn:  # make it a version-1 ledger holding a task
             conn.execute(sa.text("ALTER TABLE costtrace_tasks DROP COLUMN route"))
+            conn.execute(sa.text("ALTER TABLE costtrace_tasks DROP COLUMN final_model"))
+            for table in ("costtrace_rollup_cells", "costtrace_rollup_periods", "costtrace_rollup_marks"):
+                conn.execute(sa.text(f"DROP TABLE {table}"))
             conn.execute(schema.schema_version.update().values(version=1))
         engine.dispose()
         costtrace.configure_ledger(ledger_url)
@@ -408,9 +411,9 @@ def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_rows(ledger_url):
         assert costtrace.flush_ledger(60)
         costtrace.close_ledger()
         with engine.connect() as conn:
-            assert schema.current_version(conn) == schema.SCHEMA_VERSION == 2
-            (route,) = conn.execute(sa.select(schema.tasks.c.route)).one()
-        assert route == "gpt-4o-mini->gpt-4o"
+            assert schema.current_version(conn) == schema.SCHEMA_VERSION == 3
+            route, final_model = conn.execute(sa.select(schema.tasks.c.route, schema.tasks.c.final_model)).one()
+        assert (route, final_model) == ("gpt-4o-mini->gpt-4o", "gpt-4o")
     finally:
         engine.dispose()
 

@@ -109,7 +109,8 @@ def tasks(engine: sa.Engine, filters: Filters) -> int:
 @pytest.mark.parametrize("by", [(), ("feature",), ("route",), ("task", "customer"), ("feature", "day")])
 def test_scope_stats_on_a_custom_dimension_are_exactly_the_matching_tasks(ledger, by):
     on_region = scope_stats(ledger, by=by, filters=EU)
-    assert on_region == scope_stats(ledger, by=by, filters=TEAM_EU)  # every figure of every scope
+    # Every figure of every scope (a custom dimension reads raw rows: exact percentiles, as exact=True).
+    assert on_region == scope_stats(ledger, by=by, filters=TEAM_EU, exact=True)
     assert on_region != scope_stats(ledger, by=by)
     assert sum(s.tasks for s in on_region) == 7 and sum(s.successes for s in on_region) == 6
 
@@ -228,7 +229,8 @@ def test_report_where_is_exactly_the_matching_tasks(ledger_url, ledger, capsys):
     assert code == 0, err
     (support,) = json.loads(out)
     assert (support["feature"], support["tasks"], support["successes"]) == ("support", 7, 6)
-    _, by_team, _ = cli(capsys, "report", "--ledger", ledger_url, "--team", "t-eu", "--format", "json")
+    # --where reads raw rows (exact percentiles): the same figures as --team with --exact.
+    _, by_team, _ = cli(capsys, "report", "--ledger", ledger_url, "--team", "t-eu", "--exact", "--format", "json")
     assert json.loads(out) == json.loads(by_team)
     eu_total = sum((s.total_cost_usd for s in scope_stats(ledger, by=(), filters=TEAM_EU)), Decimal(0))
     assert Decimal(support["total_cost_usd"]) == eu_total
@@ -258,7 +260,8 @@ def test_several_where_flags_combine_with_and(ledger_url, ledger, capsys):
 def test_compare_tco_and_whatif_take_where(ledger_url, ledger, capsys, command):
     code, out, err = cli(capsys, *command, "--ledger", ledger_url, "--where", "region=eu", "--format", "json")
     assert code == 0, err
-    code, by_team, err = cli(capsys, *command, "--ledger", ledger_url, "--team", "t-eu", "--format", "json")
+    exact = ["--exact"] if command[0] == "compare" else []  # --where reads raw rows: exact percentiles
+    code, by_team, err = cli(capsys, *command, "--ledger", ledger_url, "--team", "t-eu", *exact, "--format", "json")
     assert code == 0, err
     assert json.loads(out) == json.loads(by_team)
     code, everything, err = cli(capsys, *command, "--ledger", ledger_url, "--format", "json")

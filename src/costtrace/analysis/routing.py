@@ -39,6 +39,7 @@ from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Literal
 
 from costtrace import _money
+from costtrace.analysis.self_hosting import SelfHosting, project, scope_span, self_host_price
 from costtrace.analysis.tco import (
     _CTX,
     ALL_TASKS,
@@ -67,6 +68,7 @@ __all__ = [
     "ModelStep",
     "ReworkBreakEven",
     "RouteEvidence",
+    "SelfHosting",
     "WhatIf",
     "advise",
     "parse_route",
@@ -185,6 +187,9 @@ class WhatIf:
     """Re-priced at the providers' batch rates."""
     price_changes: dict[str, Decimal] = field(default_factory=dict)
     """Per model, the relative price change applied (0.2: +20%)."""
+    self_hosting: SelfHosting | None = None
+    """The route self-hosted against the route on the API, with the break-even monthly volume (asked for
+    with ``self_host_monthly_usd``); see :mod:`costtrace.analysis.self_hosting`."""
 
     @property
     def recorded_cost_per_success_usd(self) -> Decimal | None:
@@ -326,6 +331,17 @@ def _scope_totals(engine: Engine, filters: Filters) -> tuple[int, int, int, int]
     """(tasks, successes, cost nano-USD, unpriced calls) of the scope's tasks that made LLM calls."""
     import sqlalchemy as sa
 
+    from costtrace.analysis.stats import scope_stats
+
+    by_route = [r for r in scope_stats(engine, by=("route",), filters=filters) if r.key["route"] is not None]
+    if by_route:  # from the rollups (raw rows where they do not apply): the same exact integers
+        return (
+            sum(r.tasks for r in by_route),
+            sum(r.successes for r in by_route),
+            sum(_money.to_nano(r.total_cost_usd) or 0 for r in by_route),
+            sum(r.unpriced_calls for r in by_route),
+        )
+
     from costtrace.spend import schema
 
     t = schema.tasks.c
@@ -343,6 +359,16 @@ def _scope_totals(engine: Engine, filters: Filters) -> tuple[int, int, int, int]
 def _token_need(engine: Engine, filters: Filters) -> _TokenNeed:
     """Summed tokens of the first attempt of each of the scope's tasks (one aggregate query)."""
     import sqlalchemy as sa
+
+    from costtrace.analysis.stats import model_sums
+
+    routed = model_sums(engine, filters=filters, by=("route",))
+    if routed is not None:  # the rollups' model cells
+        names = ("calls", *(f"{n}_tokens" for n in ("input", "output")), "cache_read_input_tokens",
+                 "cache_write_input_tokens", "cache_write_1h_input_tokens", "reasoning_output_tokens",
+                 "unknown_usage_calls")  # fmt: skip
+        totals = [sum(sums[f"first_{n}"] for (route,), sums in routed.items() if route is not None) for n in names]
+        return _TokenNeed(*totals)
 
     from costtrace.spend import schema
 
@@ -373,6 +399,16 @@ def _attempt_failures(engine: Engine, filters: Filters) -> dict[str, tuple[int, 
     the task's last attempt and the task succeeded.
     """
     import sqlalchemy as sa
+
+    from costtrace.analysis.stats import model_sums
+
+    per_model = model_sums(engine, filters=filters, by=("request_model",))
+    if per_model is not None:  # the rollups' model cells
+        return {
+            str(model): (sums["attempts"], sums["failed_attempts"])
+            for (model,), sums in per_model.items()
+            if sums["attempts"]
+        }
 
     from costtrace.spend import schema
 
@@ -408,8 +444,23 @@ def _attempt_failures(engine: Engine, filters: Filters) -> dict[str, tuple[int, 
 
 
 def _providers(engine: Engine, models: tuple[str, ...]) -> dict[str, str]:
-    """The provider recorded most often for each model anywhere in the ledger."""
+    """The provider recorded most often for each model anywhere in the ledger.
+
+    From the rollups' model cells (tasks' calls) when every model is there, else from every call.
+    """
     import sqlalchemy as sa
+
+    from costtrace.analysis.stats import Filters, model_sums
+
+    tasks_calls = model_sums(engine, filters=Filters(), by=("request_model", "provider"))
+    found = {model for (model, _provider) in tasks_calls or {}}
+    if tasks_calls is not None and set(models) <= found:  # every model seen in tasks' calls: from the rollups
+        ranked: dict[str, tuple[int, str]] = {}
+        for (model, provider), sums in tasks_calls.items():
+            current = ranked.get(model)
+            if model in models and (current is None or (sums["calls"], provider) > current):
+                ranked[model] = (sums["calls"], provider)
+        return {model: provider for model, (_, provider) in ranked.items()}
 
     from costtrace.spend import schema
 
@@ -464,6 +515,9 @@ def whatif(
     token_multipliers: Mapping[str, Amount] | None = None,
     price_changes: Mapping[str, Amount] | None = None,
     batch: bool = False,
+    self_host_monthly_usd: Amount | None = None,
+    self_host_input_per_mtok: Amount | None = None,
+    self_host_output_per_mtok: Amount | None = None,
     catalog: PriceCatalog | None = None,
 ) -> WhatIf:
     """Re-price the scope's recorded tasks as if they had run on ``route``.
@@ -482,12 +536,20 @@ def whatif(
             after ``batch``. The pricing risk of depending on one rate card.
         batch: Re-price at the providers' batch rates (work that can wait). A model without a batch
             price raises ConfigError rather than silently keeping its list price.
+        self_host_monthly_usd: Also project the route self-hosted: its fixed cost, USD a month (GPUs,
+            ops; 0 allowed). The result's ``self_hosting`` then holds the monthly task volume at which
+            self-hosting breaks even with the API route, and the measured volume's monthly costs
+            (:mod:`costtrace.analysis.self_hosting`).
+        self_host_input_per_mtok: Self-hosting's cost per million input tokens (default 0); needs
+            ``self_host_monthly_usd``.
+        self_host_output_per_mtok: The same per million output tokens (default 0).
         catalog: The price catalog (default: :func:`costtrace.price.catalog.default_catalog`).
 
     Raises:
         ConfigError: an invalid route or value, no recorded task in the scope, a model without a
             price (or batch price with ``batch``), a price change for a model outside the route,
-            or a model without recorded attempts and no given failure rate.
+            or a model without recorded attempts and no given failure rate; a self-hosting cost
+            that is not a number from 0, or a per-token one without the monthly one.
     """
     from costtrace import _validate
     from costtrace.price.catalog import default_catalog
@@ -513,6 +575,7 @@ def whatif(
             "change the price of a model the route uses"
         )
     rework = None if rework_cost_usd is None else _amount(rework_cost_usd, "rework_cost_usd")
+    self_host = self_host_price(self_host_monthly_usd, self_host_input_per_mtok, self_host_output_per_mtok)
     given = {m: _rate(v, f"failure_rates[{m!r}]") for m, v in (failure_rates or {}).items()}
     multipliers = {m: _amount(v, f"token_multipliers[{m!r}]") for m, v in (token_multipliers or {}).items()}
     catalog = catalog or default_catalog()
@@ -541,6 +604,7 @@ def whatif(
             )
         steps: list[ModelStep] = []
         reach = _ONE
+        scaled_attempts = _ZERO  # attempts per task, each scaled by its model's token multiplier
         projected_cost = _ZERO
         for model in models:
             n, failed = measured.get(model, (0, 0))
@@ -591,6 +655,7 @@ def whatif(
                 + (f"; tokens x {mult}" if mult != _ONE else "")
                 + f"; ${_plain(per_task, 8)} per attempt"
             )
+            scaled_attempts += reach * mult
             reach *= p
         projected_successes = tasks * (_ONE - reach)
         per_success = projected_cost / projected_successes if projected_successes else None
@@ -620,6 +685,23 @@ def whatif(
         assumptions.append(f"L = ${rework} per unsuccessful task (TCO = spend + unsuccessful tasks x L)")
     if unpriced:
         assumptions.append(f"{unpriced} recorded calls were unpriced: the recorded cost is a lower bound")
+    self_hosting = None
+    if self_host is not None:
+        span = scope_span(engine, filters)
+        assert span is not None  # the scope has tasks
+        with localcontext(_CTX):
+            self_hosting, texts = project(
+                self_host,
+                route="->".join(models),
+                tasks=tasks,
+                input_tokens_per_task=mean_in * scaled_attempts,
+                output_tokens_per_task=mean_out * scaled_attempts,
+                attempts_per_task=sum((s.reach for s in steps), _ZERO),
+                api_cost_per_task_usd=projected_cost / tasks,
+                success_rate=projected_successes / tasks,
+                span=span,
+            )
+        assumptions.extend(texts)
     return WhatIf(
         feature=filters.feature,
         route="->".join(models),
@@ -635,6 +717,7 @@ def whatif(
         recorded_cost_complete=unpriced == 0,
         rework_cost_usd=rework,
         steps=tuple(steps),
+        self_hosting=self_hosting,
     )
 
 

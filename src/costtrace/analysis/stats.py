@@ -7,8 +7,10 @@ SQLite and PostgreSQL alike.
 
 - :func:`scope_stats`: per scope (feature, task name, route, team, customer and/or a UTC time bucket),
   tasks, success and first-pass rates, attempts, tokens and cost per task (mean, p50, p95), cost per
-  successful task, retry tax, escalations, cache savings, how complete the costs are, and the
-  latency to a correct answer next to the latency of failed tasks.
+  successful task, retry tax, escalations, cache savings, how complete the costs are, the
+  latency to a correct answer next to the latency of failed tasks, and the context tax
+  (:class:`~costtrace.analysis.context.ContextTax`: spend by kind of token over the scope's calls,
+  with the upper bound of what caching their input would save).
 - :func:`model_costs`: per requested model, what it really cost per million *useful* tokens once
   failed attempts and retries are paid for, next to its catalog price.
 
@@ -60,6 +62,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from costtrace import _money
 from costtrace import semconv as sc
+from costtrace.analysis.context import ContextTax, empty_sums
 from costtrace.analysis.report import FAILED_OUTCOMES, Latency
 from costtrace.analysis.report import seconds as _seconds
 from costtrace.errors import ConfigError
@@ -69,6 +72,7 @@ from costtrace.spend.rows import MAX_TEXT, clean_text
 __all__ = [
     "GROUP_KEYS",
     "TIME_KEYS",
+    "ContextTax",
     "DimensionFilters",
     "Distribution",
     "Filters",
@@ -77,12 +81,15 @@ __all__ = [
     "ScopeStats",
     "dimension_text",
     "model_costs",
+    "model_sums",
     "parse_since",
     "scope_stats",
 ]
 
-GROUP_KEYS = ("feature", "task", "route", "team", "customer", "hour", "day", "week", "month")
-"""What :func:`scope_stats` can group by (any combination, in the order given)."""
+GROUP_KEYS = ("feature", "task", "route", "final_model", "team", "customer", "hour", "day", "week", "month")
+"""What :func:`scope_stats` can group by (any combination, in the order given). ``route`` is the models
+a task's calls requested, in order of first use (``gpt-4o-mini->gpt-4o``: it escalated, whatever answered
+last); ``final_model`` is the model of the task's last call, the one that produced its final answer."""
 TIME_KEYS = ("hour", "day", "week", "month")
 """The time buckets among :data:`GROUP_KEYS`, on ``ended_at`` in UTC. Their key values are text:
 ``"2024-05-01T13:00"`` (hour), ``"2024-05-01"`` (day), ``"2024-04-29"`` (week: its Monday),
@@ -384,7 +391,14 @@ def _time_bucket(key: str, at: sa.ColumnElement[datetime], dialect: str) -> sa.C
 
 def _key_columns(keys: Sequence[str], dialect: str) -> list[sa.ColumnElement[Any]]:
     t = s.tasks
-    plain = {"feature": t.c.feature, "task": t.c.name, "route": t.c.route, "team": t.c.team, "customer": t.c.customer}
+    plain = {
+        "feature": t.c.feature,
+        "task": t.c.name,
+        "route": t.c.route,
+        "final_model": t.c.final_model,
+        "team": t.c.team,
+        "customer": t.c.customer,
+    }
     return [
         (_time_bucket(key, t.c.ended_at, dialect) if key in TIME_KEYS else plain[key]).label(f"k{i}")
         for i, key in enumerate(keys)
@@ -452,10 +466,16 @@ class ScopeStats:
     escalated_tasks: int = 0
     first_pass_tasks: int = 0
     attempts: int = 0
+    attempts_per_task: Distribution = field(default_factory=lambda: Distribution(None, None, None))
+    """Attempts per task: mean (= ``mean_attempts``), p50 and p95."""
     latency_success_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that succeeded: the latency to a correct answer, retries and escalations included."""
     latency_failed_s: Latency = field(default_factory=Latency)
     """Wall time of the tasks that failed or were escalated to a human."""
+    context: ContextTax = field(default_factory=ContextTax.empty)
+    """The context tax: spend by kind of token (input, cache reads and writes, output), the cache-read
+    share of input, and an upper bound of what caching the uncached input would save
+    (:mod:`costtrace.analysis.context`)."""
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -583,13 +603,27 @@ def scope_stats(
     by: Sequence[str] = ("feature",),
     filters: Filters = Filters(),
     progress: ProgressCallback | None = None,
+    exact: bool = False,
 ) -> list[ScopeStats]:
-    """Figures per scope over the ledger's tasks, aggregated in the database.
+    """Figures per scope over the ledger's tasks, from the ledger's rollups where they apply.
 
-    Three statements: the sums per group, the nearest-rank percentiles of input tokens, output
-    tokens and cost per task (window functions), and those of the wall time of successful and of
-    failed tasks. Groups come sorted by their key values, ascending,
-    with missing values last; only groups with tasks appear.
+    Sums, counts, means and rates are exact either way. Percentiles come from the rollups' sketches,
+    within 1% of the exact nearest-rank value (:mod:`costtrace.spend.sketch`), unless ``exact=True``.
+
+    Two paths, with the same definitions:
+
+    - **Rollups** (:mod:`costtrace.spend.rollups`), the default: the coarsest clean cells (months, days,
+      hours) that cover the window, plus the raw rows of the periods still marked dirty and of the
+      partial hours at the window's edges; the context tax from the model cells. Its time grows with
+      the groups and periods asked for, not with the tasks.
+    - **Raw rows**, when ``exact=True``, or the report groups or filters by ``customer`` or filters on a
+      custom dimension (neither is in the rollups): four statements over every task in the window,
+      the sums per group, the nearest-rank percentiles of input and output tokens, cost and attempts
+      per task (window functions), those of the wall time of successful and of failed tasks, and the
+      context tax (the calls' cost and token sums per group and model, :func:`_context_query`).
+
+    Groups come sorted by their key values, ascending, with missing values last; only groups with tasks
+    appear.
 
     Args:
         engine: The ledger's engine (``costtrace.spend.engine.make_engine(url)``).
@@ -597,6 +631,7 @@ def scope_stats(
             one scope over everything. Time buckets are UTC (see :data:`TIME_KEYS`).
         filters: Which tasks count (on ``ended_at`` for ``since`` / ``until``).
         progress: ``progress(done, total)``, called with 0 first and after each statement.
+        exact: Read every raw row, for exact nearest-rank percentiles.
 
     Raises:
         ConfigError: An unknown or repeated group key, or bad filters; the message lists the allowed keys.
@@ -607,19 +642,204 @@ def scope_stats(
         [({'feature': 'support', 'route': 'gpt-4o-mini'}, Decimal('0.00041'))]
     """
     keys = _check_keys(by)
-    where = _task_conditions(_check_filters(filters))
+    filters = _check_filters(filters)
+    if not isinstance(exact, bool):
+        raise ConfigError(f"exact={exact!r} must be True or False")
+    if exact or not _rollups_apply(keys, filters):
+        return _scope_stats_raw(engine, keys, filters, progress)
+    return _scope_stats_rollups(engine, keys, filters, progress)
+
+
+def _rollups_apply(keys: tuple[str, ...], f: Filters) -> bool:
+    """Whether every key and filter is a column of the rollup cells (custom dimensions and customers are not)."""
+    return "customer" not in keys and f.customer is None and not f.dimensions
+
+
+def _scope_stats_raw(
+    engine: Engine, keys: tuple[str, ...], filters: Filters, progress: ProgressCallback | None
+) -> list[ScopeStats]:
+    where = _task_conditions(filters)
     key_columns = _key_columns(keys, engine.dialect.name)
     t = s.tasks
     stages = [
         _totals_query(key_columns, where),
-        _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd)),
+        _percentile_query(key_columns, where, (t.c.input_tokens, t.c.output_tokens, t.c.cost_nano_usd, t.c.attempts)),
         _latency_query(key_columns, where),
+        _context_query(key_columns, where),
     ]
-    totals, percentiles, latencies = _run_stages(engine, stages, progress)
+    totals, percentiles, latencies, contexts = _run_stages(engine, stages, progress)
     width = len(keys)
     pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
     lat = {tuple(row[: width + 1]): tuple(row[width + 1 :]) for row in latencies}
-    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat) for row in totals]
+    ctx = _context_sums(width, contexts)
+    stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat, ctx) for row in totals]
+    stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
+    return stats
+
+
+_CELL_COLUMN = {"feature": "feature", "task": "name", "route": "route", "final_model": "final_model", "team": "team"}
+"""Group keys and filters as columns of the rollup cells."""
+
+
+def _bucket_text(key: str, period: datetime) -> str:
+    """The text of ``period``'s time bucket, the same as :func:`_time_bucket` gives in SQL."""
+    if key == "hour":
+        return period.strftime("%Y-%m-%dT%H:00")
+    if key == "day":
+        return period.strftime("%Y-%m-%d")
+    if key == "week":
+        return (period - timedelta(days=period.weekday())).strftime("%Y-%m-%d")
+    return period.strftime("%Y-%m")
+
+
+def _quantiles(sketch: Any, *, integer: bool) -> tuple[Any, Any]:
+    """p50 and p95 of a rollup sketch: whole numbers (tokens, nano-USD, attempts), or seconds to 4 digits.
+
+    An estimate that is the sketch's exact min or max (a single value, the extremes) is kept as it is.
+    """
+    if not sketch.count:
+        return None, None
+    p50, p95 = sketch.quantiles((0.5, 0.95))
+    assert p50 is not None and p95 is not None
+    if integer:
+        return round(p50), round(p95)
+    exact = (sketch.min, sketch.max)
+    return (p50 if p50 in exact else float(f"{p50:.4g}")), (p95 if p95 in exact else float(f"{p95:.4g}"))
+
+
+def _window(conn: Connection, f: Filters) -> tuple[datetime, datetime] | None:
+    """The hour-aligned span of the ledger's tasks within the filters' window; None when there is none."""
+    from costtrace.spend import rollups
+
+    t = s.tasks
+    first, last = conn.execute(sa.select(sa.func.min(t.c.ended_at), sa.func.max(t.c.ended_at))).one()
+    if first is None:
+        return None
+    start = rollups.hour_of(first)
+    end = rollups.hour_of(last) + timedelta(hours=1)
+    if f.since is not None:
+        start = max(start, _naive_utc(f.since))
+    if f.until is not None:
+        end = min(end, _naive_utc(f.until))
+    return (start, end) if start < end else None
+
+
+def model_sums(
+    engine: Engine, *, filters: Filters = Filters(), by: Sequence[str] = ("request_model",)
+) -> dict[tuple[Any, ...], dict[str, int]] | None:
+    """Sums of the calls of the filters' tasks per group of :data:`costtrace.spend.rollups.MODEL_KEYS`.
+
+    From the rollups' model cells (raw rows where they can't be used), with the same exact integers as
+    a scan; the names are :data:`costtrace.spend.rollups.MODEL_SUMS`. Calls outside any task are in no
+    group. None when the filters need columns the rollups do not hold (``customer``, custom dimensions):
+    read the raw rows.
+
+    Example:
+        >>> sums = model_sums(engine, filters=Filters(feature="support"))   # doctest: +SKIP
+        >>> sums[("gpt-4o-mini",)]["failed_attempts"]                       # doctest: +SKIP
+        12
+    """
+    from costtrace.spend import rollups
+
+    f = _check_filters(filters)
+    if not _rollups_apply((), f):
+        return None
+    key_filters = {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+    names = tuple(by)
+    with engine.connect() as conn:
+        _read_snapshot(conn)
+        window = _window(conn, f)
+        if window is None:
+            return {}
+        return rollups.read_model_groups(
+            conn,
+            start=window[0],
+            end=window[1],
+            group_of=lambda _period, keys: tuple(keys[name] for name in names),
+            key_filters=key_filters,
+        )
+
+
+def _scope_stats_rollups(
+    engine: Engine, keys: tuple[str, ...], f: Filters, progress: ProgressCallback | None
+) -> list[ScopeStats]:
+    from costtrace.spend import rollups
+
+    time_keys = [k for k in keys if k in TIME_KEYS]
+    grain = min((rollups.GRAIN[k] for k in time_keys), key=rollups.LEVELS.index, default="month")
+    key_filters = {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+
+    def group_of(period: datetime, cell: Any) -> tuple[Any, ...]:
+        return tuple(_bucket_text(k, period) if k in TIME_KEYS else cell[_CELL_COLUMN[k]] for k in keys)
+
+    if progress is not None:
+        progress(0, 1)
+    with engine.connect() as conn:
+        _read_snapshot(conn)
+        window = _window(conn, f)
+        groups = {}
+        models: dict[tuple[Any, ...], dict[str, int]] = {}
+        if window is not None:
+            groups = rollups.read_groups(
+                conn,
+                start=window[0],
+                end=window[1],
+                grain=grain,
+                group_of=group_of,
+                key_filters=key_filters,
+                failed_outcomes=FAILED_OUTCOMES,
+            )
+            models = rollups.read_model_groups(
+                conn,
+                start=window[0],
+                end=window[1],
+                grain=grain,
+                group_of=lambda period, cell: (*group_of(period, cell), cell["provider"], cell["request_model"]),
+                key_filters=key_filters,
+            )
+    ctx = _context_from_models(len(keys), models)
+    if progress is not None:
+        progress(1, 1)
+    stats = []
+    for group, g in groups.items():
+        sums = dict(zip(rollups.SUMS, g.all.sums, strict=True))
+        if not sums["tasks"]:
+            continue
+        sk = g.all.sketches
+        row = {
+            "tasks": sums["tasks"],
+            "successes": g.success.sums[0],
+            "first_pass": sums["first_pass"],
+            "attempts": sums["attempts"],
+            "input_tokens": sums["input_tokens"],
+            "output_tokens": sums["output_tokens"],
+            "cost": sums["cost_nano_usd"],
+            "wasted": sums["wasted_nano_usd"],
+            "savings": sums["cache_savings_nano_usd"],
+            "rework": sums["rework_nano_usd"],
+            "unpriced": sums["unpriced_calls"],
+            "estimated": sums["estimated_calls"],
+            "llm_calls": sums["llm_calls"],
+            "escalated": sums["escalated"],
+            "escalated_cost": sums["escalated_cost_nano_usd"],
+            "success_timed": g.success.sums[-1],
+            "success_untimed": g.success.sums[0] - g.success.sums[-1],
+            "failed_timed": g.failed.sums[-1],
+            "failed_untimed": g.failed.sums[0] - g.failed.sums[-1],
+        }
+        pct = {
+            group: (
+                *_quantiles(sk["input_tokens"], integer=True),
+                *_quantiles(sk["output_tokens"], integer=True),
+                *_quantiles(sk["cost"], integer=True),
+                *_quantiles(sk["attempts"], integer=True),
+            )
+        }
+        lat = {
+            (*group, "s"): _quantiles(g.success.sketches["latency"], integer=False),
+            (*group, "f"): _quantiles(g.failed.sketches["latency"], integer=False),
+        }
+        stats.append(_scope(keys, group, row, pct, lat, ctx))
     stats.sort(key=lambda st: _sort_key(tuple(st.key.values())))
     return stats
 
@@ -630,6 +850,7 @@ def _scope(
     row: Any,
     pct: dict[tuple[Any, ...], tuple[Any, ...]],
     lat: dict[tuple[Any, ...], tuple[Any, ...]],
+    ctx: dict[tuple[Any, ...], dict[str, int]] | None = None,
 ) -> ScopeStats:
     n = int(row["tasks"])
     successes = int(row["successes"])
@@ -641,7 +862,7 @@ def _scope(
     estimated = int(row["estimated"])
     cost = _usd(cost_nano)
     wasted = _usd(row["wasted"])
-    in50, in95, out50, out95, c50, c95 = pct.get(group, (None,) * 6)
+    in50, in95, out50, out95, c50, c95, a50, a95 = pct.get(group, (None,) * 8)
 
     def tokens(total: Any, p50: Any, p95: Any) -> Distribution:
         return Distribution(
@@ -693,9 +914,107 @@ def _scope(
         escalated_tasks=escalated,
         first_pass_tasks=int(row["first_pass"]),
         attempts=int(row["attempts"]),
+        attempts_per_task=tokens(row["attempts"], a50, a95),
         latency_success_s=latency("s", row["success_timed"], row["success_untimed"]),
         latency_failed_s=latency("f", row["failed_timed"], row["failed_untimed"]),
+        context=ContextTax.from_sums((ctx or {}).get(group) or empty_sums()),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The context tax (its own stage of scope_stats; see costtrace.analysis.context for the definitions)
+
+
+_CONTEXT_COLUMNS = (
+    ("input_nano", "input_nano_usd"),
+    ("cache_read_nano", "cache_read_nano_usd"),
+    ("cache_write_nano", "cache_write_nano_usd"),
+    ("output_nano", "output_nano_usd"),
+    ("reasoning_nano", "reasoning_nano_usd"),
+    ("other_nano", "other_nano_usd"),
+    ("input_tokens", "input_tokens"),
+    ("cache_read_tokens", "cache_read_input_tokens"),
+    ("cache_write_tokens", "cache_write_input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("reasoning_tokens", "reasoning_output_tokens"),
+)
+"""Sum key of :data:`costtrace.price.caching.CONTEXT_SUM_KEYS` -> the ``costtrace_calls`` column it sums."""
+
+
+def _context_query(keys: list[sa.ColumnElement[Any]], where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """Per group, provider and requested model: the calls' cost components and token counts, summed.
+
+    Calls join their task (``task_id``), whose columns give the group and the filters, exactly as for
+    the tasks themselves; calls without a task are in no scope. ``uncached_calls`` counts the calls
+    with uncached input (input - cache reads - cache writes > 0): those a missing cache price leaves
+    out of the caching bound.
+    """
+    c, t = s.calls, s.tasks
+    uncached = c.c.input_tokens - c.c.cache_read_input_tokens - c.c.cache_write_input_tokens
+    return (
+        sa.select(
+            *keys,
+            c.c.provider.label("provider"),
+            c.c.request_model.label("model"),
+            *(sa.func.sum(c.c[column]).label(name) for name, column in _CONTEXT_COLUMNS),
+            _count_if(uncached > 0).label("uncached_calls"),
+        )
+        .select_from(c.join(t, c.c.task_id == t.c.task_id))
+        .where(*where)
+        .group_by(*keys, c.c.provider, c.c.request_model)
+    )
+
+
+def _context_from_models(
+    width: int, models: Mapping[tuple[Any, ...], Mapping[str, int]]
+) -> dict[tuple[Any, ...], dict[str, int]]:
+    """:func:`_context_sums` from the rollups' model sums, keyed (group..., provider, model)."""
+    rows = [
+        {
+            "group": key[:width],
+            "provider": key[width],
+            "model": key[width + 1],
+            **{name: sums[column] for name, column in _CONTEXT_COLUMNS},
+            "uncached_calls": sums["uncached_input_calls"],
+        }
+        for key, sums in models.items()
+    ]
+    return _fold_context(rows)
+
+
+def _context_sums(width: int, rows: Sequence[sa.Row[Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Fold the rows of :func:`_context_query` into one sums dict per group (``CONTEXT_SUM_KEYS``).
+
+    The caching bound is applied once per (group, provider, model) row, to the row's token sums
+    (:func:`costtrace.price.caching.caching_bound_nano`, memoised per provider and model).
+    """
+    return _fold_context([{"group": tuple(row[:width]), **row._mapping} for row in rows])
+
+
+def _fold_context(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
+    from costtrace.price.caching import caching_bound_nano
+
+    result: dict[tuple[Any, ...], dict[str, int]] = {}
+    for m in rows:
+        group = m["group"]
+        sums = result.get(group)
+        if sums is None:
+            sums = result[group] = empty_sums()
+        counts = {name: int(m[name] or 0) for name, _ in _CONTEXT_COLUMNS}
+        for name, value in counts.items():
+            sums[name] += value
+        bound = caching_bound_nano(
+            m["provider"],
+            m["model"],
+            input_tokens=counts["input_tokens"],
+            cache_read_tokens=counts["cache_read_tokens"],
+            cache_write_tokens=counts["cache_write_tokens"],
+        )
+        if bound is None:
+            sums["caching_unknown_calls"] += int(m["uncached_calls"] or 0)
+        else:
+            sums["caching_bound_nano"] += bound
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -757,6 +1076,48 @@ def _model_query(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
     )
 
 
+@dataclass
+class _ModelRow:
+    model: str
+    provider: str | None
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: int = 0
+    unpriced: int = 0
+    useful: int = 0
+
+
+def _model_rows_from_rollups(
+    engine: Engine, f: Filters, where: list[sa.ColumnElement[bool]], tick: ProgressCallback | None
+) -> list[_ModelRow]:
+    """:func:`_model_query`'s rows for a window-less scope: the tasks' calls from the rollups' model cells,
+    the calls outside any task (one indexed statement) from the raw rows."""
+    per = model_sums(engine, filters=f, by=("request_model", "provider")) or {}
+    rows: dict[str, _ModelRow] = {}
+    for (model, provider), sums in sorted(per.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        row = rows.setdefault(model, _ModelRow(model, provider))
+        row.provider = max(row.provider or "", provider or "") or None
+        row.calls += sums["calls"]
+        row.input_tokens += sums["input_tokens"]
+        row.output_tokens += sums["output_tokens"]
+        row.cost += sums["cost_nano_usd"]
+        row.unpriced += sums["unpriced_calls"]
+        row.useful += sums["useful_tokens"]
+    if f.route is None:  # calls without a task have no route: a route filter never matches them
+        c = s.calls
+        (loose,) = _run_stages(engine, [_model_query([*where, c.c.task_id.is_(None)])], tick)
+        for r in loose:
+            row = rows.setdefault(r.model, _ModelRow(r.model, r.provider))
+            row.provider = max(row.provider or "", r.provider or "") or None
+            row.calls += int(r.calls)
+            row.input_tokens += int(r.input_tokens or 0)
+            row.output_tokens += int(r.output_tokens or 0)
+            row.cost += int(r.cost or 0)
+            row.unpriced += int(r.unpriced or 0)
+    return list(rows.values())
+
+
 def _list_prices(provider: str | None, model: str) -> tuple[Decimal | None, Decimal | None]:
     """The catalog's (input, output) USD per million tokens for ``model`` now, or Nones when unpriced.
 
@@ -803,7 +1164,8 @@ def model_costs(
         ...     print(m.model, m.blended_list_per_mtok, m.effective_per_mtok_useful)
         gpt-4o-mini 0.21 0.58
     """
-    where = _call_conditions(_check_filters(filters))
+    f = _check_filters(filters)
+    where = _call_conditions(f)
     tick: ProgressCallback | None = None
     if progress is not None:
         user_progress = progress
@@ -811,7 +1173,11 @@ def model_costs(
         def tick(done: int, _total: int) -> None:
             user_progress(done, 2)
 
-    (rows,) = _run_stages(engine, [_model_query(where)], tick)
+    rows: list[Any]
+    if f.since is None and f.until is None and _rollups_apply((), f):
+        rows = _model_rows_from_rollups(engine, f, where, tick)
+    else:  # a window is on the calls' own start times, which the rollups (by the task's end) do not keep
+        (rows,) = _run_stages(engine, [_model_query(where)], tick)
     result = []
     for row in rows:  # one row per model, not per call
         cost = _usd(row.cost)

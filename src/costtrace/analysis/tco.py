@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Literal, overload
 
-from costtrace import _money
 from costtrace.analysis.stats import Filters, _task_conditions
 from costtrace.errors import ConfigError
 
@@ -482,7 +481,7 @@ class RouteTCO:
 
 
 def from_ledger(engine: Engine, *, filters: Filters = ALL_TASKS, rework_cost_usd: Amount = 0) -> list[RouteTCO]:
-    """Measured TCO per (feature, route) of the ledger's tasks, one grouped SQL query.
+    """Measured TCO per (feature, route) of the ledger's tasks, from :func:`~costtrace.analysis.stats.scope_stats`.
 
     ``P(fail) = 1 - successes / tasks`` (partial, escalated-to-human and unfinished tasks are not
     successes); ``C`` = the route's spend / its tasks. As in :mod:`costtrace.analysis.report`, every task row
@@ -493,41 +492,23 @@ def from_ledger(engine: Engine, *, filters: Filters = ALL_TASKS, rework_cost_usd
         >>> for r in from_ledger(engine, filters=Filters(feature="support"), rework_cost_usd=75):  # doctest: +SKIP
         ...     print(r.route, r.tasks, r.failure_rate, r.tco_per_task_usd)
     """
-    import sqlalchemy as sa
-
-    from costtrace.spend import schema
+    from costtrace.analysis.stats import scope_stats
 
     rework = _amount(rework_cost_usd, "rework_cost_usd")
-    t = schema.tasks.c
-    query = (
-        sa.select(
-            t.feature,
-            t.route,
-            sa.func.count().label("tasks"),
-            sa.func.sum(sa.case((t.outcome == "success", 1), else_=0)).label("successes"),
-            sa.func.sum(t.cost_nano_usd).label("cost"),
-            sa.func.sum(t.unpriced_calls).label("unpriced"),
-        )
-        .where(*task_conditions(filters))
-        .group_by(t.feature, t.route)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
     result = []
-    for row in rows:
-        tasks, successes = int(row.tasks), int(row.successes or 0)
-        total = _money.from_nano(int(row.cost or 0)) or _ZERO
+    for scope in scope_stats(engine, by=("feature", "route"), filters=filters):  # the rollups: exact sums
+        tasks, successes = scope.tasks, scope.successes
         with localcontext(_CTX):
-            per_task = total / tasks
+            per_task = scope.total_cost_usd / tasks
             failure = _ONE - Decimal(successes) / tasks
         result.append(
             RouteTCO(
-                feature=row.feature,
-                route=row.route,
+                feature=scope.key["feature"],
+                route=scope.key["route"],
                 tasks=tasks,
                 successes=successes,
-                total_cost_usd=total,
-                unpriced_calls=int(row.unpriced or 0),
+                total_cost_usd=scope.total_cost_usd,
+                unpriced_calls=scope.unpriced_calls,
                 tco=tco_per_task(per_task, failure, rework),
             )
         )

@@ -9,13 +9,14 @@ Commands::
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' [FILTERS] [--rework-cost USD] [--failure-rate MODEL=P]
     costtrace tco [--cheap-input-price ... | --feature F | --example] [--rework-cost USD | --hourly-rate USD --hours H]
     costtrace budgets
+    costtrace ledger status|migrate|refresh|rebuild
     costtrace phoenix prices [--model provider:model ...] [--ledger URL] [--endpoint URL] [--dry-run]
 
     FILTERS: --feature F --task T --route R --team T --customer C --since 7d --until 2026-05-01;
     every ledger command takes --ledger URL (default: $COSTTRACE_LEDGER_URL, else the per-user SQLite file)
     and --format table|json|csv. Each command lives in its own module: ``costtrace.cli.report``,
-    ``compare``, ``whatif``, ``tco``, ``budgets`` and ``phoenix``; this one keeps the parser, ``demo`` and
-    :func:`main`.
+    ``compare``, ``whatif``, ``tco``, ``budgets``, ``ledger_admin`` and ``phoenix``; this one keeps the
+    parser, ``demo`` and :func:`main`.
 
 Exit codes: 0 success; 1 ``phoenix prices`` left a model out (unpriced, or refused by Phoenix);
 2 bad arguments or configuration (one line on stderr saying what and how to fix it); 130 interrupted.
@@ -36,7 +37,7 @@ from typing import NoReturn
 
 from costtrace import config, demo
 from costtrace._version import __version__
-from costtrace.cli import budgets, compare, phoenix, report, tco, whatif
+from costtrace.cli import budgets, compare, ledger_admin, phoenix, report, tco, whatif
 from costtrace.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from costtrace.cli.options import usd_amount
 from costtrace.demo import summary, support_bot
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or every span as raw JSON (json)",
     )
     p.set_defaults(handler=_demo_command)
-    for command in (report, compare, whatif, tco, budgets, phoenix):
+    for command in (report, compare, whatif, tco, budgets, ledger_admin, phoenix):
         command.add_command(commands)
     return parser
 

@@ -29,7 +29,7 @@ from costtrace.cli.options import (
     window_text,
 )
 from costtrace.cli.output import Column
-from costtrace.cli.stats_rows import scope_stats, stats_columns, stats_notes, stats_row
+from costtrace.cli.stats_rows import EXACT_HELP, scope_stats, stats_columns, stats_notes, stats_row
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -53,6 +53,7 @@ def add_command(commands: Any) -> None:
         metavar="N",
         help="tasks a route needs for advice (default: %(default)s)",
     )
+    p.add_argument("--exact", action="store_true", help=EXACT_HELP)
     p.set_defaults(handler=compare_command)
 
 
@@ -71,6 +72,15 @@ COMPARE_METRICS: tuple[tuple[str, str, out.Kind], ...] = (
     ("latency_success_p50_s", "time to success (p50)", "seconds"),
     ("latency_success_p95_s", "time to success (p95)", "seconds"),
     ("latency_failed_p95_s", "time to failure (p95)", "seconds"),
+    ("input_cost_share", "input share of spend", "pct"),
+    ("cache_read_cost_share", "cache-read share of spend", "pct"),
+    ("cache_write_cost_share", "cache-write share of spend", "pct"),
+    ("output_cost_share", "output share of spend", "pct"),
+    ("input_tokens_per_task_p50", "input tokens per task (p50)", "int"),
+    ("input_tokens_per_task_p95", "input tokens per task (p95)", "int"),
+    ("cache_read_token_share", "cached share of input tokens", "pct"),
+    ("caching_savings_upper_bound_usd", "caching saves (upper bound)", "usd"),
+    ("caching_unknown_calls", "calls without a cache price", "int"),
     ("rework_cost_usd", "recorded rework", "usd"),
     ("unpriced_calls", "unpriced calls", "int"),
 )
@@ -108,7 +118,7 @@ def compare_command(args: argparse.Namespace) -> int:
     shown = shown_url(url)
     engine = open_ledger(url)
     try:
-        stats = scope_stats(engine, shown, by=("route",), filters=filters)
+        stats = scope_stats(engine, shown, by=("route",), filters=filters, exact=args.exact)
         if not stats:
             raise no_tasks_error(engine, shown, filters)
         stats = sorted(stats, key=lambda s: (s.cost_per_successful_task_usd is None, s.cost_per_successful_task_usd))

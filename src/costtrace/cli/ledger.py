@@ -38,8 +38,11 @@ def ledger_url(args: argparse.Namespace) -> str:
     return url.strip() if url and url.strip() else default_url()
 
 
-def open_ledger(url: str) -> Engine:
+def open_ledger(url: str, *, writable: bool = False) -> Engine:
     """The engine of an existing ledger; never creates one.
+
+    ``writable=True`` (``costtrace ledger``): a read-write engine, and an older schema is accepted (the
+    command migrates it).
 
     Raises:
         ConfigError: The URL is bad, the SQLite file does not exist, or the database has no costtrace
@@ -69,7 +72,7 @@ def open_ledger(url: str) -> Engine:
         shown = str(path)
     # Read-only: a SQLite file is opened with mode=ro (never written, never created), and a long
     # report never holds the write lock the app's writers need.
-    engine = make_engine(url, read_only=True)
+    engine = make_engine(url, read_only=not writable)
     try:
         with reading(shown), engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
@@ -80,7 +83,7 @@ def open_ledger(url: str) -> Engine:
     if "costtrace_tasks" not in tables:
         engine.dispose()
         raise ConfigError(f"no ledger at {shown} (no costtrace tables there); {NO_LEDGER_HINT}")
-    if version != schema.SCHEMA_VERSION:
+    if version != schema.SCHEMA_VERSION and not (writable and version < schema.SCHEMA_VERSION):
         engine.dispose()
         if version > schema.SCHEMA_VERSION:
             raise ConfigError(
@@ -89,8 +92,8 @@ def open_ledger(url: str) -> Engine:
             )
         raise ConfigError(
             f"the ledger at {shown} has schema version {version}, older than this costtrace's "
-            f"({schema.SCHEMA_VERSION}); reports never write, so let your app (costtrace.configure_ledger) "
-            "upgrade it first"
+            f"({schema.SCHEMA_VERSION}); reports never write: upgrade it with `costtrace ledger migrate`, "
+            "or let your app (costtrace.configure_ledger) do it"
         )
     return engine
 

@@ -70,6 +70,25 @@ class LowerBound(Decimal):
     __slots__ = ()
 
 
+class UpperBound(Decimal):
+    """An amount known only from above (what caching could save at most): shown as ``<=$0.0123``.
+
+    Arithmetic on it gives plain ``Decimal``; JSON and CSV write the exact amount under a key that
+    says it is a bound (``caching_savings_upper_bound_usd``).
+
+    Example:
+        >>> display(UpperBound("0.0123"), "usd"), display(UpperBound(0), "usd")
+        ('<=$0.0123', '<=$0')
+    """
+
+    __slots__ = ()
+
+
+def at_most(value: Decimal | None) -> Decimal | None:
+    """``value`` marked as an :class:`UpperBound` (``None`` stays ``None``: unknown)."""
+    return None if value is None else UpperBound(value)
+
+
 def at_least(value: Decimal | None, complete: bool) -> Decimal | None:
     """``value`` itself when ``complete``, else the same amount marked as a :class:`LowerBound`."""
     if value is None or complete:
@@ -118,10 +137,13 @@ def display(value: Any, kind: Kind) -> str:
     if kind == "rtext":
         return str(value)
     if kind == "usd":
-        return (">=" if isinstance(value, LowerBound) else "") + usd(value)
+        bound = ">=" if isinstance(value, LowerBound) else "<=" if isinstance(value, UpperBound) else ""
+        return bound + usd(value)
     if kind == "pct":
-        return pct(value)
+        return ("<=" if isinstance(value, UpperBound) else "") + pct(value)
     if kind == "int":
+        if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+            return f"{int(value):,}"  # a count held as Decimal (a percentile of token counts)
         return f"{value:,}" if isinstance(value, int) else str(value)
     if kind == "num":
         return num(value)
@@ -139,7 +161,7 @@ def display(value: Any, kind: Kind) -> str:
 
 def _exact(value: Any) -> Any:
     """A JSON-ready exact value."""
-    if isinstance(value, Decimal):  # a LowerBound too: its row says it is one (cost_complete)
+    if isinstance(value, Decimal):  # a LowerBound too (its row says so: cost_complete), an UpperBound too
         return format(value, "f") if value.is_finite() else str(value)
     if isinstance(value, date):  # a datetime too
         return value.isoformat()

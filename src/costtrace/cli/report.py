@@ -35,7 +35,16 @@ from costtrace.cli.options import (
     window_text,
 )
 from costtrace.cli.output import Column
-from costtrace.cli.stats_rows import latency_columns, scope_stats, stats_columns, stats_notes, stats_row
+from costtrace.cli.stats_rows import (
+    CONTEXT_TITLE,
+    EXACT_HELP,
+    context_columns,
+    latency_columns,
+    scope_stats,
+    stats_columns,
+    stats_notes,
+    stats_row,
+)
 from costtrace.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,7 +62,11 @@ def add_command(commands: Any) -> None:
         description=(
             "Read the ledger and print, per group: tasks, success and first-pass rates, attempts, cost per "
             "task (mean, p95), cost per successful task (all spend, failures included, / successes), total "
-            "cost, retry tax and escalations. --html FILE also writes a self-contained page with charts to "
+            "cost, retry tax, escalations and the latency to success; then a second table, the context tax: "
+            "the shares of spend on input, cache reads, cache writes and output, input tokens per task "
+            "(p50/p95), the cache-read share of input tokens, and an upper bound of what caching the uncached "
+            "input would save at the provider's cache price. JSON and CSV hold both in one row per group. "
+            "--html FILE also writes a self-contained page with charts to "
             "FILE; the table (or --format json|csv) is printed as without it, and one line on stderr says where "
             "the page went."
         ),
@@ -62,9 +75,11 @@ def add_command(commands: Any) -> None:
         "--by",
         default="feature",
         metavar="KEYS",
-        help="comma-separated grouping: feature, task, route, team, customer, hour, day, week, month "
+        help="comma-separated grouping: feature, task, route (the models a task called, in order), final_model "
+        "(the model of its last call), team, customer, hour, day, week, month "
         "(default: %(default)s)",
     )
+    p.add_argument("--exact", action="store_true", help=EXACT_HELP)
     p.add_argument(
         "--html",
         metavar="FILE",
@@ -81,16 +96,28 @@ def report_command(args: argparse.Namespace) -> int:
     shown = shown_url(url)
     engine = open_ledger(url)
     try:
-        stats = scope_stats(engine, shown, by=by, filters=filters)
+        stats = scope_stats(engine, shown, by=by, filters=filters, exact=args.exact)
         if not stats:
             raise no_tasks_error(engine, shown, filters)
         columns = stats_columns(by)
         rows = [stats_row(s) for s in stats]
         notes = stats_notes(stats)
         # The page first: a FILE that cannot be written is an error before anything is printed.
-        wrote = _write_html(args.html, engine, shown, filters, by, columns, rows, notes) if args.html else None
+        wrote = (
+            _write_html(args.html, engine, shown, filters, by, stats, columns, rows, notes, exact=args.exact)
+            if args.html
+            else None
+        )
         title = f"Cost per successful task by {', '.join(by)} ({window_text(filters)}, ledger {shown})"
-        out.emit(args.format, columns, rows, title=title, notes=notes)
+        if args.format == "table":  # a second table under the first: the context tax of the same groups
+            out.emit("table", columns, rows, title=title)
+            print()
+            print(CONTEXT_TITLE.format(by=", ".join(by)))
+            print(out.table(context_columns(by), rows))
+            for note in notes:
+                print(f"note: {note}")
+        else:
+            out.emit(args.format, columns, rows, title=title, notes=notes)
         if wrote:
             print(wrote, file=sys.stderr)
     finally:
@@ -123,17 +150,27 @@ def _write_html(
     shown: str,
     filters: Filters,
     by: Sequence[str],
+    stats: Sequence[ScopeStats],
     columns: Sequence[Column],
     rows: Sequence[dict[str, Any]],
     notes: Sequence[str],
+    *,
+    exact: bool = False,
 ) -> str:
     """Write the HTML page to ``path_text``; return the line that says so."""
     from costtrace._version import __version__
     from costtrace.cli import html_report as h
 
     analytics = analytics_module()
-    by_day = scope_stats(engine, shown, by=("day",), filters=filters)
-    by_feature = scope_stats(engine, shown, by=("feature",), filters=filters)
+    by_day = scope_stats(engine, shown, by=("day",), filters=filters, exact=exact)
+    by_feature = scope_stats(engine, shown, by=("feature",), filters=filters, exact=exact)
+    # Routes are compared within a feature (a route's cost per success over several features mixes their
+    # difficulty): the chart needs (feature, route) groups, read again unless the table already has them.
+    by_route = (
+        stats
+        if tuple(by) == ROUTE_CHART_BY
+        else scope_stats(engine, shown, by=ROUTE_CHART_BY, filters=filters, exact=exact)
+    )
     with reading(shown):
         models = analytics.model_costs(engine, filters=filters)
     total = _total(by_feature)
@@ -181,6 +218,15 @@ def _write_html(
         table=(columns, rows),
         table_title=f"By {', '.join(by)}",
         latency=(latency_columns(by), rows),
+        context=(context_columns(by), rows),
+        routes=[_route_figures(s) for s in by_route],
+        routes_note=f"Over the report's window and filters ({window_text(filters)}), whatever --by says.",
+        latency_bars=[_latency_bar(s) for s in stats[:LATENCY_CHART_GROUPS]],
+        latency_note=(
+            f"The chart shows the first {LATENCY_CHART_GROUPS} of {len(stats):,} groups; the table below has all."
+            if len(stats) > LATENCY_CHART_GROUPS
+            else ""
+        ),
         notes=notes,
         version=__version__,
     )
@@ -190,6 +236,36 @@ def _write_html(
     except OSError as exc:
         raise ConfigError(f"--html {path_text!r}: cannot write the report: {exc.strerror or exc}") from exc
     return f"costtrace report: wrote {path} ({total['tasks']:,} tasks, {len(days)} day(s))"
+
+
+ROUTE_CHART_BY = ("feature", "route")
+"""The groups of the page's route comparison chart."""
+LATENCY_CHART_GROUPS = 40
+"""At most this many groups (the table's first) in the latency chart; the latency table has them all."""
+
+
+def _route_figures(s: ScopeStats) -> Any:
+    from costtrace.cli import html_report as h
+
+    return h.RouteFigures(
+        route=str(s.key.get("route") or "(none)"),
+        feature=s.key.get("feature"),
+        tasks=s.tasks,
+        cost_per_successful_task_usd=out.at_least(s.cost_per_successful_task_usd, s.cost_complete),
+        first_pass_rate=s.first_pass_rate,
+        note="" if s.cost_complete else f"a lower bound: {s.unpriced_calls:,} unpriced call(s)",
+    )
+
+
+def _latency_bar(s: ScopeStats) -> Any:
+    from costtrace.cli import html_report as h
+
+    ok, failed = s.latency_success_s, s.latency_failed_s
+    return h.Bar(
+        " \u00b7 ".join("(none)" if v is None else str(v) for v in s.key.values()),
+        (ok.p50, ok.p95, failed.p50, failed.p95),
+        f"{ok.tasks:,} timed success(es), {failed.tasks:,} timed failure(s)",
+    )
 
 
 def _day_points(days: Sequence[ScopeStats]) -> list[Any]:

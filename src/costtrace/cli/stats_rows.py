@@ -59,6 +59,7 @@ def stats_columns(by: Sequence[str]) -> list[Column]:
         Column("unpriced_calls", "unpriced", "int"),
         Column("cost_complete", "cost_complete", "text", table=False),
         *LATENCY_COLUMNS,
+        *CONTEXT_COLUMNS,
     ]
 
 
@@ -74,6 +75,62 @@ LATENCY_COLUMNS = [
 ]
 """Wall time from task start to end, seconds, per outcome class (see :class:`costtrace.analysis.stats.Latency`):
 in JSON and CSV, after the older columns; the HTML page shows them as a table of their own."""
+
+
+CONTEXT_COLUMNS = [
+    Column("input_cost_usd", "input_cost_usd", "usd", table=False),
+    Column("cache_read_cost_usd", "cache_read_cost_usd", "usd", table=False),
+    Column("cache_write_cost_usd", "cache_write_cost_usd", "usd", table=False),
+    Column("output_cost_usd", "output_cost_usd", "usd", table=False),
+    Column("reasoning_cost_usd", "reasoning_cost_usd", "usd", table=False),
+    Column("other_cost_usd", "other_cost_usd", "usd", table=False),
+    Column("input_cost_share", "input", "pct", table=False),
+    Column("cache_read_cost_share", "cache read", "pct", table=False),
+    Column("cache_write_cost_share", "cache write", "pct", table=False),
+    Column("output_cost_share", "output", "pct", table=False),
+    Column("other_cost_share", "other_cost_share", "pct", table=False),
+    Column("input_tokens", "input_tokens", "int", table=False),
+    Column("cache_read_tokens", "cache_read_tokens", "int", table=False),
+    Column("cache_write_tokens", "cache_write_tokens", "int", table=False),
+    Column("uncached_input_tokens", "uncached_input_tokens", "int", table=False),
+    Column("output_tokens", "output_tokens", "int", table=False),
+    Column("reasoning_tokens", "reasoning_tokens", "int", table=False),
+    Column("cache_read_token_share", "cached input", "pct", table=False),
+    Column("cache_write_token_share", "cache_write_token_share", "pct", table=False),
+    Column("caching_savings_upper_bound_usd", "caching saves (upper bound)", "usd", table=False),
+    Column("caching_savings_upper_bound_share", "of spend", "pct", table=False),
+    Column("caching_unknown_calls", "no cache price", "int", table=False),
+    Column("caching_savings_complete", "caching_savings_complete", "text", table=False),
+    Column("input_tokens_per_task", "input tok/task p50/p95", "rtext", table=False, data=False),
+]
+"""The context tax (:class:`costtrace.analysis.context.ContextTax`): spend and tokens by kind, the cost
+shares (of the priced spend) and the cache-read share of input tokens, and the upper bound of what
+caching the uncached input would save. In JSON and CSV after the latency columns; the table and the
+HTML page show a compact selection as a table of their own (:func:`context_columns`)."""
+
+_CONTEXT_TABLE = (
+    "input_cost_share",
+    "cache_read_cost_share",
+    "cache_write_cost_share",
+    "output_cost_share",
+    "input_tokens_per_task",
+    "cache_read_token_share",
+    "caching_savings_upper_bound_usd",
+    "caching_savings_upper_bound_share",
+    "caching_unknown_calls",
+)
+
+
+def context_columns(by: Sequence[str]) -> list[Column]:
+    """The context-tax table (terminal and HTML): the group keys, then the compact selection."""
+    chosen = {c.key: c for c in CONTEXT_COLUMNS}
+    return [*(Column(k, k, "text") for k in by), *(Column(k, chosen[k].header, chosen[k].kind) for k in _CONTEXT_TABLE)]
+
+
+CONTEXT_TITLE = (
+    "Context tax by {by}: shares of priced spend, cached input = cache reads / input tokens; "
+    "'caching saves' is an UPPER BOUND (all uncached input at the cache-read price)"
+)
 
 
 def latency_columns(by: Sequence[str]) -> list[Column]:
@@ -122,7 +179,45 @@ def stats_row(s: ScopeStats) -> dict[str, Any]:
         row[f"{name}_tokens_per_task_mean"] = dist.mean
         row[f"{name}_tokens_per_task_p50"] = dist.p50
         row[f"{name}_tokens_per_task_p95"] = dist.p95
+    row.update(context_row(s))
     return row
+
+
+def context_row(s: ScopeStats) -> dict[str, Any]:
+    """The context-tax keys of a group's row (:data:`CONTEXT_COLUMNS`)."""
+    ct = s.context
+    complete = s.cost_complete
+
+    def cost(value: Decimal) -> Decimal | None:
+        return out.at_least(value, complete)
+
+    dist = s.input_tokens_per_task
+    return {
+        "input_cost_usd": cost(ct.input_usd),
+        "cache_read_cost_usd": cost(ct.cache_read_usd),
+        "cache_write_cost_usd": cost(ct.cache_write_usd),
+        "output_cost_usd": cost(ct.output_usd),
+        "reasoning_cost_usd": cost(ct.reasoning_usd),
+        "other_cost_usd": cost(ct.other_usd),
+        "input_cost_share": ct.input_cost_share,
+        "cache_read_cost_share": ct.cache_read_cost_share,
+        "cache_write_cost_share": ct.cache_write_cost_share,
+        "output_cost_share": ct.output_cost_share,
+        "other_cost_share": ct.other_cost_share,
+        "input_tokens": ct.input_tokens,
+        "cache_read_tokens": ct.cache_read_tokens,
+        "cache_write_tokens": ct.cache_write_tokens,
+        "uncached_input_tokens": ct.uncached_input_tokens,
+        "output_tokens": ct.output_tokens,
+        "reasoning_tokens": ct.reasoning_tokens,
+        "cache_read_token_share": ct.cache_read_token_share,
+        "cache_write_token_share": ct.cache_write_token_share,
+        "caching_savings_upper_bound_usd": out.at_most(ct.caching_savings_upper_bound_usd),
+        "caching_savings_upper_bound_share": out.at_most(ct.caching_savings_upper_bound_share),
+        "caching_unknown_calls": ct.caching_unknown_calls,
+        "caching_savings_complete": ct.caching_savings_complete,
+        "input_tokens_per_task": "-" if dist.p50 is None else f"{out.num(int(dist.p50))}/{out.num(int(dist.p95 or 0))}",
+    }
 
 
 def stats_notes(stats: Sequence[ScopeStats]) -> list[str]:
@@ -137,6 +232,12 @@ def stats_notes(stats: Sequence[ScopeStats]) -> list[str]:
     calls = sum(s.llm_calls for s in stats)
     if estimated and calls:
         notes.append(f"{estimated:,} of {calls:,} calls have estimated token counts (no usage from the provider)")
+    unknown = sum(s.context.caching_unknown_calls for s in stats)
+    if unknown:
+        notes.append(
+            f"{unknown:,} call(s) with uncached input have no price or no cache-read price: what caching would "
+            "save on them is unknown and not in 'caching saves' (see no cache price; '-' when nothing else is known)"
+        )
     untimed = sum(s.latency_success_s.no_duration + s.latency_failed_s.no_duration for s in stats)
     if untimed:
         notes.append(
@@ -150,12 +251,22 @@ def _progress(label: str) -> out.Progress:
     return out.Progress(label)
 
 
-def scope_stats(engine: Engine, shown: str, *, by: Sequence[str], filters: Filters) -> list[ScopeStats]:
+EXACT_HELP = (
+    "read every task for exact nearest-rank percentiles (default: the ledger's rollups, percentiles within 1%%; "
+    "sums, counts and rates are exact either way)"
+)
+
+
+def scope_stats(
+    engine: Engine, shown: str, *, by: Sequence[str], filters: Filters, exact: bool = False
+) -> list[ScopeStats]:
     analytics = analytics_module()
     bar = _progress("reading the ledger")
     try:
         with reading(shown):
-            stats: list[ScopeStats] = analytics.scope_stats(engine, by=tuple(by), filters=filters, progress=bar)
+            stats: list[ScopeStats] = analytics.scope_stats(
+                engine, by=tuple(by), filters=filters, progress=bar, exact=exact
+            )
     finally:
         bar.close()
     return stats

@@ -8,13 +8,14 @@ Example::
 
     costtrace whatif --route 'gpt-4o-mini->gpt-4o' --feature support --failure-rate gpt-4o=5%
     costtrace whatif --route gpt-4o --batch --price-change gpt-4o=+20%
+    costtrace whatif --route gpt-4o --self-host-monthly 2000 --self-host-per-mtok-out 0.4
 """
 
 from __future__ import annotations
 
 import argparse
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costtrace._money import usd
 from costtrace.cli import output as out
@@ -26,11 +27,17 @@ from costtrace.cli.options import (
     filter_parent,
     format_parent,
     ledger_parent,
+    price_per_mtok,
     usd_amount,
     window_text,
 )
 from costtrace.cli.output import Column
 from costtrace.errors import ConfigError
+
+if TYPE_CHECKING:
+    from costtrace.analysis.self_hosting import SelfHosting
+
+_ZERO = Decimal(0)
 
 
 def _failure_rate_pair(text: str) -> tuple[str, Decimal]:
@@ -102,7 +109,54 @@ def add_command(commands: Any) -> None:
         action="store_true",
         help="re-price at the providers' batch rates (work that can wait); a model without one is an error",
     )
+    g = p.add_argument_group(
+        "self-hosting",
+        "re-price the route as self-hosted (its models on your hardware, failing at the route's rates) and print "
+        "the monthly task volume at which that breaks even with the API",
+    )
+    g.add_argument(
+        "--self-host-monthly",
+        type=usd_amount,
+        metavar="USD",
+        help="self-hosting's fixed cost in USD a month (GPUs, ops; 0 allowed): turns the self-hosting projection on",
+    )
+    g.add_argument(
+        "--self-host-per-mtok",
+        type=price_per_mtok,
+        metavar="USD",
+        help="self-hosting's cost per million tokens, input and output alike (default 0)",
+    )
+    g.add_argument(
+        "--self-host-per-mtok-in",
+        type=price_per_mtok,
+        metavar="USD",
+        help="the same for input tokens only (instead of --self-host-per-mtok)",
+    )
+    g.add_argument(
+        "--self-host-per-mtok-out",
+        type=price_per_mtok,
+        metavar="USD",
+        help="the same for output tokens only (instead of --self-host-per-mtok)",
+    )
     p.set_defaults(handler=whatif_command)
+
+
+def _self_host_rates(args: argparse.Namespace) -> tuple[Decimal | None, Decimal | None]:
+    """(input, output) USD per million tokens from the ``--self-host-per-mtok*`` flags."""
+    both, rate_in, rate_out = args.self_host_per_mtok, args.self_host_per_mtok_in, args.self_host_per_mtok_out
+    if both is not None and (rate_in is not None or rate_out is not None):
+        raise ConfigError(
+            "--self-host-per-mtok sets input and output alike; give it alone, or --self-host-per-mtok-in and/or "
+            "--self-host-per-mtok-out instead"
+        )
+    if both is not None:
+        rate_in = rate_out = both
+    if args.self_host_monthly is None and (rate_in is not None or rate_out is not None):
+        raise ConfigError(
+            "a --self-host-per-mtok* cost needs --self-host-monthly USD: self-hosting's fixed cost a month "
+            "(GPUs, ops; 0 if none)"
+        )
+    return rate_in, rate_out
 
 
 def whatif_command(args: argparse.Namespace) -> int:
@@ -125,6 +179,7 @@ def whatif_command(args: argparse.Namespace) -> int:
             f"--price-change names {', '.join(map(repr, outside))}, not a model of --route {target!r}; "
             "change the price of a model the route uses"
         )
+    self_host_in, self_host_out = _self_host_rates(args)
     filters = build_filters(args)
     url = ledger_url(args)
     shown = shown_url(url)
@@ -140,6 +195,9 @@ def whatif_command(args: argparse.Namespace) -> int:
                     failure_rates=dict(args.failure_rates),
                     price_changes=changes,
                     batch=args.batch,
+                    self_host_monthly_usd=args.self_host_monthly,
+                    self_host_input_per_mtok=self_host_in,
+                    self_host_output_per_mtok=self_host_out,
                 )
         except routing.UnknownFailureRate as exc:
             raise ConfigError(
@@ -170,6 +228,7 @@ def whatif_command(args: argparse.Namespace) -> int:
         "assumptions": list(result.assumptions),
         "batch": result.batch,
         "price_changes": dict(result.price_changes),
+        "self_hosting": _self_hosting_json(result.self_hosting),
     }
     if args.format == "json":
         print(out.json_text(row))
@@ -219,6 +278,8 @@ def whatif_command(args: argparse.Namespace) -> int:
     delta = result.projected_cost_usd - result.recorded_cost_usd
     sign = "more" if delta > 0 else "less"
     print(f"projected: {usd(abs(delta))} {sign} than recorded ({usd(result.recorded_cost_usd)})")
+    if result.self_hosting is not None:
+        _print_self_hosting(result.self_hosting, result.route)
     if result.assumptions:
         print("assumptions:")
         for a in result.assumptions:
@@ -228,3 +289,61 @@ def whatif_command(args: argparse.Namespace) -> int:
 
 def _ratio(n: int, d: int) -> Decimal | None:
     return Decimal(n) / d if d else None
+
+
+def _self_hosting_json(s: SelfHosting | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {
+        "monthly_usd": s.price.monthly_usd,
+        "input_per_mtok": s.price.input_per_mtok,
+        "output_per_mtok": s.price.output_per_mtok,
+        "attempts_per_task": s.attempts_per_task,
+        "input_tokens_per_task": s.input_tokens_per_task,
+        "output_tokens_per_task": s.output_tokens_per_task,
+        "cost_per_task_usd": s.cost_per_task_usd,
+        "api_cost_per_task_usd": s.api_cost_per_task_usd,
+        "verdict": s.verdict,
+        "break_even_tasks_per_month": s.break_even_tasks_per_month,
+        "first_task_ended_at": s.first_ended_at,
+        "last_task_ended_at": s.last_ended_at,
+        "span_days": s.span_days,
+        "volume_measured": s.tasks_per_month is not None,
+        "tasks_per_month": s.tasks_per_month,
+        "api_monthly_cost_usd": s.api_monthly_cost_usd,
+        "monthly_cost_usd": s.monthly_cost_usd,
+        "api_cost_per_success_usd": s.api_cost_per_success_usd,
+        "cost_per_success_usd": s.cost_per_success_usd,
+    }
+
+
+def _print_self_hosting(s: SelfHosting, route: str) -> None:
+    from costtrace.analysis.self_hosting import break_even_text, duration_text, volume_figure
+
+    p = s.price
+    per_mtok = f"${p.input_per_mtok.normalize():f}/${p.output_per_mtok.normalize():f} per MTok input/output"
+    if s.tasks_per_month is None:
+        volume = "the monthly volume is not measured (see the note)"
+    else:
+        volume = f"at the measured {volume_figure(s.tasks_per_month)} tasks a month"
+    print()
+    print(f"Self-hosting {route!r}: {usd(p.monthly_usd)} a month + {per_mtok}; {volume}")
+    rows = [
+        ("fixed cost a month", _ZERO, p.monthly_usd),
+        ("token cost per task", s.api_cost_per_task_usd, s.cost_per_task_usd),
+        ("cost a month", s.api_monthly_cost_usd, s.monthly_cost_usd),
+        ("cost per successful task", s.api_cost_per_success_usd, s.cost_per_success_usd),
+    ]
+    columns = [Column("metric", ""), Column("api", "API route", "rtext"), Column("self", "self-hosted", "rtext")]
+    print(
+        out.table(
+            columns,
+            [{"metric": m, "api": out.display(a, "usd"), "self": out.display(h, "usd")} for m, a, h in rows],
+        )
+    )
+    print(break_even_text(s))
+    if s.tasks_per_month is None:
+        print(
+            f"note: the {s.tasks} task(s) span {duration_text(s.span)}, under a day: too short to measure a monthly "
+            "volume, so the monthly figures ('-') are left out rather than extrapolated (see the assumptions)"
+        )

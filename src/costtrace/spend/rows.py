@@ -123,6 +123,7 @@ def task_row(summary: TaskSummary, ended_at: datetime) -> Row:
         "parent_id": summary.parent_id,
         **_dimension_fields(summary.dimensions),
         "route": clean_text("->".join(summary.models), 1024) if summary.models else None,
+        "final_model": clean_text(summary.final_model),
         "outcome": summary.outcome,
         "outcome_reason": clean_text(summary.outcome_reason, MAX_TEXT),
         "original_outcome": None,
@@ -223,6 +224,8 @@ def row_from_json(data: Mapping[str, Any]) -> Row:
                 row[key] = datetime.fromisoformat(value)
             except ValueError:
                 pass  # left as text: validate_row refuses it
+    if "task_id" in row and "ended_at" in row and "route" in row:
+        row.setdefault("final_model", None)  # spooled by a costtrace before schema 3: no final model known
     return row
 
 

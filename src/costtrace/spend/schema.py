@@ -16,7 +16,13 @@ processes starting at once migrate exactly once. A new schema version changes th
 adds its upgrade step to ``_MIGRATIONS``; nothing else changes.
 
 - version 1: the first schema;
-- version 2: ``costtrace_tasks.route``, the models a task called, in order of first use.
+- version 2: ``costtrace_tasks.route``, the models a task called, in order of first use;
+- version 3: ``costtrace_tasks.final_model`` (the model of the task's last call), and the rollups
+  (:mod:`costtrace.spend.rollups`): ``costtrace_rollup_cells``, ``costtrace_rollup_models``,
+  ``costtrace_rollup_periods`` and ``costtrace_rollup_marks``. The upgrade
+  marks every period that has tasks dirty, so reports stay exact (they read raw rows there) until the
+  cells are built: by the app's ledger writer in the background, or at once by ``costtrace ledger
+  migrate`` (with a progress bar). Tasks written before version 3 have no final model (NULL).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -68,6 +74,7 @@ tasks = sa.Table(
     sa.Column("parent_id", sa.String(64)),
     *_dimension_columns(),
     sa.Column("route", sa.String(1024)),  # "gpt-4o-mini->gpt-4o": the models called, in order of first use
+    sa.Column("final_model", sa.String(255)),  # the model the task's last call requested
     sa.Column("outcome", sa.String(32)),
     sa.Column("outcome_reason", sa.Text),
     sa.Column("original_outcome", sa.String(32)),
@@ -203,6 +210,103 @@ alerts_fired = sa.Table(
 )
 
 
+ROLLUP_SUMS = (
+    "tasks",
+    "first_pass",
+    "attempts",
+    "input_tokens",
+    "output_tokens",
+    "cost_nano_usd",
+    "wasted_nano_usd",
+    "cache_savings_nano_usd",
+    "rework_nano_usd",
+    "escalated",
+    "escalated_cost_nano_usd",
+    "llm_calls",
+    "unpriced_calls",
+    "estimated_calls",
+    "timed",
+)
+"""The exact sums of a rollup cell (see :mod:`costtrace.spend.rollups`)."""
+ROLLUP_SKETCHES = ("cost", "input_tokens", "output_tokens", "attempts", "latency")
+"""The per-task values a rollup cell keeps a quantile sketch of (column ``sketch_<name>``)."""
+
+rollup_cells = sa.Table(
+    "costtrace_rollup_cells",
+    metadata,
+    sa.Column("level", sa.String(8), nullable=False),  # hour | day | month
+    sa.Column("period_start", sa.DateTime, nullable=False),
+    sa.Column("feature", sa.String(255)),
+    sa.Column("name", sa.String(255)),
+    sa.Column("route", sa.String(1024)),
+    sa.Column("final_model", sa.String(255)),
+    sa.Column("team", sa.String(255)),
+    sa.Column("outcome", sa.String(32)),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in ROLLUP_SUMS),
+    *(sa.Column(f"sketch_{name}", sa.LargeBinary) for name in ROLLUP_SKETCHES),
+    sa.Index("ix_costtrace_rollup_cells_level_start", "level", "period_start"),
+)
+
+_CALL_TOKENS = (*_TOKENS, "cache_write_1h_input_tokens")
+ROLLUP_MODEL_SUMS = (
+    "calls",
+    "unpriced_calls",
+    "unknown_usage_calls",
+    "uncached_input_calls",
+    *_CALL_TOKENS,
+    "cost_nano_usd",
+    "input_nano_usd",
+    "cache_read_nano_usd",
+    "cache_write_nano_usd",
+    "output_nano_usd",
+    "reasoning_nano_usd",
+    "other_nano_usd",
+    "first_calls",
+    "first_unknown_usage_calls",
+    *(f"first_{name}" for name in _CALL_TOKENS),
+    "attempts",
+    "failed_attempts",
+    "useful_tokens",
+)
+"""The exact sums of a rollup model cell: the calls of the cell's tasks on one (provider, requested model).
+``uncached_input_calls``: calls with input beyond their cache reads and writes; ``first_*``: calls of
+first attempts (``attempt == 1``); ``attempts``: distinct (task, attempt) on the model, ``failed_attempts``
+those that are not the last attempt of a successful task; ``useful_tokens``: input + output tokens of
+calls in the final attempt (``attempt == tasks.attempts``) of successful tasks."""
+
+rollup_models = sa.Table(
+    "costtrace_rollup_models",
+    metadata,
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("period_start", sa.DateTime, nullable=False),
+    sa.Column("feature", sa.String(255)),
+    sa.Column("name", sa.String(255)),
+    sa.Column("route", sa.String(1024)),
+    sa.Column("final_model", sa.String(255)),
+    sa.Column("team", sa.String(255)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("provider", sa.String(255), nullable=False),
+    sa.Column("request_model", sa.String(255), nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in ROLLUP_MODEL_SUMS),
+    sa.Index("ix_costtrace_rollup_models_level_start", "level", "period_start"),
+)
+
+rollup_periods = sa.Table(
+    "costtrace_rollup_periods",
+    metadata,
+    sa.Column("level", sa.String(8), primary_key=True),
+    sa.Column("period_start", sa.DateTime, primary_key=True),  # its cells were built (trusted unless marked)
+)
+
+rollup_marks = sa.Table(
+    "costtrace_rollup_marks",
+    metadata,
+    sa.Column("level", sa.String(8), primary_key=True),
+    sa.Column("period_start", sa.DateTime, primary_key=True),
+    sa.Column("token", sa.BigInteger, nullable=False),  # replaced at every write: a refresh clears only what it read
+)
+
+
 def _create_current(conn: Connection) -> None:
     metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not schema_version])
 
@@ -211,7 +315,15 @@ def _upgrade_to_2(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE costtrace_tasks ADD COLUMN route VARCHAR(1024)"))
 
 
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+def _upgrade_to_3(conn: Connection) -> None:
+    from costtrace.spend import rollups
+
+    conn.execute(sa.text("ALTER TABLE costtrace_tasks ADD COLUMN final_model VARCHAR(255)"))
+    metadata.create_all(conn, tables=[rollup_cells, rollup_models, rollup_periods, rollup_marks])
+    rollups.mark_all(conn)
+
+
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3}
 """``_MIGRATIONS[n]`` brings the schema from version n-1 to n."""
 assert sorted(_MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
 
@@ -233,7 +345,7 @@ def migrate(engine: Engine) -> int:
     Example:
         >>> engine = sa.create_engine("sqlite://")
         >>> migrate(engine), migrate(engine)
-        (0, 2)
+        (0, 3)
     """
     from costtrace.errors import ConfigError
 

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from costtrace._money import from_nano, to_nano
+from costtrace.spend import rollups
 from costtrace.spend import schema as s
 from costtrace.spend.rows import Row, clean_text, naive_utc
 
@@ -210,11 +211,25 @@ def write_batch(engine: Engine, batch: Batch, budgets: Sequence[Budget]) -> list
             release_reservations(conn, [r["call_id"] for r in batch.calls])
         new_tasks = _insert_new(conn, s.tasks, batch.tasks, "task_id")
         _insert_new(conn, s.events, batch.events, "event_id")
-        _apply_outcomes(conn, batch.outcome_updates, new_tasks)
+        restated = _apply_outcomes(conn, batch.outcome_updates, new_tasks)
+        ended = [r["ended_at"] for r in batch.tasks if r["task_id"] in new_tasks]
+        rollups.mark_dirty(conn, ended + restated + _late_calls_tasks(conn, batch.calls, new_calls, new_tasks))
         return [Touched(b, p) for (b, p) in sorted(touched)]
 
     result: list[Touched] = run_transaction(engine, work)
     return result
+
+
+def _late_calls_tasks(
+    conn: Connection, calls: Sequence[Row], new_calls: set[str], new_tasks: set[str]
+) -> list[datetime]:
+    """``ended_at`` of the tasks already in the ledger that new calls belong to (their rollups change)."""
+    ids = sorted({r["task_id"] for r in calls if r["call_id"] in new_calls and r.get("task_id")} - new_tasks)
+    t = s.tasks
+    ended: list[datetime] = []
+    for i in range(0, len(ids), 500):
+        ended.extend(e for (e,) in conn.execute(sa.select(t.c.ended_at).where(t.c.task_id.in_(ids[i : i + 500]))))
+    return ended
 
 
 def _add_spend(
@@ -281,8 +296,10 @@ def _subtract_reserved(conn: Connection, freed: Mapping[tuple[str, datetime], in
         )
 
 
-def _apply_outcomes(conn: Connection, updates: Sequence[Row], new_tasks: set[str]) -> None:
-    """Apply late outcomes; a task written after its late outcome (another process) gets it now."""
+def _apply_outcomes(conn: Connection, updates: Sequence[Row], new_tasks: set[str]) -> list[datetime]:
+    """Apply late outcomes; a task written after its late outcome (another process) gets it now.
+
+    Returns the ``ended_at`` of the tasks changed (their rollup periods become dirty)."""
     t, e = s.tasks, s.events
     latest: dict[str, Row] = {}
     for row in updates:
@@ -299,6 +316,7 @@ def _apply_outcomes(conn: Connection, updates: Sequence[Row], new_tasks: set[str
             prev = latest.get(ev["task_id"])
             if prev is None or (ev["at"], ev["event_id"]) > (prev["at"], prev["event_id"]):
                 latest[ev["task_id"]] = dict(ev)
+    changed: list[datetime] = []
     for task_id, row in latest.items():
         values: dict[str, Any] = {
             "outcome": row["outcome"],
@@ -308,12 +326,17 @@ def _apply_outcomes(conn: Connection, updates: Sequence[Row], new_tasks: set[str
         }
         if row.get("amount_nano_usd") is not None:
             values["rework_nano_usd"] = row["amount_nano_usd"]
-        conn.execute(
-            t.update()
-            .where(t.c.task_id == task_id)
-            .where(sa.or_(t.c.outcome_updated_at.is_(None), t.c.outcome_updated_at <= row["at"]))
-            .values(**values)
+        changed.extend(
+            r[0]
+            for r in conn.execute(
+                t.update()
+                .where(t.c.task_id == task_id)
+                .where(sa.or_(t.c.outcome_updated_at.is_(None), t.c.outcome_updated_at <= row["at"]))
+                .values(**values)
+                .returning(t.c.ended_at)
+            )
         )
+    return changed
 
 
 # --- budgets: state ---------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costtrace._internal import logger, report_background_error, report_internal_error
-from costtrace.spend import store
+from costtrace.spend import rollups, store
 from costtrace.spend.losses import DROP_LOG_INTERVAL_S, LOST_ALERT_KIND, DropLog, in_loss_alert
 from costtrace.spend.pending import PendingSpend
 from costtrace.spend.rows import CALL, EVENT, TASK, Row, event_row, record_row, row_to_json, validate_row
@@ -197,6 +197,9 @@ class LedgerWriter:
         write_through: Write each record to the spool file before returning to the app (see the module
             docstring). None (default): ``COSTTRACE_LEDGER_WRITE_THROUGH`` if set, else on in worker
             processes (multiprocessing and billiard children, gunicorn, any process forked after import).
+        rollup_interval_s: Refresh the ledger's dirty rollup cells (:func:`costtrace.spend.rollups.refresh`,
+            at most :data:`~costtrace.spend.rollups.REFRESH_HOURS_PER_ROUND` hours a round) this often,
+            between batches; None: never (another process, or ``costtrace ledger refresh``, does it).
 
     Example:
         >>> w = LedgerWriter(engine, budgets=lambda: my_budgets)     # doctest: +SKIP
@@ -217,6 +220,7 @@ class LedgerWriter:
         close_timeout_s: float = 5.0,
         close_at_exit: bool = True,
         write_through: bool | None = None,
+        rollup_interval_s: float | None = rollups.REFRESH_INTERVAL_S,
     ) -> None:
         from costtrace.errors import ConfigError
 
@@ -228,6 +232,13 @@ class LedgerWriter:
                 f"LedgerWriter flush_interval_s={flush_interval_s!r}, close_timeout_s={close_timeout_s!r}, "
                 f"max_spool_bytes={max_spool_bytes!r}: use a positive interval and non-negative limits"
             )
+        if rollup_interval_s is not None and not (
+            isinstance(rollup_interval_s, int | float) and 0 < rollup_interval_s < float("inf")
+        ):
+            raise ConfigError(
+                f"LedgerWriter rollup_interval_s={rollup_interval_s!r}: use a positive number of seconds or None"
+            )
+        self._rollup_interval_s = rollup_interval_s
         self._engine = engine
         self._budgets = budgets
         self._spool_dir = Path(spool_path) if spool_path is not None else default_spool_dir(engine)
@@ -282,6 +293,7 @@ class LedgerWriter:
         self._scans_started = 0  # rescans for left-over spool files the writer thread began ...
         self._scans_done = 0  # ... and finished (claimed and replay tried): flush() waits for its own
         self._pending = PendingSpend()  # spend recorded here but not yet in the database (admission)
+        self._next_rollup = time.monotonic() + (self._rollup_interval_s or 0.0)
 
     def _after_fork_in_child(self) -> None:
         # The parent writes what it queued; our copies of its spool descriptors must not unlock its files.
@@ -638,7 +650,20 @@ class LedgerWriter:
                     self._scans_done = scan
                 self._done.notify_all()
                 more = bool(self._queue) or self._wt_pending > 0
+        if not stopping:
+            self._refresh_rollups()
         return not (stopping and not more)
+
+    def _refresh_rollups(self) -> None:
+        """Every ``rollup_interval_s``, between batches: recompute some dirty rollup cells."""
+        interval = self._rollup_interval_s
+        if interval is None or not self._db_available or time.monotonic() < self._next_rollup:
+            return
+        self._next_rollup = time.monotonic() + interval
+        try:
+            rollups.refresh(self._engine, max_hours=rollups.REFRESH_HOURS_PER_ROUND)
+        except Exception as exc:
+            report_background_error("ledger.writer.rollups", exc)
 
     def _idle_timeout(self) -> float:
         until_scan = max(0.01, RESCAN_S - (time.monotonic() - self._last_scan))
