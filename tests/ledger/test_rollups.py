@@ -30,7 +30,7 @@ from costtrace import semconv as sc
 from costtrace.analysis.stats import Distribution, Filters, Latency, ScopeStats, scope_stats
 from costtrace.records import TaskEvent, TaskSummary
 from costtrace.spend import rollups, schema
-from costtrace.spend.rows import event_row, task_row
+from costtrace.spend.rows import event_row, task_row, validate_row
 from costtrace.spend.store import Batch, run_transaction, write_batch
 from costtrace.spend.writer import LedgerWriter
 from tests.waiting import wait_for
@@ -769,3 +769,21 @@ def test_the_ledger_writer_refreshes_dirty_cells_in_the_background(ledger_engine
         assert report.tasks == 40 and report.rework_cost_usd == Decimal("1.5")
     finally:
         writer.close()
+
+
+def test_a_duration_outside_the_sketches_range_fails_neither_reports_nor_the_refresh(ledger_engine):
+    # A row may hold any finite duration >= 0 (validate_row: a spool line, an import); the sketches take
+    # 0 and [1e-300, 1e300]. Such a duration counts; only its own percentile is clamped to that range.
+    engine = ledger_engine
+    at = datetime(2024, 1, 31, 23, 30)
+    rows = [task_row(summary(task_id), at) for task_id in ("tiny", "huge")]
+    rows[0]["duration_s"], rows[1]["duration_s"] = 1e-310, 1e301  # as a spool line may hold them
+    assert [validate_row("task", row) for row in rows] == [None, None]
+    write_batch(engine, Batch(calls=[], tasks=rows, events=[], outcome_updates=[]), budgets=[])
+    write(engine, [(summary("ok", duration=2.0), at + timedelta(hours=1))])
+    (exact,) = scope_stats(engine, by=(), exact=True)
+    (fast,) = scope_stats(engine, by=())
+    assert fast.latency_success_s.tasks == exact.latency_success_s.tasks == 3
+    assert exact.latency_success_s.p50 == Decimal("2.0") and _close(fast.latency_success_s.p50, Decimal("2.0"))
+    assert rollups.refresh(engine).still_dirty == 0  # every hour, the odd rows' included
+    assert scope_stats(engine, by=()) == [fast]

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace.spend import schema as s
-from costtrace.spend.sketch import QuantileSketch
+from costtrace.spend.sketch import MAX_VALUE, MIN_POSITIVE, QuantileSketch
 
 __all__ = [
     "ACCURACY",
@@ -182,7 +182,7 @@ class Cell:
         sketches["attempts"].add(max(attempts, 0))
         if duration is not None:
             sums[14] += 1
-            sketches["latency"].add(max(float(duration), 0.0))
+            sketches["latency"].add(_sketchable_seconds(float(duration)))
 
     def merge(self, other: Cell) -> None:
         self.sums = [a + b for a, b in zip(self.sums, other.sums, strict=True)]
@@ -208,6 +208,16 @@ class Cell:
         for name, sketch in self.sketches.items():
             row[f"sketch_{name}"] = sketch.to_bytes() if sketch.count else None
         return row
+
+
+def _sketchable_seconds(seconds: float) -> float:
+    """A duration the sketches take (0, or :data:`~costtrace.spend.sketch.MIN_POSITIVE` ..
+    :data:`~costtrace.spend.sketch.MAX_VALUE`). A task row may hold any finite duration >= 0 (a spool
+    line, an import): one outside that range is clamped to it, so it fails neither a report nor the
+    refresh of every later hour; its task still counts, only its own percentile is off."""
+    if seconds < MIN_POSITIVE:
+        return 0.0
+    return min(seconds, MAX_VALUE)
 
 
 CellKey = tuple[Any, ...]
