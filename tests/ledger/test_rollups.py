@@ -504,6 +504,42 @@ def test_rebuild_builds_every_level_and_reports_read_no_raw_row_of_a_built_perio
     assert report.tasks == sum(1 for _, at in spread(200) if at >= since)
 
 
+def test_a_report_fetches_only_the_cells_of_the_periods_it_takes(ledger_engine):
+    engine = ledger_engine
+    tasks = spread(200)  # 2024-01-15 10:00 .. 2024-03-15 06:xx
+    write(engine, tasks)
+    rollups.rebuild(engine)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "FROM costtrace_rollup_cells" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        check_report(engine, ("feature",))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    r = schema.rollup_cells
+    start, end = rollups.hour_of(tasks[0][1]), rollups.hour_of(tasks[-1][1]) + timedelta(hours=1)
+    with engine.connect() as conn:
+        periods = {(row.level, row.period_start) for row in conn.execute(sa.select(schema.rollup_periods))}
+        taken = rollups.plan(start, end, "month", periods)
+        used = sum(
+            conn.execute(
+                sa.select(sa.func.count()).where(r.c.level == level, r.c.period_start.in_(starts))
+            ).scalar_one()
+            for level, starts in taken.cells.items()
+            if starts
+        )
+        fetched = sum(
+            conn.exec_driver_sql(f"SELECT count(*) FROM ({query}) AS fetched", params).scalar_one()
+            for query, params in statements
+        )
+    assert taken.cells["month"] == [datetime(2024, 2, 1)] and used > 0
+    assert fetched == used  # not the hours and days inside the months (and days) it takes whole
+
+
 def test_a_write_marks_its_hour_day_and_month_dirty(ledger_engine):
     engine = ledger_engine
     write(engine, spread(30))

@@ -531,6 +531,18 @@ def plan(start: datetime, end: datetime, grain: str, usable: set[tuple[str, date
     return Plan(cells, raw)
 
 
+def _runs(level: str, starts: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
+    """Consecutive periods of ``level`` (``starts`` ascending) as [start, end) ranges."""
+    runs: list[tuple[datetime, datetime]] = []
+    for at in starts:
+        end = period_end(level, at)
+        if runs and runs[-1][1] == at:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((at, end))
+    return runs
+
+
 def read_groups(
     conn: Connection,
     *,
@@ -570,17 +582,16 @@ def read_groups(
 
     r = s.rollup_cells
     for level, starts in p.cells.items():
-        if not starts:
-            continue
-        wanted = set(starts)
-        query = sa.select(r).where(
-            r.c.level == level,
-            r.c.period_start >= min(starts),
-            r.c.period_start <= max(starts),
-            *(r.c[name] == value for name, value in key_filters.items()),
-        )
-        for row in conn.execute(query).mappings():
-            if row["period_start"] in wanted:
+        # Only the runs of periods the plan takes at this level: one range from the first to the last
+        # would read every finer cell of the window (the hours of days and months read whole) too.
+        runs = _runs(level, starts)
+        for i in range(0, len(runs), 100):
+            query = sa.select(r).where(
+                r.c.level == level,
+                sa.or_(*(sa.and_(r.c.period_start >= a, r.c.period_start < b) for a, b in runs[i : i + 100])),
+                *(r.c[name] == value for name, value in key_filters.items()),
+            )
+            for row in conn.execute(query).mappings():
                 keys = {name: row[name] for name in CELL_KEYS}
                 put(row["period_start"], keys, Cell.from_row(dict(row)))
     t = s.tasks
