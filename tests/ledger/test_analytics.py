@@ -6,6 +6,7 @@ hand in the comments; one test goes through the real API to check the ledger's o
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -449,7 +450,8 @@ def test_figures_from_a_real_ledger_match_the_task_summaries(ledger_url):
         costtrace.close_ledger()
     engine = make_engine(ledger_url)
     try:
-        (billing,) = scope_stats(engine)
+        (billing,) = scope_stats(engine, exact=True)  # exact nearest-rank latency, compared to the digit below
+        (fast,) = scope_stats(engine)  # from the rollups: latency rounded to 4 significant digits
         (routes,) = scope_stats(engine, by=("route",), filters=Filters(route=ESC))
         costs = {m.model: m for m in model_costs(engine)}
     finally:
@@ -476,6 +478,17 @@ def test_figures_from_a_real_ledger_match_the_task_summaries(ledger_url):
     in_memory = summarize([r, f])  # the in-memory counterpart over the same tasks says the same
     assert billing.latency_success_s == in_memory.latency_success_s
     assert billing.latency_failed_s == in_memory.latency_failed_s
+    for fast_latency, exact_latency in (
+        (fast.latency_success_s, billing.latency_success_s),
+        (fast.latency_failed_s, billing.latency_failed_s),
+    ):
+        assert fast_latency.tasks == exact_latency.tasks == 1
+        assert fast_latency.p50 is not None and exact_latency.p50 is not None
+        assert abs(fast_latency.p50 - exact_latency.p50) <= exact_latency.p50 / 100
+    # Everything else is equal: of two tasks, p50 is the smaller and p95 the larger, which sketches hold exactly.
+    assert dataclasses.replace(fast, latency_success_s=Latency(), latency_failed_s=Latency()) == dataclasses.replace(
+        billing, latency_success_s=Latency(), latency_failed_s=Latency()
+    )
 
 
 # --- parse_since ------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace.spend import schema as s
-from costtrace.spend.sketch import QuantileSketch
+from costtrace.spend.sketch import MAX_VALUE, MIN_POSITIVE, QuantileSketch
 
 __all__ = [
     "ACCURACY",
@@ -185,7 +185,7 @@ class Cell:
         sketches["attempts"].add(max(attempts, 0))
         if duration is not None:
             sums[14] += 1
-            sketches["latency"].add(max(float(duration), 0.0))
+            sketches["latency"].add(_sketchable_seconds(float(duration)))
 
     def merge(self, other: Cell) -> None:
         self.sums = [a + b for a, b in zip(self.sums, other.sums, strict=True)]
@@ -211,6 +211,16 @@ class Cell:
         for name, sketch in self.sketches.items():
             row[f"sketch_{name}"] = sketch.to_bytes() if sketch.count else None
         return row
+
+
+def _sketchable_seconds(seconds: float) -> float:
+    """A duration the sketches take (0, or :data:`~costtrace.spend.sketch.MIN_POSITIVE` ..
+    :data:`~costtrace.spend.sketch.MAX_VALUE`). A task row may hold any finite duration >= 0 (a spool
+    line, an import): one outside that range is clamped to it, so it fails neither a report nor the
+    refresh of every later hour; its task still counts, only its own percentile is off."""
+    if seconds < MIN_POSITIVE:
+        return 0.0
+    return min(seconds, MAX_VALUE)
 
 
 CellKey = tuple[Any, ...]
@@ -664,17 +674,14 @@ def read_model_groups(
 
     rm = s.rollup_models
     for level, starts in p.cells.items():
-        if not starts:
-            continue
-        wanted = set(starts)
-        query = sa.select(rm).where(
-            rm.c.level == level,
-            rm.c.period_start >= min(starts),
-            rm.c.period_start <= max(starts),
-            *(rm.c[name] == value for name, value in key_filters.items()),
-        )
-        for row in conn.execute(query).mappings():
-            if row["period_start"] in wanted:
+        runs = _runs(level, starts)  # only the periods the plan takes (see read_groups)
+        for i in range(0, len(runs), 100):
+            query = sa.select(rm).where(
+                rm.c.level == level,
+                sa.or_(*(sa.and_(rm.c.period_start >= a, rm.c.period_start < b) for a, b in runs[i : i + 100])),
+                *(rm.c[name] == value for name, value in key_filters.items()),
+            )
+            for row in conn.execute(query).mappings():
                 put(row["period_start"], {k: row[k] for k in MODEL_KEYS}, [int(row[name]) for name in MODEL_SUMS])
     t = s.tasks
     conditions = [t.c[name] == value for name, value in key_filters.items()]
@@ -682,6 +689,18 @@ def read_model_groups(
         for (hour, key), sums in _raw_model_cells(conn, a, b, conditions).items():
             put(hour, dict(zip(MODEL_KEYS, key, strict=True)), sums)
     return {group: dict(zip(MODEL_SUMS, sums, strict=True)) for group, sums in groups.items()}
+
+
+def _runs(level: str, starts: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
+    """Consecutive periods of ``level`` (``starts`` ascending) as [start, end) ranges."""
+    runs: list[tuple[datetime, datetime]] = []
+    for at in starts:
+        end = period_end(level, at)
+        if runs and runs[-1][1] == at:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((at, end))
+    return runs
 
 
 def read_groups(
@@ -716,17 +735,16 @@ def read_groups(
 
     r = s.rollup_cells
     for level, starts in p.cells.items():
-        if not starts:
-            continue
-        wanted = set(starts)
-        query = sa.select(r).where(
-            r.c.level == level,
-            r.c.period_start >= min(starts),
-            r.c.period_start <= max(starts),
-            *(r.c[name] == value for name, value in key_filters.items()),
-        )
-        for row in conn.execute(query).mappings():
-            if row["period_start"] in wanted:
+        # Only the runs of periods the plan takes at this level: one range from the first to the last
+        # would read every finer cell of the window (the hours of days and months read whole) too.
+        runs = _runs(level, starts)
+        for i in range(0, len(runs), 100):
+            query = sa.select(r).where(
+                r.c.level == level,
+                sa.or_(*(sa.and_(r.c.period_start >= a, r.c.period_start < b) for a, b in runs[i : i + 100])),
+                *(r.c[name] == value for name, value in key_filters.items()),
+            )
+            for row in conn.execute(query).mappings():
                 keys = {name: row[name] for name in CELL_KEYS}
                 put(row["period_start"], keys, Cell.from_row(dict(row)))
     t = s.tasks
