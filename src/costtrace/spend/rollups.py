@@ -199,9 +199,18 @@ class Cell:
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Cell:
-        cell = cls()
-        cell.merge_row(row)
-        return cell
+        """The cell of a stored row: ``Cell().merge_row(row)``, without merging each sketch into an empty one."""
+        sketches: dict[str, QuantileSketch] = {}
+        for name in SKETCHES:
+            data = row[f"sketch_{name}"]
+            sketch = QuantileSketch.from_bytes(bytes(data)) if data else None
+            if sketch is None or sketch.min is None or sketch.relative_accuracy != ACCURACY:
+                empty = QuantileSketch(ACCURACY)
+                if sketch is not None:
+                    empty.merge(sketch)  # another accuracy raises, as in merge_row
+                sketch = empty
+            sketches[name] = sketch
+        return cls(sums=[int(row[name]) for name in SUMS], sketches=sketches)
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = dict(zip(SUMS, self.sums, strict=True))
@@ -544,29 +553,40 @@ def read_groups(
     )
     usable = {(level, at) for level, at in built} - set(_marks(conn))
     p = plan(start, end, grain, usable)
-    groups: dict[tuple[Any, ...], Group] = {}
+    # Each cell is merged once, into its group's success, failed or other part; a group's ``all`` is the
+    # merge of its parts at the end (merging is exact in any order: the same sums and sketches as merging
+    # every cell into ``all`` too, for half the merges). A part starts as its first cell (fresh objects).
+    parts: dict[tuple[Any, ...], list[Cell | None]] = {}
 
     def put(period: datetime, keys: Mapping[str, Any], cell: Cell) -> None:
         group = group_of(period, keys)
-        g = groups.get(group)
-        if g is None:
-            g = groups[group] = Group()
-        g.all.merge(cell)
+        slots = parts.get(group)
+        if slots is None:
+            slots = parts[group] = [None, None, None]
         outcome = keys["outcome"]
-        if outcome == "success":
-            g.success.merge(cell)
-        elif outcome in failed_outcomes:
-            g.failed.merge(cell)
+        i = 0 if outcome == "success" else 1 if outcome in failed_outcomes else 2
+        part = slots[i]
+        if part is None:
+            slots[i] = cell
+        else:
+            part.merge(cell)
 
     r = s.rollup_cells
     for level, starts in p.cells.items():
         if not starts:
             continue
         wanted = set(starts)
+        # One range per run of consecutive periods: the edges of a window (a partial day's hours, a
+        # dirty day's hours at the end) must not read every cell of the periods in between.
+        runs: list[list[datetime]] = []
+        for at in sorted(starts):
+            if runs and period_end(level, runs[-1][1]) == at:
+                runs[-1][1] = at
+            else:
+                runs.append([at, at])
         query = sa.select(r).where(
             r.c.level == level,
-            r.c.period_start >= min(starts),
-            r.c.period_start <= max(starts),
+            sa.or_(*(r.c.period_start.between(a, b) for a, b in runs)),
             *(r.c[name] == value for name, value in key_filters.items()),
         )
         for row in conn.execute(query).mappings():
@@ -578,4 +598,10 @@ def read_groups(
     for a, b in p.raw:
         for (hour, key), cell in _raw_cells(conn, a, b, conditions).items():
             put(hour, dict(zip(CELL_KEYS, key, strict=True)), cell)
+    groups: dict[tuple[Any, ...], Group] = {}
+    for group, (success, failed, other) in parts.items():
+        g = groups[group] = Group(success=success or Cell(), failed=failed or Cell())
+        for part in (success, failed, other):
+            if part is not None:
+                g.all.merge(part)
     return groups
