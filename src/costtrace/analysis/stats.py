@@ -583,7 +583,14 @@ def _scope_stats_rollups(
     t = s.tasks
     with engine.connect() as conn:
         _read_snapshot(conn)
-        first, last = conn.execute(sa.select(sa.func.min(t.c.ended_at), sa.func.max(t.c.ended_at))).one()
+        # Two scalar subqueries, not min() and max() in one SELECT: SQLite answers a lone min() or max()
+        # from the index's first or last entry, but both in one SELECT scan the whole index (0.2 s at 1M).
+        first, last = conn.execute(
+            sa.select(
+                sa.select(sa.func.min(t.c.ended_at)).scalar_subquery(),
+                sa.select(sa.func.max(t.c.ended_at)).scalar_subquery(),
+            )
+        ).one()
         groups = {}
         if first is not None:
             start = _naive_utc(f.since) if f.since is not None else rollups.hour_of(first)
