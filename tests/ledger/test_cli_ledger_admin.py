@@ -122,3 +122,20 @@ def test_whatif_tco_and_model_sums_are_the_same_from_cells_as_from_raw_rows(ledg
         assert cascade_mini["useful_tokens"] == 0 and cascade_mini["first_calls"] == 8
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_percentiles_false_reads_the_same_sums_and_no_percentile(ledger_url, capsys, exact):
+    build_ledger(ledger_url)
+    status(capsys, ledger_url, "refresh")
+    engine = make_engine(ledger_url)
+    try:
+        full = scope_stats(engine, by=("feature", "route"), exact=exact)
+        sums = scope_stats(engine, by=("feature", "route"), exact=exact, percentiles=False)
+    finally:
+        engine.dispose()
+    figures = ("key", "tasks", "successes", "first_pass_rate", "total_cost_usd", "wasted_cost_usd", "retry_tax")
+    assert [[getattr(s, f) for f in figures] for s in sums] == [[getattr(s, f) for f in figures] for s in full]
+    assert [s.cost_per_task_usd.mean for s in sums] == [s.cost_per_task_usd.mean for s in full]
+    assert all(s.cost_per_task_usd.p50 is None and s.input_tokens_per_task.p95 is None for s in sums)
+    assert any(s.cost_per_task_usd.p50 is not None for s in full)

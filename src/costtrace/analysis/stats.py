@@ -604,6 +604,7 @@ def scope_stats(
     filters: Filters = Filters(),
     progress: ProgressCallback | None = None,
     exact: bool = False,
+    percentiles: bool = True,
 ) -> list[ScopeStats]:
     """Figures per scope over the ledger's tasks, from the ledger's rollups where they apply.
 
@@ -632,6 +633,8 @@ def scope_stats(
         filters: Which tasks count (on ``ended_at`` for ``since`` / ``until``).
         progress: ``progress(done, total)``, called with 0 first and after each statement.
         exact: Read every raw row, for exact nearest-rank percentiles.
+        percentiles: False leaves out every percentile (None) and the context tax (empty): sums, counts,
+            means and rates only, for charts that need nothing else; several times faster.
 
     Raises:
         ConfigError: An unknown or repeated group key, or bad filters; the message lists the allowed keys.
@@ -645,9 +648,11 @@ def scope_stats(
     filters = _check_filters(filters)
     if not isinstance(exact, bool):
         raise ConfigError(f"exact={exact!r} must be True or False")
+    if not isinstance(percentiles, bool):
+        raise ConfigError(f"percentiles={percentiles!r} must be True or False")
     if exact or not _rollups_apply(keys, filters):
-        return _scope_stats_raw(engine, keys, filters, progress)
-    return _scope_stats_rollups(engine, keys, filters, progress)
+        return _scope_stats_raw(engine, keys, filters, progress, percentiles=percentiles)
+    return _scope_stats_rollups(engine, keys, filters, progress, percentiles=percentiles)
 
 
 def _rollups_apply(keys: tuple[str, ...], f: Filters) -> bool:
@@ -656,7 +661,12 @@ def _rollups_apply(keys: tuple[str, ...], f: Filters) -> bool:
 
 
 def _scope_stats_raw(
-    engine: Engine, keys: tuple[str, ...], filters: Filters, progress: ProgressCallback | None
+    engine: Engine,
+    keys: tuple[str, ...],
+    filters: Filters,
+    progress: ProgressCallback | None,
+    *,
+    percentiles: bool = True,
 ) -> list[ScopeStats]:
     where = _task_conditions(filters)
     key_columns = _key_columns(keys, engine.dialect.name)
@@ -667,9 +677,12 @@ def _scope_stats_raw(
         _latency_query(key_columns, where),
         _context_query(key_columns, where),
     ]
-    totals, percentiles, latencies, contexts = _run_stages(engine, stages, progress)
+    if not percentiles:
+        stages = stages[:1]
+    totals, *rest = _run_stages(engine, stages, progress)
+    ranked, latencies, contexts = rest if rest else ([], [], [])
     width = len(keys)
-    pct = {tuple(row[:width]): tuple(row[width:]) for row in percentiles}
+    pct = {tuple(row[:width]): tuple(row[width:]) for row in ranked}
     lat = {tuple(row[: width + 1]): tuple(row[width + 1 :]) for row in latencies}
     ctx = _context_sums(width, contexts)
     stats = [_scope(keys, tuple(row[:width]), row._mapping, pct, lat, ctx) for row in totals]
@@ -712,7 +725,14 @@ def _window(conn: Connection, f: Filters) -> tuple[datetime, datetime] | None:
     from costtrace.spend import rollups
 
     t = s.tasks
-    first, last = conn.execute(sa.select(sa.func.min(t.c.ended_at), sa.func.max(t.c.ended_at))).one()
+    # Two scalar subqueries, not min() and max() in one SELECT: SQLite answers a lone min() or max()
+    # from the index's first or last entry, but both in one SELECT scan the whole index (0.2 s at 1M).
+    first, last = conn.execute(
+        sa.select(
+            sa.select(sa.func.min(t.c.ended_at)).scalar_subquery(),
+            sa.select(sa.func.max(t.c.ended_at)).scalar_subquery(),
+        )
+    ).one()
     if first is None:
         return None
     start = rollups.hour_of(first)
@@ -761,7 +781,12 @@ def model_sums(
 
 
 def _scope_stats_rollups(
-    engine: Engine, keys: tuple[str, ...], f: Filters, progress: ProgressCallback | None
+    engine: Engine,
+    keys: tuple[str, ...],
+    f: Filters,
+    progress: ProgressCallback | None,
+    *,
+    percentiles: bool = True,
 ) -> list[ScopeStats]:
     from costtrace.spend import rollups
 
@@ -788,7 +813,9 @@ def _scope_stats_rollups(
                 group_of=group_of,
                 key_filters=key_filters,
                 failed_outcomes=FAILED_OUTCOMES,
+                sketches_too=percentiles,
             )
+        if window is not None and percentiles:
             models = rollups.read_model_groups(
                 conn,
                 start=window[0],

@@ -258,14 +258,20 @@ EXACT_HELP = (
 
 
 def scope_stats(
-    engine: Engine, shown: str, *, by: Sequence[str], filters: Filters, exact: bool = False
+    engine: Engine,
+    shown: str,
+    *,
+    by: Sequence[str],
+    filters: Filters,
+    exact: bool = False,
+    percentiles: bool = True,
 ) -> list[ScopeStats]:
     analytics = analytics_module()
     bar = _progress("reading the ledger")
     try:
         with reading(shown):
             stats: list[ScopeStats] = analytics.scope_stats(
-                engine, by=tuple(by), filters=filters, progress=bar, exact=exact
+                engine, by=tuple(by), filters=filters, progress=bar, exact=exact, percentiles=percentiles
             )
     finally:
         bar.close()

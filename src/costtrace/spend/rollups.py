@@ -201,10 +201,24 @@ class Cell:
                 self.sketches[name].merge(QuantileSketch.from_bytes(bytes(data)))
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> Cell:
-        cell = cls()
-        cell.merge_row(row)
-        return cell
+    def from_row(cls, row: Mapping[Any, Any], *, sketches_too: bool = True) -> Cell:
+        """The cell of a stored row: ``Cell().merge_row(row)``, without merging each sketch into an empty one.
+
+        ``sketches_too=False``: the sums only (the sketches stay empty, none is decoded).
+        """
+        if not sketches_too:
+            return cls(sums=[int(row[name]) for name in SUMS])
+        sketches: dict[str, QuantileSketch] = {}
+        for name in SKETCHES:
+            data = row[f"sketch_{name}"]
+            sketch = QuantileSketch.from_bytes(bytes(data)) if data else None
+            if sketch is None or sketch.min is None or sketch.relative_accuracy != ACCURACY:
+                empty = QuantileSketch(ACCURACY)
+                if sketch is not None:
+                    empty.merge(sketch)  # another accuracy raises, as in merge_row
+                sketch = empty
+            sketches[name] = sketch
+        return cls(sums=[int(row[name]) for name in SUMS], sketches=sketches)
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = dict(zip(SUMS, self.sums, strict=True))
@@ -712,26 +726,32 @@ def read_groups(
     group_of: Callable[[datetime, Mapping[str, Any]], tuple[Any, ...]],
     key_filters: Mapping[str, str],
     failed_outcomes: Sequence[str],
+    sketches_too: bool = True,
 ) -> dict[tuple[Any, ...], Group]:
     """Merge cells (and raw rows of dirty or partial periods) into report groups.
 
     ``group_of(period_start, keys)`` gives a cell's group from its period and its key columns;
-    ``key_filters`` restricts :data:`CELL_KEYS` columns to exact values.
+    ``key_filters`` restricts :data:`CELL_KEYS` columns to exact values; ``sketches_too=False`` merges
+    the sums only (no sketch is decoded: about 5 times faster per cell).
     """
     p = _read_plan(conn, start, end, grain)
-    groups: dict[tuple[Any, ...], Group] = {}
+    # Each cell is merged once, into its group's success, failed or other part; a group's ``all`` is the
+    # merge of its parts at the end (merging is exact in any order: the same sums and sketches as merging
+    # every cell into ``all`` too, for half the merges). A part starts as its first cell (fresh objects).
+    parts: dict[tuple[Any, ...], list[Cell | None]] = {}
 
     def put(period: datetime, keys: Mapping[str, Any], cell: Cell) -> None:
         group = group_of(period, keys)
-        g = groups.get(group)
-        if g is None:
-            g = groups[group] = Group()
-        g.all.merge(cell)
+        slots = parts.get(group)
+        if slots is None:
+            slots = parts[group] = [None, None, None]
         outcome = keys["outcome"]
-        if outcome == "success":
-            g.success.merge(cell)
-        elif outcome in failed_outcomes:
-            g.failed.merge(cell)
+        i = 0 if outcome == "success" else 1 if outcome in failed_outcomes else 2
+        part = slots[i]
+        if part is None:
+            slots[i] = cell
+        else:
+            part.merge(cell)
 
     r = s.rollup_cells
     for level, starts in p.cells.items():
@@ -746,10 +766,16 @@ def read_groups(
             )
             for row in conn.execute(query).mappings():
                 keys = {name: row[name] for name in CELL_KEYS}
-                put(row["period_start"], keys, Cell.from_row(dict(row)))
+                put(row["period_start"], keys, Cell.from_row(dict(row), sketches_too=sketches_too))
     t = s.tasks
     conditions = [t.c[name] == value for name, value in key_filters.items()]
     for a, b in p.raw:
         for (hour, key), cell in _raw_cells(conn, a, b, conditions).items():
             put(hour, dict(zip(CELL_KEYS, key, strict=True)), cell)
+    groups: dict[tuple[Any, ...], Group] = {}
+    for group, (success, failed, other) in parts.items():
+        g = groups[group] = Group(success=success or Cell(), failed=failed or Cell())
+        for part in (success, failed, other):
+            if part is not None:
+                g.all.merge(part)
     return groups

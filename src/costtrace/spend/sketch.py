@@ -48,7 +48,10 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import operator
+import re
 import struct
 from collections.abc import Sequence
 from fractions import Fraction
@@ -283,8 +286,13 @@ class QuantileSketch:
             )
         if other._min is None or other._max is None:
             return
-        for key, n in list(other._buckets.items()):
-            self._buckets[key] = self._buckets.get(key, 0) + n
+        buckets = self._buckets
+        if not buckets:
+            buckets.update(other._buckets)  # the first merge into an empty sketch: a copy, at C speed
+        else:
+            get = buckets.get
+            for key, n in other._buckets.items():  # other may be self: only values change, no key is added
+                buckets[key] = get(key, 0) + n
         self._zeros += other._zeros
         self._sum += other._sum
         low = other._min if self._min is None else min(self._min, other._min)
@@ -396,8 +404,28 @@ class QuantileSketch:
         if n_buckets > len(data):
             raise ConfigError(f"QuantileSketch.from_bytes: corrupt sketch: {n_buckets} buckets in {len(data)} bytes")
         data, pos, buckets, key = reader.data, reader.pos, sketch._buckets, 0
+        fast, i = True, 0
         try:
-            for i in range(n_buckets):
+            while i < n_buckets:
+                if i and fast:
+                    # The common case, a run of one-byte (gap, count) pairs, decoded at C speed: the same
+                    # buckets as the loop below; anything else (a longer varint, a zero count, the end of
+                    # the data) is left to the loop, which decodes it or raises as it always did.
+                    end = min(pos + 2 * (n_buckets - i), len(data))
+                    found = _LONG_VARINT.search(data, pos, end)
+                    run = ((found.start() if found else end) - pos) // 2
+                    if run:
+                        stop = pos + 2 * run
+                        counts = data[pos + 1 : stop : 2]
+                        if 0 in counts:
+                            fast = False
+                        else:
+                            keys = list(
+                                map(operator.add, itertools.accumulate(data[pos:stop:2]), itertools.count(key + 1))
+                            )
+                            buckets.update(zip(keys, counts, strict=True))
+                            key, pos, i = keys[-1], stop, i + run
+                            continue
                 raw = data[pos]
                 pos += 1
                 if raw >= 0x80:
@@ -410,6 +438,7 @@ class QuantileSketch:
                 elif count == 0:
                     raise ConfigError(f"QuantileSketch.from_bytes: corrupt sketch: bucket {key} has count 0")
                 buckets[key] = count
+                i += 1
         except IndexError:
             raise ConfigError(_TRUNCATED) from None
         reader.pos = pos
@@ -478,6 +507,8 @@ def _put(out: bytearray, value: int) -> None:
     out.append(value)
 
 
+_LONG_VARINT = re.compile(rb"[\x80-\xff]")
+"""A byte that starts (or continues) a varint of more than one byte."""
 _TRUNCATED = "QuantileSketch.from_bytes: corrupt sketch: the data ends too early (truncated?)"
 
 
