@@ -814,6 +814,7 @@ def _scope_stats_rollups(
                 key_filters=key_filters,
                 failed_outcomes=FAILED_OUTCOMES,
                 sketches_too=percentiles,
+                totals=not key_filters and all(k in TIME_KEYS for k in keys),
             )
         if window is not None and percentiles:
             models = rollups.read_model_groups(

@@ -65,6 +65,7 @@ __all__ = [
     "SUMS",
     "Cell",
     "Refreshed",
+    "all_level",
     "dirty_count",
     "mark_dirty",
     "period_marks",
@@ -139,6 +140,11 @@ def period_end(level: str, start: datetime) -> datetime:
         return start + _DAY
     days = calendar.monthrange(start.year, start.month)[1]
     return start + timedelta(days=days)
+
+
+def all_level(level: str) -> str:
+    """The level name of a period's per-outcome total cells (``"day:all"``)."""
+    return f"{level}:all"
 
 
 def period_marks(at: datetime) -> list[tuple[str, datetime]]:
@@ -426,10 +432,30 @@ def _replace(
     r, rm, m, p = s.rollup_cells, s.rollup_models, s.rollup_marks, s.rollup_periods
     for table in (r, rm, p):
         conn.execute(table.delete().where(table.c.level == level, table.c.period_start.in_(list(starts))))
+    conn.execute(r.delete().where(r.c.level == all_level(level), r.c.period_start.in_(list(starts))))
     conn.execute(p.insert(), [{"level": level, "period_start": start} for start in starts])
     rows = [
         {"level": level, "period_start": start, **dict(zip(CELL_KEYS, key, strict=True)), **cell.to_row()}
         for (start, key), cell in cells.items()
+    ]
+    # The period's cells merged per outcome (level "<level>:all", other keys NULL): what a report with no
+    # key but time reads, one cell per outcome instead of one per combination of keys.
+    totals: dict[tuple[datetime, Any], Cell] = {}
+    for (start, key), cell in cells.items():
+        outcome = key[CELL_KEYS.index("outcome")]
+        total = totals.get((start, outcome))
+        if total is None:
+            total = totals[(start, outcome)] = Cell()
+        total.merge(cell)
+    rows += [
+        {
+            "level": all_level(level),
+            "period_start": start,
+            **dict.fromkeys(CELL_KEYS),
+            "outcome": outcome,
+            **total.to_row(),
+        }
+        for (start, outcome), total in totals.items()
     ]
     model_rows = [
         {
@@ -727,12 +753,14 @@ def read_groups(
     key_filters: Mapping[str, str],
     failed_outcomes: Sequence[str],
     sketches_too: bool = True,
+    totals: bool = False,
 ) -> dict[tuple[Any, ...], Group]:
     """Merge cells (and raw rows of dirty or partial periods) into report groups.
 
     ``group_of(period_start, keys)`` gives a cell's group from its period and its key columns;
     ``key_filters`` restricts :data:`CELL_KEYS` columns to exact values; ``sketches_too=False`` merges
-    the sums only (no sketch is decoded: about 5 times faster per cell).
+    the sums only (no sketch is decoded: about 5 times faster per cell); ``totals=True`` reads each
+    period's per-outcome totals instead of its cells (for groups by time alone, with no key filter).
     """
     p = _read_plan(conn, start, end, grain)
     # Each cell is merged once, into its group's success, failed or other part; a group's ``all`` is the
@@ -760,7 +788,7 @@ def read_groups(
         runs = _runs(level, starts)
         for i in range(0, len(runs), 100):
             query = sa.select(r).where(
-                r.c.level == level,
+                r.c.level == (all_level(level) if totals else level),
                 sa.or_(*(sa.and_(r.c.period_start >= a, r.c.period_start < b) for a, b in runs[i : i + 100])),
                 *(r.c[name] == value for name, value in key_filters.items()),
             )

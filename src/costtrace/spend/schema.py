@@ -234,7 +234,7 @@ ROLLUP_SKETCHES = ("cost", "input_tokens", "output_tokens", "attempts", "latency
 rollup_cells = sa.Table(
     "costtrace_rollup_cells",
     metadata,
-    sa.Column("level", sa.String(8), nullable=False),  # hour | day | month
+    sa.Column("level", sa.String(16), nullable=False),  # hour | day | month, or hour:all ... (per-outcome totals)
     sa.Column("period_start", sa.DateTime, nullable=False),
     sa.Column("feature", sa.String(255)),
     sa.Column("name", sa.String(255)),
