@@ -318,7 +318,9 @@ def _raw_model_cells(
         numbered = [call["attempt"] for call in calls if call["attempt"] is not None]
         last = max(numbered) if numbered else None
         counted: set[tuple[str, int]] = set()
-        for call in calls:
+        # An attempt on a model counts once, in the cell of the first provider (by name) among its calls:
+        # the same cells whatever order the database returns the rows in.
+        for call in sorted(calls, key=lambda call: call["provider"]):
             key = (hour, (*base, call["provider"], call["request_model"]))
             sums = cells.get(key)
             if sums is None:
