@@ -444,38 +444,37 @@ def _attempt_failures(engine: Engine, filters: Filters) -> dict[str, tuple[int, 
 
 
 def _providers(engine: Engine, models: tuple[str, ...]) -> dict[str, str]:
-    """The provider recorded most often for each model anywhere in the ledger.
+    """The provider recorded most often for each model, over the tasks' calls and the calls outside any task.
 
-    From the rollups' model cells (tasks' calls) when every model is there, else from every call.
+    (Calls of a task that was never written, e.g. its process crashed, are left out.) From the rollups'
+    model cells plus one indexed statement for the calls outside tasks; from every call when the rollups
+    do not apply.
     """
     import sqlalchemy as sa
 
     from costtrace.analysis.stats import Filters, model_sums
-
-    tasks_calls = model_sums(engine, filters=Filters(), by=("request_model", "provider"))
-    found = {model for (model, _provider) in tasks_calls or {}}
-    if tasks_calls is not None and set(models) <= found:  # every model seen in tasks' calls: from the rollups
-        ranked: dict[str, tuple[int, str]] = {}
-        for (model, provider), sums in tasks_calls.items():
-            current = ranked.get(model)
-            if model in models and (current is None or (sums["calls"], provider) > current):
-                ranked[model] = (sums["calls"], provider)
-        return {model: provider for model, (_, provider) in ranked.items()}
-
     from costtrace.spend import schema
 
-    c = schema.calls.c
-    query = (
-        sa.select(c.request_model, c.provider, sa.func.count().label("n"))
-        .where(c.request_model.in_(models))
-        .group_by(c.request_model, c.provider)
-    )
-    best: dict[str, tuple[int, str]] = {}
+    c, t = schema.calls.c, schema.tasks.c
+    counts: dict[tuple[str, str], int] = {}
+    tasks_calls = model_sums(engine, filters=Filters(), by=("request_model", "provider"))
+    if tasks_calls is not None:
+        for (model, provider), sums in tasks_calls.items():
+            if model in models:
+                counts[(model, provider)] = counts.get((model, provider), 0) + sums["calls"]
+        outside = sa.and_(c.task_id.is_(None), c.request_model.in_(models))
+    else:
+        has_task = sa.exists(sa.select(t.task_id).where(t.task_id == c.task_id))
+        outside = sa.and_(c.request_model.in_(models), sa.or_(c.task_id.is_(None), has_task))
+    query = sa.select(c.request_model, c.provider, sa.func.count().label("n")).where(outside)
     with engine.connect() as conn:
-        for model, provider, n in conn.execute(query):
-            current = best.get(model)
-            if current is None or (int(n), provider) > current:
-                best[model] = (int(n), provider)
+        for model, provider, n in conn.execute(query.group_by(c.request_model, c.provider)):
+            counts[(model, provider)] = counts.get((model, provider), 0) + int(n)
+    best: dict[str, tuple[int, str]] = {}
+    for (model, provider), n in counts.items():
+        current = best.get(model)
+        if current is None or (n, provider) > current:
+            best[model] = (n, provider)
     return {model: provider for model, (_, provider) in best.items()}
 
 

@@ -1118,9 +1118,10 @@ class _ModelRow:
 
 def _model_rows_from_rollups(
     engine: Engine, f: Filters, where: list[sa.ColumnElement[bool]], tick: ProgressCallback | None
-) -> list[_ModelRow]:
+) -> list[Any]:
     """:func:`_model_query`'s rows for a window-less scope: the tasks' calls from the rollups' model cells,
-    the calls outside any task (one indexed statement) from the raw rows."""
+    the calls outside any task (one indexed statement) from the raw rows; all from the raw rows when a
+    count says some calls are in neither (calls of a task never written)."""
     per = model_sums(engine, filters=f, by=("request_model", "provider")) or {}
     rows: dict[str, _ModelRow] = {}
     for (model, provider), sums in sorted(per.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
@@ -1135,6 +1136,14 @@ def _model_rows_from_rollups(
     if f.route is None:  # calls without a task have no route: a route filter never matches them
         c = s.calls
         (loose,) = _run_stages(engine, [_model_query([*where, c.c.task_id.is_(None)])], tick)
+        # Calls of a task that was never written (its process crashed) are in no cell: when the calls
+        # do not add up, read them all (exact, a full scan) rather than leave their cost out.
+        accounted = sum(sums["calls"] for sums in per.values()) + sum(int(r.calls) for r in loose)
+        with engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(c).where(*where)).scalar_one()
+        if int(total) != accounted:
+            (raw,) = _run_stages(engine, [_model_query(where)], tick)
+            return list(raw)
         for r in loose:
             row = rows.setdefault(r.model, _ModelRow(r.model, r.provider))
             row.provider = max(row.provider or "", r.provider or "") or None
