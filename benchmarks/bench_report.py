@@ -372,12 +372,20 @@ def run(backend: str, url: str, n: int, repeats: int, tmp: Path, full_scan: str)
             ["report", "--ledger", url, "--by", "feature,route", "--format", "json", "--html", html],
         )
         both_cli("cli: compare --feature support", ["compare", "--ledger", url, "--feature", "support"])
+        for label, argv in (
+            ("cli: report --by feature,route (table)", ["report", "--ledger", url, "--by", "feature,route"]),
+            ("cli: report --by feature,route --format csv", ["report", "--ledger", url, "--by", "feature,route",
+                                                             "--format", "csv"]),
+            ("cli: whatif --feature support --route gpt-4o-mini->gpt-4o",
+             ["whatif", "--ledger", url, "--feature", "support", "--route", "gpt-4o-mini->gpt-4o"]),
+            ("cli: tco --feature support", ["tco", "--ledger", url, "--feature", "support"]),
+        ):  # fmt: skip
+            print_row(compare(label, repeats, cli(argv), None))  # whatif and tco have no --exact
+        models_full = (lambda: model_costs(engine, filters=Filters(since=datetime(1970, 1, 1)))) if scans[0] else None
+        print_row(compare("model_costs() (no window: model cells)", repeats, lambda: model_costs(engine), models_full))
         write_new_tasks(engine, last)
         dirty = rollups.dirty_count(engine)
         both(f'scope_stats(by=("feature", "route")), {dirty["hour"]} dirty hours', by=("feature", "route"))
-        if full_scan == "all":
-            model_s, models = best_of(repeats, lambda: model_costs(engine))
-            print_row(("model_costs() (calls x tasks, no rollup path)", str(len(models)), None, model_s))
         print("  (rows: groups returned, or lines printed by the CLI; a / b when the two paths differ)")
     finally:
         engine.dispose()
