@@ -231,17 +231,26 @@ ROLLUP_SUMS = (
 ROLLUP_SKETCHES = ("cost", "input_tokens", "output_tokens", "attempts", "latency")
 """The per-task values a rollup cell keeps a quantile sketch of (column ``sketch_<name>``)."""
 
+
+def _cell_key_columns() -> list[sa.Column[object]]:
+    """A rollup cell's period and key: level (hour | day | month, or ``hour:all``... for per-outcome
+    totals), period start, and the task columns it groups by."""
+    return [
+        sa.Column("level", sa.String(16), nullable=False),
+        sa.Column("period_start", sa.DateTime, nullable=False),
+        sa.Column("feature", sa.String(255)),
+        sa.Column("name", sa.String(255)),
+        sa.Column("route", sa.String(1024)),
+        sa.Column("final_model", sa.String(255)),
+        sa.Column("team", sa.String(255)),
+        sa.Column("outcome", sa.String(32)),
+    ]
+
+
 rollup_cells = sa.Table(
     "costtrace_rollup_cells",
     metadata,
-    sa.Column("level", sa.String(16), nullable=False),  # hour | day | month, or hour:all ... (per-outcome totals)
-    sa.Column("period_start", sa.DateTime, nullable=False),
-    sa.Column("feature", sa.String(255)),
-    sa.Column("name", sa.String(255)),
-    sa.Column("route", sa.String(1024)),
-    sa.Column("final_model", sa.String(255)),
-    sa.Column("team", sa.String(255)),
-    sa.Column("outcome", sa.String(32)),
+    *_cell_key_columns(),
     *(sa.Column(name, sa.BigInteger, nullable=False) for name in ROLLUP_SUMS),
     *(sa.Column(f"sketch_{name}", sa.LargeBinary) for name in ROLLUP_SKETCHES),
     sa.Index("ix_costtrace_rollup_cells_level_start", "level", "period_start"),
@@ -277,14 +286,7 @@ calls in the final attempt (``attempt == tasks.attempts``) of successful tasks."
 rollup_models = sa.Table(
     "costtrace_rollup_models",
     metadata,
-    sa.Column("level", sa.String(8), nullable=False),
-    sa.Column("period_start", sa.DateTime, nullable=False),
-    sa.Column("feature", sa.String(255)),
-    sa.Column("name", sa.String(255)),
-    sa.Column("route", sa.String(1024)),
-    sa.Column("final_model", sa.String(255)),
-    sa.Column("team", sa.String(255)),
-    sa.Column("outcome", sa.String(32)),
+    *_cell_key_columns(),
     sa.Column("provider", sa.String(255), nullable=False),
     sa.Column("request_model", sa.String(255), nullable=False),
     *(sa.Column(name, sa.BigInteger, nullable=False) for name in ROLLUP_MODEL_SUMS),
