@@ -1,11 +1,14 @@
 """Cost per successful task, retry tax and effective token prices, aggregated in the ledger's database.
 
-The ledger counterpart of :mod:`costtrace.analysis.report`: the same definitions, computed with a few SQL
-statements (SQLAlchemy Core, ``GROUP BY`` and window functions) over ``costtrace_tasks`` and
-``costtrace_calls``, so a report over millions of tasks never pulls rows into Python. It works on
-SQLite and PostgreSQL alike.
+The ledger counterpart of :mod:`costtrace.analysis.report`: the same definitions, read from the ledger's
+rollups (:mod:`costtrace.spend.rollups`: per-period cells with exact sums and percentile sketches, raw
+rows where a period is dirty or partial), so a report over millions of tasks reads thousands of cells;
+or, with ``exact=True`` and for keys the rollups do not hold (customer, custom dimensions), computed
+with a few SQL statements (SQLAlchemy Core, ``GROUP BY`` and window functions) over
+``costtrace_tasks`` and ``costtrace_calls``. It works on SQLite and PostgreSQL alike.
 
-- :func:`scope_stats`: per scope (feature, task name, route, team, customer and/or a UTC time bucket),
+- :func:`scope_stats`: per scope (feature, task name, route, final model, team, customer and/or a UTC
+  time bucket),
   tasks, success and first-pass rates, attempts, tokens and cost per task (mean, p50, p95), cost per
   successful task, retry tax, escalations, cache savings, how complete the costs are, the
   latency to a correct answer next to the latency of failed tasks, and the context tax
@@ -26,7 +29,9 @@ Definitions (the same as :class:`costtrace.analysis.report.TaskStats`):
 - A scope with unpriced calls has ``cost_complete == False``: its costs are lower bounds.
 - Percentiles are **nearest-rank**: over the ``n`` tasks of a scope sorted by the value, ``pXX`` is
   the value at rank ``ceil(XX/100 * n)`` (1-based). It is always a value some task really had;
-  p50 of 1, 2, 3, 4 is 2, and p95 of 20 tasks is the 19th.
+  p50 of 1, 2, 3, 4 is 2, and p95 of 20 tasks is the 19th. From the rollups (the default) they are
+  within 1% of that value (rounded to a whole token, nano-USD or attempt, seconds to 4 significant
+  digits); ``exact=True`` gives the value itself.
 - Means are exact: ``Decimal(sum) / n``.
 - Latency is the task's wall time, ``duration_s`` (from task start to its end, so every retry and
   escalation inside the task is included), in seconds. ``latency_success_s`` is over the tasks whose
