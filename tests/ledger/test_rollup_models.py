@@ -258,7 +258,7 @@ def raw_model_sums(engine: sa.Engine, f: Filters, by: Sequence[str]) -> dict[tup
         return (f.since is None or task["ended_at"] >= f.since) and (f.until is None or task["ended_at"] < f.until)
 
     names = schema.ROLLUP_MODEL_SUMS
-    tokens = schema._CALL_TOKENS
+    tokens = schema.CALL_TOKENS
     nanos = [n for n in names if n.endswith("_nano_usd") and n != "cost_nano_usd"]
     groups: dict[tuple[Any, ...], dict[str, int]] = {}
     last: dict[str, int | None] = {}
@@ -397,7 +397,7 @@ def test_model_cells_equal_a_recomputation_from_raw_calls(ledger_engine, ledger)
 
 def gpt4o_call(provider: str, attempt: int | None) -> dict[str, Any]:
     return {"provider": provider, "model": "gpt-4o", "attempt": attempt, "source": "provider", "priced": True,
-            "tokens": dict.fromkeys(schema._CALL_TOKENS, 0) | {"input_tokens": 100, "output_tokens": 10},
+            "tokens": dict.fromkeys(schema.CALL_TOKENS, 0) | {"input_tokens": 100, "output_tokens": 10},
             "nanos": [1, 2, 3, 4, 5, 6]}  # fmt: skip
 
 

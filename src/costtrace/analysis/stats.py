@@ -699,6 +699,11 @@ _CELL_COLUMN = {"feature": "feature", "task": "name", "route": "route", "final_m
 """Group keys and filters as columns of the rollup cells."""
 
 
+def _cell_filters(f: Filters) -> dict[str, str]:
+    """The filters' exact values as rollup cell columns (``task`` -> ``name``)."""
+    return {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+
+
 def _bucket_text(key: str, period: datetime) -> str:
     """The text of ``period``'s time bucket, the same as :func:`_time_bucket` gives in SQL."""
     if key == "hour":
@@ -769,7 +774,7 @@ def model_sums(
     f = _check_filters(filters)
     if not _rollups_apply((), f):
         return None
-    key_filters = {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+    key_filters = _cell_filters(f)
     names = tuple(by)
     with engine.connect() as conn:
         _read_snapshot(conn)
@@ -797,7 +802,7 @@ def _scope_stats_rollups(
 
     time_keys = [k for k in keys if k in TIME_KEYS]
     grain = min((rollups.GRAIN[k] for k in time_keys), key=rollups.LEVELS.index, default="month")
-    key_filters = {_CELL_COLUMN[name]: getattr(f, name) for name in _CELL_COLUMN if getattr(f, name, None) is not None}
+    key_filters = _cell_filters(f)
 
     def group_of(period: datetime, cell: Any) -> tuple[Any, ...]:
         return tuple(_bucket_text(k, period) if k in TIME_KEYS else cell[_CELL_COLUMN[k]] for k in keys)

@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace.spend import schema as s
+from costtrace.spend.engine import upsert_insert
 from costtrace.spend.sketch import MAX_VALUE, MIN_POSITIVE, QuantileSketch
 
 __all__ = [
@@ -278,7 +279,6 @@ MODEL_KEYS = (*CELL_KEYS, "provider", "request_model")
 """A model cell's key: its tasks' cell key, then the (provider, requested model) of their calls."""
 MODEL_SUMS = s.ROLLUP_MODEL_SUMS
 _M = {name: i for i, name in enumerate(MODEL_SUMS)}
-_CALL_TOKENS = s._CALL_TOKENS
 _CALL_NANOS = ("input_nano_usd", "cache_read_nano_usd", "cache_write_nano_usd", "output_nano_usd",
                "reasoning_nano_usd", "other_nano_usd")  # fmt: skip
 
@@ -299,7 +299,7 @@ def _raw_model_cells(
             c.c.attempt,
             c.c.usage_source,
             c.c.cost_nano_usd,
-            *(c.c[name] for name in _CALL_TOKENS),
+            *(c.c[name] for name in s.CALL_TOKENS),
             *(c.c[name] for name in _CALL_NANOS),
         )
         .select_from(c.join(t, c.c.task_id == t.c.task_id))
@@ -335,14 +335,14 @@ def _raw_model_cells(
             )
             sums[_M["uncached_input_calls"]] += 1 if uncached > 0 else 0
             sums[_M["cost_nano_usd"]] += int(call["cost_nano_usd"] or 0)
-            for name in _CALL_TOKENS:
+            for name in s.CALL_TOKENS:
                 sums[_M[name]] += int(call[name])
             for name in _CALL_NANOS:
                 sums[_M[name]] += int(call[name])
             if attempt == 1:
                 sums[_M["first_calls"]] += 1
                 sums[_M["first_unknown_usage_calls"]] += unknown
-                for name in _CALL_TOKENS:
+                for name in s.CALL_TOKENS:
                     sums[_M[f"first_{name}"]] += int(call[name])
             if attempt is not None and (call["request_model"], attempt) not in counted:
                 counted.add((call["request_model"], attempt))
@@ -357,23 +357,13 @@ def _raw_model_cells(
 # Dirty marks (written by the ledger's write transactions)
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(table)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(table)
-
-
 def mark_dirty(conn: Connection, ended_ats: Iterable[datetime]) -> None:
     """Mark the hour, day and month of each time dirty, with a fresh token (inside the writer's transaction)."""
     periods = sorted({mark for at in ended_ats for mark in period_marks(at)})
     if not periods:
         return
     m = s.rollup_marks
-    stmt = _insert(conn, m)
+    stmt = upsert_insert(conn, m)
     stmt = stmt.on_conflict_do_update(index_elements=[m.c.level, m.c.period_start], set_={"token": stmt.excluded.token})
     conn.execute(
         stmt,

@@ -256,13 +256,13 @@ rollup_cells = sa.Table(
     sa.Index("ix_costtrace_rollup_cells_level_start", "level", "period_start"),
 )
 
-_CALL_TOKENS = (*_TOKENS, "cache_write_1h_input_tokens")
+CALL_TOKENS = (*_TOKENS, "cache_write_1h_input_tokens")
 ROLLUP_MODEL_SUMS = (
     "calls",
     "unpriced_calls",
     "unknown_usage_calls",
     "uncached_input_calls",
-    *_CALL_TOKENS,
+    *CALL_TOKENS,
     "cost_nano_usd",
     "input_nano_usd",
     "cache_read_nano_usd",
@@ -272,7 +272,7 @@ ROLLUP_MODEL_SUMS = (
     "other_nano_usd",
     "first_calls",
     "first_unknown_usage_calls",
-    *(f"first_{name}" for name in _CALL_TOKENS),
+    *(f"first_{name}" for name in CALL_TOKENS),
     "attempts",
     "failed_attempts",
     "useful_tokens",

@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from costtrace._money import from_nano, to_nano
 from costtrace.spend import rollups
 from costtrace.spend import schema as s
+from costtrace.spend.engine import upsert_insert
 from costtrace.spend.rows import Row, clean_text, naive_utc
 
 if TYPE_CHECKING:
@@ -80,24 +81,13 @@ def run_transaction(engine: Engine, work: Any, *, attempts: int = 5) -> Any:
     raise AssertionError("unreachable")
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """``INSERT`` of the connection's dialect, so ``on_conflict_do_nothing`` is available."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(table)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(table)
-
-
 def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str) -> set[str]:
     """Insert rows whose key is not there yet; returns the keys actually inserted."""
     if not rows:
         return set()
     if conn.dialect.name == "postgresql":
         return _insert_new_postgresql(conn, table, rows, key)
-    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    stmt = upsert_insert(conn, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
     inserted: set[str] = set()
     for chunk_start in range(0, len(rows), 500):
         chunk = rows[chunk_start : chunk_start + 500]
@@ -246,7 +236,7 @@ def _add_spend(
     fallback: int = 0,
 ) -> None:
     t = s.budget_spend
-    stmt = _insert(conn, t).values(
+    stmt = upsert_insert(conn, t).values(
         budget_id=budget_id,
         period_start=start,
         period_end=end,
@@ -401,7 +391,7 @@ def claim_alert(engine: Engine, rule_id: str, period_start: datetime, threshold:
 
     def work(conn: Connection) -> bool:
         result = conn.execute(
-            _insert(conn, s.alerts_fired)
+            upsert_insert(conn, s.alerts_fired)
             .values(
                 rule_id=clean_text(rule_id),
                 period_start=period_start,
@@ -423,7 +413,7 @@ def save_budget_definitions(engine: Engine, budgets: Sequence[Budget]) -> None:
     def work(conn: Connection) -> None:
         now = datetime.now(UTC).replace(tzinfo=None)
         for b in budgets:
-            stmt = _insert(conn, s.budgets).values(budget_id=b.name, definition=b.to_json(), updated_at=now)
+            stmt = upsert_insert(conn, s.budgets).values(budget_id=b.name, definition=b.to_json(), updated_at=now)
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[s.budgets.c.budget_id],
