@@ -222,3 +222,61 @@ def test_fuzzed_responses_never_raise_and_give_sane_counts(response, provider):
     assert u.cache_read_input_tokens + u.cache_write_input_tokens <= u.input_tokens
     assert u.cache_write_1h_input_tokens <= u.cache_write_input_tokens
     assert u.reasoning_output_tokens <= u.output_tokens
+
+
+def test_pydantic_responses_read_fields_extras_and_properties_without_a_miss():
+    """SDK responses are pydantic models: read straight from their fields, the keys a server added
+    (``extra="allow"``), and properties, as ``getattr`` would; an absent name never reaches pydantic's
+    slow ``__getattr__`` miss, and the result equals the same response read as a plain dict."""
+    from pydantic import BaseModel, ConfigDict
+
+    misses: list[str] = []
+
+    class Model(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+        def __getattr__(self, name: str) -> object:
+            misses.append(name)
+            return super().__getattr__(name)  # type: ignore[misc]
+
+    class Details(Model):
+        cached_tokens: int | None = None
+
+    class CompletionUsage(Model):
+        prompt_tokens: int
+        completion_tokens: int
+        prompt_tokens_details: Details | None = None
+
+        @property
+        def completion_tokens_details(self) -> dict[str, int]:  # a property, not a field: read as usual
+            return {"reasoning_tokens": 7}
+
+    class Choice(Model):
+        finish_reason: str
+
+    class Completion(Model):
+        id: str
+        model: str
+        choices: list[Choice]
+        usage: CompletionUsage
+
+    response = Completion(
+        id="c1",
+        model="gpt-4o",
+        choices=[Choice(finish_reason="stop")],
+        usage=CompletionUsage(
+            prompt_tokens=2000,
+            completion_tokens=500,
+            prompt_tokens_details=Details(cached_tokens=1536),
+            cache_creation_input_tokens=100,  # an extra key the server sent (LiteLLM adds this one)
+        ),
+    )
+    info = usage_from_response(response)
+    assert info.usage == Usage(
+        2000, 500, cache_read_input_tokens=1536, cache_write_input_tokens=100, reasoning_output_tokens=7
+    )
+    assert (info.response_model, info.response_id, info.finish_reasons) == ("gpt-4o", "c1", ("stop",))
+    assert misses == []
+    as_dict = response.model_dump()
+    as_dict["usage"]["completion_tokens_details"] = {"reasoning_tokens": 7}
+    assert usage_from_response(as_dict) == info

@@ -91,11 +91,63 @@ class ResponseInfo:
     finish_reasons: tuple[str, ...] = ()
 
 
+_UNSEEN: Any = object()
+_model_names: dict[type, tuple[frozenset[str], frozenset[str]] | None] = {}
+"""Per class: (fields, class attribute names) of a pydantic v2 model, None for any other class."""
+
+
+def _pydantic_names(cls: type) -> tuple[frozenset[str], frozenset[str]] | None:
+    fields = getattr(cls, "__pydantic_fields__", None)
+    if not isinstance(fields, dict) or not hasattr(cls, "__pydantic_extra__"):
+        return None
+    return frozenset(fields), frozenset(dir(cls))
+
+
+def _names_of(cls: type) -> tuple[frozenset[str], frozenset[str]] | None:
+    names = _model_names.get(cls, _UNSEEN)
+    if names is _UNSEEN:
+        if len(_model_names) > 1024:  # bounded: classes made on the fly must not grow it forever
+            _model_names.clear()
+        names = _model_names[cls] = _pydantic_names(cls)
+    return names  # type: ignore[no-any-return]
+
+
 def _get(obj: Any, *names: str) -> Any:
-    """The first present, non-None attribute or mapping key of ``obj`` among ``names``."""
+    """The first present, non-None attribute or mapping key of ``obj`` among ``names``.
+
+    SDK responses are pydantic models, read without pydantic's slow miss (an ``AttributeError``
+    raised and caught in ``__getattr__``): a field is in the instance ``__dict__``, an unknown key the
+    server sent in ``__pydantic_extra__``; a class attribute (a property, a method) is read the usual
+    way; any other name is absent.
+    """
     if obj is None:
         return None
-    if isinstance(obj, (dict, Mapping)):  # dict is checked first, before the slower ABC check
+    cls = type(obj)
+    if cls is dict:
+        for name in names:
+            value = obj.get(name)
+            if value is not None:
+                return value
+        return None
+    model = _model_names.get(cls, _UNSEEN)
+    if model is _UNSEEN:
+        model = _names_of(cls)
+    if model is not None:
+        state = obj.__dict__
+        extra = None
+        for name in names:
+            if name in model[1]:
+                value = getattr(obj, name, None)
+            elif name in state:
+                value = state[name]
+            else:
+                if extra is None:
+                    extra = getattr(obj, "__pydantic_extra__", None) or {}
+                value = extra.get(name)
+            if value is not None:
+                return value
+        return None
+    if isinstance(obj, Mapping):
         for name in names:
             value = obj.get(name)
             if value is not None:
