@@ -1,7 +1,7 @@
 """What a finished task writes on its span: its rollups, and for OpenInference its input and output.
 
 ``summary_attributes`` gives the ``costtrace.task.*`` attributes of a :class:`TaskSummary`;
-``set_openinference`` adds ``input.value`` (the task and its dimensions as JSON) and ``output.value``
+``openinference_attributes`` gives ``input.value`` (the task and its dimensions as JSON) and ``output.value``
 (:func:`output_summary`, e.g. ``failure (timeout) · $0.0123 · 3 LLM calls · 2 attempts · 1 retry``).
 """
 
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 
-from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from costtrace import semconv as sc
-from costtrace._internal import guarded
 from costtrace._money import usd
 from costtrace.records import TaskSummary
 
@@ -51,21 +49,18 @@ def summary_attributes(s: TaskSummary) -> dict[str, AttributeValue]:
     return attrs
 
 
-@guarded("tasks.openinference")
-def set_openinference(span: trace.Span, summary: TaskSummary, subtasks_calls: int) -> None:
+def openinference_attributes(summary: TaskSummary, subtasks_calls: int) -> dict[str, AttributeValue]:
     """``input.value`` / ``output.value`` of a task span: what Phoenix shows as the task's input and output.
 
     Never a ``llm.cost.*`` or ``llm.token_count.*`` attribute: a backend summing those over a trace
     would count the task's calls twice.
     """
-    span.set_attributes(
-        {
-            sc.INPUT_VALUE: _input_value(summary),
-            sc.INPUT_MIME_TYPE: sc.MIME_TYPE_JSON,
-            sc.OUTPUT_VALUE: output_summary(summary, summary.llm_calls + subtasks_calls),
-            sc.OUTPUT_MIME_TYPE: sc.MIME_TYPE_TEXT,
-        }
-    )
+    return {
+        sc.INPUT_VALUE: _input_value(summary),
+        sc.INPUT_MIME_TYPE: sc.MIME_TYPE_JSON,
+        sc.OUTPUT_VALUE: output_summary(summary, summary.llm_calls + subtasks_calls),
+        sc.OUTPUT_MIME_TYPE: sc.MIME_TYPE_TEXT,
+    }
 
 
 def _input_value(summary: TaskSummary) -> str:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import random
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -42,7 +42,7 @@ from costtrace import semconv as sc
 from costtrace._internal import guarded, report_internal_error
 from costtrace.errors import TaskBudgetExceeded
 from costtrace.records import ZERO_USD, TaskSummary
-from costtrace.task_attributes import set_openinference, summary_attributes
+from costtrace.task_attributes import openinference_attributes, summary_attributes
 from costtrace.task_context import record_finished
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class Task:
         max_tokens: int | None = None,
     ) -> None:
         self.name = str(name)
-        self.id = uuid.uuid4().hex
+        self.id = f"{random.getrandbits(128):032x}"  # as call ids: uuid4 reads os.urandom, a syscall
         self._caps = parse_caps(max_cost_usd, max_llm_calls, max_tokens)
         self._calls_started = 0
         self._init_args = (feature, team, customer, user, dict(dimensions or {}))
@@ -367,12 +367,17 @@ class Task:
             summary = self._summary_locked()
             subtasks_calls = self._subtasks_calls
         span = self._span
-        span.set_attributes(summary_attributes(summary))
-        if exc is not None:
-            span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+        if span.is_recording():  # no SDK, or not sampled: skip building attributes nobody reads
+            attrs = summary_attributes(summary)
+            if exc is not None:
+                attrs[sc.ERROR_TYPE] = type(exc).__qualname__
+            if self._openinference:
+                try:
+                    attrs.update(openinference_attributes(summary, subtasks_calls))
+                except Exception as err:
+                    report_internal_error("tasks.openinference", err)
+            span.set_attributes(attrs)  # one call: the SDK takes its lock and checks the values once
         _set_task_status(span, summary, exc, self._task_status)
-        if self._openinference and span.is_recording():  # no SDK, or not sampled: nobody reads them
-            set_openinference(span, summary, subtasks_calls)
         span.end(end_time=end_ns)
         if self._parent is not None:
             self._parent._add_subtask(
