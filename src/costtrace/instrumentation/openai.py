@@ -32,9 +32,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from costtrace import content
 from costtrace import semconv as sc
+from costtrace._internal import report_internal_error
 from costtrace.calls import LLMCall, activate, current_call, deactivate
-from costtrace.errors import ConfigError
+from costtrace.errors import BudgetExceeded, ConfigError
 from costtrace.instrumentation._base import (
     AsyncStreamProxy,
     CosttraceInstrumentor,
@@ -281,8 +283,6 @@ def _record_body(req: _Request, body: Any, streamed_text: str | None = None) -> 
 
 
 def _content_enabled() -> bool:
-    from costtrace import content
-
     return content.settings().enabled
 
 
@@ -585,14 +585,35 @@ class _ResponsesStream:
 # --- wrappers -------------------------------------------------------------------------------------
 
 
-def _attach(call: LLMCall) -> object:
-    """Make the call's span current while the SDK sends the request: HTTP client spans nest under it."""
-    return otel_context.attach(trace.set_span_in_context(call.span))
-
-
 def _detach(token: object) -> None:
     if token is not None:
-        safely("instrumentation.openai.detach", otel_context.detach, token)
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            report_internal_error("instrumentation.openai.detach", exc)
+
+
+def _start(
+    kind: str, instance: Any, kwargs: dict[str, Any], outer: LLMCall | None
+) -> tuple[_Request, dict[str, Any], object] | None:
+    """Start the call and make it (and its span) current; None if costtrace failed: the user's call then runs as is.
+
+    Inline rather than through :func:`safely`: this runs on every call. A hard cap
+    (:class:`BudgetExceeded`) passes through: nothing has been sent.
+    """
+    try:
+        req, send = _begin(kind, instance, kwargs, outer)
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        report_internal_error("instrumentation.openai.start", exc)
+        return None
+    try:  # the call's span current while the SDK sends the request: HTTP client spans nest under it
+        ctx: object = otel_context.attach(trace.set_span_in_context(req.call.span))
+    except Exception as exc:
+        report_internal_error("instrumentation.openai.attach", exc)
+        ctx = None
+    return req, send, ctx
 
 
 def _call_wrapper(kind: str) -> Callable[..., Any]:
@@ -600,12 +621,11 @@ def _call_wrapper(kind: str) -> Callable[..., Any]:
         outer = current_call()
         if not _settings.active or passes_through(outer):
             return wrapped(*args, **kwargs)  # uninstrumented, or another patched method's call
-        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs, outer)
+        started = _start(kind, instance, kwargs, outer)
         if started is None:
             return wrapped(*args, **kwargs)
-        req, send = started
+        req, send, ctx = started
         current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
-        ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = wrapped(*args, **send)
         except BaseException as exc:
@@ -624,12 +644,11 @@ def _async_call_wrapper(kind: str) -> Callable[..., Any]:
         outer = current_call()
         if not _settings.active or passes_through(outer):
             return await wrapped(*args, **kwargs)  # uninstrumented, or another patched method's call
-        started = safely("instrumentation.openai.start", _begin, kind, instance, kwargs, outer)
+        started = _start(kind, instance, kwargs, outer)
         if started is None:
             return await wrapped(*args, **kwargs)
-        req, send = started
+        req, send, ctx = started
         current = activate(req.call)  # the HTTP layer counts the request on it instead of recording it
-        ctx = safely("instrumentation.openai.attach", _attach, req.call)
         try:
             result = await wrapped(*args, **send)
         except BaseException as exc:
