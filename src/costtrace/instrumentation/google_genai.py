@@ -334,6 +334,46 @@ class _StreamAccumulator:
         self._capture = _capture_enabled()
 
     def on_item(self, chunk: Any) -> bool:
+        # The hot path, for the SDK's chunk objects: each field read once, no helper calls for what is
+        # absent. Anything else (a dict chunk, a field missing) is read by the general path below.
+        try:
+            usage_meta = chunk.usage_metadata
+            model_version = chunk.model_version
+            response_id = chunk.response_id
+            candidates = chunk.candidates
+            feedback = chunk.prompt_feedback
+        except AttributeError:
+            return self._on_any_item(chunk)
+        self._items += 1
+        if usage_meta is not None:
+            prompt = getattr(usage_meta, "prompt_token_count", None)
+            if (prompt.__class__ is int and prompt >= 0) or _has_counts(usage_meta):
+                self._usage_meta = usage_meta  # cumulative: the latest replaces the previous, never summed
+                if not self._capture:
+                    self._text = None
+        if self._text is not None:
+            _candidates_text(chunk, self._text)
+        if isinstance(model_version, str) and model_version:
+            self._model_version = model_version
+        if isinstance(response_id, str) and response_id:
+            self._response_id = response_id
+        if isinstance(candidates, (list, tuple)):
+            reasons: list[str] | None = None
+            for candidate in candidates:
+                reason = getattr(candidate, "finish_reason", None)
+                if reason is None and not hasattr(candidate, "finish_reason"):
+                    reason = _field(candidate, "finish_reason", "finishReason")  # a dict candidate
+                if reason is not None:
+                    if reasons is None:
+                        reasons = []
+                    reasons.append(str(getattr(reason, "value", None) or reason))
+            if reasons:
+                self._finish_reasons = reasons  # the terminal chunk's, one per candidate
+        if feedback is not None and _field(feedback, "block_reason") is not None:
+            self._block = True
+        return False
+
+    def _on_any_item(self, chunk: Any) -> bool:
         self._items += 1
         usage_meta = _field(chunk, "usage_metadata")
         if usage_meta is not None and _has_counts(usage_meta):
@@ -439,19 +479,14 @@ async def _async_request_once(
 class _SyncStream(SyncStreamProxy):
     """The SDK's chunk generator; its HTTP request (and any SDK retry) happens in the first ``next()``."""
 
-    def __init__(self, wrapped: Any, call: LLMCall, accumulator: _StreamAccumulator) -> None:
-        super().__init__(wrapped, call, accumulator)
-        self._self_attempts: _Attempts | None = _Attempts(call)
+    def __iter__(self) -> _SyncStream:
+        return self  # a generator is its own iterator: every item goes through __next__ (and _self_first)
 
-    def __next__(self) -> Any:
-        attempts = self._self_attempts
-        if attempts is None:
-            return super().__next__()
-        self._self_attempts = None
-        token = _attempts.set(attempts)
+    def _self_first(self) -> Any:
+        token = _attempts.set(_Attempts(self._self_call))
         current = activate(self._self_call)  # the request is sent in this first next()
         try:
-            return super().__next__()
+            return super()._self_first()
         finally:
             deactivate(current)
             _attempts.reset(token)
@@ -460,19 +495,11 @@ class _SyncStream(SyncStreamProxy):
 class _AsyncStream(AsyncStreamProxy):
     """The async twin of :class:`_SyncStream`."""
 
-    def __init__(self, wrapped: Any, call: LLMCall, accumulator: _StreamAccumulator) -> None:
-        super().__init__(wrapped, call, accumulator)
-        self._self_attempts: _Attempts | None = _Attempts(call)
-
-    async def __anext__(self) -> Any:
-        attempts = self._self_attempts
-        if attempts is None:
-            return await super().__anext__()
-        self._self_attempts = None
-        token = _attempts.set(attempts)
+    async def _self_first(self) -> Any:
+        token = _attempts.set(_Attempts(self._self_call))
         current = activate(self._self_call)
         try:
-            return await super().__anext__()
+            return await super()._self_first()
         finally:
             deactivate(current)
             _attempts.reset(token)
