@@ -178,6 +178,34 @@ def _send_kwargs(call: LLMCall, kwargs: dict[str, Any]) -> dict[str, Any]:
 # --- text, for estimates and opt-in content capture -------------------------------------------------
 
 
+_ABSENT: dict[tuple[type, str], bool] = {}
+
+
+def _absent(obj: Any, name: str) -> bool:
+    """Whether ``obj`` has no attribute ``name`` at all, known from its class: a pydantic model (the SDK's
+    types) that forbids extra fields and has no such field, property or private attribute.
+
+    Asking ``getattr`` costs ~2 µs there (pydantic's ``__getattr__`` raises), on every streamed chunk
+    when reading text (a ``Content`` has no ``text``, a ``Part`` no ``parts``). Cached per class.
+    """
+    cls = type(obj)
+    absent = _ABSENT.get((cls, name))
+    if absent is None:
+        fields = getattr(cls, "__pydantic_fields__", None)
+        config = getattr(cls, "model_config", None)
+        absent = (
+            isinstance(fields, dict)
+            and isinstance(config, dict)
+            and config.get("extra") == "forbid"
+            and name not in fields
+            and name not in (getattr(cls, "__private_attributes__", None) or {})
+            and not hasattr(cls, name)
+            and not isinstance(obj, Mapping)
+        )
+        _ABSENT[(cls, name)] = absent
+    return absent
+
+
 def _collect_text(obj: Any, out: list[str], depth: int = 0) -> None:
     """Append the text of ``contents`` (strings, Content/Part objects or dicts, lists of them) to ``out``.
 
@@ -195,12 +223,13 @@ def _collect_text(obj: Any, out: list[str], depth: int = 0) -> None:
         for item in obj:
             _collect_text(item, out, depth + 1)
         return
-    text = _field(obj, "text")
+    text = None if _absent(obj, "text") else _field(obj, "text")
     if isinstance(text, str):
         out.append(text)
-    parts = _field(obj, "parts")
-    if isinstance(parts, (list, tuple)):
-        _collect_text(parts, out, depth + 1)
+    parts = None if _absent(obj, "parts") else _field(obj, "parts")
+    if isinstance(parts, (list, tuple)) and depth + 1 <= _MAX_CONTENT_DEPTH:
+        for item in parts:  # _collect_text(parts, out, depth + 1), one call less per level
+            _collect_text(item, out, depth + 2)
 
 
 def _request_text(kwargs: Mapping[str, Any]) -> str:
