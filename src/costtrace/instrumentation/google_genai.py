@@ -389,8 +389,8 @@ class _StreamAccumulator:
         if isinstance(candidates, (list, tuple)):
             reasons: list[str] | None = None
             for candidate in candidates:
-                reason = getattr(candidate, "finish_reason", None)
-                if reason is None and not hasattr(candidate, "finish_reason"):
+                reason = getattr(candidate, "finish_reason", _MISSING)
+                if reason is _MISSING:
                     reason = _field(candidate, "finish_reason", "finishReason")  # a dict candidate
                 if reason is not None:
                     if reasons is None:
