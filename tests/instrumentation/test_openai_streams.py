@@ -169,7 +169,32 @@ async def responses_helper_async(server: Any) -> Any:
         return events, d(await s.get_final_response())
 
 
+def chat_next_and_loops(server: Any) -> Any:
+    """``next()`` and ``for`` loops mixed on one stream, a loop left by ``break`` and resumed."""
+    with make_client(server) as c:
+        stream = c.chat.completions.create(**CHAT, stream=True)
+        seen = [d(next(stream))]
+        for x in stream:
+            seen.append(d(x))
+            break
+        seen += [d(x) for x in stream]
+        return seen
+
+
+async def chat_next_and_loops_async(server: Any) -> Any:
+    async with make_client(server, is_async=True) as c:
+        stream = await c.chat.completions.create(**CHAT, stream=True)
+        seen = [d(await stream.__anext__())]
+        async for x in stream:
+            seen.append(d(x))
+            break
+        seen += [d(x) async for x in stream]
+        return seen
+
+
 CHAT_SHAPES: dict[str, Callable[[Any], Any]] = {
+    "next-and-loops": chat_next_and_loops,
+    "next-and-loops-async": chat_next_and_loops_async,
     "create": chat_create,
     "create-async": chat_create_async,
     "user-include_usage-on": chat_user_usage_on,
@@ -298,3 +323,23 @@ def test_with_streaming_response_closed_early_is_one_call(llm_server: Any) -> No
     seen, got = observe(llm_server, script_chat, read, instrumented=True)
     assert seen == bare
     assert len(got.calls) == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_accumulator_error_leaves_the_chunks_untouched(llm_server: Any, monkeypatch: Any, is_async: bool) -> None:
+    from costtrace import _internal
+    from costtrace.instrumentation import openai as ct_openai
+
+    monkeypatch.setenv("COSTTRACE_RAISE_INTERNAL_ERRORS", "0")
+
+    def broken(self: Any, item: Any) -> bool:
+        raise RuntimeError("costtrace bug")
+
+    monkeypatch.setattr(ct_openai._ChatStream, "on_item", broken)
+    read = chat_create_async if is_async else chat_create
+    before = _internal.internal_error_counts().get("instrumentation.stream.item", 0)
+    bare, _ = observe(llm_server, script_chat, chat_user_usage_on, instrumented=False)
+    seen, got = observe(llm_server, script_chat, read, instrumented=True)
+    assert seen == bare  # every chunk shown, the usage chunk too: nothing was read to hide it
+    assert len(got.calls) == 1
+    assert _internal.internal_error_counts()["instrumentation.stream.item"] - before == len(bare)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import Any, Protocol, TypeVar
 
 import wrapt
@@ -175,6 +175,28 @@ def _finish_stream(call: LLMCall, acc: StreamAccumulator, exc: BaseException | N
     call.end(exc)
 
 
+def _item_failed(exc: Exception) -> bool:
+    """An accumulator's ``on_item`` raised: reported as an internal error, the item is shown (as :func:`safely`)."""
+    if isinstance(exc, BudgetExceeded):
+        raise exc
+    report_internal_error("instrumentation.stream.item", exc)
+    return False
+
+
+# The per-item path below is the hot one (every chunk of every stream), written to cost little:
+#
+# - a ``for`` loop over a proxied stream whose ``iter()`` gives a new iterator (OpenAI's and
+#   Anthropic's ``Stream``) runs one generator, ``_self_items``: no method call per item;
+# - a stream that is its own iterator (a generator, LiteLLM's wrapper) keeps ``iter(proxy) is proxy``
+#   and runs ``__next__``, which reads one attribute of the proxy (``_self_reader``: the wrapped
+#   iterator and the accumulator's ``on_item``), each costing ~80 ns through wrapt;
+# - ``on_item`` is called in a try block (free when nothing raises), not through :func:`safely`.
+#
+# Both read the same wrapped iterator, so ``next()`` calls and ``for`` loops can be mixed as on the
+# bare stream. The call ends exactly once (``_self_end``): at the end, on an error from the stream,
+# on close / leaving ``with`` / garbage collection; never merely because a loop was left (``break``).
+
+
 class SyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
     """The SDK's stream, unchanged for the user, reporting its usage to ``call`` exactly once."""
 
@@ -182,7 +204,7 @@ class SyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         super().__init__(wrapped)
         self._self_call = call
         self._self_acc = accumulator
-        self._self_iterator: Any = None
+        self._self_reader: tuple[Iterator[Any], Callable[[Any], bool]] | None = None
         self._self_done = False
 
     def _self_end(self, exc: BaseException | None, complete: bool) -> None:
@@ -191,22 +213,60 @@ class SyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         self._self_done = True
         _finish_stream(self._self_call, self._self_acc, exc, complete)
 
-    def __iter__(self) -> SyncStreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        reader = self._self_reader
+        wrapped = self.__wrapped__
+        if reader is None:
+            it = iter(wrapped)
+            if it is wrapped:
+                return self  # opened by the first __next__ (see _self_first)
+            reader = self._self_reader = (it, self._self_acc.on_item)
+        elif reader[0] is wrapped:
+            return self
+        return self._self_items(*reader)
 
-    def __next__(self) -> Any:
-        if self._self_iterator is None:
-            self._self_iterator = iter(self.__wrapped__)
+    def _self_items(self, it: Iterator[Any], on_item: Callable[[Any], bool]) -> Iterator[Any]:
         while True:
             try:
-                item = next(self._self_iterator)
+                item = next(it)
+            except StopIteration:
+                self._self_end(None, complete=True)
+                return
+            except BaseException as exc:
+                self._self_end(exc, complete=False)
+                raise
+            try:
+                hidden = on_item(item)
+            except Exception as exc:
+                hidden = _item_failed(exc)
+            if not hidden:
+                yield item
+
+    def _self_first(self) -> Any:
+        """The first ``next()`` of a stream not iterated yet: opens the wrapped iterator. A subclass may
+        extend it, e.g. to make its call current while a generator sends its request."""
+        self._self_reader = (iter(self.__wrapped__), self._self_acc.on_item)
+        return self.__next__()
+
+    def __next__(self) -> Any:
+        reader = self._self_reader
+        if reader is None:
+            return self._self_first()
+        it, on_item = reader
+        while True:
+            try:
+                item = next(it)
             except StopIteration:
                 self._self_end(None, complete=True)
                 raise
             except BaseException as exc:
                 self._self_end(exc, complete=False)
                 raise
-            if not safely("instrumentation.stream.item", self._self_acc.on_item, item, default=False):
+            try:
+                hidden = on_item(item)
+            except Exception as exc:
+                hidden = _item_failed(exc)
+            if not hidden:
                 return item
 
     def close(self) -> Any:
@@ -240,7 +300,7 @@ class AsyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         super().__init__(wrapped)
         self._self_call = call
         self._self_acc = accumulator
-        self._self_iterator: Any = None
+        self._self_reader: tuple[AsyncIterator[Any], Callable[[Any], bool]] | None = None
         self._self_done = False
 
     def _self_end(self, exc: BaseException | None, complete: bool) -> None:
@@ -249,22 +309,59 @@ class AsyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         self._self_done = True
         _finish_stream(self._self_call, self._self_acc, exc, complete)
 
-    def __aiter__(self) -> AsyncStreamProxy:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        reader = self._self_reader
+        wrapped = self.__wrapped__
+        if reader is None:
+            it = wrapped.__aiter__()
+            if it is wrapped:
+                return self  # opened by the first __anext__ (see _self_first)
+            reader = self._self_reader = (it, self._self_acc.on_item)
+        elif reader[0] is wrapped:
+            return self
+        return self._self_items(*reader)
 
-    async def __anext__(self) -> Any:
-        if self._self_iterator is None:
-            self._self_iterator = self.__wrapped__.__aiter__()
+    async def _self_items(self, it: AsyncIterator[Any], on_item: Callable[[Any], bool]) -> AsyncIterator[Any]:
         while True:
             try:
-                item = await self._self_iterator.__anext__()
+                item = await it.__anext__()
+            except StopAsyncIteration:
+                self._self_end(None, complete=True)
+                return
+            except BaseException as exc:
+                self._self_end(exc, complete=False)
+                raise
+            try:
+                hidden = on_item(item)
+            except Exception as exc:
+                hidden = _item_failed(exc)
+            if not hidden:
+                yield item
+
+    async def _self_first(self) -> Any:
+        """The first ``__anext__`` of a stream not iterated yet (see :meth:`SyncStreamProxy._self_first`)."""
+        self._self_reader = (self.__wrapped__.__aiter__(), self._self_acc.on_item)
+        return await self.__anext__()
+
+    async def __anext__(self) -> Any:
+        reader = self._self_reader
+        if reader is None:
+            return await self._self_first()
+        it, on_item = reader
+        while True:
+            try:
+                item = await it.__anext__()
             except StopAsyncIteration:
                 self._self_end(None, complete=True)
                 raise
             except BaseException as exc:
                 self._self_end(exc, complete=False)
                 raise
-            if not safely("instrumentation.stream.item", self._self_acc.on_item, item, default=False):
+            try:
+                hidden = on_item(item)
+            except Exception as exc:
+                hidden = _item_failed(exc)
+            if not hidden:
                 return item
 
     async def close(self) -> Any:

@@ -309,6 +309,16 @@ def _record_raw_body(call: LLMCall, req: _Request, raw: Any) -> None:
 # --- streams -------------------------------------------------------------------------------------------
 
 
+_DELTA_TEXT_FIELD: dict[Any, str | None] = {
+    "text_delta": "text",
+    "thinking_delta": "thinking",
+    "input_json_delta": "partial_json",
+    "signature_delta": None,
+    "citations_delta": None,
+}
+"""The text field of each ``content_block_delta`` type (None: it carries none); others are searched."""
+
+
 class _StreamUsage:
     """Reads a Messages stream's events (the raw ``RawMessageStreamEvent`` objects) for usage.
 
@@ -316,6 +326,19 @@ class _StreamUsage:
     field's last valid value wins and nothing is summed. Text deltas are kept only to estimate output
     tokens when the stream ends before any ``message_delta`` (or for opt-in content capture).
     """
+
+    __slots__ = (
+        "cumulative",
+        "delta_output",
+        "events",
+        "id",
+        "model",
+        "req",
+        "start",
+        "stop_reason",
+        "stopped",
+        "text",
+    )
 
     def __init__(self, req: _Request) -> None:
         self.req = req
@@ -331,9 +354,25 @@ class _StreamUsage:
 
     def on_item(self, item: Any) -> bool:
         self.events += 1
-        kind = _get(item, "type")
+        # SDK event objects first (the hot path: one attribute read each); a dict event reads as before.
+        kind = getattr(item, "type", None)
+        if kind is None:
+            kind = _get(item, "type")
         if kind == "content_block_delta":
-            delta = _get(item, "delta")
+            delta = getattr(item, "delta", None)
+            if delta is None:
+                delta = _get(item, "delta")
+            # The field the delta's type names is read alone: a missing attribute costs a pydantic
+            # model several µs (its __getattr__ raises), so no field is tried that the type has not.
+            delta_type = getattr(delta, "type", None)
+            field = _DELTA_TEXT_FIELD.get(delta_type, "") if isinstance(delta_type, str) else ""
+            if field is None:
+                return False  # a signature or citations delta: no text
+            if field:
+                piece = getattr(delta, field, None)
+                if isinstance(piece, str):
+                    self.text.append(piece)
+                    return False
             for name in ("text", "thinking", "partial_json"):
                 piece = _get(delta, name)
                 if isinstance(piece, str):

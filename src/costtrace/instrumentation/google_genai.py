@@ -178,6 +178,34 @@ def _send_kwargs(call: LLMCall, kwargs: dict[str, Any]) -> dict[str, Any]:
 # --- text, for estimates and opt-in content capture -------------------------------------------------
 
 
+_ABSENT: dict[tuple[type, str], bool] = {}
+
+
+def _absent(obj: Any, name: str) -> bool:
+    """Whether ``obj`` has no attribute ``name`` at all, known from its class: a pydantic model (the SDK's
+    types) that forbids extra fields and has no such field, property or private attribute.
+
+    Asking ``getattr`` costs ~2 µs there (pydantic's ``__getattr__`` raises), on every streamed chunk
+    when reading text (a ``Content`` has no ``text``, a ``Part`` no ``parts``). Cached per class.
+    """
+    cls = type(obj)
+    absent = _ABSENT.get((cls, name))
+    if absent is None:
+        fields = getattr(cls, "__pydantic_fields__", None)
+        config = getattr(cls, "model_config", None)
+        absent = (
+            isinstance(fields, dict)
+            and isinstance(config, dict)
+            and config.get("extra") == "forbid"
+            and name not in fields
+            and name not in (getattr(cls, "__private_attributes__", None) or {})
+            and not hasattr(cls, name)
+            and not isinstance(obj, Mapping)
+        )
+        _ABSENT[(cls, name)] = absent
+    return absent
+
+
 def _collect_text(obj: Any, out: list[str], depth: int = 0) -> None:
     """Append the text of ``contents`` (strings, Content/Part objects or dicts, lists of them) to ``out``.
 
@@ -195,12 +223,13 @@ def _collect_text(obj: Any, out: list[str], depth: int = 0) -> None:
         for item in obj:
             _collect_text(item, out, depth + 1)
         return
-    text = _field(obj, "text")
+    text = None if _absent(obj, "text") else _field(obj, "text")
     if isinstance(text, str):
         out.append(text)
-    parts = _field(obj, "parts")
-    if isinstance(parts, (list, tuple)):
-        _collect_text(parts, out, depth + 1)
+    parts = None if _absent(obj, "parts") else _field(obj, "parts")
+    if isinstance(parts, (list, tuple)) and depth + 1 <= _MAX_CONTENT_DEPTH:
+        for item in parts:  # _collect_text(parts, out, depth + 1), one call less per level
+            _collect_text(item, out, depth + 2)
 
 
 def _request_text(kwargs: Mapping[str, Any]) -> str:
@@ -334,6 +363,46 @@ class _StreamAccumulator:
         self._capture = _capture_enabled()
 
     def on_item(self, chunk: Any) -> bool:
+        # The hot path, for the SDK's chunk objects: each field read once, no helper calls for what is
+        # absent. Anything else (a dict chunk, a field missing) is read by the general path below.
+        try:
+            usage_meta = chunk.usage_metadata
+            model_version = chunk.model_version
+            response_id = chunk.response_id
+            candidates = chunk.candidates
+            feedback = chunk.prompt_feedback
+        except AttributeError:
+            return self._on_any_item(chunk)
+        self._items += 1
+        if usage_meta is not None:
+            prompt = getattr(usage_meta, "prompt_token_count", None)
+            if (prompt.__class__ is int and prompt >= 0) or _has_counts(usage_meta):
+                self._usage_meta = usage_meta  # cumulative: the latest replaces the previous, never summed
+                if not self._capture:
+                    self._text = None
+        if self._text is not None:
+            _candidates_text(chunk, self._text)
+        if isinstance(model_version, str) and model_version:
+            self._model_version = model_version
+        if isinstance(response_id, str) and response_id:
+            self._response_id = response_id
+        if isinstance(candidates, (list, tuple)):
+            reasons: list[str] | None = None
+            for candidate in candidates:
+                reason = getattr(candidate, "finish_reason", _MISSING)
+                if reason is _MISSING:
+                    reason = _field(candidate, "finish_reason", "finishReason")  # a dict candidate
+                if reason is not None:
+                    if reasons is None:
+                        reasons = []
+                    reasons.append(str(getattr(reason, "value", None) or reason))
+            if reasons:
+                self._finish_reasons = reasons  # the terminal chunk's, one per candidate
+        if feedback is not None and _field(feedback, "block_reason") is not None:
+            self._block = True
+        return False
+
+    def _on_any_item(self, chunk: Any) -> bool:
         self._items += 1
         usage_meta = _field(chunk, "usage_metadata")
         if usage_meta is not None and _has_counts(usage_meta):
@@ -439,19 +508,14 @@ async def _async_request_once(
 class _SyncStream(SyncStreamProxy):
     """The SDK's chunk generator; its HTTP request (and any SDK retry) happens in the first ``next()``."""
 
-    def __init__(self, wrapped: Any, call: LLMCall, accumulator: _StreamAccumulator) -> None:
-        super().__init__(wrapped, call, accumulator)
-        self._self_attempts: _Attempts | None = _Attempts(call)
+    def __iter__(self) -> _SyncStream:
+        return self  # a generator is its own iterator: every item goes through __next__ (and _self_first)
 
-    def __next__(self) -> Any:
-        attempts = self._self_attempts
-        if attempts is None:
-            return super().__next__()
-        self._self_attempts = None
-        token = _attempts.set(attempts)
+    def _self_first(self) -> Any:
+        token = _attempts.set(_Attempts(self._self_call))
         current = activate(self._self_call)  # the request is sent in this first next()
         try:
-            return super().__next__()
+            return super()._self_first()
         finally:
             deactivate(current)
             _attempts.reset(token)
@@ -460,19 +524,11 @@ class _SyncStream(SyncStreamProxy):
 class _AsyncStream(AsyncStreamProxy):
     """The async twin of :class:`_SyncStream`."""
 
-    def __init__(self, wrapped: Any, call: LLMCall, accumulator: _StreamAccumulator) -> None:
-        super().__init__(wrapped, call, accumulator)
-        self._self_attempts: _Attempts | None = _Attempts(call)
-
-    async def __anext__(self) -> Any:
-        attempts = self._self_attempts
-        if attempts is None:
-            return await super().__anext__()
-        self._self_attempts = None
-        token = _attempts.set(attempts)
+    async def _self_first(self) -> Any:
+        token = _attempts.set(_Attempts(self._self_call))
         current = activate(self._self_call)
         try:
-            return await super().__anext__()
+            return await super()._self_first()
         finally:
             deactivate(current)
             _attempts.reset(token)
