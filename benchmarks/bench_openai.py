@@ -19,7 +19,9 @@ Overhead = configuration - ``bare`` in the same round; rounds are combined by th
 
 Configurations (as printed):
 
-- ``bare``: the SDK call alone; ``floor``: the call inside one bare ``tracer.start_span`` / ``end``;
+- ``bare``: the SDK call alone; ``floor``: the call inside one bare ``tracer.start_span`` / ``end``
+  (the "x floor" column); ``floor, current span``: the same span made current
+  (``start_as_current_span``), as instrumentations do;
 - ``openai-v2``: the official opentelemetry-instrumentation-openai-v2 (skipped, with the import error
   printed, if it does not import);
 - ``costtrace call``: ``OpenAIInstrumentor().instrument()``, the call outside any task;
@@ -30,13 +32,16 @@ Configurations (as printed):
   (``tracer.start_span("bench").end()``), printed in µs and x that span.
 
 costtrace's queued metrics are recorded inside the measurement: ``costtrace.metrics.drain()`` ends
-each batch. Streams (bare, costtrace in a task, openai-v2; a process each): chat completion streams of A
-and B content chunks (+ role, finish and usage chunks) read to the end, alternating batch by batch; the
-overhead's slope between A and B is the per-chunk part, its intercept the per-call part. Another worker
-times costtrace's stream proxy + accumulator alone on parsed chunks (the SDK's parsing, ~60 µs a
-chunk, would blur a 1 µs effect). A benchmark, not a test: it exits 0 whatever the figures.
+each batch. Streams (bare, costtrace in a task, openai-v2; a process each): ``--calls / 10`` chat
+completion streams of A and of B content chunks (+ role, finish and usage chunks) read to the end, in
+alternating batches of ``--batch / 10``; the overhead's slope between A and B is the per-chunk part, its
+intercept the per-call part. Another worker times costtrace's stream proxy + accumulator alone on parsed
+chunks (the SDK's parsing, ~70 µs a chunk, would blur a 1 µs effect).
 
-Example (the CI smoke run, ~15 s)::
+Printed: the table (markdown), the stream lines, the versions, spans dropped by the BatchSpanProcessor,
+and which of issue 15's targets are met. A benchmark, not a test: it exits 0 whatever the figures.
+
+Example (the CI smoke run, ~20 s)::
 
     $ python benchmarks/bench_openai.py --calls 200 --repeats 3
 """
@@ -48,6 +53,7 @@ import gc
 import importlib
 import json
 import logging
+import os
 import platform
 import statistics
 import subprocess
@@ -81,6 +87,7 @@ EXTRA_CHUNKS = 3  # role, finish and usage chunks around the content chunks of a
 CALLS = (
     "bare",
     "floor",
+    "floor, current span",
     "openai-v2",
     "costtrace call",
     "costtrace call in task",
@@ -228,6 +235,16 @@ def build(name: str, args: argparse.Namespace) -> Measure:
                 span.end()
 
         return single(in_span)
+    if name == "floor, current span":
+        from opentelemetry.trace import SpanKind
+
+        def in_current_span(n: int) -> None:
+            create, start_as_current_span = client.chat.completions.create, tracer.start_as_current_span
+            for _ in range(n):
+                with start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT):
+                    create(model=MODEL, messages=MESSAGES)
+
+        return single(in_current_span)
     if name == "openai-v2":
         importlib.import_module("opentelemetry.instrumentation.openai_v2").OpenAIInstrumentor().instrument()
     if name in ("bare", "openai-v2"):
@@ -286,15 +303,13 @@ def build_stream(name: str, args: argparse.Namespace) -> Measure:
     if name == "stream isolated":
         return build_isolated(size, max(args.chunks))
     clients = {str(n): make_client(sse_chunks=n) for n in args.chunks}
-    after: Callable[[], None] = lambda: None  # noqa: E731
-    task: Any = None
-    if name == "stream costtrace":
+    in_task = name == "stream costtrace"
+    if in_task:
         import costtrace
         from costtrace.instrumentation.openai import OpenAIInstrumentor
         from costtrace.metrics import drain
 
         OpenAIInstrumentor().instrument()
-        after, task = drain, costtrace.task
     elif name == "stream openai-v2":
         importlib.import_module("opentelemetry.instrumentation.openai_v2").OpenAIInstrumentor().instrument()
 
@@ -308,13 +323,13 @@ def build_stream(name: str, args: argparse.Namespace) -> Measure:
                     pass
 
         def read_in_task(n: int) -> None:
-            with task("bench"):
+            with costtrace.task("bench"):
                 read(n)
-            after()
+            drain()
 
-        return read if task is None else read_in_task
+        return read_in_task if in_task else read
 
-    series = {n: reader(client) for n, client in clients.items()}
+    series = {n: reader(client) for n, client in clients.items()}  # "10" and "200": alternating batches
     return lambda calls: timed(series, max(1, calls // 10 // size), size)
 
 
@@ -384,7 +399,7 @@ def profile(name: str, args: argparse.Namespace) -> None:
     profiler.enable()
     measure(args.calls)
     profiler.disable()
-    print(f"{name}: {args.calls} calls under cProfile (its own overhead inflates every figure)")
+    print(f"{name}: one round (--calls {args.calls}) under cProfile, whose own overhead inflates every figure")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
 
 
@@ -402,8 +417,9 @@ class Worker:
         self.stderr: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by close())
         command = [sys.executable, __file__, "--worker", name, "--calls", str(args.calls), "--batch", str(args.batch)]
         command += ["--chunks", *map(str, args.chunks)]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in every worker
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1, env=env
         )
 
     def read(self) -> dict[str, Any] | None:
