@@ -15,7 +15,10 @@ Clock and statistic: CPU time of the worker process (``time.process_time``: the 
 thread is counted, time spent descheduled by other users of the machine is not). In each round a
 worker runs ``--calls`` calls in batches of ``--batch``; its figure is the 10th percentile of the
 per-batch µs per call ("fast mode": the batches least disturbed), the median printed next to it.
-Overhead = configuration - ``bare`` in the same round; rounds are combined by their median.
+Each call configuration's worker also times the bare SDK call, its batches alternating with the
+configuration's (an instrumentation is uninstrumented for those batches, off the clock): overhead =
+configuration - bare within one process, so differences between processes do not enter it. Rounds
+are combined by their median.
 
 Configurations (as printed):
 
@@ -28,6 +31,8 @@ Configurations (as printed):
   ``costtrace call in task``: each call inside one running task (one task around each batch);
   ``costtrace task + call``: a new ``costtrace.task`` around each single call;
   ``costtrace manual llm_call``: the bare call in ``costtrace.llm_call`` + ``record_response``, in a task;
+  ``costtrace task, around the SDK call``: a task around the uninstrumented call (a task that records
+  no call), to set against ``floor``;
 - ``costtrace task, no call``: ``with costtrace.task("bench"): pass`` against ``span alone``
   (``tracer.start_span("bench").end()``), printed in µs and x that span.
 
@@ -93,6 +98,7 @@ CALLS = (
     "costtrace call in task",
     "costtrace task + call",
     "costtrace manual llm_call",
+    "costtrace task, around the SDK call",
 )
 NO_CALL = ("span alone", "costtrace task, no call")
 STREAMS = ("stream bare", "stream costtrace", "stream openai-v2", "stream isolated")
@@ -179,21 +185,52 @@ def install_otel() -> Any:
     return trace.get_tracer("bench")
 
 
-def timed(series: Mapping[str, Callable[[int], None]], batches: int, size: int, per: float = 1.0) -> Samples:
-    """µs per item of each series, one sample per batch of ``size``; the series alternate batch by batch."""
+def timed(
+    series: Mapping[str, Callable[[int], None]],
+    batches: int,
+    size: int,
+    per: float = 1.0,
+    before: Mapping[str, Callable[[], None]] | None = None,
+) -> Samples:
+    """µs per item of each series, one sample per batch of ``size``; the series alternate batch by batch.
+
+    ``before[name]`` runs before each batch of that series, off the clock (e.g. instrument / uninstrument).
+    """
     samples: Samples = {name: [] for name in series}
     clock = time.process_time
     gc.collect()
     for _ in range(batches):
         for name, run in series.items():
+            if before and name in before:
+                before[name]()
             start = clock()
             run(size)
             samples[name].append((clock() - start) * 1e6 / (size * per))
     return samples
 
 
+def toggles(instrumentor: Any) -> dict[str, Callable[[], None]]:
+    """Hooks for :func:`timed`: the bare series runs uninstrumented, the configuration's series instrumented."""
+
+    def on() -> None:
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+
+    def off() -> None:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+
+    return {"bare": off, "": on}
+
+
 def build(name: str, args: argparse.Namespace) -> Measure:
-    """Set this process up for configuration ``name``; returns its measurement (calls -> samples)."""
+    """Set this process up for configuration ``name``; returns its measurement (calls -> samples).
+
+    A call configuration's samples have two series, alternating batch by batch in this process: ``""``
+    (the configuration) and ``"bare"`` (the same SDK call alone, uninstrumented for that batch). Its
+    overhead is the difference within the process, so differences between processes (memory layout,
+    a core's load) do not enter it.
+    """
     tracer = install_otel()
     size = args.batch
     if name.startswith("stream"):
@@ -224,6 +261,18 @@ def build(name: str, args: argparse.Namespace) -> Measure:
         return single(task_alone)
 
     client = make_client()
+
+    def call(n: int) -> None:
+        create = client.chat.completions.create  # looked up now: patched or not
+        for _ in range(n):
+            create(model=MODEL, messages=MESSAGES)
+
+    def paired(run: Callable[[int], None], before: Mapping[str, Callable[[], None]] | None = None) -> Measure:
+        series = {"bare": call, "": run}
+        return lambda calls: timed(series, max(1, calls // size), size, before=before)
+
+    if name == "bare":
+        return single(call)
     if name == "floor":
         from opentelemetry.trace import SpanKind
 
@@ -234,7 +283,7 @@ def build(name: str, args: argparse.Namespace) -> Measure:
                 create(model=MODEL, messages=MESSAGES)
                 span.end()
 
-        return single(in_span)
+        return paired(in_span)
     if name == "floor, current span":
         from opentelemetry.trace import SpanKind
 
@@ -244,57 +293,56 @@ def build(name: str, args: argparse.Namespace) -> Measure:
                 with start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT):
                     create(model=MODEL, messages=MESSAGES)
 
-        return single(in_current_span)
+        return paired(in_current_span)
     if name == "openai-v2":
-        importlib.import_module("opentelemetry.instrumentation.openai_v2").OpenAIInstrumentor().instrument()
-    if name in ("bare", "openai-v2"):
-
-        def call(n: int) -> None:
-            create = client.chat.completions.create  # looked up now: patched or not
-            for _ in range(n):
-                create(model=MODEL, messages=MESSAGES)
-
-        return single(call)
+        v2 = importlib.import_module("opentelemetry.instrumentation.openai_v2").OpenAIInstrumentor()
+        return paired(call, toggles(v2))
 
     import costtrace
     from costtrace.instrumentation.openai import OpenAIInstrumentor
     from costtrace.metrics import drain
 
+    task = costtrace.task
     if name == "costtrace manual llm_call":
 
         def manual(n: int) -> None:
             create, llm_call = client.chat.completions.create, costtrace.llm_call
-            with costtrace.task("bench"):
+            with task("bench"):
                 for _ in range(n):
                     with llm_call("openai", MODEL) as llm:
                         llm.record_response(create(model=MODEL, messages=MESSAGES))
             drain()
 
-        return single(manual)
+        return paired(manual)
+    if name == "costtrace task, around the SDK call":
 
-    OpenAIInstrumentor().instrument()
-    create = client.chat.completions.create
-    task = costtrace.task
+        def task_around_call(n: int) -> None:  # the SDK not instrumented: a task that records no call
+            create = client.chat.completions.create
+            for _ in range(n):
+                with task("bench"):
+                    create(model=MODEL, messages=MESSAGES)
+            drain()
+
+        return paired(task_around_call)
 
     def outside_task(n: int) -> None:
-        for _ in range(n):
-            create(model=MODEL, messages=MESSAGES)
+        call(n)
         drain()
 
     def in_one_task(n: int) -> None:
         with task("bench"):
-            for _ in range(n):
-                create(model=MODEL, messages=MESSAGES)
+            call(n)
         drain()
 
     def task_each(n: int) -> None:
+        create = client.chat.completions.create
         for _ in range(n):
             with task("bench"):
                 create(model=MODEL, messages=MESSAGES)
         drain()
 
     loops = {"costtrace call": outside_task, "costtrace call in task": in_one_task, "costtrace task + call": task_each}
-    return single(loops[name])
+    return paired(loops[name], toggles(OpenAIInstrumentor()))
 
 
 def build_stream(name: str, args: argparse.Namespace) -> Measure:
@@ -531,6 +579,10 @@ def report(args: argparse.Namespace, results: dict[str, list[Samples]], workers:
             return []
         return [c - b for c, b in zip(per_round(name, stat, series), per_round(base, stat, series), strict=True)]
 
+    def own_overheads(name: str, stat: Callable[[Sequence[float]], float]) -> list[float]:
+        """Per round: the configuration's statistic minus its own process's bare call's."""
+        return [stat(samples[""]) - stat(samples["bare"]) for samples in results[name] if "bare" in samples]
+
     def median(values: list[float]) -> float | None:
         return statistics.median(values) if values else None
 
@@ -544,8 +596,8 @@ def report(args: argparse.Namespace, results: dict[str, list[Samples]], workers:
     print(f"bench_openai: {versions(http)}")
     print(
         f"{len(results['bare'])} rounds x {args.calls} calls in batches of {args.batch}, one process per "
-        "configuration, rounds rotated; CPU time (time.process_time); p10 of the per-batch µs per call, "
-        "overhead over bare in the same round, median over rounds"
+        "configuration, rounds rotated; CPU time (time.process_time); p10 of the per-batch µs per call; "
+        "overhead over the bare call timed in the same process, batch by batch; median over rounds"
     )
     for name in CONFIGS:
         if workers[name].error:
@@ -555,14 +607,14 @@ def report(args: argparse.Namespace, results: dict[str, list[Samples]], workers:
     print()
     print("| configuration | µs per call overhead | x floor | x openai-v2 | median-batch overhead | rounds min-max |")
     print("|---|---|---|---|---|---|")
-    floor = median(overheads("floor", p10))
-    v2 = median(overheads("openai-v2", p10))
+    floor = median(own_overheads("floor", p10))
+    v2 = median(own_overheads("openai-v2", p10))
     combined: dict[str, float | None] = {}
     for name in CALLS[1:]:
-        per = overheads(name, p10)
+        per = own_overheads(name, p10)
         combined[name] = ov = median(per)
         spread = f"{min(per):.1f} - {max(per):.1f}" if per else "n/a"
-        median_ov = median(overheads(name, statistics.median))
+        median_ov = median(own_overheads(name, statistics.median))
         print(f"| {name} | {figure(ov)} | {ratio(ov, floor)} | {ratio(ov, v2)} | {figure(median_ov)} | {spread} |")
     span = median(per_round("span alone", p10))
     task_alone = median(per_round("costtrace task, no call", p10))
