@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 HEAVY = (
     "sqlalchemy",
@@ -80,10 +81,10 @@ print(json.dumps(out))
 )
 
 
-def run(code: str) -> dict[str, object]:
+def run(code: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COSTTRACE_", "OTEL_"))}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    result: dict[str, object] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -93,14 +94,14 @@ def main() -> None:
     args = parser.parse_args()
 
     run(OTEL_ONLY), run(WITH_COSTTRACE)  # warm-up: compile .pyc files
-    otel: list[dict[str, object]] = []
-    ct: list[dict[str, object]] = []
+    otel: list[dict[str, Any]] = []
+    ct: list[dict[str, Any]] = []
     for _ in range(args.n):
         otel.append(run(OTEL_ONLY))
         ct.append(run(WITH_COSTTRACE))
 
-    def col(rows: list[dict[str, object]], key: str) -> list[float]:
-        return [float(row[key]) for row in rows]  # type: ignore[arg-type]
+    def col(rows: list[dict[str, Any]], key: str) -> list[float]:
+        return [float(row[key]) for row in rows]
 
     def line(label: str, values: list[float], unit: str) -> None:
         print(f"{label:52} {statistics.median(values):9.1f} {min(values):9.1f}  {unit}")
@@ -111,6 +112,8 @@ def main() -> None:
     line("import costtrace, beyond OpenTelemetry", col(ct, "import_ms"), "ms")
     line("  then first `with costtrace.task('t'): pass`", col(ct, "first_task_ms"), "ms")
     line("  then first priced llm_call in a task (loads prices)", col(ct, "first_call_ms"), "ms")
+    totals = [sum(float(row[k]) for k in ("import_ms", "first_task_ms", "first_call_ms")) for row in ct]
+    line("  import + first task + first priced call", totals, "ms")
     otel_mb = statistics.median(col(otel, "otel_rss_kb")) / 1024
     line("VmRSS after OpenTelemetry (own process)", [v / 1024 for v in col(otel, "otel_rss_kb")], "MB")
     line("VmRSS after import costtrace", [v / 1024 for v in col(ct, "rss_kb")], "MB")
@@ -119,7 +122,7 @@ def main() -> None:
     vs_otel_mb = statistics.median(col(ct, "rss_kb")) / 1024 - otel_mb
     print(f"{'  vs the OpenTelemetry-only process (medians)':52} {vs_otel_mb:9.1f}            MB")
     line("VmRSS after the first priced call", [v / 1024 for v in col(ct, "after_call_rss_kb")], "MB")
-    heavy = sorted({h for row in ct for h in row["heavy"]})  # type: ignore[attr-defined]
+    heavy = sorted({h for row in ct for h in row["heavy"]})
     print("heavy modules in sys.modules after import costtrace:", ", ".join(heavy) or "none")
 
 
