@@ -18,12 +18,14 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 MOVED: dict[str, tuple[str, ...]] = {
     # old path: the modules that now hold its names, searched in order
@@ -65,11 +67,16 @@ class MovedModule(ModuleType):
         raise AttributeError(f"module {self.__name__!r} has no attribute {name!r} (moved to {self._targets[0]})")
 
 
-class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _Finder:
+    """Finds and loads the old paths; the importlib protocols without ``importlib.abc``'s base classes.
+
+    ``importlib.abc`` imports ``importlib.resources`` (~7 ms): too much for ``import costtrace``.
+    """
+
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self)
+        return importlib.machinery.ModuleSpec(fullname, cast("Loader", self))
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         return MovedModule(spec.name, MOVED[spec.name])

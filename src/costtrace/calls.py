@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -39,10 +39,25 @@ from costtrace._internal import guarded, logger, report_internal_error
 from costtrace.call_attributes import end_attributes
 from costtrace.caller_usage import UNKNOWN_USAGE, checked_usage
 from costtrace.price.arithmetic import Cost
-from costtrace.price.catalog import default_catalog
 from costtrace.records import CallRecord
 from costtrace.tasks import Task, check_task_caps, current_task
 from costtrace.usage import Usage, UsageSource, usage_from_response
+
+if TYPE_CHECKING:
+    from costtrace.price.catalog import PriceCatalog
+
+
+def default_catalog() -> PriceCatalog:
+    """The process-wide price catalog; its module and data are imported on the first priced call.
+
+    The first call rebinds this name to :func:`costtrace.price.catalog.default_catalog` itself, so the
+    calls after it pay nothing for the deferral.
+    """
+    from costtrace.price.catalog import default_catalog as catalog_getter
+
+    globals()["default_catalog"] = catalog_getter  # idempotent: threads racing here store the same function
+    return catalog_getter()
+
 
 _CURRENT_CALL: ContextVar[LLMCall | None] = ContextVar("costtrace_current_call", default=None)
 """The LLM call open in this context: a manual ``with llm_call(...)`` block, or an instrumented
