@@ -627,18 +627,7 @@ class LLMCall:
             span.end(end_time=end_ns)
         if task is not None:
             task._add_call(record)
-        convention_attrs: dict[str, AttributeValue] | None = None
-        if self._owns_span:  # a host instrumentation records the convention's metrics itself
-            convention_attrs = {
-                sc.GEN_AI_OPERATION_NAME: self.operation,
-                sc.GEN_AI_PROVIDER_NAME: self.provider,
-                sc.GEN_AI_REQUEST_MODEL: self.model,
-            }
-            if self._response_model is not None:
-                convention_attrs[sc.GEN_AI_RESPONSE_MODEL] = self._response_model
-            if self._error_type is not None:
-                convention_attrs[sc.ERROR_TYPE] = self._error_type
-        metrics.record_call(record, convention_attrs)
+        metrics.record_call(record, conventions=self._owns_span)  # a host span's owner records its own
         records.emit_call(record)
         return record
 

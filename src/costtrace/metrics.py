@@ -175,13 +175,13 @@ def _enqueue(entry: tuple[bool, object, object]) -> None:
             _wake_drainer()
 
 
-def record_call(record: CallRecord, convention_attrs: dict[str, AttributeValue] | None) -> None:
+def record_call(record: CallRecord, *, conventions: bool = True) -> None:
     """Queue one finished call for the metrics (see the module docstring).
 
-    ``convention_attrs`` None: another instrumentation owns the call's span and records the GenAI
+    ``conventions=False``: another instrumentation owns the call's span and records the GenAI
     convention's metrics; only costtrace's own cost counters are recorded.
     """
-    _enqueue((True, record, convention_attrs))
+    _enqueue((True, record, conventions))
 
 
 def record_task(summary: TaskSummary) -> None:
@@ -198,7 +198,7 @@ def drain() -> None:
             except IndexError:
                 return
             if is_call:
-                _record_call_now(item, attrs)  # type: ignore[arg-type]
+                _record_call_now(item, bool(attrs))  # type: ignore[arg-type]
             else:
                 _record_task_now(item)  # type: ignore[arg-type]
 
@@ -211,18 +211,47 @@ def _observe_internal_errors(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(n, {"costtrace.site": site}) for site, n in internal_error_counts().items()]
 
 
+_ConventionKey = tuple[str, str, str, "str | None", "str | None"]
+_convention_attrs: dict[_ConventionKey, tuple[dict[str, AttributeValue], ...]] = {}
+"""The convention metrics' attribute sets per (operation, provider, model, response model, error type):
+built once, not three dicts per call. Only read and written while draining (under ``_drain_lock``)."""
+
+
+def _conventions(record: CallRecord) -> tuple[dict[str, AttributeValue], ...]:
+    """The attributes of a call's duration, input-token and output-token measurements."""
+    key = (record.operation, record.provider, record.request_model, record.response_model, record.error_type)
+    found = _convention_attrs.get(key)
+    if found is None:
+        attrs: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: record.operation,
+            sc.GEN_AI_PROVIDER_NAME: record.provider,
+            sc.GEN_AI_REQUEST_MODEL: record.request_model,
+        }
+        if record.response_model is not None:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
+        if record.error_type is not None:
+            attrs[sc.ERROR_TYPE] = record.error_type
+        found = (attrs, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"}, {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
+        if len(_convention_attrs) >= 4096:  # bounded: models and error types come from outside
+            _convention_attrs.clear()
+        _convention_attrs[key] = found
+    return found
+
+
 @guarded("metrics.record_call")
-def _record_call_now(record: CallRecord, duration_attrs: dict[str, AttributeValue] | None) -> None:
+def _record_call_now(record: CallRecord, conventions: bool) -> None:
     """Record one call on the convention's histograms and costtrace's cost counters.
 
-    ``duration_attrs`` are the convention attributes (operation, provider, models, error.type).
+    ``conventions``: record the GenAI convention's duration and token usage (attributes: operation,
+    provider, models, error.type); False when another instrumentation owns the call's span.
     """
     ins = _get()
-    if duration_attrs is not None:
+    if conventions:
+        duration_attrs, input_attrs, output_attrs = _conventions(record)
         ins.duration.record(record.duration_s, duration_attrs)
-    if duration_attrs is not None and record.usage.source != "unknown":
-        ins.token_usage.record(record.usage.input_tokens, {**duration_attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
-        ins.token_usage.record(record.usage.output_tokens, {**duration_attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
+        if record.usage.source != "unknown":
+            ins.token_usage.record(record.usage.input_tokens, input_attrs)
+            ins.token_usage.record(record.usage.output_tokens, output_attrs)
     key = (record.provider, record.request_model, record.dimensions.get(sc.FEATURE), record.task_name)
     with _sums_lock:
         if record.cost.total_usd is None:
