@@ -400,6 +400,11 @@ def run_one(args: argparse.Namespace, ledger: bool) -> dict[str, Any]:
 
         rollups.refresh = timed_refresh
         costtrace.configure_ledger(f"sqlite:///{db_path}")
+        if args.no_rollup_refresh:  # diagnosis: the ledger's write path alone, cells left dirty
+            from costtrace.spend import runtime
+
+            if runtime.current is not None:
+                runtime.current.writer._rollup_interval_s = None
     t_start = time.perf_counter()
     rss_setup = rss_mb()
 
@@ -595,6 +600,9 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="slow: top 10 growth sites after warm-up")
     parser.add_argument("--tracemalloc-frames", type=int, default=1)
     parser.add_argument(
+        "--no-rollup-refresh", action="store_true", help="diagnosis: the ledger writer never refreshes rollup cells"
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the figures as one JSON line (used by --ledger both)"
     )
     args = parser.parse_args()
@@ -611,6 +619,7 @@ def main() -> None:
                 f"--metric-interval-ms={args.metric_interval_ms}",
                 f"--tracemalloc-frames={args.tracemalloc_frames}",
                 *(["--tracemalloc"] if args.tracemalloc else []),
+                *(["--no-rollup-refresh"] if args.no_rollup_refresh else []),
             ]
             cmd = [sys.executable, __file__, *argv, f"--ledger={setting}", "--json"]
             print(
