@@ -257,6 +257,35 @@ def test_replaying_rows_already_written_duplicates_nothing(ledger_engine: Engine
     assert list(spool.iterdir()) == []  # claimed, replayed, deleted
 
 
+def test_sqlite_batches_of_any_size_reuse_a_few_insert_statements(ledger_engine: Engine, new_writer) -> None:
+    # Each row count is its own multi-row INSERT text, kept prepared in the driver's statement cache: the
+    # writer splits a batch into a fixed set of sizes, so that cache never fills with one-off statements.
+    if ledger_engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL inserts a batch with one unnest() statement")
+    calls = make_calls(437)
+    texts: set[str] = set()
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith(f"INSERT INTO {schema.calls.name} "):
+            texts.add(statement)
+
+    sa.event.listen(ledger_engine, "before_cursor_execute", seen)
+    try:
+        w = new_writer(ledger_engine, budgets=lambda: [GLOBAL])
+        for size in range(1, 13):
+            for c in calls[:size]:  # already written ones come again: inserted and counted once
+                w.on_call(c)
+            assert w.flush(60.0)
+        for c in calls:
+            w.on_call(c)
+        assert w.flush(60.0)
+    finally:
+        sa.event.remove(ledger_engine, "before_cursor_execute", seen)
+    assert count(ledger_engine, schema.calls) == 437
+    assert spent_nano(ledger_engine) == cost_sum_nano(ledger_engine) == expected_nano(calls)
+    assert 0 < len(texts) <= len(store.SQLITE_CHUNK_SIZES)
+
+
 def test_events_and_late_outcomes_are_written(ledger_engine: Engine, new_writer) -> None:
     w = new_writer(ledger_engine)
     with listening(w), costtrace.task("draft") as t:

@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import calendar
+import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -304,13 +305,12 @@ def _raw_model_cells(
         )
         .select_from(c.join(t, c.c.task_id == t.c.task_id))
         .where(t.c.ended_at >= start, t.c.ended_at < end, *conditions)
+        .order_by(t.c.task_id)  # a task's calls arrive together: one task in memory at a time, not the hour's calls
     )
-    by_task: dict[str, list[Mapping[Any, Any]]] = {}
-    for row in conn.execute(query).mappings():
-        by_task.setdefault(row["task_id"], []).append(row)
     cells: dict[tuple[datetime, tuple[Any, ...]], list[int]] = {}
     width = len(MODEL_SUMS)
-    for calls in by_task.values():
+    for _task_id, rows in itertools.groupby(conn.execute(query).mappings(), key=lambda row: row["task_id"]):
+        calls = list(rows)
         first = calls[0]
         hour = hour_of(first["ended_at"])
         base = tuple(first[k] for k in CELL_KEYS)

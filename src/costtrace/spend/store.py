@@ -89,11 +89,26 @@ def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Row], key: str
         return _insert_new_postgresql(conn, table, rows, key)
     stmt = upsert_insert(conn, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
     inserted: set[str] = set()
-    for chunk_start in range(0, len(rows), 500):
-        chunk = rows[chunk_start : chunk_start + 500]
+    for chunk in _sqlite_chunks(rows):
         result = conn.execute(stmt, list(chunk))
         inserted.update(r[0] for r in result)
     return inserted
+
+
+SQLITE_CHUNK_SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+"""Rows per multi-row ``INSERT`` on SQLite. Each number of rows is its own SQL text, prepared and kept
+in the sqlite3 module's statement cache (128 per connection): one text per batch size filled that
+cache with large statements used once (27 MB of SQLite heap and rising RSS in
+``benchmarks/bench_soak.py``). Split into these sizes, a table has at most 9 texts, each reused."""
+
+
+def _sqlite_chunks(rows: Sequence[Row]) -> Iterable[Sequence[Row]]:
+    """``rows`` in consecutive chunks whose sizes are in :data:`SQLITE_CHUNK_SIZES` (largest first)."""
+    start = 0
+    for size in SQLITE_CHUNK_SIZES:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
 
 
 def _pg_array_type(column: sa.Column[Any]) -> str:
