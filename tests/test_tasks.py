@@ -598,3 +598,31 @@ def test_escalation_names_requested_models_on_both_sides(spans):
     assert (a[sc.EVENT_ATTR_FROM_MODEL], a[sc.EVENT_ATTR_TO_MODEL]) == (CHEAP, STRONG)
     assert a[sc.EVENT_ATTR_FROM_RESPONSE_MODEL] == "gpt-4o-mini-2024-07-18"
     assert a[sc.EVENT_ATTR_MODEL] == CHEAP
+
+
+def test_tasks_counter_counts_every_task_of_a_drain_per_attribute_set(metric_points):
+    """The finished-tasks counter is added to once per attribute set and drain: its sums are still one
+    per task, split by name, outcome, feature and first pass, whatever the mix in one drain."""
+    from costtrace import metrics
+
+    for i in range(7):
+        with costtrace.task("triage", feature="support" if i % 2 else "billing") as t:
+            call(CHEAP)
+            if i == 3:
+                t.fail("bad answer")
+            if i == 5:
+                t.retry("validation_failed")
+                call(CHEAP)
+    with costtrace.task("triage", feature="support"):
+        pass
+    metrics.drain()
+    counts = {
+        (p.attributes[sc.TASK_OUTCOME], p.attributes[sc.FEATURE], p.attributes[sc.TASK_FIRST_PASS]): p.value
+        for p in metric_points.collect()[sc.METRIC_TASKS]
+    }
+    assert counts == {
+        ("success", "billing", True): 4,  # i = 0, 2, 4, 6
+        ("success", "support", True): 2,  # i = 1 and the task with no call
+        ("failure", "support", False): 1,  # i = 3
+        ("success", "support", False): 1,  # i = 5: a retry
+    }
