@@ -236,6 +236,20 @@ def _usage_problem(usage: object) -> str | None:
     w1 = usage.cache_write_1h_input_tokens
     o = usage.output_tokens
     rs = usage.reasoning_output_tokens
+    if (  # the usual case, checked in one expression; the loop below says what is wrong otherwise
+        type(i) is int
+        and type(o) is int
+        and type(cr) is int
+        and type(cw) is int
+        and type(w1) is int
+        and type(rs) is int
+        and cr >= 0
+        and cw >= w1 >= 0
+        and rs >= 0
+        and cr + cw <= i
+        and rs <= o
+    ):
+        return None
     for name, value in (
         ("input_tokens", i),
         ("output_tokens", o),
