@@ -14,8 +14,9 @@ every provider shape is normalised here and nowhere else.
 from __future__ import annotations
 
 import enum
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -92,18 +93,31 @@ class ResponseInfo:
 
 
 _UNSEEN: Any = object()
-_model_names: dict[type, tuple[frozenset[str], frozenset[str]] | None] = {}
-"""Per class: (fields, class attribute names) of a pydantic v2 model, None for any other class."""
+_ModelNames = tuple[frozenset[str], frozenset[str], bool]
+_model_names: dict[type, _ModelNames | None] = {}
+"""Per class: (fields, class attribute names, plain) of a pydantic v2 model, None for any other class.
+Plain: no name of :data:`_CHAT_NAMES` is a class attribute (a property...), so its ``__dict__`` answers."""
+
+_CHAT_NAMES = frozenset(
+    (
+        *("usage_metadata", "usageMetadata", "usage", "model", "id", "choices"),
+        *("prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"),
+        *("cache_read_input_tokens", "cache_creation_input_tokens", "cached_tokens", "cache_creation_token_details"),
+        *("ephemeral_1h_input_tokens", "reasoning_tokens"),
+    )
+)
+"""Every name the OpenAI chat shape is read by (:func:`_reader`)."""
 
 
-def _pydantic_names(cls: type) -> tuple[frozenset[str], frozenset[str]] | None:
+def _pydantic_names(cls: type) -> _ModelNames | None:
     fields = getattr(cls, "__pydantic_fields__", None)
     if not isinstance(fields, dict) or not hasattr(cls, "__pydantic_extra__"):
         return None
-    return frozenset(fields), frozenset(dir(cls))
+    class_attrs = frozenset(dir(cls))
+    return frozenset(fields), class_attrs, not (class_attrs & _CHAT_NAMES)
 
 
-def _names_of(cls: type) -> tuple[frozenset[str], frozenset[str]] | None:
+def _names_of(cls: type) -> _ModelNames | None:
     names = _model_names.get(cls, _UNSEEN)
     if names is _UNSEEN:
         if len(_model_names) > 1024:  # bounded: classes made on the fly must not grow it forever
@@ -158,6 +172,31 @@ def _get(obj: Any, *names: str) -> Any:
         if value is not None:
             return value
     return None
+
+
+def _absent(name: str) -> Any:
+    return None
+
+
+def _reader(obj: Any) -> Callable[[str], Any]:
+    """``name -> _get(obj, name)`` for names of :data:`_CHAT_NAMES`, its way chosen once per object: a
+    dict's ``get``, a plain pydantic model's ``__dict__.get`` (no extra keys), else :func:`_get`."""
+    if obj is None:
+        return _absent
+    cls = type(obj)
+    if cls is dict:
+        return obj.get  # type: ignore[no-any-return]
+    model = _model_names.get(cls, _UNSEEN)
+    if model is _UNSEEN:
+        model = _names_of(cls)
+    if model is not None and model[2] and not getattr(obj, "__pydantic_extra__", None):
+        return obj.__dict__.get  # type: ignore[no-any-return]
+    return functools.partial(_get, obj)
+
+
+def _first(read: Callable[[str], Any], a: str, b: str) -> Any:
+    value = read(a)
+    return value if value is not None else read(b)
 
 
 MAX_COUNT = 2**63 - 1
@@ -248,24 +287,25 @@ def _anthropic_usage(u: Any) -> Usage | None:
     return _make_usage(total_input, _count(_get(u, "output_tokens")), cache_read, cache_write, cache_write_1h, thinking)
 
 
-def _openai_chat_usage(u: Any) -> Usage | None:
-    """OpenAI's chat usage, and the same shape as LiteLLM (SDK and proxy) gives it for every provider.
+def _openai_chat_usage(u: Callable[[str], Any]) -> Usage | None:
+    """OpenAI's chat usage (read by ``u``, its :func:`_reader`), and the same shape as LiteLLM (SDK and
+    proxy) gives it for every provider.
 
     LiteLLM adds Anthropic's cache fields: ``cache_creation_input_tokens`` (writes, already included in
     ``prompt_tokens``), ``cache_read_input_tokens`` (= ``prompt_tokens_details.cached_tokens``) and the
     one-hour share of the writes in ``prompt_tokens_details.cache_creation_token_details``.
     """
-    details = _get(u, "prompt_tokens_details")
-    cache_read = _count(_get(details, "cached_tokens"))
+    details = _reader(u("prompt_tokens_details"))
+    cache_read = _count(details("cached_tokens"))
     if cache_read is None:
-        cache_read = _count(_get(u, "cache_read_input_tokens"))
+        cache_read = _count(u("cache_read_input_tokens"))
     return _make_usage(
-        _count(_get(u, "prompt_tokens")),
-        _count(_get(u, "completion_tokens")),
+        _count(u("prompt_tokens")),
+        _count(u("completion_tokens")),
         cache_read=cache_read,
-        cache_write=_count(_get(u, "cache_creation_input_tokens")),
-        cache_write_1h=_count(_get(_get(details, "cache_creation_token_details"), "ephemeral_1h_input_tokens")),
-        reasoning=_count(_get(_get(u, "completion_tokens_details"), "reasoning_tokens")),
+        cache_write=_count(u("cache_creation_input_tokens")),
+        cache_write_1h=_count(_reader(details("cache_creation_token_details"))("ephemeral_1h_input_tokens")),
+        reasoning=_count(_reader(u("completion_tokens_details"))("reasoning_tokens")),
     )
 
 
@@ -311,7 +351,8 @@ def usage_from_response(response: Any, provider: str | None = None) -> ResponseI
     """
     if isinstance(response, Usage):
         return ResponseInfo(usage=response)
-    gemini_meta = _get(response, "usage_metadata", "usageMetadata")
+    read = _reader(response)
+    gemini_meta = _first(read, "usage_metadata", "usageMetadata")
     if gemini_meta is not None:
         candidates = _get(response, "candidates") or ()
         reasons = tuple(
@@ -323,12 +364,13 @@ def usage_from_response(response: Any, provider: str | None = None) -> ResponseI
             response_id=_text(_get(response, "response_id", "responseId")),
             finish_reasons=reasons,
         )
-    u = _get(response, "usage")
-    model = _text(_get(response, "model"))
-    response_id = _text(_get(response, "id"))
-    if _get(u, "prompt_tokens", "completion_tokens") is not None:
-        reasons = tuple(r for c in _iter(_get(response, "choices") or ()) if (r := _text(_get(c, "finish_reason"))))
-        return ResponseInfo(_openai_chat_usage(u), model, response_id, reasons)
+    u = read("usage")
+    model = _text(read("model"))
+    response_id = _text(read("id"))
+    read_usage = _reader(u)
+    if _first(read_usage, "prompt_tokens", "completion_tokens") is not None:
+        reasons = tuple(r for c in _iter(read("choices") or ()) if (r := _text(_get(c, "finish_reason"))))
+        return ResponseInfo(_openai_chat_usage(read_usage), model, response_id, reasons)
     is_anthropic = provider == "anthropic" or (
         u is not None
         and (
