@@ -402,6 +402,8 @@ def run_one(args: argparse.Namespace, ledger: bool) -> dict[str, Any]:
                 refreshes.append((t - t_start, time.perf_counter() - t, before, rss_mb(), hours))
 
         rollups.refresh = timed_refresh
+        if args.settle_s is not None:  # stress: e.g. the open hour refreshed every round, off the writer thread
+            rollups.SETTLE_S = args.settle_s
         costtrace.configure_ledger(f"sqlite:///{db_path}")
         if args.no_rollup_refresh:  # diagnosis: the ledger's write path alone, cells left dirty
             from costtrace.spend import runtime
@@ -607,6 +609,12 @@ def main() -> None:
         "--no-rollup-refresh", action="store_true", help="diagnosis: the ledger writer never refreshes rollup cells"
     )
     parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=None,
+        help="stress: the rollups' settle delay (default rollups.SETTLE_S); -3600 refreshes the open hour every round",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the figures as one JSON line (used by --ledger both)"
     )
     args = parser.parse_args()
@@ -624,6 +632,7 @@ def main() -> None:
                 f"--tracemalloc-frames={args.tracemalloc_frames}",
                 *(["--tracemalloc"] if args.tracemalloc else []),
                 *(["--no-rollup-refresh"] if args.no_rollup_refresh else []),
+                *([f"--settle-s={args.settle_s}"] if args.settle_s is not None else []),
             ]
             cmd = [sys.executable, __file__, *argv, f"--ledger={setting}", "--json"]
             print(
