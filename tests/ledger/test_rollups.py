@@ -31,7 +31,7 @@ from costtrace import semconv as sc
 from costtrace.analysis.stats import Distribution, Filters, Latency, ScopeStats, scope_stats
 from costtrace.records import TaskEvent, TaskSummary
 from costtrace.spend import rollups, schema, store
-from costtrace.spend.engine import read_connection
+from costtrace.spend.engine import make_engine, read_connection
 from costtrace.spend.rows import event_row, task_row, validate_row
 from costtrace.spend.store import Batch, run_transaction, write_batch
 from costtrace.spend.writer import LedgerWriter
@@ -856,9 +856,11 @@ def test_the_ledger_writer_leaves_the_open_hour_dirty(ledger_engine, tmp_path: P
         assert ("hour", open_hour) in marks(engine) or ("hour", open_hour + timedelta(hours=1)) in marks(engine)
         (report,) = check_report(engine)
         assert report.tasks == 1  # read from the raw rows meanwhile
+        thread = writer._rollups_thread
+        assert thread is not None and thread.name == "costtrace-ledger-rollups"
     finally:
         writer.close()
-    assert not [t for t in threading.enumerate() if t.name == "costtrace-ledger-rollups" and t.is_alive()]
+    wait_for(lambda: not thread.is_alive(), "close() to stop the rollups thread")
 
 
 def test_a_settled_refresh_recomputes_only_the_hours_that_ended(ledger_engine):
@@ -950,3 +952,16 @@ def test_the_writer_commits_batches_while_a_refresh_is_in_progress(
     finally:
         release.set()
         writer.close()
+
+
+def test_an_in_memory_ledger_is_refreshed_on_the_writer_thread(tmp_path: Path):
+    # One connection shared by every thread: a second thread would interleave with the writer's transactions.
+    engine = make_engine("sqlite://")
+    schema.migrate(engine)
+    writer = LedgerWriter(engine, rollup_interval_s=0.01, close_at_exit=False, spool_path=tmp_path / "spool")
+    try:
+        writer.start()
+        assert writer._rollups_thread is None
+    finally:
+        writer.close()
+        engine.dispose()

@@ -569,6 +569,7 @@ def refresh(
     max_hours: int | None = None,
     progress: ProgressCallback | None = None,
     settled_before: datetime | None = None,
+    read_engine: Engine | None = None,
 ) -> Refreshed:
     """Recompute dirty periods (hours first, then their days and months); safe from many processes.
 
@@ -585,6 +586,8 @@ def refresh(
             others stay dirty (reports read their raw rows). None: every dirty hour. The ledger
             writer passes now minus :data:`SETTLE_S`, so that the open hour is not recomputed every
             round.
+        read_engine: An engine of the same database for the compute phase (the ledger writer's is
+            read-only, with a connection of its own); default: ``engine``.
 
     Example:
         >>> refresh(engine).still_dirty          # doctest: +SKIP
@@ -593,7 +596,8 @@ def refresh(
     """
     from costtrace.spend.store import run_transaction
 
-    with read_connection(engine) as conn:
+    reader = engine if read_engine is None else read_engine
+    with read_connection(reader) as conn:
         marks = _marks(conn)
     hours = sorted(start for level, start in marks if level == "hour")
     if settled_before is not None:
@@ -608,7 +612,7 @@ def refresh(
     if progress is not None:
         progress(0, total)
     for day_hours in by_day.values():
-        with read_connection(engine) as conn:
+        with read_connection(reader) as conn:
             computed = _compute_hours(conn, day_hours)
         cells += run_transaction(engine, lambda conn, computed=computed: _store(conn, computed)) or 0
         done += len(day_hours)
@@ -616,10 +620,10 @@ def refresh(
             progress(done, total)
     counts = {"day": 0, "month": 0}
     for level in ("day", "month"):
-        with read_connection(engine) as conn:
+        with read_connection(reader) as conn:
             starts = sorted(start for (lv, start) in _marks(conn, level))
         for start in starts:
-            with read_connection(engine) as conn:
+            with read_connection(reader) as conn:
                 parent = _compute_parent(conn, level, start)
             if parent is None:
                 continue
@@ -627,7 +631,7 @@ def refresh(
             if written is not None:
                 counts[level] += 1
                 cells += written
-    with read_connection(engine) as conn:
+    with read_connection(reader) as conn:
         still = int(conn.execute(sa.select(sa.func.count()).select_from(s.rollup_marks)).scalar_one())
     return Refreshed(hours=total, days=counts["day"], months=counts["month"], cells=cells, still_dirty=still)
 

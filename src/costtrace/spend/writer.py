@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING, Any
 
 from costtrace._internal import logger, report_background_error, report_internal_error
 from costtrace.spend import rollups, store
+from costtrace.spend.engine import make_engine
 from costtrace.spend.losses import DROP_LOG_INTERVAL_S, LOST_ALERT_KIND, DropLog, in_loss_alert
 from costtrace.spend.pending import PendingSpend
 from costtrace.spend.rows import CALL, EVENT, TASK, Row, event_row, record_row, row_to_json, validate_row
@@ -307,6 +308,7 @@ class LedgerWriter:
         self._next_rollup = time.monotonic() + (self._rollup_interval_s or 0.0)
         self._rollups_thread: threading.Thread | None = None  # started with the writer thread
         self._rollups_stop = threading.Event()
+        self._rollups_reader: Engine | None = None  # the rollups thread's read-only engine, made by it
 
     def _after_fork_in_child(self) -> None:
         # The parent writes what it queued; our copies of its spool descriptors must not unlock its files.
@@ -485,7 +487,9 @@ class LedgerWriter:
     def _rollups_on_writer_thread(self) -> bool:
         import sqlalchemy as sa
 
-        return isinstance(self._engine.pool, sa.pool.StaticPool)
+        # One connection shared by every thread (make_engine's in-memory SQLite), or one per thread (each
+        # its own in-memory database): a second thread would break the writer's transactions, or see nothing.
+        return isinstance(self._engine.pool, sa.pool.StaticPool | sa.pool.SingletonThreadPool)
 
     def _stop_rollups(self, timeout_s: float) -> None:
         """Ask the rollups thread to stop and wait for it a little: a refresh it is in the middle of is
@@ -707,7 +711,26 @@ class LedgerWriter:
         """The rollups thread: every ``interval_s``, refresh some settled dirty hours, until ``stop``."""
         while not stop.wait(interval_s):
             if self._db_available:
-                self._refresh_settled()
+                self._refresh_settled(self._rollups_read_engine())
+        reader, self._rollups_reader = self._rollups_reader, None
+        if reader is not None and reader is not self._engine:
+            reader.dispose()
+
+    def _rollups_read_engine(self) -> Engine:
+        """The engine the rollups thread reads with: on a SQLite file, a read-only engine of its own (its
+        connection's page cache and statements are not added to the writer's connection pool); on
+        PostgreSQL the writer's engine (its reads take no lock)."""
+        reader = self._rollups_reader
+        if reader is None:
+            reader = self._engine
+            if self._engine.dialect.name == "sqlite":
+                try:
+                    url = self._engine.url.render_as_string(hide_password=False)
+                    reader = make_engine(url, read_only=True)
+                except Exception as exc:  # the compute phase then uses the writer's engine (deferred BEGIN)
+                    report_background_error("ledger.writer.rollups", exc)
+            self._rollups_reader = reader
+        return reader
 
     def _refresh_rollups(self) -> None:
         """An in-memory ledger's refresh, on the writer thread between batches, every ``rollup_interval_s``."""
@@ -719,10 +742,15 @@ class LedgerWriter:
         self._next_rollup = time.monotonic() + interval
         self._refresh_settled()
 
-    def _refresh_settled(self) -> None:
+    def _refresh_settled(self, read_engine: Engine | None = None) -> None:
         try:
             settled_before = datetime.now(UTC) - timedelta(seconds=rollups.SETTLE_S)
-            rollups.refresh(self._engine, max_hours=rollups.REFRESH_HOURS_PER_ROUND, settled_before=settled_before)
+            rollups.refresh(
+                self._engine,
+                max_hours=rollups.REFRESH_HOURS_PER_ROUND,
+                settled_before=settled_before,
+                read_engine=read_engine,
+            )
         except Exception as exc:
             report_background_error("ledger.writer.rollups", exc)
 
