@@ -384,7 +384,7 @@ def run_one(args: argparse.Namespace, ledger: bool) -> dict[str, Any]:
     records.add_listener(events)
     tmp = tempfile.TemporaryDirectory(prefix="costtrace-soak-")
     db_path = Path(tmp.name) / "ledger.db"
-    refreshes: list[tuple[float, float, float, float]] = []  # (at s, took s, RSS before, RSS after)
+    refreshes: list[tuple[float, float, float, float, int]] = []  # (at s, took s, RSS before, after, hours)
     if ledger:
         from costtrace.spend import rollups
 
@@ -393,18 +393,24 @@ def run_one(args: argparse.Namespace, ledger: bool) -> dict[str, Any]:
         def timed_refresh(*a: Any, **kw: Any) -> Any:
             """The writer's periodic rollup refresh, timed, with RSS around it (it reads the dirty hours)."""
             before, t = rss_mb(), time.perf_counter()
+            hours = -1
             try:
-                return refresh(*a, **kw)
+                done = refresh(*a, **kw)
+                hours = done.hours
+                return done
             finally:
-                refreshes.append((t - t_start, time.perf_counter() - t, before, rss_mb()))
+                refreshes.append((t - t_start, time.perf_counter() - t, before, rss_mb(), hours))
 
         rollups.refresh = timed_refresh
+        if args.settle_s is not None:  # stress: e.g. the open hour refreshed every round, off the writer thread
+            rollups.SETTLE_S = args.settle_s
         costtrace.configure_ledger(f"sqlite:///{db_path}")
         if args.no_rollup_refresh:  # diagnosis: the ledger's write path alone, cells left dirty
             from costtrace.spend import runtime
 
             if runtime.current is not None:
                 runtime.current.writer._rollup_interval_s = None
+                runtime.current.writer._stop_rollups(0.0)
     t_start = time.perf_counter()
     rss_setup = rss_mb()
 
@@ -575,10 +581,10 @@ def show(results: list[dict[str, Any]]) -> None:
             print(f"internal errors, ledger {label}: {r['costtrace_internal_errors']}")
         if r.get("rollup_refreshes"):
             timings = ", ".join(
-                f"{at:.0f}s: {took * 1000:.0f} ms, RSS {before:.0f}->{after:.0f}"
-                for at, took, before, after in r["rollup_refreshes"]
+                f"{at:.0f}s: {took * 1000:.0f} ms, {hours} h, RSS {before:.0f}->{after:.0f}"
+                for at, took, before, after, hours in r["rollup_refreshes"]
             )
-            print(f"ledger rollup refreshes (writer thread, every 30 s): {timings}")
+            print(f"ledger rollup refreshes (rollups thread, every 30 s, settled hours only): {timings}")
         if r.get("ledger") and r["ledger"]["dropped"]:
             print(f"ledger drops: {r['ledger']['dropped']}")
         for g in r.get("tracemalloc_top10", []):
@@ -603,6 +609,12 @@ def main() -> None:
         "--no-rollup-refresh", action="store_true", help="diagnosis: the ledger writer never refreshes rollup cells"
     )
     parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=None,
+        help="stress: the rollups' settle delay (default rollups.SETTLE_S); -3600 refreshes the open hour every round",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the figures as one JSON line (used by --ledger both)"
     )
     args = parser.parse_args()
@@ -620,6 +632,7 @@ def main() -> None:
                 f"--tracemalloc-frames={args.tracemalloc_frames}",
                 *(["--tracemalloc"] if args.tracemalloc else []),
                 *(["--no-rollup-refresh"] if args.no_rollup_refresh else []),
+                *([f"--settle-s={args.settle_s}"] if args.settle_s is not None else []),
             ]
             cmd = [sys.executable, __file__, *argv, f"--ledger={setting}", "--json"]
             print(

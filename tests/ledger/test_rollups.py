@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,11 +30,12 @@ from hypothesis import strategies as st
 from costtrace import semconv as sc
 from costtrace.analysis.stats import Distribution, Filters, Latency, ScopeStats, scope_stats
 from costtrace.records import TaskEvent, TaskSummary
-from costtrace.spend import rollups, schema
+from costtrace.spend import rollups, schema, store
+from costtrace.spend.engine import make_engine, read_connection
 from costtrace.spend.rows import event_row, task_row, validate_row
 from costtrace.spend.store import Batch, run_transaction, write_batch
 from costtrace.spend.writer import LedgerWriter
-from tests.waiting import wait_for
+from tests.waiting import HANG_S, wait_for
 
 NANO = Decimal("0.000000001")
 REL = Decimal("0.01")
@@ -783,8 +785,11 @@ def test_plan_uses_the_coarsest_cell_the_grain_allows():
 # 3. The ledger writer refreshes in the background
 
 
-def test_the_ledger_writer_refreshes_dirty_cells_in_the_background(ledger_engine, tmp_path: Path):
+def test_the_ledger_writer_refreshes_dirty_cells_in_the_background(
+    ledger_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     engine = ledger_engine
+    monkeypatch.setattr(rollups, "SETTLE_S", -7200.0)  # the open hour counts as settled (see the next tests)
     writer = LedgerWriter(engine, rollup_interval_s=0.01, close_at_exit=False, spool_path=tmp_path / "spool")
     try:
         for i in range(40):
@@ -826,3 +831,137 @@ def test_a_duration_outside_the_sketches_range_fails_neither_reports_nor_the_ref
     assert exact.latency_success_s.p50 == Decimal("2.0") and _close(fast.latency_success_s.p50, Decimal("2.0"))
     assert rollups.refresh(engine).still_dirty == 0  # every hour, the odd rows' included
     assert scope_stats(engine, by=()) == [fast]
+
+
+def test_the_ledger_writer_leaves_the_open_hour_dirty(ledger_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    engine = ledger_engine
+    rounds: list[datetime | None] = []
+    original = rollups.refresh
+
+    def counted(engine: sa.Engine, **kwargs: Any) -> rollups.Refreshed:
+        done = original(engine, **kwargs)
+        rounds.append(kwargs.get("settled_before"))
+        return done
+
+    monkeypatch.setattr(rollups, "refresh", counted)
+    writer = LedgerWriter(engine, rollup_interval_s=0.01, close_at_exit=False, spool_path=tmp_path / "spool")
+    try:
+        before = datetime.now(UTC)
+        writer.on_task(summary("open"))
+        assert writer.flush(timeout_s=30)
+        wait_for(lambda: len(rounds) >= 2, "two refresh rounds after the write")
+        settled = rounds[-1]
+        assert settled is not None and settled <= datetime.now(UTC) - timedelta(seconds=rollups.SETTLE_S)
+        open_hour = rollups.hour_of(before.replace(tzinfo=None))
+        assert ("hour", open_hour) in marks(engine) or ("hour", open_hour + timedelta(hours=1)) in marks(engine)
+        (report,) = check_report(engine)
+        assert report.tasks == 1  # read from the raw rows meanwhile
+        thread = writer._rollups_thread
+        assert thread is not None and thread.name == "costtrace-ledger-rollups"
+    finally:
+        writer.close()
+    wait_for(lambda: not thread.is_alive(), "close() to stop the rollups thread")
+
+
+def test_a_settled_refresh_recomputes_only_the_hours_that_ended(ledger_engine):
+    engine = ledger_engine
+    day = datetime(2024, 5, 6)
+    write(engine, [(summary("a"), day + timedelta(hours=10, minutes=5)), (summary("b"), day + timedelta(hours=11))])
+    done = rollups.refresh(engine, settled_before=day + timedelta(hours=11, minutes=59))
+    assert done.hours == 1 and done.days == 0 and done.months == 0
+    assert marks(engine) == {("hour", day + timedelta(hours=11)), ("day", day), ("month", datetime(2024, 5, 1))}
+    assert built(engine, "hour") == {day + timedelta(hours=10)}
+    (report,) = check_report(engine)
+    assert report.tasks == 2
+    # An aware time works too; an hour is settled once its end is reached (12:00 here).
+    done = rollups.refresh(engine, settled_before=datetime(2024, 5, 6, 12, tzinfo=UTC))
+    assert (done.hours, done.days, done.months, done.still_dirty) == (1, 1, 1, 0)
+    assert check_report(engine) == [report]
+    # Each settled hour is recomputed once: nothing is left to do until a write marks it again.
+    assert rollups.refresh(engine, settled_before=day + timedelta(days=1)).hours == 0
+
+
+def test_a_write_between_the_compute_and_the_store_keeps_the_mark(ledger_engine, monkeypatch: pytest.MonkeyPatch):
+    engine = ledger_engine
+    hour = datetime(2024, 6, 1, 8)
+    write(engine, [(summary("a"), hour + timedelta(minutes=10))])
+    original = store.run_transaction
+    raced: list[bool] = []
+
+    def write_first(engine: sa.Engine, work: Callable[[sa.Connection], Any], **kwargs: Any) -> Any:
+        if not raced:  # committed after the compute phase read the rows, before its write transaction
+            raced.append(True)
+            write(engine, [(summary("b", cost=5000), hour + timedelta(minutes=50))])
+        return original(engine, work, **kwargs)
+
+    monkeypatch.setattr(store, "run_transaction", write_first)
+    done = rollups.refresh(engine)
+    assert raced and ("hour", hour) in marks(engine) and done.still_dirty == 3  # the day and month wait for it
+    assert hour not in built(engine, "hour")  # the stale read is not stored
+    (report,) = check_report(engine)
+    assert report.tasks == 2  # exact: the raw rows of the dirty hour
+    assert rollups.refresh(engine).still_dirty == 0
+    assert check_report(engine) == [report]
+
+
+def test_an_older_read_is_not_stored_over_a_newer_refresh(ledger_engine):
+    engine = ledger_engine
+    hour = datetime(2024, 6, 2, 9)
+    write(engine, [(summary("a"), hour + timedelta(minutes=1))])
+    with read_connection(engine) as conn:  # refresher A computes ...
+        older = rollups._compute_hours(conn, [hour])
+    write(engine, [(summary("b"), hour + timedelta(minutes=2))])
+    assert rollups.refresh(engine).still_dirty == 0  # ... refresher B computes and stores the newer rows ...
+    (report,) = check_report(engine)
+    assert report.tasks == 2
+    assert run_transaction(engine, lambda conn: rollups._store(conn, older)) is None  # ... A stores nothing
+    assert no_marks(engine) and check_report(engine) == [report]
+
+
+def test_the_writer_commits_batches_while_a_refresh_is_in_progress(
+    ledger_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    engine = ledger_engine
+    monkeypatch.setattr(rollups, "SETTLE_S", -7200.0)  # the open hour counts as settled
+    entered, release = threading.Event(), threading.Event()
+    original = rollups._compute_hours
+
+    def blocked(conn: sa.Connection, hours: Sequence[datetime]) -> rollups._Computed:
+        computed = original(conn, hours)  # inside the compute phase's read transaction
+        entered.set()
+        release.wait(HANG_S)
+        return computed
+
+    monkeypatch.setattr(rollups, "_compute_hours", blocked)
+    writer = LedgerWriter(engine, rollup_interval_s=0.01, close_at_exit=False, spool_path=tmp_path / "spool")
+    try:
+        writer.on_task(summary("first"))
+        assert writer.flush(timeout_s=30)
+        wait_for(entered.is_set, "a refresh to start")
+        for i in range(5):  # five batches while the refresh holds its read transaction
+            writer.on_task(summary(f"during{i}"))
+            assert writer.flush(timeout_s=30)
+        assert not release.is_set()
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(schema.tasks)).scalar_one() == 6
+        assert writer.stats().written_tasks == 6 and sum(writer.stats().dropped.values()) == 0
+        release.set()
+        wait_for(lambda: no_marks(engine), "the refresh to catch up")
+        (report,) = check_report(engine)
+        assert report.tasks == 6
+    finally:
+        release.set()
+        writer.close()
+
+
+def test_an_in_memory_ledger_is_refreshed_on_the_writer_thread(tmp_path: Path):
+    # One connection shared by every thread: a second thread would interleave with the writer's transactions.
+    engine = make_engine("sqlite://")
+    schema.migrate(engine)
+    writer = LedgerWriter(engine, rollup_interval_s=0.01, close_at_exit=False, spool_path=tmp_path / "spool")
+    try:
+        writer.start()
+        assert writer._rollups_thread is None
+    finally:
+        writer.close()
+        engine.dispose()

@@ -180,7 +180,31 @@ def _tune_sqlite(engine: Engine, busy_timeout_s: float, *, read_only: bool = Fal
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_DEFERRED) else begin)
+
+
+_DEFERRED = "costtrace_deferred_begin"
+"""Execution option of :func:`read_connection` on SQLite: begin with a plain ``BEGIN``."""
+
+
+def read_connection(engine: Engine) -> Connection:
+    """A connection of ``engine`` whose transactions read one snapshot and never block writers.
+
+    The engine's own connections begin with ``BEGIN IMMEDIATE`` on SQLite (the write lock, held to
+    the end of the transaction); this one begins deferred, so in WAL mode it reads the snapshot of
+    its first query while writers commit. On PostgreSQL its transactions are ``REPEATABLE READ``
+    (one snapshot for every query) and read-only. Used by the rollup refresh's compute phase.
+
+    Example:
+        >>> engine = make_engine("sqlite://")
+        >>> with read_connection(engine) as conn:
+        ...     conn.exec_driver_sql("SELECT 1").scalar_one()
+        1
+    """
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        return conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return conn.execution_options(**{_DEFERRED: True})
 
 
 def _after_fork_in_child() -> None:

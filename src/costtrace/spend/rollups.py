@@ -16,19 +16,22 @@ How cells stay exact: dirty marks
     Every transaction that inserts a task row, or restates a task's outcome (``record_outcome``, even
     days later), also marks the task's hour, day and month *dirty* in ``costtrace_rollup_marks`` (a
     random token per mark, replaced at every write). :func:`refresh` recomputes a dirty hour from its
-    raw task rows, a day from its 24 clean hours, a month from its clean days, and deletes a mark only
-    if its token is still the one it read, in the same transaction that replaces the cells: a write
-    that raced the refresh keeps its mark. A reader trusts a cell only when its period was built and has
-    no mark in the reader's snapshot, and reads the raw rows of the other periods instead
-    (:func:`read_groups`), so a report always equals a recomputation from the raw rows, whatever the
-    refresh has reached. Rows inserted around the ledger's API (a bulk import in SQL) make no mark: a
+    raw task rows, a day from its 24 clean hours, a month from its clean days, reading the marks'
+    tokens and then the rows in a read transaction that does not block writers; then, in a short write
+    transaction, it replaces the cells of the periods whose token is still the one it read and deletes
+    those marks: a write that raced the refresh keeps its mark. A reader trusts a cell only when its
+    period was built and has no mark in the reader's snapshot, and reads the raw rows of the other
+    periods instead (:func:`read_groups`), so a report always equals a recomputation from the raw rows,
+    whatever the refresh has reached. Rows inserted around the ledger's API (a bulk import in SQL) make no mark: a
     period never built is read raw, but a built one goes stale; run ``costtrace ledger rebuild`` after
     such an import.
 
 Who refreshes
-    The app's ledger writer, in its background thread, at most every :data:`REFRESH_INTERVAL_S`
-    seconds and :data:`REFRESH_HOURS_PER_ROUND` hours at a time; ``costtrace ledger rebuild`` (all
-    cells, from scratch, with a progress bar) and ``costtrace ledger refresh``. Reports never write.
+    The app's ledger writer, in a thread of its own (``costtrace-ledger-rollups``), every
+    :data:`REFRESH_INTERVAL_S` seconds, :data:`REFRESH_HOURS_PER_ROUND` hours at a time, only the hours
+    that ended :data:`SETTLE_S` seconds ago or more (the open hour stays dirty and is read raw);
+    ``costtrace ledger rebuild`` (all cells, from scratch, with a progress bar) and ``costtrace ledger
+    refresh`` (every dirty period). Reports never write.
 
 Example:
     >>> from costtrace.spend.engine import make_engine
@@ -45,14 +48,14 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from costtrace.spend import schema as s
-from costtrace.spend.engine import upsert_insert
+from costtrace.spend.engine import read_connection, upsert_insert
 from costtrace.spend.sketch import MAX_VALUE, MIN_POSITIVE, QuantileSketch
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "MODEL_SUMS",
     "REFRESH_HOURS_PER_ROUND",
     "REFRESH_INTERVAL_S",
+    "SETTLE_S",
     "SKETCHES",
     "SUMS",
     "Cell",
@@ -92,8 +96,14 @@ values up to 100 have a bucket of their own; seconds to 4 significant digits).""
 REFRESH_INTERVAL_S = 30.0
 """The ledger writer refreshes dirty cells at most this often."""
 REFRESH_HOURS_PER_ROUND = 48
-"""... and at most this many dirty hours per round, so a migrated ledger fills in the background without
-holding the writer's thread for long."""
+"""... and at most this many dirty hours per round, so a migrated ledger fills in the background a
+part at a time."""
+SETTLE_S = 120.0
+"""The ledger writer's refresh leaves an hour dirty until this many seconds after it ended (reports read
+its raw rows meanwhile, exactly). An open hour is dirty at every batch: recomputing it every round made
+the refresh's work grow with the hour (quadratic) and the writer fall behind. A settled hour is
+recomputed about once, the delay letting the records queued at its end land first (a later write just
+marks it again)."""
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -477,17 +487,29 @@ def _stored_cells(
         yield row["period_start"], tuple(row[k] for k in CELL_KEYS), row
 
 
-def _refresh_hours(conn: Connection, hours: Sequence[datetime]) -> int:
-    """Recompute dirty hours (all in one day) from their raw task rows."""
-    tokens = {k: v for k, v in _marks(conn, "hour").items() if k[1] in set(hours)}
+@dataclass
+class _Computed:
+    """A refresh's compute phase for some periods of one level: the marks' tokens it read (before the
+    rows), and the cells it built from what it read."""
+
+    level: str
+    starts: list[datetime]
+    tokens: dict[tuple[str, datetime], int]
+    cells: dict[tuple[datetime, CellKey], Cell]
+    models: dict[tuple[datetime, tuple[Any, ...]], list[int]]
+
+
+def _compute_hours(conn: Connection, hours: Sequence[datetime]) -> _Computed:
+    """Dirty hours (all in one day) recomputed from their raw task rows, the marks' tokens read first."""
     wanted = set(hours)
+    tokens = {k: v for k, v in _marks(conn, "hour").items() if k[1] in wanted}
     cells = {k: v for k, v in _raw_cells(conn, min(hours), max(hours) + _HOUR).items() if k[0] in wanted}
     models = {k: v for k, v in _raw_model_cells(conn, min(hours), max(hours) + _HOUR).items() if k[0] in wanted}
-    return _replace(conn, "hour", hours, cells, models, tokens)
+    return _Computed("hour", list(hours), tokens, cells, models)
 
 
-def _refresh_parent(conn: Connection, level: str, start: datetime) -> int | None:
-    """Recompute a day from its hours, or a month from its days; None while a child is dirty."""
+def _compute_parent(conn: Connection, level: str, start: datetime) -> _Computed | None:
+    """A day recomputed from its stored hours, or a month from its days; None while a child is dirty."""
     child = "hour" if level == "day" else "day"
     end = period_end(level, start)
     tokens = {k: v for k, v in _marks(conn, level).items() if k[1] == start}
@@ -513,26 +535,74 @@ def _refresh_parent(conn: Connection, level: str, start: datetime) -> int | None
             sums = models[mkey] = [0] * len(MODEL_SUMS)
         for i, name in enumerate(MODEL_SUMS):
             sums[i] += int(row[name])
-    return _replace(conn, level, [start], cells, models, tokens)
+    return _Computed(level, [start], tokens, cells, models)
 
 
-def refresh(engine: Engine, *, max_hours: int | None = None, progress: ProgressCallback | None = None) -> Refreshed:
-    """Recompute every dirty period (hours first, then their days and months); safe from many processes.
+def _store(conn: Connection, computed: _Computed) -> int | None:
+    """The write phase: replace the cells of the periods whose mark still holds the token the compute
+    phase read (no write touched them since), and clear those marks. A period whose token changed (a
+    write raced) or whose mark is gone (another refresher stored it from its own, maybe newer, read) is
+    left as it is: its mark stays, or its newer cells do. Returns the cells written, None if none was."""
+    _lock(conn)
+    level = computed.level
+    current = _marks(conn, level)
+    unchanged = [
+        start
+        for start in computed.starts
+        if (token := computed.tokens.get((level, start))) is not None and current.get((level, start)) == token
+    ]
+    if not unchanged:
+        return None
+    keep = set(unchanged)
+    cells = {k: v for k, v in computed.cells.items() if k[0] in keep}
+    models = {k: v for k, v in computed.models.items() if k[0] in keep}
+    return _replace(conn, level, unchanged, cells, models, computed.tokens)
+
+
+def _naive_utc(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo is not None else at
+
+
+def refresh(
+    engine: Engine,
+    *,
+    max_hours: int | None = None,
+    progress: ProgressCallback | None = None,
+    settled_before: datetime | None = None,
+    read_engine: Engine | None = None,
+) -> Refreshed:
+    """Recompute dirty periods (hours first, then their days and months); safe from many processes.
+
+    Each batch of periods is computed in a read transaction that does not block the ledger's writers
+    (:func:`~costtrace.spend.engine.read_connection`: the marks' tokens, then the rows), then stored in
+    a short write transaction that clears a mark only if its token is unchanged: a write that landed
+    in between keeps its mark, and the next refresh recomputes that period.
 
     Args:
         engine: The ledger's (writable) engine.
         max_hours: Recompute at most this many dirty hours (oldest first); None for all.
         progress: ``progress(done, total)`` in hours, called with 0 first.
+        settled_before: Recompute only the dirty hours that ended by then (aware, or naive UTC); the
+            others stay dirty (reports read their raw rows). None: every dirty hour. The ledger
+            writer passes now minus :data:`SETTLE_S`, so that the open hour is not recomputed every
+            round.
+        read_engine: An engine of the same database for the compute phase (the ledger writer's is
+            read-only, with a connection of its own); default: ``engine``.
 
     Example:
         >>> refresh(engine).still_dirty          # doctest: +SKIP
         0
+        >>> refresh(engine, settled_before=datetime.now(UTC) - timedelta(seconds=SETTLE_S))  # doctest: +SKIP
     """
     from costtrace.spend.store import run_transaction
 
-    with engine.connect() as conn:
+    reader = engine if read_engine is None else read_engine
+    with read_connection(reader) as conn:
         marks = _marks(conn)
     hours = sorted(start for level, start in marks if level == "hour")
+    if settled_before is not None:
+        settled = _naive_utc(settled_before)
+        hours = [hour for hour in hours if hour + _HOUR <= settled]
     if max_hours is not None:
         hours = hours[:max_hours]
     by_day: dict[datetime, list[datetime]] = {}
@@ -542,30 +612,26 @@ def refresh(engine: Engine, *, max_hours: int | None = None, progress: ProgressC
     if progress is not None:
         progress(0, total)
     for day_hours in by_day.values():
-
-        def work(conn: Connection, day_hours: list[datetime] = day_hours) -> int:
-            _lock(conn)
-            return _refresh_hours(conn, day_hours)
-
-        cells += run_transaction(engine, work)
+        with read_connection(reader) as conn:
+            computed = _compute_hours(conn, day_hours)
+        cells += run_transaction(engine, lambda conn, computed=computed: _store(conn, computed)) or 0
         done += len(day_hours)
         if progress is not None:
             progress(done, total)
     counts = {"day": 0, "month": 0}
     for level in ("day", "month"):
-        with engine.connect() as conn:
+        with read_connection(reader) as conn:
             starts = sorted(start for (lv, start) in _marks(conn, level))
         for start in starts:
-
-            def parent(conn: Connection, level: str = level, start: datetime = start) -> int | None:
-                _lock(conn)
-                return _refresh_parent(conn, level, start)
-
-            written = run_transaction(engine, parent)
+            with read_connection(reader) as conn:
+                parent = _compute_parent(conn, level, start)
+            if parent is None:
+                continue
+            written = run_transaction(engine, lambda conn, parent=parent: _store(conn, parent))
             if written is not None:
                 counts[level] += 1
                 cells += written
-    with engine.connect() as conn:
+    with read_connection(reader) as conn:
         still = int(conn.execute(sa.select(sa.func.count()).select_from(s.rollup_marks)).scalar_one())
     return Refreshed(hours=total, days=counts["day"], months=counts["month"], cells=cells, still_dirty=still)
 

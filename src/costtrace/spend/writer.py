@@ -43,6 +43,13 @@ Spool files
     :mod:`costtrace.spend.spool`). It looks for such files when it starts, at every ``flush()`` and every
     ``RESCAN_S`` seconds.
 
+Rollups
+    A second daemon thread (``costtrace-ledger-rollups``, started with the writer's) refreshes the
+    ledger's dirty rollup cells every ``rollup_interval_s``: only the hours that ended
+    :data:`~costtrace.spend.rollups.SETTLE_S` seconds ago or more, computed in a read transaction
+    that does not block writers (:func:`costtrace.spend.rollups.refresh`). The writer thread never
+    waits on it; ``close()`` stops it.
+
 Exit and fork
     ``close(timeout_s)`` (registered with ``atexit`` and, in ``multiprocessing`` children, as a
     ``multiprocessing`` finalizer since forked children skip ``atexit``) flushes within the timeout;
@@ -72,12 +79,13 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costtrace._internal import logger, report_background_error, report_internal_error
 from costtrace.spend import rollups, store
+from costtrace.spend.engine import make_engine
 from costtrace.spend.losses import DROP_LOG_INTERVAL_S, LOST_ALERT_KIND, DropLog, in_loss_alert
 from costtrace.spend.pending import PendingSpend
 from costtrace.spend.rows import CALL, EVENT, TASK, Row, event_row, record_row, row_to_json, validate_row
@@ -107,6 +115,8 @@ RESCAN_S = 5.0
 WRITE_THROUGH_ENV = "COSTTRACE_LEDGER_WRITE_THROUGH"
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 30.0
+ROLLUPS_JOIN_S = 1.0
+"""``close()`` waits this long at most for the rollups thread to finish a refresh."""
 
 Item = tuple[str, Any, Any]
 """(kind, record, ended_at for tasks)."""
@@ -198,8 +208,10 @@ class LedgerWriter:
             docstring). None (default): ``COSTTRACE_LEDGER_WRITE_THROUGH`` if set, else on in worker
             processes (multiprocessing and billiard children, gunicorn, any process forked after import).
         rollup_interval_s: Refresh the ledger's dirty rollup cells (:func:`costtrace.spend.rollups.refresh`,
-            at most :data:`~costtrace.spend.rollups.REFRESH_HOURS_PER_ROUND` hours a round) this often,
-            between batches; None: never (another process, or ``costtrace ledger refresh``, does it).
+            at most :data:`~costtrace.spend.rollups.REFRESH_HOURS_PER_ROUND` hours a round, the hours
+            that ended :data:`~costtrace.spend.rollups.SETTLE_S` seconds ago or more) this often, in a
+            thread of its own (``costtrace-ledger-rollups``), so the writer never waits on a refresh;
+            None: never (another process, or ``costtrace ledger refresh``, does it).
 
     Example:
         >>> w = LedgerWriter(engine, budgets=lambda: my_budgets)     # doctest: +SKIP
@@ -294,6 +306,9 @@ class LedgerWriter:
         self._scans_done = 0  # ... and finished (claimed and replay tried): flush() waits for its own
         self._pending = PendingSpend()  # spend recorded here but not yet in the database (admission)
         self._next_rollup = time.monotonic() + (self._rollup_interval_s or 0.0)
+        self._rollups_thread: threading.Thread | None = None  # started with the writer thread
+        self._rollups_stop = threading.Event()
+        self._rollups_reader: Engine | None = None  # the rollups thread's read-only engine, made by it
 
     def _after_fork_in_child(self) -> None:
         # The parent writes what it queued; our copies of its spool descriptors must not unlock its files.
@@ -446,6 +461,43 @@ class LedgerWriter:
             raise
         if self._close_at_exit:
             _register_exit_hooks()
+        self._start_rollups()
+
+    def _start_rollups(self) -> None:
+        """Start the rollups thread, unless there is nothing to refresh or the engine has one shared
+        connection (an in-memory SQLite ledger: the writer thread refreshes between batches instead)."""
+        if self._rollup_interval_s is None or self._rollups_on_writer_thread():
+            return
+        with self._lock:
+            if self._rollups_thread is not None or self._stopping:
+                return
+            thread = self._rollups_thread = threading.Thread(
+                target=self._run_rollups,
+                args=(self._rollups_stop, self._rollup_interval_s),
+                name="costtrace-ledger-rollups",
+                daemon=True,
+            )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # interpreter shutting down: the cells stay dirty, reports read raw rows
+            with self._lock:
+                self._rollups_thread = None
+            report_background_error("ledger.writer.rollups", exc)
+
+    def _rollups_on_writer_thread(self) -> bool:
+        import sqlalchemy as sa
+
+        # One connection shared by every thread (make_engine's in-memory SQLite), or one per thread (each
+        # its own in-memory database): a second thread would break the writer's transactions, or see nothing.
+        return isinstance(self._engine.pool, sa.pool.StaticPool | sa.pool.SingletonThreadPool)
+
+    def _stop_rollups(self, timeout_s: float) -> None:
+        """Ask the rollups thread to stop and wait for it a little: a refresh it is in the middle of is
+        safe to abandon (a daemon thread; what it has not stored stays dirty)."""
+        self._rollups_stop.set()
+        thread = self._rollups_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, min(ROLLUPS_JOIN_S, timeout_s)))
 
     # --- flush, close, stats -------------------------------------------------------------------------
 
@@ -516,6 +568,7 @@ class LedgerWriter:
             self._work.notify_all()
         if thread is not None and not on_thread:
             thread.join(max(0.0, deadline - margin - time.monotonic()))
+        self._stop_rollups(deadline - margin - time.monotonic())
         with self._lock:
             alive = thread is not None and thread.is_alive()
             # A thread still alive is stuck in the database: its batch is spooled here too (idempotent).
@@ -654,14 +707,50 @@ class LedgerWriter:
             self._refresh_rollups()
         return not (stopping and not more)
 
+    def _run_rollups(self, stop: threading.Event, interval_s: float) -> None:
+        """The rollups thread: every ``interval_s``, refresh some settled dirty hours, until ``stop``."""
+        while not stop.wait(interval_s):
+            if self._db_available:
+                self._refresh_settled(self._rollups_read_engine())
+        reader, self._rollups_reader = self._rollups_reader, None
+        if reader is not None and reader is not self._engine:
+            reader.dispose()
+
+    def _rollups_read_engine(self) -> Engine:
+        """The engine the rollups thread reads with: on a SQLite file, a read-only engine of its own (its
+        connection's page cache and statements are not added to the writer's connection pool); on
+        PostgreSQL the writer's engine (its reads take no lock)."""
+        reader = self._rollups_reader
+        if reader is None:
+            reader = self._engine
+            if self._engine.dialect.name == "sqlite":
+                try:
+                    url = self._engine.url.render_as_string(hide_password=False)
+                    reader = make_engine(url, read_only=True)
+                except Exception as exc:  # the compute phase then uses the writer's engine (deferred BEGIN)
+                    report_background_error("ledger.writer.rollups", exc)
+            self._rollups_reader = reader
+        return reader
+
     def _refresh_rollups(self) -> None:
-        """Every ``rollup_interval_s``, between batches: recompute some dirty rollup cells."""
+        """An in-memory ledger's refresh, on the writer thread between batches, every ``rollup_interval_s``."""
         interval = self._rollup_interval_s
-        if interval is None or not self._db_available or time.monotonic() < self._next_rollup:
+        if interval is None or not self._rollups_on_writer_thread():
+            return
+        if not self._db_available or time.monotonic() < self._next_rollup:
             return
         self._next_rollup = time.monotonic() + interval
+        self._refresh_settled()
+
+    def _refresh_settled(self, read_engine: Engine | None = None) -> None:
         try:
-            rollups.refresh(self._engine, max_hours=rollups.REFRESH_HOURS_PER_ROUND)
+            settled_before = datetime.now(UTC) - timedelta(seconds=rollups.SETTLE_S)
+            rollups.refresh(
+                self._engine,
+                max_hours=rollups.REFRESH_HOURS_PER_ROUND,
+                settled_before=settled_before,
+                read_engine=read_engine,
+            )
         except Exception as exc:
             report_background_error("ledger.writer.rollups", exc)
 
