@@ -35,26 +35,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench_openai import COMPLETION, MESSAGES, MODEL  # the same response and request (run from benchmarks/)
+
 LOOPS = ("span", "openai-v2", "call", "call in task", "task + call", "task")
 PARTS = ("metrics", "task-metrics", "usage", "pricing", "end-attributes", "openinference", "task-attributes")
-COMPLETION = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1741569952,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "logprobs": None, "finish_reason": "stop"}
-    ],
-    "usage": {
-        "prompt_tokens": 1200,
-        "completion_tokens": 150,
-        "total_tokens": 1350,
-        "prompt_tokens_details": {"cached_tokens": 1024},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    },
-}
-MODEL = "gpt-4o-mini"
-MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 
 def set_up(without: Sequence[str]) -> dict[str, Callable[[int], None]]:

@@ -226,6 +226,8 @@ class SyncStreamProxy(_ObjectProxy):  # type: ignore[misc]
         return self._self_items(*reader)
 
     def _self_items(self, it: Iterator[Any], on_item: Callable[[Any], bool]) -> Iterator[Any]:
+        """``__next__``'s loop as a generator: a ``for`` loop then takes one generator step per item
+        instead of a call through the proxy. Kept alike with ``__next__`` (and the async twins)."""
         while True:
             try:
                 item = next(it)
