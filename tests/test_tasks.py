@@ -626,3 +626,18 @@ def test_tasks_counter_counts_every_task_of_a_drain_per_attribute_set(metric_poi
         ("failure", "support", False): 1,  # i = 3
         ("success", "support", False): 1,  # i = 5: a retry
     }
+
+
+def test_metrics_drained_inside_a_span_carry_no_exemplar(metric_points):
+    """Metrics are recorded after the fact (module docstring of costtrace.metrics): a drain that runs
+    on the app's thread inside a task must not give the task's span to the SDK as an exemplar."""
+    from costtrace import metrics
+
+    with costtrace.task("triage"):
+        call(CHEAP)
+        call(CHEAP)
+        metrics.drain()  # the task's span is current and sampled here
+    data = metric_points.collect()
+    points = data[sc.METRIC_TOKEN_USAGE] + data[sc.METRIC_OPERATION_DURATION]
+    assert sum(p.count for p in points) == 6
+    assert all(not p.exemplars for p in points)

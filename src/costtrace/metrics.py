@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.util.types import AttributeValue
 
@@ -197,6 +198,9 @@ def drain() -> None:
     """
     with _drain_lock:
         finished: dict[_TaskKey, int] = {}
+        # No span is current while recording: a drain on an app thread (a full queue, flush()) must not
+        # hand the SDK the span of whatever runs there as an exemplar, nor pay for sampling one.
+        no_span = otel_context.attach(otel_context.Context())
         try:
             while True:
                 try:
@@ -210,6 +214,7 @@ def drain() -> None:
         finally:
             if finished:
                 _count_tasks(finished)
+            otel_context.detach(no_span)
 
 
 def _observe_internal_errors(options: CallbackOptions) -> Iterable[Observation]:
