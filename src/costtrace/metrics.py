@@ -19,6 +19,7 @@ measurement carries no trace exemplar.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import deque
@@ -225,31 +226,22 @@ def _observe_internal_errors(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(n, {"costtrace.site": site}) for site, n in internal_error_counts().items()]
 
 
-_ConventionKey = tuple[str, str, str, "str | None", "str | None"]
-_convention_attrs: dict[_ConventionKey, tuple[dict[str, AttributeValue], ...]] = {}
-"""The convention metrics' attribute sets per (operation, provider, model, response model, error type):
-built once, not three dicts per call. Only read and written while draining (under ``_drain_lock``)."""
-
-
-def _conventions(record: CallRecord) -> tuple[dict[str, AttributeValue], ...]:
-    """The attributes of a call's duration, input-token and output-token measurements."""
-    key = (record.operation, record.provider, record.request_model, record.response_model, record.error_type)
-    found = _convention_attrs.get(key)
-    if found is None:
-        attrs: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: record.operation,
-            sc.GEN_AI_PROVIDER_NAME: record.provider,
-            sc.GEN_AI_REQUEST_MODEL: record.request_model,
-        }
-        if record.response_model is not None:
-            attrs[sc.GEN_AI_RESPONSE_MODEL] = record.response_model
-        if record.error_type is not None:
-            attrs[sc.ERROR_TYPE] = record.error_type
-        found = (attrs, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"}, {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
-        if len(_convention_attrs) >= 4096:  # bounded: models and error types come from outside
-            _convention_attrs.clear()
-        _convention_attrs[key] = found
-    return found
+@functools.lru_cache(maxsize=4096)  # bounded: models and error types come from outside
+def _conventions(
+    operation: str, provider: str, model: str, response_model: str | None, error_type: str | None
+) -> tuple[dict[str, AttributeValue], ...]:
+    """The attributes of a call's duration, input-token and output-token measurements, built once per
+    key instead of three dicts per call (the SDK copies what it keeps)."""
+    attrs: dict[str, AttributeValue] = {
+        sc.GEN_AI_OPERATION_NAME: operation,
+        sc.GEN_AI_PROVIDER_NAME: provider,
+        sc.GEN_AI_REQUEST_MODEL: model,
+    }
+    if response_model is not None:
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+    if error_type is not None:
+        attrs[sc.ERROR_TYPE] = error_type
+    return attrs, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"}, {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
 
 
 @guarded("metrics.record_call")
@@ -261,7 +253,9 @@ def _record_call_now(record: CallRecord, conventions: bool) -> None:
     """
     ins = _get()
     if conventions:
-        duration_attrs, input_attrs, output_attrs = _conventions(record)
+        duration_attrs, input_attrs, output_attrs = _conventions(
+            record.operation, record.provider, record.request_model, record.response_model, record.error_type
+        )
         ins.duration.record(record.duration_s, duration_attrs)
         if record.usage.source != "unknown":
             ins.token_usage.record(record.usage.input_tokens, input_attrs)
@@ -306,29 +300,23 @@ def _observe_unpriced_calls(options: CallbackOptions) -> Iterable[Observation]:
 
 _TaskKey = tuple[str, str, "str | None", bool, bool]
 """(task name, outcome, feature, first pass, own cost complete)."""
-_task_attrs: dict[_TaskKey, tuple[dict[str, AttributeValue], ...]] = {}
-"""The task metrics' attribute sets per key, built once. Only used while draining (under ``_drain_lock``)."""
 
 
+@functools.lru_cache(maxsize=4096)  # bounded: task names and features come from the app
 def _task_attributes(key: _TaskKey) -> tuple[dict[str, AttributeValue], ...]:
-    """Attributes of (attempts and wasted cost, the count, the cost, input tokens, output tokens)."""
-    found = _task_attrs.get(key)
-    if found is None:
-        name, outcome, feature, first_pass, cost_complete = key
-        attrs: dict[str, AttributeValue] = {sc.TASK_NAME: name, sc.TASK_OUTCOME: outcome}
-        if feature is not None:
-            attrs[sc.FEATURE] = feature
-        found = (
-            attrs,
-            {**attrs, sc.TASK_FIRST_PASS: first_pass},
-            {**attrs, sc.TASK_COST_COMPLETE: cost_complete},
-            {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"},
-            {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"},
-        )
-        if len(_task_attrs) >= 4096:  # bounded: task names and features come from the app
-            _task_attrs.clear()
-        _task_attrs[key] = found
-    return found
+    """Attributes of (attempts and wasted cost, the count, the cost, input tokens, output tokens), built
+    once per key."""
+    name, outcome, feature, first_pass, cost_complete = key
+    attrs: dict[str, AttributeValue] = {sc.TASK_NAME: name, sc.TASK_OUTCOME: outcome}
+    if feature is not None:
+        attrs[sc.FEATURE] = feature
+    return (
+        attrs,
+        {**attrs, sc.TASK_FIRST_PASS: first_pass},
+        {**attrs, sc.TASK_COST_COMPLETE: cost_complete},
+        {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"},
+        {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"},
+    )
 
 
 @guarded("metrics.record_task")

@@ -92,12 +92,6 @@ class ResponseInfo:
     finish_reasons: tuple[str, ...] = ()
 
 
-_UNSEEN: Any = object()
-_ModelNames = tuple[frozenset[str], frozenset[str], bool]
-_model_names: dict[type, _ModelNames | None] = {}
-"""Per class: (fields, class attribute names, plain) of a pydantic v2 model, None for any other class.
-Plain: no name of :data:`_CHAT_NAMES` is a class attribute (a property...), so its ``__dict__`` answers."""
-
 _CHAT_NAMES = frozenset(
     (
         *("usage_metadata", "usageMetadata", "usage", "model", "id", "choices"),
@@ -109,21 +103,14 @@ _CHAT_NAMES = frozenset(
 """Every name the OpenAI chat shape is read by (:func:`_reader`)."""
 
 
-def _pydantic_names(cls: type) -> _ModelNames | None:
-    fields = getattr(cls, "__pydantic_fields__", None)
-    if not isinstance(fields, dict) or not hasattr(cls, "__pydantic_extra__"):
+@functools.lru_cache(maxsize=1024)
+def _pydantic_class(cls: type) -> tuple[frozenset[str], bool] | None:
+    """(class attribute names, plain) of a pydantic v2 model class, None for any other class. Plain: no
+    name of :data:`_CHAT_NAMES` is a class attribute (a property...), so its ``__dict__`` answers them."""
+    if not isinstance(getattr(cls, "__pydantic_fields__", None), dict) or not hasattr(cls, "__pydantic_extra__"):
         return None
     class_attrs = frozenset(dir(cls))
-    return frozenset(fields), class_attrs, not (class_attrs & _CHAT_NAMES)
-
-
-def _names_of(cls: type) -> _ModelNames | None:
-    names = _model_names.get(cls, _UNSEEN)
-    if names is _UNSEEN:
-        if len(_model_names) > 1024:  # bounded: classes made on the fly must not grow it forever
-            _model_names.clear()
-        names = _model_names[cls] = _pydantic_names(cls)
-    return names  # type: ignore[no-any-return]
+    return class_attrs, not (class_attrs & _CHAT_NAMES)
 
 
 def _get(obj: Any, *names: str) -> Any:
@@ -136,21 +123,19 @@ def _get(obj: Any, *names: str) -> Any:
     """
     if obj is None:
         return None
-    cls = type(obj)
+    cls: type = type(obj)
     if cls is dict:
         for name in names:
             value = obj.get(name)
             if value is not None:
                 return value
         return None
-    model = _model_names.get(cls, _UNSEEN)
-    if model is _UNSEEN:
-        model = _names_of(cls)
+    model = _pydantic_class(cls)
     if model is not None:
         state = obj.__dict__
         extra = None
         for name in names:
-            if name in model[1]:
+            if name in model[0]:
                 value = getattr(obj, name, None)
             elif name in state:
                 value = state[name]
@@ -183,13 +168,11 @@ def _reader(obj: Any) -> Callable[[str], Any]:
     dict's ``get``, a plain pydantic model's ``__dict__.get`` (no extra keys), else :func:`_get`."""
     if obj is None:
         return _absent
-    cls = type(obj)
+    cls: type = type(obj)
     if cls is dict:
         return obj.get  # type: ignore[no-any-return]
-    model = _model_names.get(cls, _UNSEEN)
-    if model is _UNSEEN:
-        model = _names_of(cls)
-    if model is not None and model[2] and not getattr(obj, "__pydantic_extra__", None):
+    model = _pydantic_class(cls)
+    if model is not None and model[1] and not getattr(obj, "__pydantic_extra__", None):
         return obj.__dict__.get  # type: ignore[no-any-return]
     return functools.partial(_get, obj)
 
