@@ -113,8 +113,10 @@ def _pydantic_class(cls: type) -> tuple[frozenset[str], bool] | None:
     return class_attrs, not (class_attrs & _CHAT_NAMES)
 
 
-def _get(obj: Any, *names: str) -> Any:
-    """The first present, non-None attribute or mapping key of ``obj`` among ``names``.
+def first_field(obj: Any, *names: str) -> Any:
+    """The first present, non-None attribute or mapping key of ``obj`` among ``names`` (None if none is).
+
+    For every reader of SDK responses (usage here, the instrumentations' stream accumulators).
 
     SDK responses are pydantic models, read without pydantic's slow miss (an ``AttributeError``
     raised and caught in ``__getattr__``): a field is in the instance ``__dict__``, an unknown key the
@@ -164,7 +166,7 @@ def _absent(name: str) -> Any:
 
 
 def _reader(obj: Any) -> Callable[[str], Any]:
-    """``name -> _get(obj, name)`` for names of :data:`_CHAT_NAMES`, its way chosen once per object: a
+    """``name -> first_field(obj, name)`` for names of :data:`_CHAT_NAMES`, its way chosen once per object: a
     dict's ``get``, a plain pydantic model's ``__dict__.get`` (no extra keys), else :func:`_get`."""
     if obj is None:
         return _absent
@@ -174,7 +176,7 @@ def _reader(obj: Any) -> Callable[[str], Any]:
     model = _pydantic_class(cls)
     if model is not None and model[1] and not getattr(obj, "__pydantic_extra__", None):
         return obj.__dict__.get  # type: ignore[no-any-return]
-    return functools.partial(_get, obj)
+    return functools.partial(first_field, obj)
 
 
 def _first(read: Callable[[str], Any], a: str, b: str) -> Any:
@@ -260,14 +262,16 @@ def clamped_usage(
 
 
 def _anthropic_usage(u: Any) -> Usage | None:
-    base = _count(_get(u, "input_tokens"))
-    cache_read = _count(_get(u, "cache_read_input_tokens"))  # None: not reported (kept absent)
-    cache_write = _count(_get(u, "cache_creation_input_tokens"))
-    cache_write_1h = _count(_get(_get(u, "cache_creation"), "ephemeral_1h_input_tokens"))
-    thinking = _count(_get(_get(u, "output_tokens_details"), "thinking_tokens"))
+    base = _count(first_field(u, "input_tokens"))
+    cache_read = _count(first_field(u, "cache_read_input_tokens"))  # None: not reported (kept absent)
+    cache_write = _count(first_field(u, "cache_creation_input_tokens"))
+    cache_write_1h = _count(first_field(first_field(u, "cache_creation"), "ephemeral_1h_input_tokens"))
+    thinking = _count(first_field(first_field(u, "output_tokens_details"), "thinking_tokens"))
     # its input_tokens excludes cache reads and writes
     total_input = None if base is None else base + (cache_read or 0) + (cache_write or 0)
-    return _make_usage(total_input, _count(_get(u, "output_tokens")), cache_read, cache_write, cache_write_1h, thinking)
+    return _make_usage(
+        total_input, _count(first_field(u, "output_tokens")), cache_read, cache_write, cache_write_1h, thinking
+    )
 
 
 def _openai_chat_usage(u: Callable[[str], Any]) -> Usage | None:
@@ -293,27 +297,27 @@ def _openai_chat_usage(u: Callable[[str], Any]) -> Usage | None:
 
 
 def _openai_responses_usage(u: Any) -> Usage | None:
-    details = _get(u, "input_tokens_details")
+    details = first_field(u, "input_tokens_details")
     return _make_usage(
-        _count(_get(u, "input_tokens")),
-        _count(_get(u, "output_tokens")),
-        cache_read=_count(_get(details, "cached_tokens")),
-        cache_write=_count(_get(details, "cache_write_tokens")),  # LiteLLM's Responses bridge (Anthropic)
-        reasoning=_count(_get(_get(u, "output_tokens_details"), "reasoning_tokens")),
+        _count(first_field(u, "input_tokens")),
+        _count(first_field(u, "output_tokens")),
+        cache_read=_count(first_field(details, "cached_tokens")),
+        cache_write=_count(first_field(details, "cache_write_tokens")),  # LiteLLM's Responses bridge (Anthropic)
+        reasoning=_count(first_field(first_field(u, "output_tokens_details"), "reasoning_tokens")),
     )
 
 
 def _gemini_usage(u: Any) -> Usage | None:
-    prompt = _count(_get(u, "prompt_token_count", "promptTokenCount"))
-    tool_prompt = _count(_get(u, "tool_use_prompt_token_count", "toolUsePromptTokenCount")) or 0
-    candidates = _count(_get(u, "candidates_token_count", "candidatesTokenCount"))
-    thoughts = _count(_get(u, "thoughts_token_count", "thoughtsTokenCount"))  # None: not reported
+    prompt = _count(first_field(u, "prompt_token_count", "promptTokenCount"))
+    tool_prompt = _count(first_field(u, "tool_use_prompt_token_count", "toolUsePromptTokenCount")) or 0
+    candidates = _count(first_field(u, "candidates_token_count", "candidatesTokenCount"))
+    thoughts = _count(first_field(u, "thoughts_token_count", "thoughtsTokenCount"))  # None: not reported
     if prompt is None and candidates is None and not thoughts:
         return None
     return _make_usage(
         (prompt or 0) + tool_prompt,
         (candidates or 0) + (thoughts or 0),
-        cache_read=_count(_get(u, "cached_content_token_count", "cachedContentTokenCount")),
+        cache_read=_count(first_field(u, "cached_content_token_count", "cachedContentTokenCount")),
         reasoning=thoughts,
     )
 
@@ -337,14 +341,14 @@ def usage_from_response(response: Any, provider: str | None = None) -> ResponseI
     read = _reader(response)
     gemini_meta = _first(read, "usage_metadata", "usageMetadata")
     if gemini_meta is not None:
-        candidates = _get(response, "candidates") or ()
+        candidates = first_field(response, "candidates") or ()
         reasons = tuple(
-            r for c in _iter(candidates) if (r := _text(_get(c, "finish_reason", "finishReason"))) is not None
+            r for c in _iter(candidates) if (r := _text(first_field(c, "finish_reason", "finishReason"))) is not None
         )
         return ResponseInfo(
             usage=_gemini_usage(gemini_meta),
-            response_model=_text(_get(response, "model_version", "modelVersion")),
-            response_id=_text(_get(response, "response_id", "responseId")),
+            response_model=_text(first_field(response, "model_version", "modelVersion")),
+            response_id=_text(first_field(response, "response_id", "responseId")),
             finish_reasons=reasons,
         )
     u = read("usage")
@@ -352,21 +356,21 @@ def usage_from_response(response: Any, provider: str | None = None) -> ResponseI
     response_id = _text(read("id"))
     read_usage = _reader(u)
     if _first(read_usage, "prompt_tokens", "completion_tokens") is not None:
-        reasons = tuple(r for c in _iter(read("choices") or ()) if (r := _text(_get(c, "finish_reason"))))
+        reasons = tuple(r for c in _iter(read("choices") or ()) if (r := _text(first_field(c, "finish_reason"))))
         return ResponseInfo(_openai_chat_usage(read_usage), model, response_id, reasons)
     is_anthropic = provider == "anthropic" or (
         u is not None
         and (
-            _get(u, "cache_read_input_tokens", "cache_creation_input_tokens") is not None
-            or _get(response, "stop_reason") is not None
-            or _text(_get(response, "type")) == "message"
+            first_field(u, "cache_read_input_tokens", "cache_creation_input_tokens") is not None
+            or first_field(response, "stop_reason") is not None
+            or _text(first_field(response, "type")) == "message"
         )
     )
     if is_anthropic:
-        stop = _text(_get(response, "stop_reason"))
+        stop = _text(first_field(response, "stop_reason"))
         return ResponseInfo(_anthropic_usage(u) if u is not None else None, model, response_id, (stop,) if stop else ())
     if u is not None:
-        status = _text(_get(response, "status"))
+        status = _text(first_field(response, "status"))
         return ResponseInfo(_openai_responses_usage(u), model, response_id, (status,) if status else ())
     return ResponseInfo(usage=None, response_model=model, response_id=response_id)
 

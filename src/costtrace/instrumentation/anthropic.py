@@ -46,7 +46,7 @@ from costtrace.instrumentation._base import (
     resend_reason,
     safely,
 )
-from costtrace.usage import UsageSource
+from costtrace.usage import UsageSource, first_field
 
 __all__ = ["AnthropicInstrumentor"]
 
@@ -223,14 +223,6 @@ def _leave_scope(tokens: _ScopeTokens | None) -> None:
 # --- reading usage -----------------------------------------------------------------------------------
 
 
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
 def _tokens(value: Any) -> int | None:
     """A token count as a non-negative int, or None when missing or not a count (None, negative, str...)."""
     if isinstance(value, bool):
@@ -251,15 +243,15 @@ def _usage_fields(usage: Any) -> dict[str, int]:
     if usage is None:
         return out
     for name in _USAGE_FIELDS:
-        n = _tokens(_get(usage, name))
+        n = _tokens(first_field(usage, name))
         if n is not None:
             out[name] = n
-    creation = _get(usage, "cache_creation")
+    creation = first_field(usage, "cache_creation")
     for name in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"):
-        n = _tokens(_get(creation, name))
+        n = _tokens(first_field(creation, name))
         if n is not None:
             out[name] = n
-    thinking = _tokens(_get(_get(usage, "output_tokens_details"), "thinking_tokens"))
+    thinking = _tokens(first_field(first_field(usage, "output_tokens_details"), "thinking_tokens"))
     if thinking is not None:
         out["thinking_tokens"] = thinking
     return out
@@ -291,7 +283,7 @@ def _dump(value: Any) -> Any:
 def _record_message(call: LLMCall, req: _Request, message: Any) -> None:
     call.record_response(message)
     if _content_enabled():
-        content = _get(message, "content")
+        content = first_field(message, "content")
         output = [_dump(block) for block in content] if isinstance(content, (list, tuple)) else content
         call.capture_content(input=_prompt(req), output=output)
 
@@ -357,11 +349,11 @@ class _StreamUsage:
         # SDK event objects first (the hot path: one attribute read each); a dict event reads as before.
         kind = getattr(item, "type", None)
         if kind is None:
-            kind = _get(item, "type")
+            kind = first_field(item, "type")
         if kind == "content_block_delta":
             delta = getattr(item, "delta", None)
             if delta is None:
-                delta = _get(item, "delta")
+                delta = first_field(item, "delta")
             # The field the delta's type names is read alone: a missing attribute costs a pydantic
             # model several µs (its __getattr__ raises), so no field is tried that the type has not.
             delta_type = getattr(delta, "type", None)
@@ -374,21 +366,21 @@ class _StreamUsage:
                     self.text.append(piece)
                     return False
             for name in ("text", "thinking", "partial_json"):
-                piece = _get(delta, name)
+                piece = first_field(delta, name)
                 if isinstance(piece, str):
                     self.text.append(piece)
                     break
         elif kind == "message_start":
-            message = _get(item, "message")
-            self.model = _get(message, "model") or self.model
-            self.id = _get(message, "id") or self.id
-            self.start = _usage_fields(_get(message, "usage"))
+            message = first_field(item, "message")
+            self.model = first_field(message, "model") or self.model
+            self.id = first_field(message, "id") or self.id
+            self.start = _usage_fields(first_field(message, "usage"))
         elif kind == "message_delta":
-            fields = _usage_fields(_get(item, "usage"))
+            fields = _usage_fields(first_field(item, "usage"))
             self.cumulative.update(fields)
             if "output_tokens" in fields:
                 self.delta_output = fields["output_tokens"]
-            stop = _get(_get(item, "delta"), "stop_reason")
+            stop = first_field(first_field(item, "delta"), "stop_reason")
             if stop is not None:
                 self.stop_reason = stop
         elif kind == "message_stop":
@@ -655,7 +647,7 @@ def _finish_from_snapshot(stream: Any, call: LLMCall, req: _Request, exc: BaseEx
         snapshot = stream.current_message_snapshot
     except Exception:
         snapshot = None  # nothing streamed yet: usage unknown
-    done = snapshot is not None and _get(snapshot, "stop_reason") is not None
+    done = snapshot is not None and first_field(snapshot, "stop_reason") is not None
     if snapshot is not None:
         _record_message(call, req, snapshot)
     if not done:

@@ -48,6 +48,7 @@ from costtrace.instrumentation._base import (
 )
 from costtrace.instrumentation._bodytap import BodyReader, SSEReader, make_reader, tap_response
 from costtrace.instrumentation._providers import provider_for_host
+from costtrace.usage import first_field
 
 logger = logging.getLogger("costtrace")
 
@@ -117,11 +118,6 @@ def _int_arg(value: object) -> int | None:
 
 def _str_arg(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _field(obj: Any, name: str) -> Any:
-    """A field of an SDK object or of a plain dict body."""
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
 _endpoint_cache: dict[int, tuple[object, str, str | None, int | None]] = {}
@@ -277,7 +273,7 @@ def _set_response_tier(call: LLMCall, tier: object) -> None:
 
 def _record_body(req: _Request, body: Any, streamed_text: str | None = None) -> None:
     req.call.record_response(body)
-    _set_response_tier(req.call, _field(body, "service_tier"))
+    _set_response_tier(req.call, first_field(body, "service_tier"))
     if _content_enabled():
         _capture(req, body, streamed_text)
 
@@ -298,7 +294,7 @@ def _capture(req: _Request, body: Any, streamed_text: str | None) -> None:
         prompt: Any = {"instructions": instructions, "input": _as_messages(items)}
         output: Any = streamed_text
         if output is None:
-            items_out = _field(body, "output")
+            items_out = first_field(body, "output")
             output = [_dump(i) for i in items_out] if isinstance(items_out, list) else None
     elif req.kind == "embeddings":
         prompt, output = req.input, None  # the output is vectors, not content
@@ -306,9 +302,9 @@ def _capture(req: _Request, body: Any, streamed_text: str | None) -> None:
         prompt = _as_messages(req.input)
         output = streamed_text
         if output is None:
-            choices = _field(body, "choices")
+            choices = first_field(body, "choices")
             if isinstance(choices, list):
-                output = [_dump(_field(c, "message")) for c in choices]
+                output = [_dump(first_field(c, "message")) for c in choices]
     req.call.capture_content(input=prompt, output=output)
 
 
